@@ -1,0 +1,349 @@
+/*
+ * core.c - the Lua module kling.core: the C engine as two userdata classes.
+ *
+ *   local core = require "kling.core"
+ *   local eng = core.new{ base_url=, token=, timeout=, connect_timeout=,
+ *                         ca_file=, allow_insecure_http=, max_body=,
+ *                         max_connections=, user_agent= }
+ *   local x, err = eng:request{ method=, url=, body=, download=, timeout=,
+ *                               fresh=, max_bytes= }
+ *   eng:step(seconds)  -> transfers finished     eng:pending() -> in flight
+ *   eng:scrub(s)       -> s with the token masked
+ *   x:done(), x:result() -> table, x:progress() -> bytes, total, x:abort()
+ *   core.now() -> monotonic seconds
+ *
+ * Bad arguments raise; transport failures come back as data in x:result().
+ * No Lua code ever runs inside a libcurl callback.
+ */
+#include <lua.h>
+#include <lauxlib.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "http.h"
+
+#define ENGINE_MT "kling.core.engine"
+#define XFER_MT "kling.core.transfer"
+#define DEFAULT_MAX_BODY (8u * 1024u * 1024u)
+
+typedef struct { kengine e; int open; } lengine;
+typedef struct { kxfer *x; } lxfer;
+
+static lengine *check_engine(lua_State *L, int i) {
+  lengine *le = luaL_checkudata(L, i, ENGINE_MT);
+  if (!le->open) luaL_argerror(L, i, "client is closed");
+  return le;
+}
+
+static kxfer *check_xfer(lua_State *L, int i) {
+  lxfer *lx = luaL_checkudata(L, i, XFER_MT);
+  if (lx->x == NULL) luaL_argerror(L, i, "transfer is released");
+  return lx->x;
+}
+
+static const char *opt_string(lua_State *L, int t, const char *k) {
+  const char *s = NULL;
+  lua_getfield(L, t, k);
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "option '%s' must be a string", k);
+    s = lua_tostring(L, -1);
+  }
+  lua_pop(L, 1); /* the string stays alive: it is referenced by the table */
+  return s;
+}
+
+static double opt_number(lua_State *L, int t, const char *k, double dflt) {
+  double v = dflt;
+  lua_getfield(L, t, k);
+  if (!lua_isnil(L, -1)) {
+    int ok;
+    v = lua_tonumberx(L, -1, &ok);
+    if (!ok) luaL_error(L, "option '%s' must be a number", k);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int opt_bool(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  int v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static long seconds_to_ms(lua_State *L, const char *k, double s) {
+  if (!(s >= 0) || s > 1e7) luaL_error(L, "option '%s' must be between 0 and 1e7 seconds", k);
+  return (long)(s * 1000.0 + 0.5);
+}
+
+/* core.new(opts) */
+static int l_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  kengine_opts o;
+  memset(&o, 0, sizeof o);
+  o.api_base = opt_string(L, 1, "base_url");
+  if (o.api_base == NULL) luaL_error(L, "option 'base_url' is required");
+  o.token = opt_string(L, 1, "token");
+  o.ca_file = opt_string(L, 1, "ca_file");
+  o.user_agent = opt_string(L, 1, "user_agent");
+  o.timeout_ms = seconds_to_ms(L, "timeout", opt_number(L, 1, "timeout", 30));
+  o.connect_timeout_ms = seconds_to_ms(L, "connect_timeout", opt_number(L, 1, "connect_timeout", 10));
+  double mb = opt_number(L, 1, "max_body", DEFAULT_MAX_BODY);
+  if (!(mb >= 1024) || mb > 1e12) luaL_error(L, "option 'max_body' must be at least 1024 bytes");
+  o.max_body = (size_t)mb;
+  double mc = opt_number(L, 1, "max_connections", 8);
+  if (!(mc >= 1) || mc > 65536) luaL_error(L, "option 'max_connections' must be between 1 and 65536");
+  o.max_connections = (long)mc;
+  o.allow_insecure_http = opt_bool(L, 1, "allow_insecure_http");
+
+  lengine *le = lua_newuserdatauv(L, sizeof *le, 0);
+  le->open = 0;
+  luaL_setmetatable(L, ENGINE_MT);
+  char err[256];
+  if (kengine_init(&le->e, &o, err, sizeof err) != 0) return luaL_error(L, "%s", err);
+  le->open = 1;
+  return 1;
+}
+
+static int l_engine_close(lua_State *L) {
+  lengine *le = luaL_checkudata(L, 1, ENGINE_MT);
+  if (le->open) {
+    le->open = 0;
+    kengine_close(&le->e);
+  }
+  return 0;
+}
+
+static int l_engine_tostring(lua_State *L) {
+  lengine *le = luaL_checkudata(L, 1, ENGINE_MT);
+  if (!le->open) lua_pushstring(L, "kling.core.engine (closed)");
+  else lua_pushfstring(L, "kling.core.engine (%s://%s:%s, %d in flight)", le->e.api_scheme,
+                       le->e.api_host, le->e.api_port, le->e.ninflight);
+  return 1;
+}
+
+/* eng:request(spec) -> transfer | nil, message */
+static int l_request(lua_State *L) {
+  lengine *le = check_engine(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  kx_spec s;
+  memset(&s, 0, sizeof s);
+  s.method = opt_string(L, 2, "method");
+  if (s.method == NULL) s.method = "GET";
+  s.url = opt_string(L, 2, "url");
+  if (s.url == NULL) return luaL_argerror(L, 2, "field 'url' is required");
+  lua_getfield(L, 2, "body");
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING) return luaL_argerror(L, 2, "field 'body' must be a string");
+    s.body = lua_tolstring(L, -1, &s.body_len);
+  }
+  lua_pop(L, 1);
+  s.download = opt_string(L, 2, "download");
+  s.timeout_ms = seconds_to_ms(L, "timeout", opt_number(L, 2, "timeout", 0));
+  s.fresh = opt_bool(L, 2, "fresh");
+  double mb = opt_number(L, 2, "max_bytes", 0);
+  if (!(mb >= 0) || mb > 9e18) return luaL_argerror(L, 2, "field 'max_bytes' must be >= 0");
+  s.max_bytes = (curl_off_t)mb;
+
+  lxfer *lx = lua_newuserdatauv(L, sizeof *lx, 1);
+  lx->x = NULL;
+  luaL_setmetatable(L, XFER_MT);
+  lua_pushvalue(L, 1); /* the transfer keeps its engine alive */
+  lua_setiuservalue(L, -2, 1);
+
+  char err[512];
+  kxfer *x = kxfer_new(&le->e, &s, err, sizeof err);
+  if (x == NULL || kengine_add(&le->e, x, err, sizeof err) != 0) {
+    kxfer_free(x);
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lx->x = x;
+  return 1;
+}
+
+/* eng:step([seconds]) -> number of transfers that finished */
+static int l_step(lua_State *L) {
+  lengine *le = check_engine(L, 1);
+  double t = luaL_optnumber(L, 2, 0);
+  lua_pushinteger(L, kengine_step(&le->e, t));
+  return 1;
+}
+
+static int l_pending(lua_State *L) {
+  lengine *le = check_engine(L, 1);
+  lua_pushinteger(L, le->e.ninflight);
+  return 1;
+}
+
+/* eng:scrub(s): every occurrence of the token replaced by "***" */
+static int l_scrub(lua_State *L) {
+  lengine *le = luaL_checkudata(L, 1, ENGINE_MT);
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  const char *tok = le->open ? le->e.token : NULL;
+  if (tok == NULL || strstr(s, tok) == NULL) {
+    lua_settop(L, 2);
+    return 1;
+  }
+  size_t tn = strlen(tok);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  const char *p = s, *hit;
+  while ((hit = strstr(p, tok)) != NULL) {
+    luaL_addlstring(&b, p, (size_t)(hit - p));
+    luaL_addstring(&b, "***");
+    p = hit + tn;
+  }
+  luaL_addstring(&b, p);
+  luaL_pushresult(&b);
+  return 1;
+}
+
+static int l_xfer_done(lua_State *L) {
+  kxfer *x = check_xfer(L, 1);
+  lua_pushboolean(L, x->state == KX_DONE);
+  return 1;
+}
+
+static int l_xfer_progress(lua_State *L) {
+  kxfer *x = check_xfer(L, 1);
+  curl_off_t total = -1;
+  curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &total);
+  lua_pushinteger(L, (lua_Integer)x->bytes);
+  if (total >= 0) lua_pushinteger(L, (lua_Integer)total);
+  else lua_pushnil(L);
+  return 2;
+}
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+  if (v && v[0]) {
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+  }
+}
+
+/* x:result() -> nil while running; then { status=, body=, bytes=, path=,
+ *   content_type=, content_length=, retry_after=, time=,
+ *   error = nil | { kind=, message=, curl_code=, sent= } } */
+static int l_xfer_result(lua_State *L) {
+  kxfer *x = check_xfer(L, 1);
+  if (x->state != KX_DONE) return 0;
+  lua_createtable(L, 0, 10);
+  lua_pushinteger(L, x->status);
+  lua_setfield(L, -2, "status");
+  if (x->body.len > 0 || !x->path) {
+    lua_pushlstring(L, x->body.data ? x->body.data : "", x->body.len);
+    lua_setfield(L, -2, "body");
+  }
+  lua_pushinteger(L, (lua_Integer)x->bytes);
+  lua_setfield(L, -2, "bytes");
+  set_str(L, "content_type", x->content_type);
+  set_str(L, "content_length", x->content_length);
+  set_str(L, "retry_after", x->retry_after);
+  double total = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &total);
+  lua_pushnumber(L, total);
+  lua_setfield(L, -2, "time");
+  int sent;
+  const char *kind = kxfer_error_kind(x, &sent);
+  if (kind) {
+    char msg[CURL_ERROR_SIZE + 128];
+    kxfer_error_message(x, msg, sizeof msg);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, msg);
+    lua_setfield(L, -2, "message");
+    lua_pushinteger(L, (lua_Integer)x->code);
+    lua_setfield(L, -2, "curl_code");
+    lua_pushboolean(L, sent);
+    lua_setfield(L, -2, "sent");
+    lua_setfield(L, -2, "error");
+  } else if (x->path && x->to_file) {
+    lua_pushstring(L, x->path);
+    lua_setfield(L, -2, "path");
+  }
+  return 1;
+}
+
+/* Releases the transfer: aborts it when still running. Idempotent. */
+static int l_xfer_close(lua_State *L) {
+  lxfer *lx = luaL_checkudata(L, 1, XFER_MT);
+  if (lx->x) {
+    if (lx->x->engine) kengine_remove(lx->x->engine, lx->x);
+    kxfer_free(lx->x);
+    lx->x = NULL;
+  }
+  return 0;
+}
+
+/* x:abort(): stops a running transfer; its result then says "aborted". */
+static int l_xfer_abort(lua_State *L) {
+  kxfer *x = check_xfer(L, 1);
+  if (x->engine) kengine_remove(x->engine, x);
+  return 0;
+}
+
+static int l_xfer_tostring(lua_State *L) {
+  lxfer *lx = luaL_checkudata(L, 1, XFER_MT);
+  static const char *const names[] = { "new", "running", "done" };
+  if (lx->x == NULL) lua_pushstring(L, "kling.core.transfer (released)");
+  else lua_pushfstring(L, "kling.core.transfer (%s)", names[lx->x->state]);
+  return 1;
+}
+
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, kengine_now());
+  return 1;
+}
+
+static const luaL_Reg engine_methods[] = {
+  { "request", l_request }, { "step", l_step },   { "pending", l_pending },
+  { "scrub", l_scrub },     { "close", l_engine_close }, { NULL, NULL },
+};
+static const luaL_Reg engine_meta[] = {
+  { "__gc", l_engine_close }, { "__close", l_engine_close },
+  { "__tostring", l_engine_tostring }, { NULL, NULL },
+};
+static const luaL_Reg xfer_methods[] = {
+  { "done", l_xfer_done }, { "result", l_xfer_result }, { "progress", l_xfer_progress },
+  { "abort", l_xfer_abort }, { "close", l_xfer_close }, { NULL, NULL },
+};
+static const luaL_Reg xfer_meta[] = {
+  { "__gc", l_xfer_close }, { "__close", l_xfer_close },
+  { "__tostring", l_xfer_tostring }, { NULL, NULL },
+};
+static const luaL_Reg functions[] = {
+  { "new", l_new }, { "now", l_now }, { NULL, NULL },
+};
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
+  luaL_newmetatable(L, name);
+  luaL_setfuncs(L, meta, 0);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
+int luaopen_kling_core(lua_State *L) {
+  static int curl_ready = 0;
+  luaL_checkversion(L);
+  if (!curl_ready) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return luaL_error(L, "curl_global_init failed");
+    curl_ready = 1;
+  }
+  new_class(L, ENGINE_MT, engine_meta, engine_methods);
+  new_class(L, XFER_MT, xfer_meta, xfer_methods);
+  luaL_newlib(L, functions);
+  curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+  lua_pushstring(L, v->version);
+  lua_setfield(L, -2, "curl_version");
+  lua_pushboolean(L, (v->features & CURL_VERSION_HTTP2) != 0);
+  lua_setfield(L, -2, "http2");
+  return 1;
+}

@@ -1,0 +1,59 @@
+/*
+ * engine.h - a client's HTTP engine: one libcurl multi handle, its
+ * settings (token, API origin, timeouts, TLS), and the transfers in flight.
+ *
+ * The engine decides which requests carry the token: only those whose
+ * origin (scheme, host, port) is the API's. It refuses plain http to any
+ * host but loopback unless the caller allowed it.
+ */
+#ifndef KLING_ENGINE_H
+#define KLING_ENGINE_H
+
+#include <curl/curl.h>
+
+#include "http.h"
+
+typedef struct kengine {
+  CURLM *multi;
+  char *token;             /* NULL when none */
+  char *auth_header;       /* "Authorization: Bearer ..." */
+  char *api_scheme, *api_host, *api_port;
+  char *ca_file;
+  char *user_agent;
+  long timeout_ms, connect_timeout_ms;
+  size_t max_body;         /* cap on in-memory response bodies */
+  int allow_insecure_http;
+  long max_connections;
+  kxfer *inflight;         /* doubly linked */
+  int ninflight;
+  int completed;           /* finished during the current drive */
+} kengine;
+
+typedef struct kengine_opts {
+  const char *token, *api_base, *ca_file, *user_agent;
+  long timeout_ms, connect_timeout_ms, max_connections;
+  size_t max_body;
+  int allow_insecure_http;
+} kengine_opts;
+
+/* Returns 0, or -1 with a reason in err. */
+int kengine_init(kengine *e, const kengine_opts *o, char *err, size_t errlen);
+void kengine_close(kengine *e);
+
+/* Is the URL acceptable (http/https, TLS unless loopback or allowed)?
+ * Fills is_api when its origin is the API's. Returns 0 or -1 with err. */
+int kengine_check_url(const kengine *e, const char *url, int *is_api, char *err, size_t errlen);
+
+/* Adds a configured transfer to the multi handle. Returns 0 or -1. */
+int kengine_add(kengine *e, kxfer *x, char *err, size_t errlen);
+/* Detaches a transfer (finished or not) from the engine. */
+void kengine_remove(kengine *e, kxfer *x);
+
+/* Drives the engine for at most timeout seconds, returning early once any
+ * transfer has finished. Sleeps in the kernel while nothing is ready.
+ * Returns the number of transfers that finished. */
+int kengine_step(kengine *e, double timeout);
+
+double kengine_now(void);
+
+#endif

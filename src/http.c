@@ -1,0 +1,303 @@
+/*
+ * http.c - configuring one transfer, the libcurl callbacks that fill it,
+ * and reading its outcome (see http.h).
+ *
+ * Downloads stream into "<path>.part" and are renamed to <path> only when
+ * the body is complete; on failure the .part file is removed. Downloads
+ * never carry the token and follow redirects; API requests carry it and
+ * follow none.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "http.h"
+#include "engine.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define KX_ERROR_BODY_CAP 65536 /* error answers of the file host, kept in memory */
+#define KX_LOW_SPEED_TIME_DEFAULT 60L
+
+static char *kx_strdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d) memcpy(d, s, n);
+  return d;
+}
+
+static void copy_header_value(char *dst, size_t dstlen, const char *v, size_t n) {
+  while (n > 0 && (*v == ' ' || *v == '\t')) { v++; n--; }
+  while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+  if (n >= dstlen) n = dstlen - 1;
+  memcpy(dst, v, n);
+  dst[n] = '\0';
+}
+
+static int header_is(const char *line, size_t n, const char *name, const char **value, size_t *vlen) {
+  size_t k = strlen(name);
+  if (n <= k || line[k] != ':' || strncasecmp(line, name, k) != 0) return 0;
+  *value = line + k + 1;
+  *vlen = n - k - 1;
+  return 1;
+}
+
+static size_t on_header(char *line, size_t size, size_t nitems, void *ud) {
+  kxfer *x = ud;
+  size_t n = size * nitems;
+  const char *v;
+  size_t vn;
+  if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+    /* A new response (after a redirect or a 100 Continue): forget the last one's. */
+    x->retry_after[0] = x->content_type[0] = x->content_length[0] = '\0';
+    x->status_checked = 0;
+  } else if (header_is(line, n, "retry-after", &v, &vn)) {
+    copy_header_value(x->retry_after, sizeof x->retry_after, v, vn);
+  } else if (header_is(line, n, "content-type", &v, &vn)) {
+    copy_header_value(x->content_type, sizeof x->content_type, v, vn);
+  } else if (header_is(line, n, "content-length", &v, &vn)) {
+    copy_header_value(x->content_length, sizeof x->content_length, v, vn);
+  }
+  return n;
+}
+
+static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
+  kxfer *x = ud;
+  size_t n = size * nmemb;
+  if (x->file && !x->status_checked) {
+    long code = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+    x->to_file = code >= 200 && code < 300;
+    x->status_checked = 1;
+  }
+  if (x->file && x->to_file) {
+    if (x->max_bytes > 0 && x->bytes + (curl_off_t)n > x->max_bytes) {
+      x->too_large = 1;
+      return 0;
+    }
+    if (fwrite(p, 1, n, x->file) != n) {
+      x->io_error = 1;
+      x->io_errno = errno;
+      return 0;
+    }
+    x->bytes += (curl_off_t)n;
+    return n;
+  }
+  if (x->file) { /* an error answer from the file host: keep its start */
+    size_t room = x->body.len < KX_ERROR_BODY_CAP ? KX_ERROR_BODY_CAP - x->body.len : 0;
+    if (kbuf_append(&x->body, p, n < room ? n : room) == -1) {
+      x->oom = 1;
+      return 0;
+    }
+    return n;
+  }
+  switch (kbuf_append(&x->body, p, n)) {
+  case -1: x->oom = 1; return 0;
+  case -2: x->too_large = 1; return 0;
+  default: x->bytes += (curl_off_t)n; return n;
+  }
+}
+
+static int add_header(kxfer *x, const char *h) {
+  struct curl_slist *l = curl_slist_append(x->headers, h);
+  if (l == NULL) return -1;
+  x->headers = l;
+  return 0;
+}
+
+#define SETOPT(opt, val) do { if (curl_easy_setopt(x->easy, opt, val) != CURLE_OK) goto fail_opt; } while (0)
+
+kxfer *kxfer_new(kengine *e, const kx_spec *s, char *err, size_t errlen) {
+  int is_api = 0;
+  if (kengine_check_url(e, s->url, &is_api, err, errlen) != 0) return NULL;
+  if (s->download) is_api = 0; /* downloads never carry the token */
+
+  kxfer *x = calloc(1, sizeof *x);
+  if (x == NULL) { snprintf(err, errlen, "out of memory"); return NULL; }
+  kbuf_init(&x->body, s->download ? 0 : e->max_body);
+  x->is_api = is_api;
+  x->max_bytes = s->max_bytes;
+  x->easy = curl_easy_init();
+  if (x->easy == NULL) { snprintf(err, errlen, "curl_easy_init failed"); goto fail; }
+
+  SETOPT(CURLOPT_URL, s->url);
+  SETOPT(CURLOPT_PRIVATE, (void *)x);
+  SETOPT(CURLOPT_NOSIGNAL, 1L);
+  SETOPT(CURLOPT_ERRORBUFFER, x->errbuf);
+  SETOPT(CURLOPT_HEADERFUNCTION, on_header);
+  SETOPT(CURLOPT_HEADERDATA, (void *)x);
+  SETOPT(CURLOPT_WRITEFUNCTION, on_body);
+  SETOPT(CURLOPT_WRITEDATA, (void *)x);
+  SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+  SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
+  SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
+  if (e->ca_file) SETOPT(CURLOPT_CAINFO, e->ca_file);
+  SETOPT(CURLOPT_CONNECTTIMEOUT_MS, e->connect_timeout_ms);
+  SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+  SETOPT(CURLOPT_ACCEPT_ENCODING, "");
+  if (e->user_agent) SETOPT(CURLOPT_USERAGENT, e->user_agent);
+  if (s->fresh) SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+
+  long timeout_ms = s->timeout_ms > 0 ? s->timeout_ms : e->timeout_ms;
+  if (s->download) {
+    /* A large file may take long: give up only when it stalls. */
+    long stall = timeout_ms > 0 ? (timeout_ms + 999) / 1000 : KX_LOW_SPEED_TIME_DEFAULT;
+    SETOPT(CURLOPT_LOW_SPEED_LIMIT, 1L);
+    SETOPT(CURLOPT_LOW_SPEED_TIME, stall);
+    SETOPT(CURLOPT_FOLLOWLOCATION, 1L);
+    SETOPT(CURLOPT_MAXREDIRS, 5L);
+    SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, e->allow_insecure_http ? "http,https" : "https");
+    SETOPT(CURLOPT_ACCEPT_ENCODING, NULL); /* the bytes as stored, so lengths and ranges match */
+  } else {
+    SETOPT(CURLOPT_TIMEOUT_MS, timeout_ms);
+    SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+    if (add_header(x, "Accept: application/json") != 0) goto fail_oom;
+  }
+  if (is_api && e->auth_header && add_header(x, e->auth_header) != 0) goto fail_oom;
+  if (add_header(x, "Expect:") != 0) goto fail_oom;
+
+  if (strcmp(s->method, "POST") == 0) {
+    SETOPT(CURLOPT_POST, 1L);
+    SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(s->body ? s->body_len : 0));
+    SETOPT(CURLOPT_COPYPOSTFIELDS, s->body ? s->body : "");
+    if (s->body && add_header(x, "Content-Type: application/json") != 0) goto fail_oom;
+  } else if (strcmp(s->method, "HEAD") == 0) {
+    SETOPT(CURLOPT_NOBODY, 1L);
+  } else if (strcmp(s->method, "GET") != 0) {
+    snprintf(err, errlen, "unsupported method '%s'", s->method);
+    goto fail;
+  }
+  SETOPT(CURLOPT_HTTPHEADER, x->headers);
+
+  if (s->download) {
+    size_t n = strlen(s->download);
+    x->path = kx_strdup(s->download);
+    x->part = malloc(n + sizeof ".part");
+    if (x->path == NULL || x->part == NULL) goto fail_oom;
+    memcpy(x->part, s->download, n);
+    memcpy(x->part + n, ".part", sizeof ".part");
+    x->file = fopen(x->part, "wb");
+    if (x->file == NULL) {
+      snprintf(err, errlen, "cannot open '%s' for writing: %s", x->part, strerror(errno));
+      goto fail;
+    }
+  }
+  return x;
+
+fail_opt:
+  snprintf(err, errlen, "libcurl refused an option (is libcurl too old?)");
+  goto fail;
+fail_oom:
+  snprintf(err, errlen, "out of memory");
+fail:
+  kxfer_free(x);
+  return NULL;
+}
+
+static void finish_download(kxfer *x) {
+  int ok = x->code == CURLE_OK && x->to_file && x->status >= 200 && x->status < 300;
+  curl_off_t expected = -1;
+  if (ok && curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &expected) == CURLE_OK
+      && expected >= 0 && expected != x->bytes) {
+    ok = 0;
+    x->code = CURLE_PARTIAL_FILE;
+  }
+  if (ok && (fflush(x->file) != 0 || fsync(fileno(x->file)) != 0)) {
+    ok = 0;
+    x->io_error = 1;
+    x->io_errno = errno;
+  }
+  if (fclose(x->file) != 0 && ok) {
+    ok = 0;
+    x->io_error = 1;
+    x->io_errno = errno;
+  }
+  x->file = NULL;
+  if (ok && rename(x->part, x->path) != 0) {
+    ok = 0;
+    x->io_error = 1;
+    x->io_errno = errno;
+  }
+  if (!ok) remove(x->part);
+  if (x->io_error && x->code == CURLE_OK) x->code = CURLE_WRITE_ERROR;
+  if (!x->status_checked && x->code == CURLE_OK && x->status >= 200 && x->status < 300) {
+    /* an empty body: the file exists, with nothing in it */
+    x->to_file = 1;
+  }
+}
+
+void kxfer_finish(kxfer *x, CURLcode code) {
+  x->code = code;
+  x->state = KX_DONE;
+  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+  if (x->file) finish_download(x);
+}
+
+void kxfer_free(kxfer *x) {
+  if (x == NULL) return;
+  if (x->file) {
+    fclose(x->file);
+    x->file = NULL;
+    if (x->part) remove(x->part);
+  }
+  if (x->easy) curl_easy_cleanup(x->easy);
+  curl_slist_free_all(x->headers);
+  kbuf_free(&x->body);
+  free(x->path);
+  free(x->part);
+  free(x);
+}
+
+const char *kxfer_error_kind(const kxfer *x, int *sent) {
+  *sent = 1;
+  if (x->aborted) return "aborted";
+  if (x->too_large) return "too_large";
+  if (x->io_error) return "io";
+  if (x->oom) return "memory";
+  switch (x->code) {
+  case CURLE_OK:
+    return NULL;
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+    *sent = 0;
+    return "resolve";
+  case CURLE_COULDNT_CONNECT:
+    *sent = 0;
+    return "connect";
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_SSL_INVALIDCERTSTATUS:
+    *sent = 0;
+    return "tls";
+  case CURLE_OPERATION_TIMEDOUT: {
+    curl_off_t pre = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+    if (pre == 0) *sent = 0; /* timed out before the request could go out */
+    return "timeout";
+  }
+  case CURLE_PARTIAL_FILE:
+    return "truncated";
+  case CURLE_TOO_MANY_REDIRECTS:
+  case CURLE_UNSUPPORTED_PROTOCOL:
+    return "redirect";
+  default:
+    return "network";
+  }
+}
+
+void kxfer_error_message(const kxfer *x, char *out, size_t outlen) {
+  if (x->aborted) snprintf(out, outlen, "transfer aborted");
+  else if (x->too_large && x->path) snprintf(out, outlen, "download larger than the %lld-byte cap", (long long)x->max_bytes);
+  else if (x->too_large) snprintf(out, outlen, "answer larger than the %zu-byte cap", x->body.limit);
+  else if (x->io_error) snprintf(out, outlen, "cannot write '%s': %s", x->part ? x->part : "?", strerror(x->io_errno));
+  else if (x->oom) snprintf(out, outlen, "out of memory");
+  else if (x->code == CURLE_PARTIAL_FILE) snprintf(out, outlen, "transfer ended after %lld bytes, before the announced length", (long long)x->bytes);
+  else if (x->errbuf[0]) snprintf(out, outlen, "%s", x->errbuf);
+  else snprintf(out, outlen, "%s", curl_easy_strerror(x->code));
+}

@@ -1,0 +1,76 @@
+/*
+ * http.h - one HTTP exchange (a "transfer") on a client's libcurl multi handle.
+ *
+ * A transfer owns its easy handle, its request headers, its response body
+ * buffer (or the file it streams a download into) and what it learned of the
+ * response: HTTP status, the headers the client needs, the byte counts and,
+ * on failure, a classified error. Callbacks here are pure C: they only fill
+ * buffers and flags. engine.c owns the multi handle and the list of
+ * transfers in flight; core.c exposes both to Lua.
+ */
+#ifndef KLING_HTTP_H
+#define KLING_HTTP_H
+
+#include <stdio.h>
+#include <curl/curl.h>
+
+#include "buf.h"
+
+struct kengine;
+
+enum kx_state { KX_NEW = 0, KX_RUNNING, KX_DONE };
+
+/* What a caller asks for. Strings are borrowed for the duration of kxfer_start. */
+typedef struct kx_spec {
+  const char *method;   /* "GET", "POST", "HEAD" */
+  const char *url;
+  const char *body;     /* POST body (JSON), may be NULL */
+  size_t body_len;
+  const char *download; /* stream the response to this path (via path.part) */
+  long timeout_ms;      /* 0 = the engine's default */
+  int fresh;            /* use a new connection: a request that must not be replayed */
+  curl_off_t max_bytes; /* downloads: refuse more than this; 0 = no cap */
+} kx_spec;
+
+typedef struct kxfer {
+  CURL *easy;
+  struct curl_slist *headers;
+  struct kengine *engine;  /* NULL once the engine is gone */
+  struct kxfer *prev, *next; /* the engine's in-flight list */
+  enum kx_state state;
+  int is_api;              /* carries the token: API origin only */
+
+  kbuf body;               /* response body (or an error body of a download) */
+  FILE *file;              /* download sink while running */
+  char *path, *part;       /* download destination and its .part file */
+  int to_file;             /* this response's body goes to the file */
+  int status_checked;
+  curl_off_t bytes;        /* body bytes received (file or memory) */
+  curl_off_t max_bytes;
+
+  long status;             /* HTTP status of the final response */
+  CURLcode code;
+  int too_large, io_error, oom, aborted;
+  int io_errno;
+  char errbuf[CURL_ERROR_SIZE];
+
+  char retry_after[64];
+  char content_type[128];
+  char content_length[32];
+} kxfer;
+
+/* Allocates and configures a transfer; does not add it to the multi handle.
+ * On failure returns NULL and writes a reason into err (size errlen). */
+kxfer *kxfer_new(struct kengine *e, const kx_spec *spec, char *err, size_t errlen);
+/* Called by the engine when libcurl reports the transfer done. */
+void kxfer_finish(kxfer *x, CURLcode code);
+void kxfer_free(kxfer *x);
+
+/* Error classification of a finished transfer: NULL when it succeeded at the
+ * transport level (any HTTP status). *sent tells whether the request may have
+ * reached the server. */
+const char *kxfer_error_kind(const kxfer *x, int *sent);
+/* Human-readable transport error (never contains the token). */
+void kxfer_error_message(const kxfer *x, char *out, size_t outlen);
+
+#endif
