@@ -1,0 +1,1037 @@
+--- kling.emulator: a local stand-in for RunComfy's Model API.
+--
+-- Two HTTP/1.1 listeners on one cqueues loop (one coroutine per connection):
+--   the API listener   /v1/... (submit, status, result, cancel) and /__emulator/... (stats,
+--                      reset, job records), imitating api/RUNCOMFY_MODEL_API.md;
+--   the file listener  /v/{id}.mp4, the stand-in for the CDN that serves the outputs.
+-- A job is a record with timestamps; its state is computed from the clock when asked, so
+-- nothing ticks and no request costs O(number of jobs) (only the stats route counts them).
+-- Requests go: connection loop -> read_request -> dispatch (routing table) -> one handler per
+-- route -> write_reply, the single place where answers are written.
+--
+-- Usage:
+--   local emulator = require "kling.emulator"
+--   local server = emulator.new{ port = 0, queue = 0.2, run = 0.3 }
+--   local api_url, files_url = assert(server:listen())
+--   server:loop()                  -- until server:stop()
+local cqueues = require "cqueues"
+local socket = require "cqueues.socket"
+local cjson = require "cjson"
+
+local json = cjson.new()
+
+local M = {}
+
+local format, concat = string.format, table.concat
+local floor, max, min = math.floor, math.max, math.min
+
+local DEFAULTS = {
+  host = "127.0.0.1",
+  port = 8787,
+  files_port = 0,
+  queue = 2,
+  run = 5,
+  queue_position = 3,
+  idle_timeout = 60,          -- seconds an idle keep-alive connection is kept
+  max_body = 16 * 1024 * 1024, -- largest request body accepted
+}
+
+local DEFAULT_FAIL_MESSAGE = "Generation failed: content policy violation"
+local PRICE_PER_SECOND = 0.112  -- 0.56 for the default 5 s clip
+local CHUNK = 64 * 1024
+local ID_PATTERN = "^[A-Za-z0-9_-]+$"
+local MAX_RECORDED_PATHS = 1000
+
+local REASONS = {
+  [100] = "Continue", [200] = "OK", [206] = "Partial Content", [400] = "Bad Request",
+  [401] = "Unauthorized", [402] = "Payment Required", [403] = "Forbidden",
+  [404] = "Not Found", [405] = "Method Not Allowed", [408] = "Request Timeout",
+  [411] = "Length Required", [413] = "Content Too Large", [416] = "Range Not Satisfiable",
+  [422] = "Unprocessable Entity", [429] = "Too Many Requests",
+  [431] = "Request Header Fields Too Large", [500] = "Internal Server Error",
+  [501] = "Not Implemented", [502] = "Bad Gateway", [503] = "Service Unavailable",
+}
+
+-- ---------------------------------------------------------------------------------------
+-- JSON helpers
+-- ---------------------------------------------------------------------------------------
+
+-- Debian's lua-cjson 2.1.0 has neither empty_array nor a way to leave "/" unescaped: an
+-- empty array is written as a marker string and replaced after encoding, and "\/" (which
+-- cjson writes for every "/", and only for "/") goes back to "/".
+local EMPTY_ARRAY = "\0[]"
+local EMPTY_ARRAY_ENCODED = json.encode(EMPTY_ARRAY)
+
+local function encode(value)
+  local text = json.encode(value)
+  if text:find(EMPTY_ARRAY_ENCODED, 1, true) then
+    text = text:gsub(EMPTY_ARRAY_ENCODED:gsub("%p", "%%%0"), "[]")
+  end
+  return (text:gsub("\\/", "/"))
+end
+M.encode_json = encode
+
+local function array(t)
+  if #t == 0 then return EMPTY_ARRAY end
+  return t
+end
+
+-- ---------------------------------------------------------------------------------------
+-- The byte pattern served for N-byte videos: byte i = (i * 31 + 7) % 251
+-- ---------------------------------------------------------------------------------------
+
+local PERIOD = 251
+local pattern_block
+do
+  local cycle = {}
+  for i = 0, PERIOD - 1 do cycle[i + 1] = string.char((i * 31 + 7) % PERIOD) end
+  cycle = concat(cycle)
+  -- long enough that any CHUNK-sized window starting inside the first period fits
+  pattern_block = cycle:rep((CHUNK + PERIOD) // PERIOD + 1)
+end
+
+local function pattern_chunk(offset, n)
+  local start = offset % PERIOD
+  return pattern_block:sub(start + 1, start + n)
+end
+
+--- The pattern bytes [offset, offset + n) as a string.
+-- @param offset integer >= 0
+-- @param n integer >= 0
+-- @return string of n bytes
+function M.pattern_bytes(offset, n)
+  local parts = {}
+  while n > 0 do
+    local take = min(n, CHUNK)
+    parts[#parts + 1] = pattern_chunk(offset, take)
+    offset, n = offset + take, n - take
+  end
+  return concat(parts)
+end
+
+local sample_video -- loaded on first use
+local function video()
+  sample_video = sample_video or require "kling.emulator_video"
+  return sample_video
+end
+
+--- The bytes of the sample MP4 every job serves by default.
+function M.sample_video()
+  return video()
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Deterministic random numbers (splitmix64 on Lua 5.4 integers)
+-- ---------------------------------------------------------------------------------------
+
+local function new_rng(seed)
+  local state = seed
+  return function()
+    state = state + 0x9E3779B97F4A7C15
+    local z = state
+    z = (z ~ (z >> 30)) * 0xBF58476D1CE4E5B9
+    z = (z ~ (z >> 27)) * 0x94D049BB133111EB
+    return z ~ (z >> 31)
+  end
+end
+
+local function default_seed()
+  local addr = tonumber(tostring({}):match("0x(%x+)") or "0", 16) or 0
+  return os.time() ~ (addr << 16) ~ floor(os.clock() * 1e6)
+end
+
+-- ---------------------------------------------------------------------------------------
+-- The server object
+-- ---------------------------------------------------------------------------------------
+
+local Server = {}
+Server.__index = Server
+
+local function new_counters()
+  return {
+    requests = { submit = 0, status = 0, result = 0, cancel = 0, download = 0, stats = 0, other = 0 },
+    requests_total = 0,
+    jobs_created = 0,
+    submits_answered = 0,
+    auth_failures = 0,
+    files = { requests = 0, bytes_sent = 0, authorization_headers = 0, authorization_paths = {} },
+  }
+end
+
+local function new_listener(name, routes)
+  return { name = name, routes = routes, current = 0, peak = 0, total = 0, conns = {} }
+end
+
+--- Create a server (not yet listening).
+-- @param opts table, every field optional: host, port, files_port, token, queue, run,
+--   queue_position, video_bytes, seed, quiet, log (function(line)), clock (function
+--   returning seconds, default cqueues.monotime), idle_timeout, max_body.
+-- @return server
+function M.new(opts)
+  opts = opts or {}
+  local self = setmetatable({}, Server)
+  for k, v in pairs(DEFAULTS) do self[k] = v end
+  for k, v in pairs(opts) do self[k] = v end
+  self.clock = opts.clock or cqueues.monotime
+  self.random = new_rng(opts.seed and floor(tonumber(opts.seed)) or default_seed())
+  self.jobs = {}
+  self.counters = new_counters()
+  self.api = new_listener("api", M.API_ROUTES)
+  self.files = new_listener("files", M.FILE_ROUTES)
+  self.cq = cqueues.new()
+  -- wall-clock anchor for the ISO timestamps: wall(t) = wall0 + (t - clock0)
+  self.clock0, self.wall0 = self.clock(), os.time()
+  if not self.log then
+    if self.quiet then
+      self.log = function() end
+    else
+      self.log = function(line) io.stderr:write(line, "\n") end
+    end
+  end
+  return self
+end
+
+--- A uuid-shaped lowercase id (36 chars) from the seeded generator.
+function Server:new_id()
+  local a, b = self.random(), self.random()
+  a = (a & ~0xF000) | 0x4000                       -- version 4
+  b = (b & 0x3FFFFFFFFFFFFFFF) | math.mininteger    -- variant 10xx
+  local h = format("%016x%016x", a, b)
+  return format("%s-%s-%s-%s-%s", h:sub(1, 8), h:sub(9, 12), h:sub(13, 16), h:sub(17, 20), h:sub(21, 32))
+end
+
+function Server:iso(t)
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", floor(self.wall0 + (t - self.clock0)))
+end
+
+local function url_host(host)
+  if host == "0.0.0.0" or host == "*" then return "127.0.0.1" end
+  if host == "::" then return "[::1]" end
+  if host:find(":", 1, true) then return "[" .. host .. "]" end
+  return host
+end
+
+local function bind(host, port)
+  local sock = socket.listen{ host = host, port = port, reuseaddr = true }
+  sock:onerror(function(_, _, why) return why end)
+  local ok, err = sock:listen()
+  if not ok then
+    sock:close()
+    return nil, format("cannot listen on %s port %s: %s", host, tostring(port), require("cqueues.errno").strerror(err))
+  end
+  local _, _, bound = sock:localname()
+  return sock, bound
+end
+
+--- Bind both listeners.
+-- @return api_url (with /v1), files_url | nil, err
+function Server:listen()
+  local api_sock, api_port = bind(self.host, tonumber(self.port))
+  if not api_sock then return nil, api_port end
+  local files_sock, files_port = bind(self.host, tonumber(self.files_port))
+  if not files_sock then
+    api_sock:close()
+    return nil, files_port
+  end
+  self.api.sock, self.files.sock = api_sock, files_sock
+  local host = url_host(self.host)
+  self.api_root = format("http://%s:%d", host, api_port)
+  self.api_url = self.api_root .. "/v1"
+  self.files_url = format("http://%s:%d", host, files_port)
+  self.stats_url = self.api_root .. "/__emulator/stats"
+  self.cq:wrap(self.accept_loop, self, self.api)
+  self.cq:wrap(self.accept_loop, self, self.files)
+  return self.api_url, self.files_url
+end
+
+--- Run until stop() is called (from a coroutine of the loop, e.g. a signal listener).
+-- @return true
+function Server:loop()
+  while not self.stopped do
+    local ok, err = self.cq:step()
+    if not ok then self.log("emulator: " .. tostring(err)) end
+  end
+  return true
+end
+
+--- Run the loop once, waiting at most timeout seconds (for embedding in another loop).
+function Server:step(timeout)
+  return self.cq:step(timeout)
+end
+
+--- Stop: close the listeners and every open connection; loop() returns.
+function Server:stop()
+  if self.stopped then return end
+  self.stopped = true
+  for _, listener in ipairs{ self.api, self.files } do
+    if listener.sock then listener.sock:close() end
+    for con in pairs(listener.conns) do con:close() end
+    listener.conns = {}
+  end
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Jobs: directives, lifecycle, bodies
+-- ---------------------------------------------------------------------------------------
+
+--- Read the @emu: directives of a prompt.
+-- @return table name -> value (true for a bare @emu:NAME)
+function M.parse_directives(prompt)
+  local d = {}
+  for word in prompt:gmatch("%S+") do
+    local name, value = word:match("^@emu:([%w_%-]+)=(.*)$")
+    if not name then
+      name, value = word:match("^@emu:([%w_%-]+)$"), true
+    end
+    if name then d[name:lower()] = value end
+  end
+  return d
+end
+
+local function seconds(value, default)
+  local n = tonumber(value)
+  if n and n >= 0 and n < math.huge then return n end
+  return default
+end
+
+local function job_duration(input)
+  local d = tonumber(input.duration)
+  if d and d > 0 and d < 1e6 then return d end
+  return 5
+end
+
+function Server:create_job(model_id, body, input, directives, headers)
+  local id = self:new_id()
+  while self.jobs[id] do id = self:new_id() end
+  local fail = directives.fail
+  if fail == true then
+    fail = DEFAULT_FAIL_MESSAGE
+  elseif fail then
+    fail = fail:gsub("_", " ")
+  end
+  local bytes = tonumber(directives.bytes) or tonumber(self.video_bytes)
+  if bytes then bytes = max(0, floor(bytes)) end
+  local job = {
+    id = id,
+    model = model_id,
+    body = body,
+    input = input,
+    directives = directives,
+    headers = headers,
+    created = self.clock(),
+    queue = seconds(directives.queue, tonumber(self.queue)),
+    run = seconds(directives.run, tonumber(self.run)),
+    position = max(0, floor(tonumber(self.queue_position) or 0)),
+    fail = fail,
+    status_word = type(directives.status) == "string" and directives.status ~= "" and directives.status or nil,
+    alt = directives.spell == "alt",
+    nourls = directives.nourls and true or false,
+    bytes = bytes,
+    duration = job_duration(input),
+    instance_id = format("emu-%08x", self.random() & 0xFFFFFFFF),
+    polls = { status = 0, result = 0, cancel = 0 },
+  }
+  self.jobs[id] = job
+  self.counters.jobs_created = self.counters.jobs_created + 1
+  return job
+end
+
+--- The internal state of a job at time now, and its queue position while queued.
+-- States: in_queue, in_progress, completed, failed, cancelled, custom (an @emu:status word).
+local function job_state(job, now)
+  if job.cancelled_at then return "cancelled" end
+  local t = now - job.created
+  if t < job.queue then
+    local left = job.queue > 0 and (job.queue - t) / job.queue or 0
+    return "in_queue", floor(job.position * left + 0.5)
+  end
+  if job.status_word then return "custom" end
+  if t < job.queue + job.run then return "in_progress" end
+  return job.fail and "failed" or "completed"
+end
+M.job_state = job_state
+
+local function wire_status(job, state)
+  if state == "custom" then return job.status_word end
+  if job.alt then
+    if state == "completed" then return "succeeded" end
+    if state == "cancelled" then return "canceled" end
+  end
+  return state
+end
+
+function Server:job_urls(job)
+  local base = self.api_url .. "/requests/" .. job.id
+  return base .. "/status", base .. "/result", base .. "/cancel"
+end
+
+function Server:video_url(job)
+  return self.files_url .. "/v/" .. job.id .. ".mp4"
+end
+
+function Server:status_body(job, state, position)
+  local status_url, result_url = self:job_urls(job)
+  local body = {
+    request_id = job.id,
+    status = wire_status(job, state),
+    status_url = status_url,
+    result_url = result_url,
+  }
+  if state == "in_queue" then body.queue_position = position end
+  if state == "in_progress" then body.instance_id = job.instance_id end
+  return body
+end
+
+local function cost_of(job)
+  return floor(PRICE_PER_SECOND * job.duration * 100 + 0.5) / 100
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Replies
+-- ---------------------------------------------------------------------------------------
+
+local function json_reply(status, value, headers)
+  return { status = status, body = encode(value), type = "application/json", headers = headers }
+end
+
+local function error_reply(status, code, message, extra)
+  local body = { error_code = code, error_message = message }
+  for k, v in pairs(extra or {}) do body[k] = v end
+  return json_reply(status, body)
+end
+
+local function not_found(message)
+  return error_reply(404, 404001, message or "Not found")
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Route handlers: handler(self, req, capture) -> reply
+-- ---------------------------------------------------------------------------------------
+
+local handlers = {}
+M.handlers = handlers
+
+local function validation_error(loc, msg, kind)
+  return json_reply(422, {
+    error_message = "Input validation failed: " .. loc[#loc] .. ": " .. msg,
+    detail = { { loc = loc, msg = msg, type = kind } },
+  })
+end
+
+function handlers.submit(self, req, model_id)
+  if not model_id:match("^[%w%._%-]+[%w%._%-/]*$") or model_id:find("//", 1, true) then
+    return error_reply(404, 404001, "Model not found")
+  end
+  local body = req.body or ""
+  local ok, input = pcall(json.decode, body)
+  if not ok then
+    return json_reply(400, { error_message = "Request body is not valid JSON" })
+  end
+  if type(input) ~= "table" or body:match("^%s*(.)") ~= "{" then
+    return validation_error({ "body" }, "value is not a valid dict", "type_error.dict")
+  end
+  local prompt = input.prompt
+  if prompt == nil then
+    return validation_error({ "body", "prompt" }, "field required", "value_error.missing")
+  end
+  if type(prompt) ~= "string" or not prompt:find("%S") then
+    return validation_error({ "body", "prompt" }, "prompt must be a non-empty string", "value_error")
+  end
+  local directives = M.parse_directives(prompt)
+  local code = tonumber(directives.error200)
+  if code then
+    local messages = { [400002] = "Insufficient balance", [400004] = "User account error" }
+    return json_reply(200, { error_code = floor(code), error_message = messages[code] or "Error" })
+  end
+  local headers = {}
+  for name, value in pairs(req.headers) do
+    if name ~= "authorization" then headers[name] = value end
+  end
+  local job = self:create_job(model_id, body, input, directives, headers)
+  if job.nourls then
+    return json_reply(200, { request_id = job.id })
+  end
+  local status_url, result_url, cancel_url = self:job_urls(job)
+  return json_reply(200, {
+    request_id = job.id, status_url = status_url, result_url = result_url, cancel_url = cancel_url,
+  })
+end
+
+function handlers.status(self, _, id)
+  local job = self.jobs[id]
+  if not job then return not_found("Request not found") end
+  job.polls.status = job.polls.status + 1
+  return json_reply(200, self:status_body(job, job_state(job, self.clock())))
+end
+
+function handlers.result(self, req, id)
+  local job = self.jobs[id]
+  if not job then return not_found("Request not found") end
+  job.polls.result = job.polls.result + 1
+  local now = self.clock()
+  local state, position = job_state(job, now)
+  local body
+  if state == "completed" or state == "failed" then
+    body = {
+      request_id = job.id,
+      status = wire_status(job, state),
+      created_at = self:iso(job.created),
+      finished_at = self:iso(job.created + job.queue + job.run),
+    }
+    if state == "completed" then
+      body.output = { video = self:video_url(job) }
+    else
+      body.error = { error_code = 500001, error_message = job.fail }
+    end
+  elseif state == "cancelled" then
+    body = { request_id = job.id, status = wire_status(job, state), created_at = self:iso(job.created) }
+  else
+    body = self:status_body(job, state, position)
+  end
+  if req.query.include_cost == "true" or req.query.include_cost == "1" then
+    if state == "completed" then
+      body.cost = cost_of(job)
+    elseif state == "failed" or state == "cancelled" then
+      body.cost = 0
+    end
+  end
+  return json_reply(200, body)
+end
+
+function handlers.cancel(self, _, id)
+  local job = self.jobs[id]
+  if not job then return not_found("Request not found") end
+  job.polls.cancel = job.polls.cancel + 1
+  local now = self.clock()
+  local state = job_state(job, now)
+  if state == "in_queue" then
+    job.cancelled_at = now
+    state = "cancelled"
+  end
+  return json_reply(200, {
+    request_id = job.id,
+    status = wire_status(job, state),
+    outcome = state == "cancelled" and "cancelled" or "not_cancellable",
+  })
+end
+
+function handlers.stats(self)
+  local c = self.counters
+  local jobs = { in_queue = 0, in_progress = 0, completed = 0, failed = 0, cancelled = 0, custom = 0 }
+  local now = self.clock()
+  for _, job in pairs(self.jobs) do
+    local state = job_state(job, now)
+    jobs[state] = jobs[state] + 1
+  end
+  local api, files = self.api, self.files
+  return json_reply(200, {
+    requests = c.requests,
+    requests_total = c.requests_total,
+    jobs_created = c.jobs_created,
+    submits_answered = c.submits_answered,
+    auth_failures = c.auth_failures,
+    connections = { current = api.current, peak = api.peak, total = api.total },
+    files = {
+      requests = c.files.requests,
+      bytes_sent = c.files.bytes_sent,
+      connections_total = files.total,
+      connections = { current = files.current, peak = files.peak, total = files.total },
+      authorization_headers = c.files.authorization_headers,
+      authorization_paths = array(c.files.authorization_paths),
+    },
+    jobs = jobs,
+  })
+end
+
+function handlers.reset(self)
+  self.counters = new_counters()
+  for _, listener in ipairs{ self.api, self.files } do
+    listener.total = 0
+    listener.peak = listener.current
+  end
+  return json_reply(200, { reset = true })
+end
+
+function handlers.job_record(self, _, id)
+  local job = self.jobs[id]
+  if not job then return not_found("Request not found") end
+  local now = self.clock()
+  local state = job_state(job, now)
+  local record = encode({
+    request_id = job.id,
+    model_id = job.model,
+    state = state,
+    status = wire_status(job, state),
+    created_at = self:iso(job.created),
+    queue_seconds = job.queue,
+    run_seconds = job.run,
+    queue_position = job.position,
+    fail_message = job.fail,
+    status_override = job.status_word,
+    spell = job.alt and "alt" or "standard",
+    nourls = job.nourls,
+    video_bytes = job.bytes or #video(),
+    duration = job.duration,
+    cancelled = job.cancelled_at ~= nil,
+    directives = job.directives,
+    headers = job.headers,
+    polls = job.polls,
+    body = job.body,
+  })
+  -- the input exactly as received (it parsed as a JSON object at submit)
+  record = record:sub(1, -2) .. ',"input":' .. job.body .. "}"
+  return { status = 200, body = record, type = "application/json" }
+end
+
+-- The byte source of a job's video: { size = n, read = function(offset, n) -> string }
+local function video_source(job)
+  if job.bytes then
+    return { size = job.bytes, read = pattern_chunk }
+  end
+  local data = video()
+  return { size = #data, read = function(offset, n) return data:sub(offset + 1, offset + n) end }
+end
+
+-- Parse a single-range Range header against size.
+-- @return first, last (inclusive) | false (unsatisfiable) | nil (absent or ignored)
+local function parse_range(header, size)
+  if not header then return nil end
+  local spec = header:match("^%s*bytes%s*=%s*(.-)%s*$")
+  if not spec or spec:find(",", 1, true) then return nil end
+  local a, b = spec:match("^(%d*)%-(%d*)$")
+  if not a or (a == "" and b == "") then return nil end
+  if a == "" then
+    local n = tonumber(b)
+    if n == 0 or size == 0 then return false end
+    return max(0, size - n), size - 1
+  end
+  local first = tonumber(a)
+  local last = b ~= "" and tonumber(b) or size - 1
+  if last < first then return nil end
+  if first >= size then return false end
+  return first, min(last, size - 1)
+end
+
+function handlers.download(self, req, id)
+  local job = id:match(ID_PATTERN) and self.jobs[id]
+  if not job or job_state(job, self.clock()) ~= "completed" then
+    return not_found("File not found")
+  end
+  local source = video_source(job)
+  local size = source.size
+  local headers = { { "Accept-Ranges", "bytes" } }
+  local first, last = parse_range(req.headers.range, size)
+  if first == false then
+    headers[#headers + 1] = { "Content-Range", format("bytes */%d", size) }
+    return { status = 416, body = "", type = "video/mp4", headers = headers }
+  end
+  local status = 200
+  if first then
+    status = 206
+    headers[#headers + 1] = { "Content-Range", format("bytes %d-%d/%d", first, last, size) }
+  else
+    first, last = 0, size - 1
+  end
+  return {
+    status = status, type = "video/mp4", headers = headers,
+    source = source, offset = first, length = last - first + 1,
+  }
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Routing tables
+-- ---------------------------------------------------------------------------------------
+
+-- kind: the counter the request goes to; auth: needs the bearer token; id: capture is a
+-- request id to check; methods: method -> handler name.
+M.API_ROUTES = {
+  { pattern = "^/v1/models/(.+)$", kind = "submit", auth = true, methods = { POST = "submit" } },
+  { pattern = "^/v1/requests/([^/]*)/status$", kind = "status", auth = true, id = true, methods = { GET = "status" } },
+  { pattern = "^/v1/requests/([^/]*)/result$", kind = "result", auth = true, id = true, methods = { GET = "result" } },
+  { pattern = "^/v1/requests/([^/]*)/cancel$", kind = "cancel", auth = true, id = true, methods = { POST = "cancel" } },
+  { pattern = "^/__emulator/stats$", kind = "stats", methods = { GET = "stats" } },
+  { pattern = "^/__emulator/reset$", kind = "stats", methods = { POST = "reset" } },
+  { pattern = "^/__emulator/jobs/([^/]*)$", kind = "stats", methods = { GET = "job_record" } },
+}
+
+M.FILE_ROUTES = {
+  { pattern = "^/v/([^/]*)%.mp4$", kind = "download", methods = { GET = "download", HEAD = "download" } },
+}
+
+function Server:check_auth(req)
+  local value = req.headers.authorization
+  local token = value and value:match("^%s*[Bb]earer%s+(%S+)%s*$")
+  if not token then
+    if value and value:find("%S") then
+      return error_reply(403, 403001, "Invalid token")
+    end
+    return error_reply(401, 403001, "Missing bearer token")
+  end
+  if self.token and self.token ~= "" and token ~= self.token then
+    return error_reply(403, 403001, "Invalid token")
+  end
+  return nil
+end
+
+function Server:count(kind)
+  local c = self.counters
+  c.requests[kind] = c.requests[kind] + 1
+  if kind ~= "stats" then c.requests_total = c.requests_total + 1 end
+end
+
+-- Route one request: -> reply, kind
+function Server:dispatch(listener, req)
+  local path = req.path
+  if listener == self.files then
+    local files = self.counters.files
+    files.requests = files.requests + 1
+    if req.headers.authorization then
+      files.authorization_headers = files.authorization_headers + 1
+      local paths = files.authorization_paths
+      if #paths < MAX_RECORDED_PATHS then paths[#paths + 1] = path end
+    end
+  end
+  for _, route in ipairs(listener.routes) do
+    local capture = path:match(route.pattern)
+    if capture then
+      self:count(route.kind)
+      if route.auth then
+        local refusal = self:check_auth(req)
+        if refusal then
+          self.counters.auth_failures = self.counters.auth_failures + 1
+          return refusal, route.kind
+        end
+      end
+      local name = route.methods[req.method]
+      if not name then
+        local allow = {}
+        for method in pairs(route.methods) do allow[#allow + 1] = method end
+        table.sort(allow)
+        local reply = error_reply(405, 405001, "Method not allowed")
+        reply.headers = { { "Allow", concat(allow, ", ") } }
+        return reply, route.kind
+      end
+      if route.id and (#capture > 128 or not capture:match(ID_PATTERN)) then
+        return error_reply(400, 400001, "Invalid resource identifier"), route.kind
+      end
+      return handlers[name](self, req, capture), route.kind
+    end
+  end
+  local kind = listener == self.files and "download" or "other"
+  self:count(kind)
+  if listener == self.api and path:match("^/v1/") then
+    local refusal = self:check_auth(req)
+    if refusal then
+      self.counters.auth_failures = self.counters.auth_failures + 1
+      return refusal, kind
+    end
+  end
+  return not_found("Not found"), kind
+end
+
+-- ---------------------------------------------------------------------------------------
+-- HTTP/1.1 connections
+-- ---------------------------------------------------------------------------------------
+
+local function read_line(con, timeout)
+  local line, err = con:xread("*l", "b", timeout)
+  if not line then return nil, err end
+  if line:sub(-1) == "\r" then line = line:sub(1, -2) end
+  return line
+end
+
+local function parse_query(query)
+  local t = {}
+  for k, v in query:gmatch("([^&=]+)=?([^&]*)") do t[k] = v end
+  return t
+end
+
+-- Read one request head and body.
+-- @return req | nil, err, status (status set when the peer should get an error reply)
+function Server:read_request(con)
+  local timeout = self.idle_timeout
+  local line, err
+  repeat
+    line, err = read_line(con, timeout)
+    if not line then return nil, err or "eof" end
+  until line ~= ""
+  local method, target, version = line:match("^(%u+) (%S+) HTTP/(%d%.%d)$")
+  if not method then return nil, "bad request line", 400 end
+  local headers, n = {}, 0
+  while true do
+    local h = read_line(con, timeout)
+    if not h then return nil, "eof in headers" end
+    if h == "" then break end
+    local name, value = h:match("^([^:%s]+):%s*(.-)%s*$")
+    if not name then return nil, "bad header line", 400 end
+    n = n + 1
+    if n > 200 then return nil, "too many headers", 431 end
+    name = name:lower()
+    headers[name] = headers[name] and (headers[name] .. ", " .. value) or value
+  end
+  target = target:gsub("^https?://[^/]*", "")
+  local path, query = target:match("^([^?#]*)%??([^#]*)")
+  local req = {
+    method = method, target = target, path = path, query = parse_query(query or ""),
+    version = version, headers = headers,
+  }
+  local connection = (headers.connection or ""):lower()
+  if version == "1.1" then
+    req.keep_alive = not connection:find("close", 1, true)
+  else
+    req.keep_alive = connection:find("keep-alive", 1, true) ~= nil
+  end
+  local chunked = (headers["transfer-encoding"] or ""):lower():find("chunked", 1, true)
+  local length = headers["content-length"]
+  if length and not length:match("^%d+$") then return nil, "bad content-length", 400 end
+  length = tonumber(length)
+  if length and length > self.max_body then return nil, "body too large", 413 end
+  if (chunked or (length and length > 0)) and version == "1.1"
+      and (headers.expect or ""):lower() == "100-continue" then
+    local ok, werr = con:xwrite("HTTP/1.1 100 Continue\r\n\r\n", "bn")
+    if not ok then return nil, werr end
+  end
+  if chunked then
+    local parts, total = {}, 0
+    while true do
+      local size_line = read_line(con, timeout)
+      local size = size_line and tonumber(size_line:match("^(%x+)"), 16)
+      if not size then return nil, "bad chunk", 400 end
+      if size == 0 then break end
+      total = total + size
+      if total > self.max_body then return nil, "body too large", 413 end
+      local data = con:xread(size, "b", timeout)
+      if not data or #data < size then return nil, "eof in body" end
+      parts[#parts + 1] = data
+      read_line(con, timeout)
+    end
+    repeat -- trailers
+      local trailer = read_line(con, timeout)
+    until not trailer or trailer == ""
+    req.body = concat(parts)
+  elseif length and length > 0 then
+    local data, rerr = con:xread(length, "b", timeout)
+    if not data or #data < length then return nil, rerr or "eof in body" end
+    req.body = data
+  else
+    req.body = ""
+  end
+  return req
+end
+
+--- Write a reply: the one place answers go out.
+-- reply: status, type, headers ({ {name, value}, ... }), and body (string) or
+-- source/offset/length (streamed in CHUNK pieces). Returns bytes of body sent | nil, err.
+function Server:write_reply(con, req, reply)
+  local status = reply.status
+  local length = reply.source and reply.length or #(reply.body or "")
+  local head = {
+    format("HTTP/1.1 %d %s", status, REASONS[status] or "Unknown"),
+    "Server: kling-emulator",
+    "Content-Length: " .. length,
+  }
+  if reply.type then head[#head + 1] = "Content-Type: " .. reply.type end
+  for _, h in ipairs(reply.headers or {}) do head[#head + 1] = h[1] .. ": " .. h[2] end
+  if not (req and req.keep_alive) then
+    head[#head + 1] = "Connection: close"
+  elseif req.version == "1.0" then
+    head[#head + 1] = "Connection: keep-alive"
+  end
+  head[#head + 1] = "\r\n"
+  head = concat(head, "\r\n")
+  local send_body = not (req and req.method == "HEAD")
+  if not reply.source then
+    local ok, err = con:xwrite(send_body and head .. (reply.body or "") or head, "bn")
+    if not ok then return nil, err end
+    return send_body and length or 0
+  end
+  local ok, err = con:xwrite(head, "bn")
+  if not ok then return nil, err end
+  if not send_body then return 0 end
+  local source, offset, left, sent = reply.source, reply.offset, length, 0
+  local files = self.counters.files
+  while left > 0 do
+    local n = min(left, CHUNK)
+    ok, err = con:xwrite(source.read(offset, n), "bn")
+    if not ok then return nil, err end
+    offset, left, sent = offset + n, left - n, sent + n
+    files.bytes_sent = files.bytes_sent + n
+  end
+  return sent
+end
+
+function Server:serve(listener, con)
+  while not self.stopped do
+    local req, err, status = self:read_request(con)
+    if not req then
+      if status then
+        self:write_reply(con, nil, error_reply(status, status * 1000 + 1, "Bad request: " .. err))
+      end
+      return
+    end
+    local reply, kind = self:dispatch(listener, req)
+    local sent, werr = self:write_reply(con, req, reply)
+    if sent and kind == "submit" then
+      self.counters.submits_answered = self.counters.submits_answered + 1
+    end
+    self.log(format("%s %s %s %d%s", listener.name, req.method, req.path, reply.status,
+      sent and "" or " (write failed: " .. tostring(werr) .. ")"))
+    if not sent or not req.keep_alive then return end
+  end
+end
+
+local function on_error(_, _, why) return why end
+
+function Server:accept_loop(listener)
+  local sock = listener.sock
+  while not self.stopped do
+    local con, err = sock:accept()
+    if con then
+      listener.current = listener.current + 1
+      listener.total = listener.total + 1
+      if listener.current > listener.peak then listener.peak = listener.current end
+      listener.conns[con] = true
+      self.cq:wrap(function()
+        con:setmode("b", "bn")
+        con:onerror(on_error)
+        local ok, perr = pcall(self.serve, self, listener, con)
+        if not ok then self.log("emulator: connection error: " .. tostring(perr)) end
+        listener.current = listener.current - 1
+        listener.conns[con] = nil
+        con:close()
+      end)
+    elseif self.stopped then
+      return
+    else
+      -- out of descriptors or a transient error: back off briefly
+      self.log("emulator: accept: " .. tostring(err))
+      cqueues.sleep(0.05)
+    end
+  end
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Command line
+-- ---------------------------------------------------------------------------------------
+
+M.USAGE = [[
+Usage: kling-emulator [options]
+A local stand-in for RunComfy's Model API (for tests and offline development).
+
+  --host H               address to bind (default 127.0.0.1)
+  --port N               API port (default 8787; 0 = pick a free port)
+  --files-port N         file host port (default 0 = pick a free port)
+  --token T              the only bearer token accepted (default: any non-empty token)
+  --queue S              seconds a job waits in the queue (default 2)
+  --run S                seconds a job runs (default 5)
+  --queue-position N     queue position reported at submit (default 3)
+  --video-bytes N        serve N bytes of the test pattern instead of the sample MP4
+  --seed N               seed for ids (default: varies per run)
+  --exit-on-stdin-eof    exit when standard input reaches end of file
+  --quiet                no per-request log lines on stderr
+  --help                 show this help
+
+First line on stdout once listening:
+  kling-emulator api=http://HOST:PORT/v1 files=http://HOST:PORT2 stats=http://HOST:PORT/__emulator/stats
+]]
+
+local FLAGS = {
+  ["host"] = { "host", "string" },
+  ["port"] = { "port", "port" },
+  ["files-port"] = { "files_port", "port" },
+  ["token"] = { "token", "string" },
+  ["queue"] = { "queue", "seconds" },
+  ["run"] = { "run", "seconds" },
+  ["queue-position"] = { "queue_position", "count" },
+  ["video-bytes"] = { "video_bytes", "count" },
+  ["seed"] = { "seed", "integer" },
+  ["quiet"] = { "quiet", "flag" },
+  ["exit-on-stdin-eof"] = { "exit_on_stdin_eof", "flag" },
+  ["help"] = { "help", "flag" },
+}
+
+local function convert(kind, text)
+  if kind == "string" then return text ~= "" and text or nil end
+  local n = tonumber(text)
+  if not n then return nil end
+  if kind == "seconds" then return n >= 0 and n < math.huge and n or nil end
+  if n ~= floor(n) then return nil end
+  n = floor(n)
+  if kind == "port" then return n >= 0 and n <= 65535 and n or nil end
+  if kind == "count" then return n >= 0 and n or nil end
+  return n
+end
+
+--- Parse command-line arguments into server options.
+-- @return opts | nil, message
+function M.parse_args(argv)
+  local opts = {}
+  local i = 1
+  while i <= #argv do
+    local a = argv[i]
+    local name, inline = a:match("^%-%-([%w%-]+)=(.*)$")
+    if not name then name = a:match("^%-%-([%w%-]+)$") end
+    local flag = name and FLAGS[name]
+    if not flag then return nil, "unknown argument: " .. a end
+    local key, kind = flag[1], flag[2]
+    if kind == "flag" then
+      if inline then return nil, "--" .. name .. " takes no value" end
+      opts[key] = true
+    else
+      local text = inline
+      if not text then
+        i = i + 1
+        text = argv[i]
+        if not text then return nil, "--" .. name .. " needs a value" end
+      end
+      local value = convert(kind, text)
+      if value == nil then return nil, format("bad value for --%s: %s", name, text) end
+      opts[key] = value
+    end
+    i = i + 1
+  end
+  return opts
+end
+
+--- Run the emulator as a program.
+-- @param argv list of arguments (the script's arg table)
+-- @return exit status
+function M.main(argv)
+  local opts, err = M.parse_args(argv or {})
+  if not opts then
+    io.stderr:write("kling-emulator: ", err, "\n", M.USAGE)
+    return 2
+  end
+  if opts.help then
+    io.stdout:write(M.USAGE)
+    return 0
+  end
+  local signal = require "cqueues.signal"
+  local server = M.new(opts)
+  local api_url, files_url = server:listen()
+  if not api_url then
+    io.stderr:write("kling-emulator: ", files_url, "\n")
+    return 1
+  end
+  signal.ignore(signal.SIGPIPE)
+  signal.block(signal.SIGTERM, signal.SIGINT)
+  local listener = signal.listen(signal.SIGTERM, signal.SIGINT)
+  server.cq:wrap(function()
+    listener:wait()
+    server:stop()
+  end)
+  if opts.exit_on_stdin_eof then
+    server.cq:wrap(function()
+      local stdin = socket.fdopen(0)
+      stdin:onerror(on_error)
+      while stdin:xread(-4096, "b") do end
+      server:stop()
+    end)
+  end
+  io.stdout:write(format("kling-emulator api=%s files=%s stats=%s\n", api_url, files_url, server.stats_url))
+  io.stdout:flush()
+  server:loop()
+  return 0
+end
+
+return M
