@@ -1,0 +1,286 @@
+--- kling clients: one C engine (a libcurl multi handle) each, and the API
+-- exchanges built on it. See DESIGN.md for the public API.
+local core = require "kling.core"
+local cjson = require "cjson"
+local errors = require "kling.errors"
+local models = require "kling.models"
+local sched = require "kling.sched"
+
+local M = {}
+
+M.VERSION = "0.1.0"
+M.DEFAULT_BASE_URL = "https://model-api.runcomfy.net/v1"
+M.ID_PATTERN = "^[A-Za-z0-9_-]+$"
+
+local json = cjson.new()
+json.encode_invalid_numbers(false)
+
+local Client = {}
+Client.__index = Client
+Client.__name = "kling.client"
+M.Client = Client
+
+--- True when s is a request id the contract accepts (^[A-Za-z0-9_-]{1,128}$).
+function M.valid_id(s)
+  return type(s) == "string" and #s >= 1 and #s <= 128 and s:match(M.ID_PATTERN) ~= nil
+end
+
+local OPTION_TYPES = {
+  token = "string", base_url = "string", timeout = "number", connect_timeout = "number",
+  ca_file = "string", journal = "string|boolean", allow_insecure_http = "boolean",
+  max_connections = "number", max_body = "number", poll = "table",
+  on_warning = "function|boolean", user_agent = "string",
+}
+
+local function check_options(opts)
+  for k, v in pairs(opts) do
+    local want = OPTION_TYPES[k]
+    if not want then error("kling.new: unknown option '" .. tostring(k) .. "'", 3) end
+    local ok = false
+    for t in want:gmatch("[^|]+") do ok = ok or type(v) == t end
+    if not ok then error("kling.new: option '" .. k .. "' must be a " .. want:gsub("|", " or ") .. ", got " .. type(v), 3) end
+  end
+  for _, k in ipairs { "timeout", "connect_timeout" } do
+    if opts[k] and not (opts[k] > 0) then error("kling.new: option '" .. k .. "' must be > 0", 3) end
+  end
+end
+
+local function env(name)
+  local v = os.getenv(name)
+  if v == "" then return nil end
+  return v
+end
+
+--- Default polling schedule (seconds): first poll after `initial`, then the
+-- interval grows by `factor` up to `max`, with +-`jitter` (a fraction).
+M.DEFAULT_POLL = { initial = 1, max = 5, factor = 1.5, jitter = 0.1 }
+
+--- Makes a client. Every option is optional; see DESIGN.md and README.md.
+-- Raises on a wrong option (a programming error); never on the network.
+function M.new(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("kling.new: options must be a table", 2) end
+  check_options(opts)
+  local token = opts.token or env("RUNCOMFY_TOKEN") or env("RUNCOMFY_API_TOKEN")
+  local base = (opts.base_url or env("RUNCOMFY_MODEL_API_BASE") or M.DEFAULT_BASE_URL):gsub("/+$", "")
+  local poll = {}
+  for k, v in pairs(M.DEFAULT_POLL) do poll[k] = v end
+  for k, v in pairs(opts.poll or {}) do
+    if M.DEFAULT_POLL[k] == nil or type(v) ~= "number" or v < 0 then
+      error("kling.new: poll." .. tostring(k) .. " is not a known non-negative number", 2)
+    end
+    poll[k] = v
+  end
+  local ok, engine = pcall(core.new, {
+    base_url = base,
+    token = token,
+    timeout = opts.timeout or 30,
+    connect_timeout = opts.connect_timeout or 10,
+    ca_file = opts.ca_file,
+    allow_insecure_http = opts.allow_insecure_http,
+    max_connections = opts.max_connections,
+    max_body = opts.max_body,
+    user_agent = opts.user_agent or ("kling-lua/" .. M.VERSION .. " libcurl/" .. core.curl_version),
+  })
+  if not ok then error("kling.new: " .. tostring(engine):gsub("^[^:]*:%d+: ", ""), 2) end
+  local on_warning = opts.on_warning
+  if on_warning == nil or on_warning == true then
+    on_warning = function(msg) io.stderr:write("kling: warning: ", msg, "\n") end
+  end
+  return setmetatable({
+    base_url = base,
+    has_token = token ~= nil and token ~= "",
+    timeout = opts.timeout or 30,
+    poll = poll,
+    _engine = engine,
+    _warn = on_warning or function() end,
+  }, Client)
+end
+
+function Client:__tostring()
+  return string.format("kling.client(%s, token %s)", self.base_url, self.has_token and "set" or "missing")
+end
+
+--- Masks the token in a string (defence in depth for anything the server echoes).
+function Client:scrub(s)
+  return self._engine:scrub(tostring(s))
+end
+
+--- Closes the client's connections. Jobs of a closed client cannot be used.
+function Client:close()
+  self._engine:close()
+end
+Client.__close = Client.close
+
+-- Waits until transfer x has ended: yields inside kling.run, blocks otherwise.
+function Client:_await(x, on_tick)
+  while not x:done() do
+    if sched.yieldable() then
+      sched.wait_transfer(self, x)
+    else
+      self._engine:step(on_tick and 0.25 or 1)
+    end
+    if on_tick then on_tick() end
+  end
+end
+
+--- Sleeps for s seconds while the engine keeps working (yields inside
+-- kling.run, where stop() can end the sleep early).
+function Client:sleep(s, stop)
+  local deadline = core.now() + s
+  while true do
+    local left = deadline - core.now()
+    if left <= 0 then return end
+    if sched.yieldable() then
+      sched.sleep(self, left, stop)
+      if stop and stop() then return end
+    else
+      self._engine:step(left)
+    end
+  end
+end
+
+local TRANSPORT_KIND = {
+  resolve = "network", connect = "network", tls = "network", network = "network",
+  redirect = "network", truncated = "network", aborted = "network",
+  timeout = "timeout", too_large = "protocol", io = "network", memory = "network",
+}
+
+-- One transfer, awaited; returns the raw result table, or nil, err.
+function Client:_transfer(spec, on_tick)
+  local x, msg = self._engine:request(spec)
+  if not x then
+    return nil, errors.new("network", self:scrub(msg), { retryable = false })
+  end
+  self:_await(x, on_tick)
+  local res = x:result()
+  x:close()
+  return res
+end
+
+-- One API exchange. Returns decoded body, result | nil, err.
+-- opts.submit: a paid POST: never replayed, and a failure after it may have
+-- reached the server is reported as submit_unknown.
+function Client:_api(method, url, body, opts)
+  opts = opts or {}
+  if not self.has_token then
+    return nil, errors.new("auth", "no API token: pass token= to kling.new or set RUNCOMFY_TOKEN")
+  end
+  local encoded
+  if body ~= nil then
+    local ok, s = pcall(json.encode, body)
+    if not ok then
+      return nil, errors.new("validation", "input cannot be encoded as JSON: " .. tostring(s):gsub("^.-: ", ""),
+        { errors = { { path = "/", message = tostring(s) } } })
+    end
+    encoded = s
+  end
+  local res, err = self:_transfer {
+    method = method, url = url, body = encoded, fresh = opts.submit, timeout = opts.timeout,
+  }
+  if not res then return nil, err end
+  if res.error then
+    local e = res.error
+    local kind = TRANSPORT_KIND[e.kind] or "network"
+    local fields = { retryable = not opts.submit or not e.sent, request_id = opts.request_id, transport = e.kind }
+    if e.kind == "tls" then e.message = "TLS: " .. e.message end
+    if opts.submit and e.sent then
+      return nil, errors.new("submit_unknown", self:scrub(e.message)
+        .. ": the submit may or may not have reached the service; it was not sent again", fields)
+    end
+    return nil, errors.new(kind, self:scrub(e.message), fields)
+  end
+  local decoded
+  if res.body and res.body:find("%S") then
+    local ok, v = pcall(json.decode, res.body)
+    if ok then decoded = v end
+  end
+  local err = errors.from_answer(res.status, decoded, function(s) return self:scrub(s) end, opts.request_id)
+  if err then return nil, err end
+  if type(decoded) ~= "table" then
+    local what = decoded == nil and "no JSON body" or "a JSON " .. type(decoded)
+    local e = errors.new("protocol", "HTTP " .. res.status .. " with " .. what .. " (expected a JSON object)",
+      { status = res.status, request_id = opts.request_id })
+    if opts.submit then
+      e.kind = "submit_unknown"
+      e.message = e.message .. ": the job may have been created; it was not sent again"
+    end
+    return nil, e
+  end
+  return decoded, res
+end
+
+--- Builds the URL of a request route from the base URL.
+function Client:request_url(id, what)
+  return self.base_url .. "/requests/" .. id .. "/" .. what
+end
+
+--- Submits an input to a model: validates it (when the model's schema is
+-- known; nothing is sent otherwise), then POSTs it once.
+-- Returns job | nil, err.
+function Client:submit(model_id, input)
+  if type(model_id) ~= "string" then error("client:submit: model_id must be a string", 2) end
+  if not models.valid_model_id(model_id) then
+    return nil, errors.new("validation", "invalid model id " .. string.format("%q", model_id),
+      { errors = { { path = "/model", message = "model id must be slash-separated names of letters, digits, '.', '_' or '-'" } } })
+  end
+  local ok, normalized = models.validate(input, model_id)
+  if not ok then return nil, normalized end
+  local body, err = self:_api("POST", self.base_url .. "/models/" .. model_id, normalized, { submit = true })
+  if not body then return nil, err end
+  local id = body.request_id
+  if not M.valid_id(id) then
+    return nil, errors.new("submit_unknown",
+      "the service accepted the submit but answered without a valid request_id; the job may exist",
+      { answer = body })
+  end
+  return require("kling.job").new(self, id, model_id, body)
+end
+
+--- submit(kling.DEFAULT_MODEL, input)
+function Client:generate(input)
+  return self:submit(models.DEFAULT_MODEL, input)
+end
+
+--- Attaches to an existing request. Returns job | nil, err (invalid id).
+function Client:job(request_id, model_id)
+  if not M.valid_id(request_id) then
+    return nil, errors.new("validation", "invalid request id: must match ^[A-Za-z0-9_-]{1,128}$",
+      { errors = { { path = "/request_id", message = "must match ^[A-Za-z0-9_-]{1,128}$" } } })
+  end
+  return require("kling.job").new(self, request_id, model_id, nil)
+end
+
+--- Streams url to path in C (no token is sent). Returns path, bytes | nil, err.
+function Client:download_url(url, path, opts)
+  opts = opts or {}
+  local x, msg = self._engine:request {
+    url = url, download = path, timeout = opts.stall_timeout, max_bytes = opts.max_bytes,
+  }
+  if not x then return nil, errors.new("network", self:scrub(msg)) end
+  local on_progress = opts.on_progress
+  local last
+  self:_await(x, on_progress and function()
+    local got, total = x:progress()
+    if got ~= last then
+      last = got
+      on_progress(got, total)
+    end
+  end)
+  local res = x:result()
+  x:close()
+  if res.error then
+    local kind = TRANSPORT_KIND[res.error.kind] or "network"
+    return nil, errors.new(kind, "download failed: " .. self:scrub(res.error.message),
+      { retryable = kind ~= "protocol", transport = res.error.kind })
+  end
+  if res.status < 200 or res.status > 299 then
+    local e = errors.from_answer(res.status, nil, function(s) return s end)
+    e.message = "download failed: the file host answered HTTP " .. res.status
+    return nil, e
+  end
+  if on_progress and last ~= res.bytes then on_progress(res.bytes, res.bytes) end
+  return path, res.bytes
+end
+
+return M

@@ -1,0 +1,136 @@
+--- Error objects of kling.
+-- Every failure the library reports is a table with a `kind` (see KINDS),
+-- a `message`, and where they apply `status` (HTTP), `code` (RunComfy's
+-- error_code), `request_id`, `retryable`, and for validation `errors`
+-- (a list of { path =, message = }). `tostring(err)` gives one readable line
+-- (plus one line per validation problem). Messages never hold the token:
+-- whatever came from the server passes through the client's scrubber.
+local M = {}
+
+--- The kinds, as DESIGN.md names them (plus not_ready for job:result()).
+M.KINDS = {
+  validation = true, bad_request = true, auth = true, payment = true, not_found = true,
+  rate_limited = true, server = true, network = true, timeout = true, failed = true,
+  cancelled = true, not_cancellable = true, submit_unknown = true, protocol = true,
+  not_ready = true,
+}
+
+local Error = {}
+Error.__index = Error
+Error.__name = "kling.error"
+
+function Error.__tostring(e)
+  local extra = {}
+  if e.status then extra[#extra + 1] = "HTTP " .. tostring(e.status) end
+  if e.code then extra[#extra + 1] = "code " .. tostring(e.code) end
+  if e.request_id then extra[#extra + 1] = "request " .. tostring(e.request_id) end
+  local s = "kling: " .. tostring(e.kind) .. ": " .. tostring(e.message)
+  if #extra > 0 then s = s .. " (" .. table.concat(extra, ", ") .. ")" end
+  if e.errors then
+    for _, item in ipairs(e.errors) do
+      s = s .. "\n  " .. tostring(item.path) .. ": " .. tostring(item.message)
+    end
+  end
+  return s
+end
+
+--- Makes an error. `fields` may add status, code, request_id, retryable, errors...
+function M.new(kind, message, fields)
+  assert(M.KINDS[kind], "unknown error kind " .. tostring(kind))
+  local e = { kind = kind, message = message }
+  if fields then
+    for k, v in pairs(fields) do e[k] = v end
+  end
+  return setmetatable(e, Error)
+end
+
+M.numeric_code = numeric_code
+
+--- True when v is a kling error.
+function M.is(v)
+  return getmetatable(v) == Error
+end
+
+--- An error_code as an integer (JSON numbers decode as floats), or nil.
+local function numeric_code(v)
+  if math.type(v) == "integer" then return v end
+  if type(v) == "number" and v == math.floor(v) then return math.tointeger(v) end
+  if type(v) == "string" and v:match("^%d+$") then return math.tointeger(tonumber(v)) end
+  return nil
+end
+
+local function detail_text(detail)
+  if type(detail) == "string" then return detail end
+  if type(detail) ~= "table" then return nil end
+  local parts = {}
+  for _, d in ipairs(detail) do
+    if type(d) == "table" then
+      local loc = type(d.loc) == "table" and table.concat(d.loc, ".") or nil
+      local msg = d.msg or d.message
+      if msg then parts[#parts + 1] = loc and (loc .. ": " .. tostring(msg)) or tostring(msg) end
+    elseif type(d) == "string" then
+      parts[#parts + 1] = d
+    end
+  end
+  return #parts > 0 and table.concat(parts, "; ") or nil
+end
+
+--- The message an error answer carries, if any.
+function M.server_message(body)
+  if type(body) ~= "table" then return nil end
+  for _, k in ipairs { "error_message", "message" } do
+    if type(body[k]) == "string" and body[k] ~= "" then return body[k] end
+  end
+  local e = body.error
+  if type(e) == "string" and e ~= "" then return e end
+  if type(e) == "table" then
+    local m = M.server_message(e)
+    if m then return m end
+  end
+  return detail_text(body.detail)
+end
+
+local function kind_for(status, code)
+  if code == 400002 or status == 402 then return "payment" end
+  if status == 401 or status == 403 or code == 403001 or code == 400004 then return "auth" end
+  if status == 404 or code == 404001 then return "not_found" end
+  if status == 429 then return "rate_limited" end
+  if status >= 500 then return "server" end
+  if status >= 400 then return "bad_request" end
+  if code then
+    local family = code // 1000
+    if family == 400 or family == 422 then return "bad_request" end
+    if family == 401 or family == 403 then return "auth" end
+    if family == 404 then return "not_found" end
+    if family == 429 then return "rate_limited" end
+    if family >= 500 and family < 600 then return "server" end
+  end
+  return "protocol"
+end
+
+local function scrub_deep(v, scrub, depth)
+  if type(v) == "string" then return scrub(v) end
+  if type(v) ~= "table" or depth > 8 then return v end
+  local copy = {}
+  for k, x in pairs(v) do copy[k] = scrub_deep(x, scrub, depth + 1) end
+  return copy
+end
+
+--- The error an HTTP answer stands for, or nil when it is a success.
+-- status: HTTP status; body: the decoded JSON body (or nil); scrub: masks the token.
+-- An HTTP 2xx whose body has an `error_code` is an error too (observed).
+function M.from_answer(status, body, scrub, request_id)
+  local code = type(body) == "table" and numeric_code(body.error_code) or nil
+  if status >= 200 and status < 300 and not code then return nil end
+  local kind = kind_for(status, code)
+  local msg = M.server_message(body) or ("HTTP " .. status .. " from the service")
+  return M.new(kind, scrub(msg), {
+    status = status,
+    code = code,
+    request_id = request_id,
+    retryable = kind == "rate_limited" or kind == "server",
+    detail = type(body) == "table" and scrub_deep(body.detail, scrub, 0) or nil,
+  })
+end
+
+return M

@@ -1,0 +1,227 @@
+--- kling jobs: one generation request, its last known state, and the calls
+-- that move it on (refresh, result, wait, cancel, download).
+local core = require "kling.core"
+local errors = require "kling.errors"
+
+local M = {}
+
+local Job = {}
+Job.__index = Job
+Job.__name = "kling.job"
+M.Job = Job
+
+--- Statuses as RunComfy spells them, mapped to the ones jobs report.
+M.STATUS = {
+  in_queue = "in_queue", in_progress = "in_progress", completed = "completed",
+  cancelled = "cancelled", failed = "failed",
+  succeeded = "completed", canceled = "cancelled",
+  pending = "in_queue", waiting = "in_queue", starting = "in_progress", processing = "in_progress",
+}
+M.TERMINAL = { completed = true, failed = true, cancelled = true }
+
+-- Uses the service's URL only when it lies under our base URL (so the token
+-- can never be sent elsewhere); otherwise builds it from the id.
+local function route(client, given, id, what)
+  local built = client:request_url(id, what)
+  if type(given) == "string" and given:sub(1, #client.base_url + 1) == client.base_url .. "/" then
+    return given
+  end
+  return built
+end
+
+--- A job of client with request id `id` (already checked). `answer` is the
+-- submit answer, when there is one.
+function M.new(client, id, model_id, answer)
+  answer = answer or {}
+  local job = setmetatable({
+    id = id,
+    model = model_id,
+    status = answer.request_id and "in_queue" or nil,
+    queue_position = nil,
+    output = nil,
+    error = nil,
+    urls = {
+      status = route(client, answer.status_url, id, "status"),
+      result = route(client, answer.result_url, id, "result"),
+      cancel = route(client, answer.cancel_url, id, "cancel"),
+    },
+    client = client,
+    submitted_at = answer.request_id and os.time() or nil,
+    _next_poll = 0,
+  }, Job)
+  return job
+end
+
+function Job:__tostring()
+  local s = "kling.job(" .. self.id
+  if self.model then s = s .. ", " .. self.model end
+  s = s .. ", " .. tostring(self.status or "unknown")
+  if self.queue_position then s = s .. ", queue " .. self.queue_position end
+  return s .. ")"
+end
+
+--- True once the job has ended (completed, failed or cancelled).
+function Job:done()
+  return M.TERMINAL[self.status] == true
+end
+
+-- Takes in a status answer; returns true when something a watcher cares about changed.
+function Job:_absorb(body)
+  local raw = body.status
+  if type(raw) ~= "string" then
+    return nil, errors.new("protocol", "answer without a status string", { request_id = self.id })
+  end
+  local status = M.STATUS[raw]
+  if not status then
+    status = raw -- unknown: kept as given, treated as not finished
+    if self._warned ~= raw then
+      self._warned = raw
+      self.client._warn("job " .. self.id .. " reports unknown status '" .. raw .. "'; still polling")
+    end
+  end
+  local qp = math.type(body.queue_position) and math.tointeger(body.queue_position) or nil
+  if status ~= "in_queue" then qp = nil end
+  local changed = status ~= self.status or qp ~= self.queue_position
+  self.status, self.raw_status, self.queue_position = status, raw, qp
+  if type(body.instance_id) == "string" then self.instance_id = body.instance_id end
+  return changed
+end
+
+--- GETs the status now. Returns status | nil, err.
+function Job:refresh()
+  local body, err = self.client:_api("GET", self.urls.status, nil, { request_id = self.id })
+  if not body then return nil, err end
+  local changed, perr = self:_absorb(body)
+  if changed == nil then return nil, perr end
+  return self.status, changed
+end
+
+local function video_of(output)
+  if type(output) ~= "table" then return nil end
+  if type(output.video) == "string" then return output.video end
+  if type(output.videos) == "table" and type(output.videos[1]) == "string" then return output.videos[1] end
+  return nil
+end
+
+-- Takes in a result answer: returns output | nil, err.
+function Job:_take_result(body)
+  local changed, perr = self:_absorb(body)
+  if changed == nil then return nil, perr end
+  local scrub = function(s) return self.client:scrub(s) end
+  if self.status == "completed" then
+    if type(body.output) ~= "table" then
+      return nil, errors.new("protocol", "completed job without an output object", { request_id = self.id })
+    end
+    self.output = body.output
+    self.video_url = video_of(body.output)
+    if type(body.cost) == "number" then self.cost = body.cost end
+    return self.output
+  elseif self.status == "failed" then
+    local msg = errors.server_message(body) or "the job failed (the service gave no reason)"
+    local code = type(body.error) == "table" and errors.numeric_code(body.error.error_code) or nil
+    self.error = errors.new("failed", scrub(msg), { request_id = self.id, code = code })
+    return nil, self.error
+  elseif self.status == "cancelled" then
+    self.error = errors.new("cancelled", "the job was cancelled", { request_id = self.id })
+    return nil, self.error
+  end
+  return nil, errors.new("not_ready", "the job has not finished (status " .. self.status .. ")",
+    { request_id = self.id, job_status = self.status })
+end
+
+--- GETs the result now, without waiting. Returns output | nil, err
+-- (kind "not_ready" while the job runs, "failed" or "cancelled" when it ended so).
+function Job:result()
+  local body, err = self.client:_api("GET", self.urls.result, nil, { request_id = self.id })
+  if not body then return nil, err end
+  return self:_take_result(body)
+end
+
+--- Waits until the job ends, polling on the client's schedule.
+-- opts: timeout (seconds, default 1800), on_update(job) on a status or
+-- queue-position change, poll (overrides of the client's schedule).
+-- Returns output | nil, err. After a "timeout" the job can be waited on again.
+function Job:wait(opts)
+  opts = opts or {}
+  if self.output then return self.output end
+  if self.error then return nil, self.error end
+  local client = self.client
+  local poll = client.poll
+  if opts.poll then
+    poll = setmetatable({}, { __index = client.poll })
+    for k, v in pairs(opts.poll) do poll[k] = v end
+  end
+  local timeout = opts.timeout or 1800
+  local deadline = core.now() + timeout
+  local interval = poll.initial
+  local failures = 0
+  local stop = opts._stop -- used by kling.wait_any: give up quietly once it says true
+  while true do
+    if stop and stop() then return nil end
+    local status, changed_or_err = self:refresh()
+    if status then
+      failures = 0
+      if changed_or_err then
+        if opts.on_update then opts.on_update(self) end
+        interval = poll.initial -- movement: look again soon
+      end
+      if self:done() then
+        local out, err = self:result()
+        if out or (err and err.kind ~= "not_ready") then return out, err end
+      end
+    else
+      local err = changed_or_err
+      if not err.retryable then return nil, err end
+      failures = failures + 1 -- transient: keep polling until the deadline
+    end
+    local left = deadline - core.now()
+    if left <= 0 then
+      return nil, errors.new("timeout", string.format("job %s did not end within %g s (status %s); wait again to go on",
+        self.id, timeout, tostring(self.status)), { request_id = self.id, job_status = self.status })
+    end
+    local jitter = 1 + poll.jitter * (2 * math.random() - 1)
+    client:sleep(math.min(left, interval * jitter * (failures > 0 and 2 ^ math.min(failures, 5) or 1)), stop)
+    interval = math.min(poll.max, interval * poll.factor)
+  end
+end
+
+--- Cancels a queued job. Returns true | nil, err ("not_cancellable" once it runs).
+function Job:cancel()
+  local body, err = self.client:_api("POST", self.urls.cancel, nil, { request_id = self.id })
+  if not body then return nil, err end
+  if type(body.status) == "string" then self:_absorb(body) end
+  local outcome = body.outcome
+  if outcome == "cancelled" or outcome == "canceled" or (outcome == nil and self.status == "cancelled") then
+    self.status = "cancelled"
+    self.queue_position = nil
+    self.error = errors.new("cancelled", "the job was cancelled", { request_id = self.id })
+    return true
+  elseif outcome == "not_cancellable" or outcome == nil then
+    return nil, errors.new("not_cancellable",
+      "the job can no longer be cancelled (status " .. tostring(self.status) .. ")",
+      { request_id = self.id, job_status = self.status })
+  end
+  return nil, errors.new("protocol", "unexpected cancel outcome '" .. tostring(outcome) .. "'", { request_id = self.id })
+end
+
+--- Downloads the job's video to path (waiting for the job first when needed).
+-- Streams to path..".part" in C and renames it when complete; sends no token.
+-- opts: on_progress(bytes, total), stall_timeout (give up after this many
+-- seconds without a byte; default the client's timeout), max_bytes, and the
+-- wait options (timeout, on_update, poll) for a job that has not ended. Returns path, bytes | nil, err.
+function Job:download(path, opts)
+  if type(path) ~= "string" or path == "" then error("job:download: path must be a non-empty string", 2) end
+  opts = opts or {}
+  if not self.output then
+    local out, err = self:wait(opts)
+    if not out then return nil, err end
+  end
+  local url = video_of(self.output)
+  if not url then
+    return nil, errors.new("protocol", "the job's output has no video URL", { request_id = self.id })
+  end
+  return self.client:download_url(url, path,
+    { on_progress = opts.on_progress, max_bytes = opts.max_bytes, stall_timeout = opts.stall_timeout })
+end
+
+return M
