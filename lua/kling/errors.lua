@@ -44,8 +44,6 @@ function M.new(kind, message, fields)
   return setmetatable(e, Error)
 end
 
-M.numeric_code = numeric_code
-
 --- True when v is a kling error.
 function M.is(v)
   return getmetatable(v) == Error
@@ -58,6 +56,8 @@ local function numeric_code(v)
   if type(v) == "string" and v:match("^%d+$") then return math.tointeger(tonumber(v)) end
   return nil
 end
+
+M.numeric_code = numeric_code
 
 local function detail_text(detail)
   if type(detail) == "string" then return detail end
