@@ -1,0 +1,60 @@
+rockspec_format = "3.0"
+package = "kling"
+version = "scm-1"
+
+source = {
+  url = "git+https://github.com/kling-lua/kling.git",
+}
+
+description = {
+  summary = "Client for RunComfy's Model API (Kling 3.0 video) with a C core on libcurl",
+  detailed = [[
+Submit, watch, cancel and download RunComfy Model API jobs (Kling 3.0 Pro
+text-to-video first) from Lua 5.4: input validated before anything is sent,
+many jobs on one libcurl multi handle, waits that yield inside coroutines,
+streaming downloads, and a local emulator of the API for offline work.
+]],
+  license = "MIT",
+  labels = { "http", "curl", "video", "runcomfy", "kling" },
+}
+
+dependencies = {
+  "lua >= 5.4, < 5.5",
+  "lua-cjson >= 2.1",
+}
+
+test_dependencies = {
+  "busted",
+  "cqueues",
+}
+
+external_dependencies = {
+  CURL = { header = "curl/curl.h", library = "curl" },
+}
+
+build = {
+  type = "builtin",
+  modules = {
+    ["kling.core"] = {
+      sources = { "src/buf.c", "src/http.c", "src/engine.c", "src/core.c" },
+      libraries = { "curl" },
+      incdirs = { "$(CURL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)" },
+    },
+    ["kling"] = "lua/kling.lua",
+    ["kling.client"] = "lua/kling/client.lua",
+    ["kling.job"] = "lua/kling/job.lua",
+    ["kling.errors"] = "lua/kling/errors.lua",
+    ["kling.models"] = "lua/kling/models.lua",
+    ["kling.sched"] = "lua/kling/sched.lua",
+    ["kling.emulator"] = "lua/kling/emulator.lua",
+    ["kling.emulator_video"] = "lua/kling/emulator_video.lua",
+  },
+  install = {
+    bin = { ["kling-emulator"] = "bin/kling-emulator" },
+  },
+}
+
+test = {
+  type = "busted",
+}
