@@ -606,10 +606,10 @@ local function parse_range(header, size)
     return max(0, size - n), size - 1
   end
   local first = tonumber(a)
-  local last = b ~= "" and tonumber(b) or size - 1
-  if last < first then return nil end
+  local last = b ~= "" and tonumber(b) or nil
+  if last and last < first then return nil end
   if first >= size then return false end
-  return first, min(last, size - 1)
+  return first, min(last or size - 1, size - 1)
 end
 
 function handlers.download(self, req, id)
@@ -1014,7 +1014,10 @@ function M.main(argv)
     return 1
   end
   signal.ignore(signal.SIGPIPE)
+  -- block, then restore the default disposition (a shell starts background jobs with
+  -- SIGINT ignored, which would discard it before the signal listener sees it)
   signal.block(signal.SIGTERM, signal.SIGINT)
+  signal.default(signal.SIGTERM, signal.SIGINT)
   local listener = signal.listen(signal.SIGTERM, signal.SIGINT)
   server.cq:wrap(function()
     listener:wait()

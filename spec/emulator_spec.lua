@@ -1,0 +1,760 @@
+-- Specs of the emulator itself, over real HTTP with the curl command-line tool (and a small
+-- cqueues client for the many-connections spec). They do not use the kling client.
+local helpers = require "helpers"
+local cjson = require "cjson"
+local cqueues = require "cqueues"
+local emulator = require "kling.emulator"
+
+local http, json = helpers.http, helpers.json
+local TOKEN = "sekret-token-123"
+local MODEL = "kling/kling-3.0/pro/text-to-video"
+local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+local now = cqueues.monotime
+
+-- Send text on one new connection to base_url's host and port; return all it answers
+-- until the server closes the connection.
+local function raw_exchange(base_url, text)
+  local socket = require "cqueues.socket"
+  local host, port = base_url:match("^http://([^:/]+):(%d+)")
+  local reply
+  local cq = cqueues.new()
+  cq:wrap(function()
+    local so = socket.connect{ host = host, port = tonumber(port) }
+    so:setmode("b", "bn")
+    so:xwrite(text, "bn", 5)
+    reply = so:xread("*a", "b", 5)
+    so:close()
+  end)
+  assert(cq:loop())
+  return reply
+end
+
+local function sleep_until(t)
+  local left = t - now()
+  if left > 0 then helpers.sleep(left) end
+end
+
+describe("kling-emulator", function()
+  local emu
+
+  setup(function()
+    emu = helpers.start_emulator{ "--queue", "0.3", "--run", "0.3", "--token", TOKEN, "--seed", "7" }
+  end)
+
+  teardown(function()
+    if emu then emu:stop() end
+  end)
+
+  local function api(method, path, opts)
+    opts = opts or {}
+    if opts.token == nil then opts.token = TOKEN end
+    if opts.token == false then opts.token = nil end
+    return http(method, emu.api .. path, opts)
+  end
+
+  -- submit a prompt; returns the decoded answer and the time just before sending
+  local function submit(prompt, extra)
+    local input = { prompt = prompt }
+    for k, v in pairs(extra or {}) do input[k] = v end
+    local t = now()
+    local res = api("POST", "/models/" .. MODEL, { body = cjson.encode(input) })
+    assert.equal(200, res.status, res.body)
+    return json(res.body), t
+  end
+
+  local function status_of(id)
+    local res = api("GET", "/requests/" .. id .. "/status")
+    assert.equal(200, res.status, res.body)
+    return json(res.body)
+  end
+
+  local function result_of(id, query)
+    local res = api("GET", "/requests/" .. id .. "/result" .. (query or ""))
+    assert.equal(200, res.status, res.body)
+    return json(res.body)
+  end
+
+  -- submit and wait until the job's queue + run time (default 0.3 + 0.3) is over
+  local function finished_job(prompt, extra, seconds)
+    local answer, t = submit(prompt, extra)
+    sleep_until(t + (seconds or 0.6) + 0.15)
+    return answer.request_id
+  end
+
+  describe("start-up", function()
+    it("prints 'kling-emulator api=... files=... stats=...' as its first line", function()
+      local api_port, files_port, stats_port = emu.first_line:match(
+        "^kling%-emulator api=http://127%.0%.0%.1:(%d+)/v1 files=http://127%.0%.0%.1:(%d+) "
+        .. "stats=http://127%.0%.0%.1:(%d+)/__emulator/stats$")
+      assert.is_not_nil(api_port, emu.first_line)
+      assert.equal(api_port, stats_port)
+      assert.are_not.equal(api_port, files_port)
+    end)
+
+    it("prints its usage for --help and exits 0", function()
+      local p = io.popen("cd " .. helpers.quote(helpers.root) .. " && lua5.4 bin/kling-emulator --help; echo \"rc=$?\"")
+      local out = p:read("a")
+      p:close()
+      assert.matches("Usage: kling%-emulator", out)
+      assert.matches("%-%-video%-bytes", out)
+      assert.matches("rc=0\n$", out)
+    end)
+
+    it("refuses an unknown flag with exit status 2", function()
+      local p = io.popen("cd " .. helpers.quote(helpers.root) .. " && lua5.4 bin/kling-emulator --bogus 2>&1; echo \"rc=$?\"")
+      local out = p:read("a")
+      p:close()
+      assert.matches("unknown argument: %-%-bogus", out)
+      assert.matches("rc=2\n$", out)
+    end)
+
+    it("exits with status 0 on SIGTERM and on SIGINT", function()
+      for _, sig in ipairs{ "TERM", "INT" } do
+        local p = io.popen("cd " .. helpers.quote(helpers.root) .. " && lua5.4 bin/kling-emulator --port 0 --quiet >/dev/null & "
+          .. "p=$!; sleep 0.3; kill -" .. sig .. " $p; wait $p; echo \"rc=$?\"")
+        local out = p:read("a")
+        p:close()
+        assert.equal("rc=0\n", out, "after SIG" .. sig)
+      end
+    end)
+
+    it("exits with status 0 when stdin reaches EOF under --exit-on-stdin-eof", function()
+      local p = io.popen("cd " .. helpers.quote(helpers.root) .. " && sleep 0.3 | lua5.4 bin/kling-emulator --port 0 --quiet "
+        .. "--exit-on-stdin-eof >/dev/null; echo \"rc=$?\"")
+      local out = p:read("a")
+      p:close()
+      assert.equal("rc=0\n", out)
+    end)
+  end)
+
+  describe("authentication", function()
+    it("answers 401 with error_code 403001 when the bearer token is missing", function()
+      local res = api("GET", "/requests/abc/status", { token = false })
+      assert.equal(401, res.status)
+      local body = json(res.body)
+      assert.equal(403001, body.error_code)
+      assert.equal("Missing bearer token", body.error_message)
+    end)
+
+    it("answers 403 with error_code 403001 for a wrong token and does not echo it", function()
+      local res = api("POST", "/models/" .. MODEL, { token = "wrong-token-xyz", body = '{"prompt":"a cat"}' })
+      assert.equal(403, res.status)
+      local body = json(res.body)
+      assert.equal(403001, body.error_code)
+      assert.equal("Invalid token", body.error_message)
+      assert.is_nil(res.body:find("wrong-token-xyz", 1, true))
+      assert.is_nil(res.head:find("wrong-token-xyz", 1, true))
+    end)
+
+    it("answers 403 for an Authorization header that is not a bearer token", function()
+      local res = api("GET", "/requests/abc/status", { token = false, headers = { "Authorization: Basic Zm9vOmJhcg==" } })
+      assert.equal(403, res.status)
+      assert.equal(403001, json(res.body).error_code)
+    end)
+
+    it("counts refused requests as auth_failures", function()
+      local before = emu:stats().auth_failures
+      api("GET", "/requests/abc/status", { token = false })
+      api("GET", "/requests/abc/status", { token = "nope" })
+      assert.equal(before + 2, emu:stats().auth_failures)
+    end)
+
+    it("accepts any non-empty bearer token when started without --token", function()
+      local open = helpers.start_emulator{}
+      finally(function() open:stop() end)
+      local res = http("POST", open.api .. "/models/" .. MODEL, { token = "anything", body = '{"prompt":"a cat"}' })
+      assert.equal(200, res.status)
+      res = http("GET", open.api .. "/requests/abc/status", {})
+      assert.equal(401, res.status)
+    end)
+  end)
+
+  describe("submit", function()
+    it("answers request_id and the status, result and cancel URLs on the API host", function()
+      local answer = submit("a red fox in the snow")
+      assert.matches(UUID, answer.request_id)
+      assert.matches("^[A-Za-z0-9_-]+$", answer.request_id)
+      local base = emu.api .. "/requests/" .. answer.request_id
+      assert.equal(base .. "/status", answer.status_url)
+      assert.equal(base .. "/result", answer.result_url)
+      assert.equal(base .. "/cancel", answer.cancel_url)
+    end)
+
+    it("answers with Content-Type application/json and a correct Content-Length", function()
+      local res = api("POST", "/models/" .. MODEL, { body = '{"prompt":"a cat"}' })
+      assert.equal("application/json", res.headers["content-type"])
+      assert.equal(#res.body, tonumber(res.headers["content-length"]))
+    end)
+
+    it("gives every job a different id", function()
+      local a, b = submit("one"), submit("two")
+      assert.are_not.equal(a.request_id, b.request_id)
+    end)
+
+    it("derives the same ids from the same --seed", function()
+      local ids = {}
+      for i = 1, 2 do
+        local e = helpers.start_emulator{ "--seed", "42" }
+        local res = http("POST", e.api .. "/models/" .. MODEL, { token = "t", body = '{"prompt":"x"}' })
+        e:stop()
+        ids[i] = json(res.body).request_id
+      end
+      assert.equal(ids[1], ids[2])
+    end)
+
+    it("answers 422 with a detail array when prompt is missing", function()
+      local res = api("POST", "/models/" .. MODEL, { body = '{"duration":5}' })
+      assert.equal(422, res.status)
+      local body = json(res.body)
+      assert.is_string(body.error_message)
+      assert.same({ { loc = { "body", "prompt" }, msg = "field required", type = "value_error.missing" } }, body.detail)
+    end)
+
+    it("answers 422 for an empty prompt, a non-string prompt and a non-object body", function()
+      for _, text in ipairs{ '{"prompt":""}', '{"prompt":"   "}', '{"prompt":5}', '["a"]', '"a"' } do
+        local res = api("POST", "/models/" .. MODEL, { body = text })
+        assert.equal(422, res.status, text)
+        local body = json(res.body)
+        assert.is_string(body.error_message)
+        assert.is_table(body.detail)
+      end
+    end)
+
+    it("answers 400 with error_message for malformed JSON", function()
+      local res = api("POST", "/models/" .. MODEL, { body = '{"prompt": "a cat"' })
+      assert.equal(400, res.status)
+      assert.is_string(json(res.body).error_message)
+    end)
+
+    it("reads a chunked request body", function()
+      local res = api("POST", "/models/" .. MODEL, {
+        body = '{"prompt":"chunked cat"}', headers = { "Transfer-Encoding: chunked" },
+      })
+      assert.equal(200, res.status, res.body)
+      local record = emu:job_record(json(res.body).request_id)
+      assert.equal("chunked cat", record.input.prompt)
+    end)
+
+    it("answers Expect: 100-continue with 100 Continue before reading the body", function()
+      local t = now()
+      local res = api("POST", "/models/" .. MODEL, {
+        body = '{"prompt":"patient cat"}', headers = { "Expect: 100-continue" },
+        args = { "--expect100-timeout", "3" },
+      })
+      assert.equal(200, res.status)
+      assert.matches("HTTP/1.1 100 Continue", res.head)
+      assert.is_true(now() - t < 2)
+    end)
+
+    it("accepts any slash-separated model id", function()
+      local res = api("POST", "/models/kling/kling-3.0/standard/image-to-video", { body = '{"prompt":"x"}' })
+      assert.equal(200, res.status)
+      assert.equal("kling/kling-3.0/standard/image-to-video", emu:job_record(json(res.body).request_id).model_id)
+    end)
+  end)
+
+  describe("job lifecycle", function()
+    it("goes in_queue with a falling queue_position, then in_progress, then completed", function()
+      local answer, t = submit("a slow cat @emu:queue=0.9 @emu:run=0.3")
+      local id = answer.request_id
+      local s1 = status_of(id)
+      assert.equal("in_queue", s1.status)
+      assert.equal(3, s1.queue_position)
+      assert.equal(id, s1.request_id)
+      assert.equal(answer.status_url, s1.status_url)
+      assert.equal(answer.result_url, s1.result_url)
+      sleep_until(t + 0.55)
+      local s2 = status_of(id)
+      assert.equal("in_queue", s2.status)
+      assert.is_true(s2.queue_position < s1.queue_position and s2.queue_position >= 0)
+      assert.equal(math.type(s2.queue_position) or "float", math.type(s2.queue_position))
+      assert.equal(s2.queue_position, math.floor(s2.queue_position))
+      sleep_until(t + 1.0)
+      local s3 = status_of(id)
+      assert.equal("in_progress", s3.status)
+      assert.is_string(s3.instance_id)
+      assert.is_nil(s3.queue_position)
+      sleep_until(t + 1.35)
+      local s4 = status_of(id)
+      assert.equal("completed", s4.status)
+      assert.is_nil(s4.instance_id)
+    end)
+
+    it("follows --queue and --run when the prompt sets no timing", function()
+      local answer, t = submit("an ordinary cat")
+      assert.equal("in_queue", status_of(answer.request_id).status)
+      sleep_until(t + 0.45)
+      assert.equal("in_progress", status_of(answer.request_id).status)
+      sleep_until(t + 0.75)
+      assert.equal("completed", status_of(answer.request_id).status)
+    end)
+
+    it("answers the result route with the current status before the job is done", function()
+      local answer = submit("an impatient cat")
+      local result = result_of(answer.request_id)
+      assert.equal("in_queue", result.status)
+      assert.equal(answer.request_id, result.request_id)
+      assert.is_number(result.queue_position)
+      assert.is_nil(result.output)
+    end)
+
+    it("answers the result with output.video on the file host once completed", function()
+      local id = finished_job("a finished cat")
+      local result = result_of(id)
+      assert.equal("completed", result.status)
+      assert.equal(id, result.request_id)
+      assert.equal(emu.files .. "/v/" .. id .. ".mp4", result.output.video)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", result.created_at)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", result.finished_at)
+      assert.is_true(result.finished_at >= result.created_at)
+      assert.is_nil(result.cost)
+    end)
+
+    it("adds a numeric cost with ?include_cost=true that scales with the duration", function()
+      local a = submit("a priced cat @emu:queue=0 @emu:run=0")
+      local b = submit("a longer priced cat @emu:queue=0 @emu:run=0", { duration = 10 })
+      helpers.sleep(0.05)
+      assert.equal(0.56, result_of(a.request_id, "?include_cost=true").cost)
+      assert.equal(1.12, result_of(b.request_id, "?include_cost=true").cost)
+    end)
+
+    it("cancels a queued job, answers the same for a second cancel, and reports it cancelled", function()
+      local answer = submit("a cat to cancel @emu:queue=5")
+      local id = answer.request_id
+      local res = api("POST", "/requests/" .. id .. "/cancel")
+      assert.equal(200, res.status)
+      assert.same({ request_id = id, status = "cancelled", outcome = "cancelled" }, json(res.body))
+      res = api("POST", "/requests/" .. id .. "/cancel")
+      assert.same({ request_id = id, status = "cancelled", outcome = "cancelled" }, json(res.body))
+      assert.equal("cancelled", status_of(id).status)
+      local result = result_of(id)
+      assert.equal("cancelled", result.status)
+      assert.is_string(result.created_at)
+      assert.is_nil(result.output)
+      assert.equal(404, http("GET", emu.files .. "/v/" .. id .. ".mp4").status)
+    end)
+
+    it("refuses to cancel a running job with outcome not_cancellable", function()
+      local answer = submit("a busy cat @emu:queue=0 @emu:run=5")
+      helpers.sleep(0.05)
+      local res = api("POST", "/requests/" .. answer.request_id .. "/cancel")
+      assert.equal(200, res.status)
+      assert.same({ request_id = answer.request_id, status = "in_progress", outcome = "not_cancellable" }, json(res.body))
+      assert.equal("in_progress", status_of(answer.request_id).status)
+    end)
+
+    it("refuses to cancel a finished job with outcome not_cancellable", function()
+      local answer = submit("a done cat @emu:queue=0 @emu:run=0")
+      helpers.sleep(0.05)
+      local body = json(api("POST", "/requests/" .. answer.request_id .. "/cancel").body)
+      assert.same({ request_id = answer.request_id, status = "completed", outcome = "not_cancellable" }, body)
+    end)
+
+    it("answers 404 with error_code 404001 for an unknown request id", function()
+      for _, route in ipairs{ "status", "result" } do
+        local res = api("GET", "/requests/00000000-0000-4000-8000-000000000000/" .. route)
+        assert.equal(404, res.status)
+        assert.same({ error_code = 404001, error_message = "Request not found" }, json(res.body))
+      end
+      local res = api("POST", "/requests/no-such-id/cancel")
+      assert.equal(404, res.status)
+      assert.equal(404001, json(res.body).error_code)
+    end)
+
+    it("answers 400 with error_code 400001 for a request id of the wrong shape", function()
+      for _, id in ipairs{ "bad.id", "bad%20id", string.rep("a", 129) } do
+        local res = api("GET", "/requests/" .. id .. "/status")
+        assert.equal(400, res.status, id)
+        assert.same({ error_code = 400001, error_message = "Invalid resource identifier" }, json(res.body))
+      end
+      assert.equal(404, api("GET", "/requests/" .. string.rep("a", 128) .. "/status").status)
+    end)
+
+    it("answers 404 with error_code 404001 for an unknown route", function()
+      local res = api("GET", "/nothing/here")
+      assert.equal(404, res.status)
+      assert.equal(404001, json(res.body).error_code)
+      res = http("GET", emu.root .. "/elsewhere")
+      assert.equal(404, res.status)
+      assert.equal(404001, json(res.body).error_code)
+    end)
+
+    it("answers 405 with an Allow header for a wrong method", function()
+      local res = api("GET", "/models/" .. MODEL)
+      assert.equal(405, res.status)
+      assert.equal("POST", res.headers.allow)
+      res = api("DELETE", "/requests/abc/status")
+      assert.equal(405, res.status)
+      assert.equal("GET", res.headers.allow)
+    end)
+  end)
+
+  describe("directives", function()
+    it("reads @emu:queue and @emu:run from the prompt, which keeps the words", function()
+      local answer, t = submit("a cat @emu:queue=0.1 @emu:run=0.2")
+      local record = emu:job_record(answer.request_id)
+      assert.equal(0.1, record.queue_seconds)
+      assert.equal(0.2, record.run_seconds)
+      assert.equal("a cat @emu:queue=0.1 @emu:run=0.2", record.input.prompt)
+      sleep_until(t + 0.15)
+      assert.equal("in_progress", status_of(answer.request_id).status)
+      sleep_until(t + 0.35)
+      assert.equal("completed", status_of(answer.request_id).status)
+    end)
+
+    it("ends a job failed with the default message for @emu:fail", function()
+      local id = finished_job("a doomed cat @emu:fail @emu:queue=0 @emu:run=0.1", nil, 0.1)
+      assert.equal("failed", status_of(id).status)
+      local result = result_of(id)
+      assert.equal("failed", result.status)
+      assert.same({ error_code = 500001, error_message = "Generation failed: content policy violation" }, result.error)
+      assert.is_string(result.created_at)
+      assert.is_string(result.finished_at)
+      assert.is_nil(result.output)
+      assert.equal(404, http("GET", emu.files .. "/v/" .. id .. ".mp4").status)
+    end)
+
+    it("uses the message of @emu:fail=Some_message with underscores as spaces", function()
+      local id = finished_job("@emu:fail=GPU_fell_over @emu:queue=0 @emu:run=0", nil, 0)
+      assert.equal("GPU fell over", result_of(id).error.error_message)
+    end)
+
+    it("reports the word of @emu:status after the queue time, forever", function()
+      local answer, t = submit("a strange cat @emu:status=rendering @emu:queue=0.1 @emu:run=0.1")
+      assert.equal("in_queue", status_of(answer.request_id).status)
+      sleep_until(t + 0.4)
+      assert.equal("rendering", status_of(answer.request_id).status)
+      assert.equal("rendering", result_of(answer.request_id).status)
+      local cancel = json(api("POST", "/requests/" .. answer.request_id .. "/cancel").body)
+      assert.equal("not_cancellable", cancel.outcome)
+      assert.equal("rendering", cancel.status)
+    end)
+
+    it("spells completed as succeeded and cancelled as canceled for @emu:spell=alt", function()
+      local done = submit("@emu:spell=alt @emu:queue=0 @emu:run=0")
+      local queued = submit("@emu:spell=alt @emu:queue=5")
+      helpers.sleep(0.05)
+      assert.equal("succeeded", status_of(done.request_id).status)
+      local result = result_of(done.request_id)
+      assert.equal("succeeded", result.status)
+      assert.is_string(result.output.video)
+      local cancel = json(api("POST", "/requests/" .. queued.request_id .. "/cancel").body)
+      assert.same({ request_id = queued.request_id, status = "canceled", outcome = "cancelled" }, cancel)
+      assert.equal("canceled", status_of(queued.request_id).status)
+      assert.equal("canceled", result_of(queued.request_id).status)
+    end)
+
+    it("answers the submit with only request_id for @emu:nourls", function()
+      local answer = submit("a terse cat @emu:nourls")
+      assert.matches(UUID, answer.request_id)
+      assert.is_nil(answer.status_url)
+      assert.is_nil(answer.result_url)
+      assert.is_nil(answer.cancel_url)
+      assert.equal("in_queue", status_of(answer.request_id).status)
+    end)
+
+    it("answers HTTP 200 with an error body and creates no job for @emu:error200", function()
+      local before = emu:stats().jobs_created
+      local cases = { ["400002"] = "Insufficient balance", ["400004"] = "User account error", ["500123"] = "Error" }
+      for code, message in pairs(cases) do
+        local res = api("POST", "/models/" .. MODEL, { body = cjson.encode{ prompt = "@emu:error200=" .. code } })
+        assert.equal(200, res.status)
+        assert.same({ error_code = tonumber(code), error_message = message }, json(res.body))
+      end
+      assert.equal(before, emu:stats().jobs_created)
+    end)
+
+    it("serves N bytes of the pattern as the video for @emu:bytes=N", function()
+      local id = finished_job("a pattern cat @emu:bytes=200000 @emu:queue=0 @emu:run=0", nil, 0)
+      local res = http("GET", emu.files .. "/v/" .. id .. ".mp4")
+      assert.equal(200, res.status)
+      assert.equal(200000, #res.body)
+      assert.equal("200000", res.headers["content-length"])
+      assert.is_true(res.body == emulator.pattern_bytes(0, 200000))
+      assert.equal(200000, emu:job_record(id).video_bytes)
+    end)
+  end)
+
+  describe("file host", function()
+    local id, video
+
+    setup(function()
+      id = finished_job("a cat for the file host @emu:queue=0 @emu:run=0", nil, 0)
+      video = emulator.sample_video()
+    end)
+
+    it("serves the sample MP4 byte for byte with video/mp4 and Accept-Ranges", function()
+      local res = http("GET", emu.files .. "/v/" .. id .. ".mp4")
+      assert.equal(200, res.status)
+      assert.equal("video/mp4", res.headers["content-type"])
+      assert.equal("bytes", res.headers["accept-ranges"])
+      assert.equal(tostring(#video), res.headers["content-length"])
+      assert.is_true(res.body == video)
+      assert.equal("\0\0\0 ftyp", res.body:sub(1, 8))
+    end)
+
+    it("serves an MP4 that ffprobe opens as one H.264 stream", function()
+      if os.execute("command -v ffprobe >/dev/null 2>&1") ~= true then
+        pending("ffprobe is not installed")
+        return
+      end
+      local p = io.popen("ffprobe -v error -select_streams v:0 -show_entries stream=codec_name,width,height "
+        .. "-of csv=p=0 " .. helpers.quote(emu.files .. "/v/" .. id .. ".mp4") .. " 2>&1")
+      local out = p:read("a")
+      p:close()
+      assert.equal("h264,160,90\n", out)
+    end)
+
+    it("answers HEAD with the headers of a GET and no body", function()
+      local res = http("HEAD", emu.files .. "/v/" .. id .. ".mp4")
+      assert.equal(200, res.status)
+      assert.equal(tostring(#video), res.headers["content-length"])
+      assert.equal("video/mp4", res.headers["content-type"])
+      -- on one connection, the answer to a GET follows the HEAD's head directly
+      local path = "/v/" .. id .. ".mp4"
+      local reply = raw_exchange(emu.files, "HEAD " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n"
+        .. "GET " .. path .. " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      local first, second = reply:match("^(HTTP/1%.1 200 OK\r\n.-\r\n\r\n)(HTTP/1%.1 200 OK\r\n.*)$")
+      assert.is_not_nil(first)
+      assert.is_true(second:sub(-#video) == video)
+      assert.equal(#reply, #first + #second)
+    end)
+
+    it("answers Range bytes=a-b, bytes=a- and bytes=-n with 206 and Content-Range", function()
+      local size = #video
+      local cases = {
+        { "bytes=0-9", 0, 9 },
+        { "bytes=100-", 100, size - 1 },
+        { "bytes=-50", size - 50, size - 1 },
+        { "bytes=10-999999", 10, size - 1 },
+        { "bytes=-999999", 0, size - 1 },
+      }
+      for _, case in ipairs(cases) do
+        local res = http("GET", emu.files .. "/v/" .. id .. ".mp4", { headers = { "Range: " .. case[1] } })
+        assert.equal(206, res.status, case[1])
+        assert.equal(string.format("bytes %d-%d/%d", case[2], case[3], size), res.headers["content-range"])
+        assert.equal(tostring(case[3] - case[2] + 1), res.headers["content-length"])
+        assert.is_true(res.body == video:sub(case[2] + 1, case[3] + 1), case[1])
+      end
+    end)
+
+    it("answers 416 with Content-Range bytes */SIZE for an unsatisfiable range", function()
+      for _, range in ipairs{ "bytes=" .. #video .. "-", "bytes=999999-1000000", "bytes=-0" } do
+        local res = http("GET", emu.files .. "/v/" .. id .. ".mp4", { headers = { "Range: " .. range } })
+        assert.equal(416, res.status, range)
+        assert.equal("bytes */" .. #video, res.headers["content-range"])
+      end
+    end)
+
+    it("answers 404 for an unknown id and for a job without output", function()
+      assert.equal(404, http("GET", emu.files .. "/v/00000000-0000-4000-8000-000000000000.mp4").status)
+      local queued = submit("a waiting cat @emu:queue=5")
+      assert.equal(404, http("GET", emu.files .. "/v/" .. queued.request_id .. ".mp4").status)
+      assert.equal(404, http("GET", emu.files .. "/elsewhere").status)
+    end)
+
+    it("needs no token and records the requests that carried an Authorization header", function()
+      local before = emu:stats().files
+      local path = "/v/" .. id .. ".mp4"
+      assert.equal(200, http("GET", emu.files .. path).status)
+      assert.equal(200, http("GET", emu.files .. path, { token = "leaked-token" }).status)
+      local after = emu:stats().files
+      assert.equal(before.authorization_headers + 1, after.authorization_headers)
+      assert.equal(path, after.authorization_paths[#after.authorization_paths])
+      assert.equal(before.requests + 2, after.requests)
+      assert.equal(before.bytes_sent + 2 * #video, after.bytes_sent)
+    end)
+
+    it("serves N pattern bytes for every output under --video-bytes N", function()
+      local e = helpers.start_emulator{ "--queue", "0", "--run", "0", "--video-bytes", "300000" }
+      finally(function() e:stop() end)
+      local res = http("POST", e.api .. "/models/" .. MODEL, { token = "t", body = '{"prompt":"x"}' })
+      local job = json(res.body).request_id
+      helpers.sleep(0.05)
+      local url = json(http("GET", e.api .. "/requests/" .. job .. "/result", { token = "t" }).body).output.video
+      local file = http("GET", url)
+      assert.equal(300000, #file.body)
+      assert.is_true(file.body == emulator.pattern_bytes(0, 300000))
+      local part = http("GET", url, { headers = { "Range: bytes=70000-70999" } })
+      assert.equal(206, part.status)
+      assert.is_true(part.body == emulator.pattern_bytes(70000, 1000))
+    end)
+
+    it("defines the pattern as byte i = (i * 31 + 7) % 251", function()
+      local bytes = emulator.pattern_bytes(1000, 600)
+      assert.equal(600, #bytes)
+      for i = 0, 599 do
+        assert.equal(((1000 + i) * 31 + 7) % 251, bytes:byte(i + 1))
+      end
+      assert.equal("", emulator.pattern_bytes(5, 0))
+      assert.equal(emulator.pattern_bytes(0, 200000):sub(65530, 65600), emulator.pattern_bytes(65529, 71))
+    end)
+  end)
+
+  describe("connections", function()
+    local status_url
+
+    setup(function()
+      status_url = submit("a cat to poll").status_url
+    end)
+
+    it("keeps a connection alive for several requests from one curl invocation", function()
+      local before = emu:stats().connections.total
+      local p = io.popen("curl -s -H " .. helpers.quote("Authorization: Bearer " .. TOKEN)
+        .. " -o /dev/null -o /dev/null -o - " .. helpers.quote(status_url) .. " "
+        .. helpers.quote(status_url) .. " " .. helpers.quote(emu.stats_url))
+      local stats = json(p:read("a"))
+      p:close()
+      assert.equal(before + 1, stats.connections.total)
+    end)
+
+    it("closes the connection after a request with Connection: close", function()
+      local before = emu:stats().connections.total
+      local p = io.popen("curl -s -H 'Connection: close' -H " .. helpers.quote("Authorization: Bearer " .. TOKEN)
+        .. " -o /dev/null -o /dev/null -o - " .. helpers.quote(status_url) .. " "
+        .. helpers.quote(status_url) .. " " .. helpers.quote(emu.stats_url))
+      local stats = json(p:read("a"))
+      p:close()
+      assert.equal(before + 3, stats.connections.total)
+    end)
+
+    it("holds 300 connections open at once and answers each of them", function()
+      local socket = require "cqueues.socket"
+      local host, port = emu.root:match("^http://([^:/]+):(%d+)$")
+      local n, conns, answered, current = 300, {}, 0, 0
+      local id = status_url:match("/requests/([^/]+)/status$")
+      local request = "GET /v1/requests/" .. id .. "/status HTTP/1.1\r\nHost: " .. host
+        .. "\r\nAuthorization: Bearer " .. TOKEN .. "\r\nConnection: close\r\n\r\n"
+      local cq = cqueues.new()
+      cq:wrap(function()
+        for i = 1, n do
+          local so = socket.connect{ host = host, port = tonumber(port) }
+          so:onerror(function(_, _, why) return why end)
+          assert(so:connect(5))
+          so:setmode("b", "bn")
+          conns[i] = so
+        end
+        local deadline = now() + 5
+        repeat
+          current = emu:stats().connections.current
+          if current >= n then break end
+          cqueues.sleep(0.05)
+        until now() > deadline
+        for i = 1, n do
+          cq:wrap(function()
+            local so = conns[i]
+            so:xwrite(request, "bn", 5)
+            local reply = so:xread("*a", "b", 5)
+            if reply and reply:match("^HTTP/1%.1 200 ") and reply:find('"status":"', 1, true) then
+              answered = answered + 1
+            end
+            so:close()
+          end)
+        end
+      end)
+      assert(cq:loop())
+      assert.is_true(current >= n, "only " .. current .. " connections were open at once")
+      assert.equal(n, answered)
+      local stats = emu:stats()
+      assert.is_true(stats.connections.peak >= n)
+      assert.equal(1, stats.connections.current)
+    end)
+  end)
+
+  describe("stats and control", function()
+    it("counts requests per route and leaves its own out of requests_total", function()
+      emu:reset()
+      local answer = submit("a counted cat")
+      status_of(answer.request_id)
+      status_of(answer.request_id)
+      result_of(answer.request_id)
+      api("POST", "/requests/" .. answer.request_id .. "/cancel")
+      api("GET", "/nothing")
+      emu:stats()
+      local stats = emu:stats()
+      assert.same({ submit = 1, status = 2, result = 1, cancel = 1, download = 0, stats = 2, other = 1 }, stats.requests)
+      assert.equal(6, stats.requests_total)
+      assert.equal(1, stats.jobs_created)
+      assert.equal(1, stats.submits_answered)
+      assert.equal(0, stats.auth_failures)
+      assert.is_table(stats.jobs)
+      for _, key in ipairs{ "in_queue", "in_progress", "completed", "failed", "cancelled" } do
+        assert.is_number(stats.jobs[key])
+      end
+      assert.is_true(stats.jobs.cancelled >= 1)
+      for _, key in ipairs{ "current", "peak", "total" } do
+        assert.is_number(stats.connections[key])
+        assert.is_number(stats.files.connections[key])
+      end
+      assert.is_number(stats.files.connections_total)
+    end)
+
+    it("zeroes the counters on reset and keeps the jobs", function()
+      local answer = submit("a cat that survives a reset")
+      api("GET", "/requests/" .. answer.request_id .. "/status")
+      emu:reset()
+      local stats = emu:stats()
+      assert.equal(0, stats.requests_total)
+      assert.equal(0, stats.jobs_created)
+      assert.equal(0, stats.submits_answered)
+      assert.equal(0, stats.files.requests)
+      assert.same({}, stats.files.authorization_paths)
+      assert.equal(1, stats.connections.total)
+      assert.equal(200, api("GET", "/requests/" .. answer.request_id .. "/status").status)
+    end)
+
+    it("writes an empty authorization_paths list as []", function()
+      emu:reset()
+      local res = http("GET", emu.stats_url)
+      assert.matches('"authorization_paths":%[%]', res.body)
+    end)
+
+    it("returns a job's record with the input exactly as it went over the wire", function()
+      local body = '{"prompt":"a recorded cat","duration":5,"multi_prompt":[],"shot_type":"customize"}'
+      local res = api("POST", "/models/" .. MODEL, { body = body, headers = { "X-Trace: 1" } })
+      local id = json(res.body).request_id
+      local raw = http("GET", emu.root .. "/__emulator/jobs/" .. id)
+      assert.equal(200, raw.status)
+      assert.matches('"input":' .. body:gsub("%p", "%%%0") .. "}$", raw.body)
+      local record = json(raw.body)
+      assert.equal(body, record.body)
+      assert.equal(id, record.request_id)
+      assert.equal(MODEL, record.model_id)
+      assert.equal("a recorded cat", record.input.prompt)
+      assert.equal("1", record.headers["x-trace"])
+      assert.equal("application/json", record.headers["content-type"])
+      assert.is_nil(record.headers.authorization)
+      assert.is_nil(raw.body:find(TOKEN, 1, true))
+      assert.equal(404, http("GET", emu.root .. "/__emulator/jobs/unknown").status)
+    end)
+  end)
+
+  describe("the module", function()
+    it("parses @emu: directives from whitespace-separated words", function()
+      assert.same({ queue = "0.5", fail = true, spell = "alt" },
+        emulator.parse_directives("a cat\t@emu:queue=0.5 @emu:fail\n@emu:spell=alt not@emu:run=1"))
+    end)
+
+    it("runs in-process with listen(), loop() and stop()", function()
+      local server = emulator.new{ port = 0, quiet = true, queue = 0, run = 0 }
+      local api_url, files_url = assert(server:listen())
+      assert.matches("^http://127%.0%.0%.1:%d+/v1$", api_url)
+      assert.matches("^http://127%.0%.0%.1:%d+$", files_url)
+      local socket = require "cqueues.socket"
+      local reply
+      server.cq:wrap(function()
+        local host, port = api_url:match("^http://([^:]+):(%d+)")
+        local so = socket.connect{ host = host, port = tonumber(port) }
+        so:setmode("b", "bn")
+        so:xwrite("GET /__emulator/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "bn")
+        reply = so:xread("*a", "b", 5)
+        so:close()
+        server:stop()
+      end)
+      server:loop()
+      assert.matches("^HTTP/1%.1 200 OK\r\n", reply)
+      assert.matches('"requests_total":0', reply)
+    end)
+  end)
+end)

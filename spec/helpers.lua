@@ -1,0 +1,216 @@
+--- spec/helpers.lua: what every spec shares.
+--
+--   local helpers = require "helpers"
+--   local emu = helpers.start_emulator{ "--queue", "0.2", "--run", "0.3", "--token", "sekret" }
+--   -- emu.api (".../v1"), emu.files, emu.stats_url, emu.pid, emu.first_line
+--   emu:stats(), emu:job_record(id), emu:reset(), emu:stop()
+--   helpers.http("GET", url, { headers = {...}, body = "...", token = "..." })
+--   helpers.sleep(0.1), helpers.tmpdir(), helpers.read_file(path), helpers.root
+local cjson = require "cjson"
+
+local helpers = {}
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+helpers.quote = quote
+
+local function capture(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+-- The repository root: the parent of the directory holding this file.
+do
+  local source = debug.getinfo(1, "S").source:gsub("^@", "")
+  local dir = source:match("^(.*)/[^/]*$") or "."
+  if dir:sub(1, 1) ~= "/" then
+    dir = capture("pwd"):gsub("%s+$", "") .. "/" .. dir
+  end
+  helpers.root = capture("cd " .. quote(dir .. "/..") .. " && pwd"):gsub("%s+$", "")
+end
+
+--- Sleep s seconds (fractional).
+function helpers.sleep(s)
+  os.execute(string.format("sleep %.3f", s))
+end
+
+--- A fresh temporary directory.
+function helpers.tmpdir()
+  local dir = capture("mktemp -d"):gsub("%s+$", "")
+  assert(dir ~= "", "mktemp -d failed")
+  return dir
+end
+
+--- The whole content of a file, or nil, err.
+function helpers.read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local data = f:read("a")
+  f:close()
+  return data
+end
+
+local function write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+helpers.write_file = write_file
+
+--- Is the process alive (a zombie waiting to be reaped counts as gone)?
+function helpers.alive(pid)
+  local stat = helpers.read_file("/proc/" .. pid .. "/stat")
+  if not stat then return false end
+  local state = stat:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
+--- One HTTP exchange through the curl command-line tool.
+-- @param method "GET", "POST", "HEAD", ...
+-- @param url string
+-- @param opts optional: headers (list of "Name: value" or map name -> value), body (string),
+--   token (adds Authorization: Bearer), args (list of extra curl arguments)
+-- @return { status = n, headers = { lowercase name -> value }, head = raw text, body = string
+--   ("" for HEAD), stderr = curl's messages }
+function helpers.http(method, url, opts)
+  opts = opts or {}
+  local dir = helpers.tmpdir()
+  local args = { "curl", "-s", "-S", "--max-time", "20", "-D", quote(dir .. "/head"),
+    "-o", quote(dir .. "/body"), "-w", quote("%{http_code}") }
+  if method == "HEAD" then
+    args[#args + 1] = "-I"
+  else
+    args[#args + 1] = "-X " .. quote(method)
+  end
+  local headers = {}
+  if opts.token then headers[#headers + 1] = "Authorization: Bearer " .. opts.token end
+  for k, v in pairs(opts.headers or {}) do
+    headers[#headers + 1] = type(k) == "number" and v or (k .. ": " .. v)
+  end
+  if opts.body then
+    write_file(dir .. "/req", opts.body)
+    args[#args + 1] = "--data-binary @" .. quote(dir .. "/req")
+    if not (opts.headers and (opts.headers["Content-Type"])) then
+      headers[#headers + 1] = "Content-Type: application/json"
+    end
+  end
+  for _, h in ipairs(headers) do args[#args + 1] = "-H " .. quote(h) end
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = quote(a) end
+  args[#args + 1] = quote(url)
+  local code = capture(table.concat(args, " ") .. " 2>" .. quote(dir .. "/err"))
+  local res = {
+    status = tonumber(code),
+    head = helpers.read_file(dir .. "/head") or "",
+    -- with -I curl reads no body and copies the head to the output instead
+    body = method ~= "HEAD" and helpers.read_file(dir .. "/body") or "",
+    stderr = helpers.read_file(dir .. "/err") or "",
+    headers = {},
+  }
+  for line in res.head:gmatch("[^\r\n]+") do
+    local name, value = line:match("^([^:%s]+):%s*(.-)%s*$")
+    if name then res.headers[name:lower()] = value end
+  end
+  os.execute("rm -rf " .. quote(dir))
+  return res
+end
+
+--- Decode a JSON text (error with the text when it is not JSON).
+function helpers.json(text)
+  local ok, value = pcall(cjson.decode, text)
+  if not ok then error("not JSON: " .. tostring(text), 2) end
+  return value
+end
+
+local Emulator = {}
+Emulator.__index = Emulator
+
+--- GET a control URL of the emulator and decode the JSON answer.
+function Emulator:get_json(path, method)
+  local res = helpers.http(method or "GET", self.root .. path)
+  assert(res.status == 200, "emulator " .. path .. " answered " .. tostring(res.status) .. ": " .. res.body)
+  return helpers.json(res.body)
+end
+
+--- The counters of /__emulator/stats.
+function Emulator:stats()
+  return self:get_json("/__emulator/stats")
+end
+
+--- The record of a job (incl. the input it received, as `input` and raw as `body`).
+function Emulator:job_record(id)
+  return self:get_json("/__emulator/jobs/" .. id)
+end
+
+--- Zero the counters (the jobs stay).
+function Emulator:reset()
+  return self:get_json("/__emulator/reset", "POST")
+end
+
+--- What the emulator wrote on stderr so far.
+function Emulator:stderr()
+  return helpers.read_file(self.err_path) or ""
+end
+
+--- Stop the emulator: SIGTERM, wait (bounded) until it is gone, SIGKILL if it lingers.
+function Emulator:stop()
+  if self.stopped then return end
+  self.stopped = true
+  os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
+  local deadline = os.time() + 5
+  while helpers.alive(self.pid) and os.time() <= deadline do helpers.sleep(0.02) end
+  if helpers.alive(self.pid) then os.execute("kill -KILL " .. self.pid .. " 2>/dev/null") end
+  if self.stdin then self.stdin:close() end
+  os.execute("rm -rf " .. quote(self.dir))
+end
+
+--- Start bin/kling-emulator --port 0 --quiet with extra flags, wait for its first line.
+-- The emulator's stdin is a pipe held by this process (with --exit-on-stdin-eof), so it
+-- also exits if the spec process dies without stopping it.
+-- @param args list of extra flags, e.g. { "--queue", "0.2", "--token", "sekret" }
+-- @return emulator object (error with the emulator's stderr if it does not come up)
+function helpers.start_emulator(args)
+  local dir = helpers.tmpdir()
+  local self = setmetatable({ dir = dir, out_path = dir .. "/stdout", err_path = dir .. "/stderr" }, Emulator)
+  local flags = {}
+  for _, a in ipairs(args or {}) do flags[#flags + 1] = quote(a) end
+  local cmd = string.format(
+    "cd %s && exec 3<&0 && { lua5.4 bin/kling-emulator --port 0 --quiet --exit-on-stdin-eof %s >%s 2>%s <&3 3<&- & echo $! >%s; }",
+    quote(helpers.root), table.concat(flags, " "), quote(self.out_path), quote(self.err_path),
+    quote(dir .. "/pid"))
+  self.stdin = assert(io.popen(cmd, "w"))
+  local pid
+  local deadline = os.time() + 10
+  repeat
+    pid = pid or tonumber((helpers.read_file(dir .. "/pid") or ""):match("%d+"))
+    local out = helpers.read_file(self.out_path) or ""
+    local line = out:match("^([^\n]*)\n")
+    if line then
+      self.first_line = line
+      self.api, self.files, self.stats_url = line:match("^kling%-emulator api=(%S+) files=(%S+) stats=(%S+)$")
+      if not self.api then
+        self.pid = pid
+        self:stop()
+        error("unexpected first line from kling-emulator: " .. line, 2)
+      end
+      self.root = self.api:gsub("/v1$", "")
+      self.pid = pid
+      return self
+    end
+    if pid and not helpers.alive(pid) then
+      local err = helpers.read_file(self.err_path) or ""
+      self.stdin:close()
+      os.execute("rm -rf " .. quote(dir))
+      error("kling-emulator exited before listening: " .. err, 2)
+    end
+    helpers.sleep(0.02)
+  until os.time() > deadline
+  self.pid = pid
+  local err = helpers.read_file(self.err_path) or ""
+  self:stop()
+  error("kling-emulator did not print its first line within 10 s: " .. err, 2)
+end
+
+return helpers
