@@ -874,8 +874,10 @@ function Server:serve(listener, con)
     if sent and kind == "submit" then
       self.counters.submits_answered = self.counters.submits_answered + 1
     end
-    self.log(format("%s %s %s %d%s", listener.name, req.method, req.path, reply.status,
-      sent and "" or " (write failed: " .. tostring(werr) .. ")"))
+    if not self.quiet then
+      self.log(format("%s %s %s %d%s", listener.name, req.method, req.path, reply.status,
+        sent and "" or " (write failed: " .. tostring(werr) .. ")"))
+    end
     if not sent or not req.keep_alive then return end
   end
 end
