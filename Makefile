@@ -61,13 +61,14 @@ demo: deps all
 	@sh examples/demo.sh
 
 # The suite with the sanitized core: lua5.4 is not built with ASan, so its
-# runtime is preloaded; child processes (emulator, curl) do not get it.
+# runtime is preloaded; the processes the specs start do not get it
+# (spec/sanitized_children.lua). Any ASan, UBSan or leak report fails the run.
 check: deps build-check/kling/core.so
-	KLING_CPATH=build-check/?.so \
+	KLING_CPATH=build-check/?.so KLING_EXPECT_SANITIZED=1 \
 	KLING_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp:print_suppressions=0 \
-	sh -c 'LD_PRELOAD="$$KLING_PRELOAD" $(BUSTED) --cpath="$$KLING_CPATH"'
+	sh -c 'LD_PRELOAD="$$KLING_PRELOAD" exec $(BUSTED) --cpath="$$KLING_CPATH" --helper=spec/sanitized_children.lua'
 
 install: all
 	install -d $(DESTDIR)$(LUA_LIBDIR)/kling $(DESTDIR)$(LUA_SHAREDIR)/kling $(DESTDIR)$(BINDIR)

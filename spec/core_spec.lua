@@ -46,6 +46,10 @@ describe("kling.core", function()
     assert.is_boolean(core.http2)
   end)
 
+  it("is the sanitized build under make check", function()
+    assert.equals(os.getenv("KLING_EXPECT_SANITIZED") == "1", core.sanitized)
+  end)
+
   it("reads an answer's status, body and headers", function()
     local e = core.new { base_url = emu.api, token = TOKEN }
     local r = drive(e, assert(e:request { url = emu.api .. "/requests/nope-1/status" }))

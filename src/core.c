@@ -345,5 +345,11 @@ int luaopen_kling_core(lua_State *L) {
   lua_setfield(L, -2, "curl_version");
   lua_pushboolean(L, (v->features & CURL_VERSION_HTTP2) != 0);
   lua_setfield(L, -2, "http2");
+#ifdef __SANITIZE_ADDRESS__
+  lua_pushboolean(L, 1); /* built by `make check` */
+#else
+  lua_pushboolean(L, 0);
+#endif
+  lua_setfield(L, -2, "sanitized");
   return 1;
 }
