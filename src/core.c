@@ -23,6 +23,7 @@
 
 #include "engine.h"
 #include "http.h"
+#include "schema.h"
 
 #define ENGINE_MT "kling.core.engine"
 #define XFER_MT "kling.core.transfer"
@@ -340,6 +341,7 @@ int luaopen_kling_core(lua_State *L) {
   new_class(L, ENGINE_MT, engine_meta, engine_methods);
   new_class(L, XFER_MT, xfer_meta, xfer_methods);
   luaL_newlib(L, functions);
+  kschema_open(L);
   curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
   lua_pushstring(L, v->version);
   lua_setfield(L, -2, "curl_version");
