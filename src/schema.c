@@ -9,7 +9,8 @@
  * additionalProperties (boolean; unknown fields are refused unless true).
  * Ignored: title, description, default, format, examples, $comment.
  * Extensions set by the Lua layer: "x-order" (the properties' order, for
- * reporting in schema order) and "x-sum-of" = "ARRAY.FIELD" on a number
+ * reporting in schema order; "x-items-order" on an array for items in the
+ * publisher's dialect) and "x-sum-of" = "ARRAY.FIELD" on a number
  * property (it must equal the sum of FIELD over the items of ARRAY; left
  * out, it is filled in with that sum when the sum is allowed).
  *
@@ -449,7 +450,10 @@ static int compile_node(cctx *c, int idx, knode *n) {
     if (is_fields_form(L, it)) {
       n->items->min_len = n->items->max_len = n->items->min_items = n->items->max_items = -1;
       n->items->type = KT_OBJECT;
-      rc = compile_props(c, it, 0, n->items, 1);
+      lua_getfield(L, idx, "x-items-order");
+      int order = lua_istable(L, -1) ? lua_gettop(L) : 0;
+      rc = compile_props(c, it, order, n->items, 1);
+      lua_pop(L, 1);
     } else {
       rc = compile_node(c, it, n->items);
     }
@@ -536,6 +540,17 @@ static void describe_value(lua_State *L, int idx, char *out, size_t outlen) {
     break;
   }
   default: bfmt(out, outlen, "a %s", luaL_typename(L, idx)); break;
+  }
+}
+
+/* A table key as people write it: "name" quoted, other keys as values. */
+static void describe_key(lua_State *L, int idx, char *out, size_t outlen) {
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    char val[96];
+    describe_value(L, idx, val, sizeof val);
+    bfmt(out, outlen, "%s", val + strlen("the string "));
+  } else {
+    describe_value(L, idx, out, outlen);
   }
 }
 
@@ -854,7 +869,7 @@ static int validate_object(vctx *c, const knode *n, int vi) {
       lua_pop(L, 1);
       if (lua_type(L, -1) != LUA_TSTRING) {
         char key[96], msg[MSG_MAX_LEN + 128];
-        describe_value(L, lua_gettop(L), key, sizeof key);
+        describe_key(L, lua_gettop(L), key, sizeof key);
         bfmt(msg, sizeof msg, "%s has a key that is not a field name: %s (fields are named by strings)",
                  c->name[0] ? c->name : "input", key);
         add_error_at(c, c->nerr + 1, c->path, msg);
@@ -916,7 +931,7 @@ static int validate_array(vctx *c, const knode *n, int vi) {
     lua_pop(L, 1);
     if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > len) {
       char key[96];
-      describe_value(L, lua_gettop(L), key, sizeof key);
+      describe_key(L, lua_gettop(L), key, sizeof key);
       lua_pop(L, 1);
       fail_msg(c, "must be a list (a Lua sequence), but it has the key %s", key);
       return 0;

@@ -1,7 +1,7 @@
 --- kling clients: one C engine (a libcurl multi handle) each, and the API
 -- exchanges built on it. See DESIGN.md for the public API.
 local core = require "kling.core"
-local cjson = require "cjson"
+local json = require "kling.json"
 local errors = require "kling.errors"
 local models = require "kling.models"
 local sched = require "kling.sched"
@@ -11,9 +11,6 @@ local M = {}
 M.VERSION = "0.1.0"
 M.DEFAULT_BASE_URL = "https://model-api.runcomfy.net/v1"
 M.ID_PATTERN = "^[A-Za-z0-9_-]+$"
-
-local json = cjson.new()
-json.encode_invalid_numbers(false)
 
 local Client = {}
 Client.__index = Client

@@ -1,14 +1,25 @@
---- The model registry and input validation.
--- Models whose schema is known are validated before anything is sent;
--- others are sent as given. (The complete schema validator lives in the C
--- core; this module holds the registry and the rules every model shares.)
+--- The model registry: input schemas, compiled by the C core, and the
+-- validation every submit goes through.
+--
+-- The schema of kling.DEFAULT_MODEL ships with the module
+-- (kling/schemas/kling_3_0_pro_text_to_video.json, as RunComfy publishes it)
+-- and is loaded on first use. kling.register_model adds or replaces others.
+-- Models with no schema are sent as given.
+local core = require "kling.core"
 local errors = require "kling.errors"
+local json = require "kling.json"
 
 local M = {}
 
 M.DEFAULT_MODEL = "kling/kling-3.0/pro/text-to-video"
 
-local schemas = {} -- model id -> schema table
+-- Schemas shipped with the module: model id -> data file (a module name
+-- whose file ends in .json instead of .lua).
+M.SHIPPED = {
+  [M.DEFAULT_MODEL] = "kling.schemas.kling_3_0_pro_text_to_video",
+}
+
+local registry = {} -- model id -> { schema = table, compiled = userdata }
 
 --- True when a model id has the shape RunComfy uses ("owner/family/.../task").
 function M.valid_model_id(id)
@@ -19,55 +30,156 @@ function M.valid_model_id(id)
   return true
 end
 
---- Registers (or replaces) a model's input schema: a decoded table or JSON text.
+-- The keys of tbl sorted by where '"key":' first appears in text after
+-- position start (keys not found last, alphabetically); and those positions.
+local function ordered_keys(tbl, text, start)
+  local keys, pos = {}, {}
+  for k in pairs(tbl) do
+    if type(k) == "string" then
+      keys[#keys + 1] = k
+      pos[k] = text:find('"' .. k:gsub("%p", "%%%0") .. '"%s*:', start) or math.huge
+    end
+  end
+  table.sort(keys, function(a, b)
+    if pos[a] ~= pos[b] then return pos[a] < pos[b] end
+    return a < b
+  end)
+  return keys, pos
+end
+
+-- Writes the properties' order, as the JSON text lists them, into the copy
+-- of a schema: "x-order" on objects, "x-items-order" on arrays whose items
+-- use the publisher's dialect. The C compiler reads them, so errors come in
+-- schema order. `from` is where the node's own text starts.
+local function annotate_order(node, text, from)
+  if type(node) ~= "table" then return end
+  local pstart = type(node.properties) == "table" and text:find('"properties"%s*:', from)
+  if pstart then
+    local keys, pos = ordered_keys(node.properties, text, pstart)
+    node["x-order"] = keys
+    for _, k in ipairs(keys) do
+      if pos[k] ~= math.huge then annotate_order(node.properties[k], text, pos[k]) end
+    end
+  end
+  local istart = type(node.items) == "table" and text:find('"items"%s*:', from)
+  if istart then
+    if node.items.type == nil and node.items.properties == nil then
+      node["x-items-order"] = ordered_keys(node.items, text, istart)
+    else
+      annotate_order(node.items, text, istart)
+    end
+  end
+end
+
+-- Rules the Kling 3.0 schemas state only in words: the multi_prompt
+-- segments' durations add up to the clip's duration.
+local function annotate_implicit(model_id, schema)
+  if not model_id:match("^kling/kling%-3%.0/") then return end
+  local p = schema.properties
+  if type(p) ~= "table" then return end
+  local mp = p.multi_prompt
+  if type(p.duration) == "table" and type(mp) == "table" and type(mp.items) == "table" then
+    local items = mp.items.properties or mp.items
+    if type(items.duration) == "table" then p.duration["x-sum-of"] = "multi_prompt.duration" end
+  end
+end
+
+local function deep_copy(v)
+  if type(v) ~= "table" then return v end
+  local t = {}
+  for k, x in pairs(v) do t[k] = deep_copy(x) end
+  return t
+end
+
+-- Compiles and stores a schema (decoded table; text when it came as JSON).
+local function install(model_id, schema, text)
+  local annotated = deep_copy(schema)
+  if text then annotate_order(annotated, text, 1) end
+  annotate_implicit(model_id, annotated)
+  local compiled = core.compile_schema(annotated)
+  registry[model_id] = { schema = schema, compiled = compiled }
+  return registry[model_id]
+end
+
+--- Registers (or replaces) a model's input schema: JSON text or a decoded
+-- table. Raises on a bad id or a schema the compiler cannot read. When given
+-- as text, errors are reported in the order the text lists the fields;
+-- from a table, in alphabetical order (or the table's "x-order").
 function M.register(model_id, schema)
   if not M.valid_model_id(model_id) then
     error("kling.register_model: invalid model id " .. string.format("%q", tostring(model_id)), 2)
   end
+  local text
   if type(schema) == "string" then
-    local ok, decoded = pcall(require("cjson").decode, schema)
+    text = schema
+    local ok, decoded = pcall(json.decode, schema)
     if not ok then error("kling.register_model: schema is not valid JSON: " .. tostring(decoded), 2) end
     schema = decoded
   end
   if type(schema) ~= "table" then error("kling.register_model: schema must be a table or JSON text", 2) end
-  schemas[model_id] = schema
+  local ok, err = pcall(install, model_id, schema, text)
+  if not ok then error("kling.register_model(" .. model_id .. "): " .. tostring(err):gsub("^[^:]*:%d+: ", ""), 2) end
   return true
 end
 
---- The registered schema of a model, or nil.
-function M.schema(model_id)
-  return schemas[model_id]
+local function shipped_path(modname)
+  local path = package.path:gsub("%.lua", ".json")
+  return package.searchpath(modname, path)
 end
 
-M.register(M.DEFAULT_MODEL, {
-  type = "object",
-  required = { "prompt" },
-  properties = { prompt = { type = "string" } },
-})
+-- The registry entry of a model, loading a shipped schema on first use.
+local function entry(model_id)
+  local e = registry[model_id]
+  if e or not M.SHIPPED[model_id] then return e end
+  local path = shipped_path(M.SHIPPED[model_id])
+  if not path then error("kling: the schema of " .. model_id .. " is missing from the installation", 0) end
+  local f = assert(io.open(path, "rb"))
+  local text = f:read("a")
+  f:close()
+  return install(model_id, json.decode(text), text)
+end
 
---- Validates an input for a model.
--- Returns true, input (as it would be sent) | nil, err (kind "validation").
+--- The registered schema of a model (as decoded), or nil.
+function M.schema(model_id)
+  local e = entry(model_id)
+  return e and e.schema
+end
+
+--- The model ids with a schema (shipped or registered), sorted.
+function M.list()
+  local ids, seen = {}, {}
+  for id in pairs(M.SHIPPED) do ids[#ids + 1], seen[id] = id, true end
+  for id in pairs(registry) do
+    if not seen[id] then ids[#ids + 1] = id end
+  end
+  table.sort(ids)
+  return ids
+end
+
+--- The compiled description of a model's schema (fields, types, ranges), or nil.
+function M.describe(model_id)
+  local e = entry(model_id)
+  return e and e.compiled:describe()
+end
+
+--- Validates an input for a model (default kling.DEFAULT_MODEL).
+-- Returns true, input as it would be sent | nil, err (kind "validation",
+-- err.errors = { { path =, message = }, ... } in schema order).
 function M.validate(input, model_id)
   model_id = model_id or M.DEFAULT_MODEL
-  local problems = {}
-  if type(input) ~= "table" then
-    problems[1] = { path = "/", message = "input must be a table, got " .. type(input) }
-  elseif schemas[model_id] then
-    local p = input.prompt
-    if p == nil then
-      problems[#problems + 1] = { path = "/prompt", message = "prompt is required" }
-    elseif type(p) ~= "string" then
-      problems[#problems + 1] = { path = "/prompt", message = "prompt must be a string, got " .. type(p) }
-    elseif not p:find("%S") then
-      problems[#problems + 1] = { path = "/prompt", message = "prompt must not be empty or blank" }
+  local e = entry(model_id)
+  if not e then
+    if type(input) ~= "table" then
+      return nil, errors.new("validation", "input must be a table, got " .. type(input),
+        { errors = { { path = "/", message = "input must be a table, got " .. type(input) } }, model = model_id })
     end
+    return true, input
   end
-  if #problems > 0 then
-    local summary = #problems == 1 and problems[1].message
-      or (#problems .. " problems in the input")
-    return nil, errors.new("validation", summary, { errors = problems, model = model_id })
-  end
-  return true, input
+  local ok, result = e.compiled:validate(input)
+  if ok then return true, result end
+  local summary = #result == 1 and result[1].message
+    or string.format("%d problems in the input for %s", #result, model_id)
+  return nil, errors.new("validation", summary, { errors = result, model = model_id })
 end
 
 return M
