@@ -71,10 +71,11 @@ check: deps all build-check/kling/core.so
 	sh -c 'LD_PRELOAD="$$KLING_PRELOAD" exec $(BUSTED) --cpath="$$KLING_CPATH" --helper=spec/sanitized_children.lua'
 
 install: all
-	install -d $(DESTDIR)$(LUA_LIBDIR)/kling $(DESTDIR)$(LUA_SHAREDIR)/kling $(DESTDIR)$(BINDIR)
+	install -d $(DESTDIR)$(LUA_LIBDIR)/kling $(DESTDIR)$(LUA_SHAREDIR)/kling/schemas $(DESTDIR)$(BINDIR)
 	install -m 0755 build/kling/core.so $(DESTDIR)$(LUA_LIBDIR)/kling/core.so
 	install -m 0644 lua/kling.lua $(DESTDIR)$(LUA_SHAREDIR)/kling.lua
 	install -m 0644 $(LUA_MODULES) $(DESTDIR)$(LUA_SHAREDIR)/kling/
+	install -m 0644 lua/kling/schemas/*.json $(DESTDIR)$(LUA_SHAREDIR)/kling/schemas/
 	install -m 0755 bin/kling-emulator $(DESTDIR)$(BINDIR)/kling-emulator
 
 uninstall:

@@ -47,11 +47,16 @@ build = {
     ["kling.errors"] = "lua/kling/errors.lua",
     ["kling.models"] = "lua/kling/models.lua",
     ["kling.sched"] = "lua/kling/sched.lua",
+    ["kling.json"] = "lua/kling/json.lua",
     ["kling.emulator"] = "lua/kling/emulator.lua",
     ["kling.emulator_video"] = "lua/kling/emulator_video.lua",
   },
   install = {
     bin = { ["kling-emulator"] = "bin/kling-emulator" },
+    -- data files found through package.path with .json for .lua
+    lua = {
+      ["kling.schemas.kling_3_0_pro_text_to_video"] = "lua/kling/schemas/kling_3_0_pro_text_to_video.json",
+    },
   },
 }
 

@@ -20,6 +20,7 @@ local function use_installed(lua_dir, lib_dir, emu)
     "local kling = require 'kling'",
     "print(package.searchpath('kling', package.path))",
     "print(package.searchpath('kling.core', package.cpath))",
+    "assert(not kling.validate{ prompt = 'x', duration = 99 }, 'the shipped schema was not found')",
     "local c = kling.new{ base_url = " .. string.format("%q", emu.api) .. ", token = 'install-token', poll = { initial = 0.05 } }",
     "local job = assert(c:generate{ prompt = 'installed' })",
     "print(assert(job:wait()).video)",
