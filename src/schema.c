@@ -504,13 +504,58 @@ static int l_schema_gc(lua_State *L) {
 
 /* --------------------------------------------------------------- validate */
 
+/*
+ * Validation runs in two modes over the same code. The check pass allocates
+ * nothing (unless it finds a problem) and says whether the input can be sent
+ * as it is (1), needs changes (2: an integral float for an integer, a total
+ * to fill in, an empty array to mark), or is wrong (0). Only inputs that
+ * need changes get the build pass, which pushes the normalised copy.
+ */
+#define MAX_DEPTH 64
+
+typedef struct {
+  const char *field; /* NULL for an array index */
+  lua_Integer index;
+} frame;
+
 typedef struct {
   lua_State *L;
-  int errs;                 /* absolute index of the error list */
+  int errs;            /* stack slot of the error list (nil until the first error) */
   lua_Integer nerr;
-  char path[PATH_MAX_LEN];  /* JSON-pointer-like, Lua indices: /multi_prompt/2/duration */
-  char name[PATH_MAX_LEN];  /* the same for people: multi_prompt[2].duration */
+  int build;           /* push normalised values */
+  int depth;
+  frame frames[MAX_DEPTH];
 } vctx;
+
+enum { V_BAD = 0, V_SAME = 1, V_CHANGED = 2 };
+
+/* The current location as a path (/multi_prompt/2/duration, Lua indices)
+ * and as a name for people (multi_prompt[2].duration). */
+static void location(const vctx *c, char *path, size_t plen, char *name, size_t nlen) {
+  size_t p = 0, k = 0;
+  path[0] = name[0] = '\0';
+  for (int i = 0; i < c->depth; i++) {
+    const frame *f = &c->frames[i];
+    if (f->field) {
+      if (p < plen - 1) path[p++] = '/';
+      for (const char *s = f->field; *s && p < plen - 3; s++) { /* JSON pointer escapes */
+        if (*s == '~') { path[p++] = '~'; path[p++] = '0'; }
+        else if (*s == '/') { path[p++] = '~'; path[p++] = '1'; }
+        else path[p++] = *s;
+      }
+      path[p] = '\0';
+      int w = bfmt(name + k, nlen - k, "%s%s", k ? "." : "", f->field);
+      if (w > 0) k = k + (size_t)w < nlen ? k + (size_t)w : nlen - 1;
+    } else {
+      int w = bfmt(path + p, plen - p, "/%lld", (long long)f->index);
+      if (w > 0) p = p + (size_t)w < plen ? p + (size_t)w : plen - 1;
+      w = bfmt(name + k, nlen - k, "[%lld]", (long long)f->index);
+      if (w > 0) k = k + (size_t)w < nlen ? k + (size_t)w : nlen - 1;
+    }
+  }
+  if (p == 0) bfmt(path, plen, "/");
+  if (k == 0) bfmt(name, nlen, "input");
+}
 
 static void describe_value(lua_State *L, int idx, char *out, size_t outlen) {
   switch (lua_type(L, idx)) {
@@ -533,7 +578,7 @@ static void describe_value(lua_State *L, int idx, char *out, size_t outlen) {
     size_t k = 0;
     for (size_t i = 0; i < shown && k < sizeof buf - 1; i++) {
       unsigned char ch = (unsigned char)s[i];
-      buf[k++] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+      buf[k++] = (ch < 0x20 || ch >= 0x7f) ? '?' : (char)ch;
     }
     buf[k] = '\0';
     bfmt(out, outlen, "the string \"%s%s\"", buf, n > shown ? "..." : "");
@@ -554,14 +599,21 @@ static void describe_key(lua_State *L, int idx, char *out, size_t outlen) {
   }
 }
 
-static void add_error_at(vctx *c, lua_Integer pos, const char *path, const char *msg) {
+/* Records an error at position pos of the list (1 = first), shifting the rest. */
+static void add_error_at(vctx *c, lua_Integer pos, const char *msg) {
   lua_State *L = c->L;
-  for (lua_Integer i = c->nerr; i >= pos; i--) { /* make room */
+  char path[PATH_MAX_LEN], name[PATH_MAX_LEN];
+  location(c, path, sizeof path, name, sizeof name);
+  if (lua_isnil(L, c->errs)) {
+    lua_newtable(L);
+    lua_replace(L, c->errs);
+  }
+  for (lua_Integer i = c->nerr; i >= pos; i--) {
     lua_rawgeti(L, c->errs, i);
     lua_rawseti(L, c->errs, i + 1);
   }
   lua_createtable(L, 0, 2);
-  lua_pushstring(L, path[0] ? path : "/");
+  lua_pushstring(L, path);
   lua_setfield(L, -2, "path");
   lua_pushstring(L, msg);
   lua_setfield(L, -2, "message");
@@ -569,51 +621,34 @@ static void add_error_at(vctx *c, lua_Integer pos, const char *path, const char 
   c->nerr++;
 }
 
-/* Records "<name> <rule>, got <value>" for the value at vi. */
-static void fail_value(vctx *c, int vi, const char *rule) {
-  char val[96], msg[MSG_MAX_LEN + 128];
-  describe_value(c->L, vi, val, sizeof val);
-  bfmt(msg, sizeof msg, "%s %s, got %s", c->name[0] ? c->name : "input", rule, val);
-  add_error_at(c, c->nerr + 1, c->path, msg);
-}
-
+/* "<name> <rule...>" at the end of the list. */
 static void fail_msg(vctx *c, const char *fmt, ...) {
-  char rule[MSG_MAX_LEN], msg[MSG_MAX_LEN + 64];
+  char path[PATH_MAX_LEN], name[PATH_MAX_LEN], rule[MSG_MAX_LEN], msg[MSG_MAX_LEN + PATH_MAX_LEN];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(rule, sizeof rule, fmt, ap);
   va_end(ap);
-  bfmt(msg, sizeof msg, "%s %s", c->name[0] ? c->name : "input", rule);
-  add_error_at(c, c->nerr + 1, c->path, msg);
+  location(c, path, sizeof path, name, sizeof name);
+  bfmt(msg, sizeof msg, "%s %s", name, rule);
+  add_error_at(c, c->nerr + 1, msg);
 }
 
-typedef struct { size_t path, name; } mark;
-
-static mark enter_field(vctx *c, const char *field) {
-  mark m = { strlen(c->path), strlen(c->name) };
-  size_t k = m.path;
-  if (k < PATH_MAX_LEN - 1) c->path[k++] = '/';
-  for (const char *p = field; *p && k < PATH_MAX_LEN - 3; p++) { /* JSON pointer escapes */
-    if (*p == '~') { c->path[k++] = '~'; c->path[k++] = '0'; }
-    else if (*p == '/') { c->path[k++] = '~'; c->path[k++] = '1'; }
-    else c->path[k++] = *p;
-  }
-  c->path[k] = '\0';
-  bfmt(c->name + m.name, PATH_MAX_LEN - m.name, "%s%s", m.name ? "." : "", field);
-  return m;
+/* "<name> <rule>, got <value>" for the value at vi. */
+static void fail_value(vctx *c, int vi, const char *rule) {
+  char val[96];
+  describe_value(c->L, vi, val, sizeof val);
+  fail_msg(c, "%s, got %s", rule, val);
 }
 
-static mark enter_index(vctx *c, lua_Integer i) {
-  mark m = { strlen(c->path), strlen(c->name) };
-  bfmt(c->path + m.path, PATH_MAX_LEN - m.path, "/%lld", (long long)i);
-  bfmt(c->name + m.name, PATH_MAX_LEN - m.name, "[%lld]", (long long)i);
-  return m;
+static int enter(vctx *c, const char *field, lua_Integer index) {
+  if (c->depth >= MAX_DEPTH) return 0;
+  c->frames[c->depth].field = field;
+  c->frames[c->depth].index = index;
+  c->depth++;
+  return 1;
 }
 
-static void leave(vctx *c, mark m) {
-  c->path[m.path] = '\0';
-  c->name[m.name] = '\0';
-}
+static void leave(vctx *c) { c->depth--; }
 
 /* UTF-8 check (no overlongs, no surrogates, <= U+10FFFF, no NUL); counts code points. */
 static int utf8_ok(const unsigned char *s, size_t n, size_t *cps, int *has_nul) {
@@ -623,8 +658,12 @@ static int utf8_ok(const unsigned char *s, size_t n, size_t *cps, int *has_nul) 
     unsigned c = s[i];
     size_t len;
     unsigned cp;
-    if (c == 0) { *has_nul = 1; return 0; }
-    if (c < 0x80) { i++; count++; continue; }
+    if (c < 0x80) {
+      if (c == 0) { *has_nul = 1; return 0; }
+      i++;
+      count++;
+      continue;
+    }
     if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
     else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
     else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
@@ -733,7 +772,8 @@ static int starts_with_ci(const char *s, const char *prefix) {
   return 1;
 }
 
-/* The property an unknown key was most likely meant to be, or NULL. */
+/* The property an unknown key was most likely meant to be, or NULL: a
+ * case-insensitive prefix either way (3 letters or more), or a few typos. */
 static const char *suggest(const knode *obj, const char *key) {
   const char *best = NULL;
   size_t best_d = (size_t)-1;
@@ -758,21 +798,27 @@ static int cmp_cstr(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* The sum rule of property p (index pi) of object n: input at vi, output at out. */
-static void check_sum(vctx *c, const knode *n, const knode *p, int vi, int out, lua_Integer at, int self_ok) {
-  lua_State *L = c->L;
-  const knode *arr = NULL;
+static const knode *find_prop(const knode *n, const char *name, size_t *index) {
   for (size_t j = 0; j < n->nprops; j++)
-    if (strcmp(n->props[j].name, p->sum_array) == 0) arr = &n->props[j];
-  lua_getfield(L, out, p->sum_array); /* the validated array, when it was valid */
-  if (!lua_istable(L, -1) || !arr) {
-    lua_pop(L, 1);
-    return;
-  }
-  lua_Integer len = (lua_Integer)lua_rawlen(L, -1);
+    if (strcmp(n->props[j].name, name) == 0) {
+      if (index) *index = j;
+      return &n->props[j];
+    }
+  return NULL;
+}
+
+/* The sum rule of property p of object n (input at vi). `at` is where its
+ * error goes in the list; arr_ok says the array was valid. Returns V_SAME,
+ * V_CHANGED (the total was filled in: pushed when building) or V_BAD. */
+static int check_sum(vctx *c, const knode *p, int vi, lua_Integer at, int self_ok, int arr_ok) {
+  lua_State *L = c->L;
+  if (!arr_ok) return V_SAME;
+  lua_pushstring(L, p->sum_array);
+  lua_rawget(L, vi);
+  lua_Integer len = lua_istable(L, -1) ? (lua_Integer)lua_rawlen(L, -1) : 0;
   if (len == 0) {
     lua_pop(L, 1);
-    return;
+    return V_SAME;
   }
   double sum = 0;
   char terms[160];
@@ -780,11 +826,12 @@ static void check_sum(vctx *c, const knode *n, const knode *p, int vi, int out, 
   terms[0] = '\0';
   for (lua_Integer i = 1; i <= len; i++) {
     lua_rawgeti(L, -1, i);
-    lua_getfield(L, -1, p->sum_field);
+    lua_pushstring(L, p->sum_field);
+    lua_rawget(L, -2);
     double d = lua_tonumber(L, -1);
     sum += d;
     if (k < sizeof terms - 16) {
-      int w = snprintf(terms + k, sizeof terms - k, "%s%g", i > 1 ? " + " : "", d);
+      int w = bfmt(terms + k, sizeof terms - k, "%s%g", i > 1 ? " + " : "", d);
       if (w > 0) k += (size_t)w;
     } else if (k < sizeof terms - 4) {
       memcpy(terms + k, "...", 4);
@@ -793,136 +840,159 @@ static void check_sum(vctx *c, const knode *n, const knode *p, int vi, int out, 
     lua_pop(L, 2);
   }
   lua_pop(L, 1);
-  char sumtxt[40];
-  bfmt(sumtxt, sizeof sumtxt, "%g", sum);
-  mark m = enter_field(c, p->name);
+  int rc = V_SAME;
+  enter(c, p->name, 0);
   char msg[MSG_MAX_LEN + 256];
-  lua_getfield(L, vi, p->name);
-  int given = !lua_isnil(L, -1);
-  if (given && self_ok) {
-    if (lua_tonumber(L, -1) != sum) {
+  lua_pushstring(L, p->name);
+  lua_rawget(L, vi);
+  if (!lua_isnil(L, -1)) {
+    if (self_ok && lua_tonumber(L, -1) != sum) {
       char val[64];
       describe_value(L, lua_gettop(L), val, sizeof val);
-      bfmt(msg, sizeof msg, "%s must equal the sum of the %s %s values (%s = %s), got %s", c->name,
-               p->sum_array, p->sum_field, terms, sumtxt, val);
-      add_error_at(c, at, c->path, msg);
+      bfmt(msg, sizeof msg, "%s must equal the sum of the %s %s values (%s = %g), got %s", p->name,
+           p->sum_array, p->sum_field, terms, sum, val);
+      add_error_at(c, at, msg);
+      rc = V_BAD;
     }
-  } else if (!given) {
+    lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
     if (!in_range(p, sum)) {
       char range[96];
       range_text(p, range, sizeof range, p->type == KT_INTEGER);
-      bfmt(msg, sizeof msg,
-               "%s was left out, and the %s %s values add up to %s (%s), but %s must be %s", c->name,
-               p->sum_array, p->sum_field, sumtxt, terms, c->name, range);
-      add_error_at(c, at, c->path, msg);
+      bfmt(msg, sizeof msg, "%s was left out, and the %s %s values add up to %g (%s), but %s must be %s", p->name,
+           p->sum_array, p->sum_field, sum, terms, p->name, range);
+      add_error_at(c, at, msg);
+      rc = V_BAD;
     } else {
-      if (p->type == KT_INTEGER) lua_pushinteger(L, (lua_Integer)sum);
-      else lua_pushnumber(L, sum);
-      lua_setfield(L, out, p->name);
+      rc = V_CHANGED;
+      if (c->build) {
+        if (p->type == KT_INTEGER) lua_pushinteger(L, (lua_Integer)sum);
+        else lua_pushnumber(L, sum);
+      }
     }
   }
-  lua_pop(L, 1);
-  leave(c, m);
+  leave(c);
+  return rc;
 }
+
+/* Unknown keys of the table at vi (known: how many of n's properties it has). */
+static int check_unknown(vctx *c, const knode *n, int vi, size_t known) {
+  lua_State *L = c->L;
+  size_t total = 0;
+  lua_pushnil(L);
+  while (lua_next(L, vi) != 0) {
+    lua_pop(L, 1);
+    total++;
+  }
+  if (total == known) return 1; /* every key is a property: no names to compare */
+  int ok = 1;
+  const char *unknown[32];
+  size_t nunk = 0, more = 0;
+  lua_pushnil(L);
+  while (lua_next(L, vi) != 0) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      char key[96];
+      describe_key(L, lua_gettop(L), key, sizeof key);
+      fail_msg(c, "has a key that is not a field name: %s (fields are named by strings)", key);
+      ok = 0;
+    } else if (!find_prop(n, lua_tostring(L, -1), NULL)) {
+      if (nunk < 32) unknown[nunk++] = lua_tostring(L, -1); /* anchored by the input table */
+      else more++;
+    }
+  }
+  qsort(unknown, nunk, sizeof unknown[0], cmp_cstr); /* the same answer on every run */
+  for (size_t i = 0; i < nunk; i++) {
+    enter(c, unknown[i], 0);
+    const char *s = suggest(n, unknown[i]);
+    char msg[MSG_MAX_LEN];
+    if (s) bfmt(msg, sizeof msg, "unknown field '%s' (did you mean '%s'?)", unknown[i], s);
+    else bfmt(msg, sizeof msg, "unknown field '%s'", unknown[i]);
+    add_error_at(c, c->nerr + 1, msg);
+    leave(c);
+    ok = 0;
+  }
+  if (more) {
+    fail_msg(c, "has %zu more unknown fields", more);
+    ok = 0;
+  }
+  return ok;
+}
+
+#define MAX_PROPS 256
 
 static int validate_object(vctx *c, const knode *n, int vi) {
   lua_State *L = c->L;
   if (lua_type(L, vi) != LUA_TTABLE) {
     fail_value(c, vi, type_rule(KT_OBJECT));
-    return 0;
+    return V_BAD;
   }
-  int ok = 1;
-  lua_createtable(L, 0, (int)n->nprops);
-  int out = lua_gettop(L);
-  lua_Integer after[64]; /* error count after each property, for the sum rule */
-  int prop_ok[64];
+  if (n->nprops > MAX_PROPS) {
+    fail_msg(c, "has a schema with too many fields");
+    return V_BAD;
+  }
+  int ok = 1, changed = 0, out = 0;
+  size_t present = 0;
+  lua_Integer after[MAX_PROPS]; /* error count after each property: where a sum error goes */
+  unsigned char prop_ok[MAX_PROPS];
+  if (c->build) {
+    lua_createtable(L, 0, (int)n->nprops);
+    out = lua_gettop(L);
+  }
   for (size_t i = 0; i < n->nprops; i++) {
     const knode *p = &n->props[i];
-    lua_getfield(L, vi, p->name);
+    lua_pushstring(L, p->name);
+    lua_rawget(L, vi);
     int v = lua_gettop(L);
-    mark m = enter_field(c, p->name);
+    prop_ok[i] = 1;
+    enter(c, p->name, 0);
     if (lua_isnil(L, v)) {
       if (p->required) {
         fail_msg(c, "is required");
-        ok = 0;
+        ok = prop_ok[i] = 0;
       }
-      lua_pop(L, 1);
-      if (i < 64) prop_ok[i] = 1;
-    } else if (validate(c, p, v)) {
-      lua_setfield(L, out, p->name);
-      lua_pop(L, 1);
-      if (i < 64) prop_ok[i] = 1;
     } else {
-      lua_pop(L, 1);
-      ok = 0;
-      if (i < 64) prop_ok[i] = 0;
-    }
-    leave(c, m);
-    if (i < 64) after[i] = c->nerr;
-  }
-  /* unknown keys, sorted so the answer is the same on every run */
-  if (!n->allow_unknown) {
-    const char *unknown[32];
-    size_t nunk = 0, more = 0;
-    lua_pushnil(L);
-    while (lua_next(L, vi) != 0) {
-      lua_pop(L, 1);
-      if (lua_type(L, -1) != LUA_TSTRING) {
-        char key[96], msg[MSG_MAX_LEN + 128];
-        describe_key(L, lua_gettop(L), key, sizeof key);
-        bfmt(msg, sizeof msg, "%s has a key that is not a field name: %s (fields are named by strings)",
-                 c->name[0] ? c->name : "input", key);
-        add_error_at(c, c->nerr + 1, c->path, msg);
-        ok = 0;
-        continue;
-      }
-      const char *k = lua_tostring(L, -1);
-      int known = 0;
-      for (size_t i = 0; i < n->nprops && !known; i++) known = strcmp(n->props[i].name, k) == 0;
-      if (!known) {
-        if (nunk < 32) unknown[nunk++] = k; /* anchored by the input table */
-        else more++;
+      present++;
+      int r = validate(c, p, v);
+      if (r == V_BAD) {
+        ok = prop_ok[i] = 0;
+      } else {
+        changed |= r == V_CHANGED;
+        if (c->build) lua_setfield(L, out, p->name);
       }
     }
-    qsort(unknown, nunk, sizeof unknown[0], cmp_cstr);
-    for (size_t i = 0; i < nunk; i++) {
-      mark m = enter_field(c, unknown[i]);
-      const char *s = suggest(n, unknown[i]);
-      char msg[MSG_MAX_LEN + 128];
-      if (s) bfmt(msg, sizeof msg, "unknown field '%s' (did you mean '%s'?)", unknown[i], s);
-      else bfmt(msg, sizeof msg, "unknown field '%s'", unknown[i]);
-      add_error_at(c, c->nerr + 1, c->path, msg);
-      leave(c, m);
-      ok = 0;
-    }
-    if (more) {
-      fail_msg(c, "has %zu more unknown fields", more);
-      ok = 0;
-    }
+    leave(c);
+    lua_settop(L, v - 1);
+    after[i] = c->nerr;
   }
-  /* totals that must equal the sum of their parts */
-  for (size_t i = 0; i < n->nprops && i < 64; i++) {
+  if (!n->allow_unknown && !check_unknown(c, n, vi, present)) ok = 0;
+  for (size_t i = 0; i < n->nprops; i++) { /* totals that must equal the sum of their parts */
     const knode *p = &n->props[i];
-    if (!p->sum_array) continue;
+    size_t ai;
+    if (!p->sum_array || !find_prop(n, p->sum_array, &ai)) continue;
     lua_Integer before = c->nerr;
-    check_sum(c, n, p, vi, out, after[i] + 1, prop_ok[i]);
-    if (c->nerr != before) {
+    int r = check_sum(c, p, vi, after[i] + 1, prop_ok[i], prop_ok[ai]);
+    if (r == V_BAD) {
       ok = 0;
-      for (size_t j = i; j < n->nprops && j < 64; j++) after[j]++;
+      for (size_t j = i; j < n->nprops; j++) after[j] += c->nerr - before;
+    } else if (r == V_CHANGED) {
+      changed = 1;
+      if (c->build) lua_setfield(L, out, p->name);
     }
   }
   if (!ok) {
-    lua_pop(L, 1);
-    return 0;
+    if (c->build) lua_settop(L, out - 1);
+    return V_BAD;
   }
-  return 1;
+  return changed ? V_CHANGED : V_SAME;
 }
 
 static int validate_array(vctx *c, const knode *n, int vi) {
   lua_State *L = c->L;
   if (lua_type(L, vi) != LUA_TTABLE) {
     fail_value(c, vi, type_rule(KT_ARRAY));
-    return 0;
+    return V_BAD;
   }
   lua_Integer len = (lua_Integer)lua_rawlen(L, vi);
   lua_Integer count = 0;
@@ -934,15 +1004,15 @@ static int validate_array(vctx *c, const knode *n, int vi) {
       describe_key(L, lua_gettop(L), key, sizeof key);
       lua_pop(L, 1);
       fail_msg(c, "must be a list (a Lua sequence), but it has the key %s", key);
-      return 0;
+      return V_BAD;
     }
     count++;
   }
   if (count != len) {
     fail_msg(c, "must be a list without holes (a Lua sequence)");
-    return 0;
+    return V_BAD;
   }
-  int ok = 1;
+  int ok = 1, changed = len == 0, out = 0; /* an empty list is marked to go out as [] */
   if (n->min_items >= 0 && len < n->min_items) {
     fail_msg(c, "must have at least %ld items, got %lld", n->min_items, (long long)len);
     ok = 0;
@@ -951,113 +1021,122 @@ static int validate_array(vctx *c, const knode *n, int vi) {
     fail_msg(c, "must have at most %ld items, got %lld", n->max_items, (long long)len);
     ok = 0;
   }
-  lua_createtable(L, (int)(len < 1024 ? len : 1024), 0);
-  int out = lua_gettop(L);
-  luaL_setmetatable(L, KLING_ARRAY_MT); /* an array, also when empty */
+  if (c->build) {
+    lua_createtable(L, (int)(len < 1024 ? len : 1024), 0);
+    out = lua_gettop(L);
+    luaL_setmetatable(L, KLING_ARRAY_MT);
+  }
   for (lua_Integer i = 1; i <= len; i++) {
     lua_rawgeti(L, vi, i);
-    mark m = enter_index(c, i);
-    if (n->items == NULL) {
-      lua_rawseti(L, out, i);
-    } else if (validate(c, n->items, lua_gettop(L))) {
-      lua_rawseti(L, out, i);
-      lua_pop(L, 1);
-    } else {
-      lua_pop(L, 1);
+    int v = lua_gettop(L);
+    enter(c, NULL, i);
+    int r = n->items ? validate(c, n->items, v) : V_SAME;
+    if (r == V_BAD) {
       ok = 0;
+    } else {
+      changed |= r == V_CHANGED;
+      if (c->build) {
+        if (!n->items) lua_pushvalue(L, v);
+        lua_rawseti(L, out, i);
+      }
     }
-    leave(c, m);
+    leave(c);
+    lua_settop(L, v - 1);
   }
   if (!ok) {
-    lua_pop(L, 1);
-    return 0;
+    if (c->build) lua_settop(L, out - 1);
+    return V_BAD;
   }
-  return 1;
+  return changed ? V_CHANGED : V_SAME;
 }
 
-/* Validates the value at vi against n. On success pushes the value to send
- * and returns 1; otherwise records errors, pushes nothing and returns 0. */
+/* Validates the value at vi against n: V_BAD (errors recorded), V_SAME or
+ * V_CHANGED. When building, a success pushes the value to send. */
 static int validate(vctx *c, const knode *n, int vi) {
   lua_State *L = c->L;
-  if (!lua_checkstack(L, 10)) {
+  if (c->depth >= MAX_DEPTH || !lua_checkstack(L, 10)) {
     fail_msg(c, "is nested too deeply");
-    return 0;
+    return V_BAD;
   }
   int t = lua_type(L, vi);
   switch (n->type) {
   case KT_STRING: {
     if (t != LUA_TSTRING) {
       fail_value(c, vi, type_rule(KT_STRING));
-      return 0;
+      return V_BAD;
     }
     size_t len, cps = 0;
     int nul;
     const char *s = lua_tolstring(L, vi, &len);
     if (!utf8_ok((const unsigned char *)s, len, &cps, &nul)) {
       fail_msg(c, nul ? "must not contain NUL bytes" : "must be valid UTF-8 text");
-      return 0;
+      return V_BAD;
     }
     if (n->required) {
       size_t i = 0;
       while (i < len && isspace((unsigned char)s[i])) i++;
       if (i == len) {
         fail_msg(c, "must not be empty or blank");
-        return 0;
+        return V_BAD;
       }
     }
     if (n->min_len >= 0 && cps < (size_t)n->min_len) {
       fail_msg(c, "must be at least %ld characters long, got %zu", n->min_len, cps);
-      return 0;
+      return V_BAD;
     }
     if (n->max_len >= 0 && cps > (size_t)n->max_len) {
       fail_msg(c, "must be at most %ld characters long, got %zu", n->max_len, cps);
-      return 0;
+      return V_BAD;
     }
     if (!enum_match(n, L, vi)) {
       fail_enum(c, n, vi);
-      return 0;
+      return V_BAD;
     }
-    lua_pushvalue(L, vi);
-    return 1;
+    if (c->build) lua_pushvalue(L, vi);
+    return V_SAME;
   }
   case KT_INTEGER:
   case KT_NUMBER: {
     int integer = n->type == KT_INTEGER;
     if (t != LUA_TNUMBER) {
       fail_value(c, vi, type_rule(n->type));
-      return 0;
+      return V_BAD;
     }
+    int is_int = lua_isinteger(L, vi);
     double d = lua_tonumber(L, vi);
     if (!isfinite(d)) {
       fail_value(c, vi, integer ? "must be a finite integer" : "must be a finite number");
-      return 0;
+      return V_BAD;
     }
-    if (integer && !lua_isinteger(L, vi) && (d != floor(d) || d < -9.2e18 || d > 9.2e18)) {
+    if (integer && !is_int && (d != floor(d) || d < -9.2e18 || d > 9.2e18)) {
       fail_value(c, vi, "must be an integer");
-      return 0;
+      return V_BAD;
     }
     if ((n->has_min || n->has_max) && !in_range(n, d)) {
       char range[96], rule[128];
       range_text(n, range, sizeof range, integer);
       bfmt(rule, sizeof rule, "must be %s%s", integer ? "an integer " : "", range);
       fail_value(c, vi, rule);
-      return 0;
+      return V_BAD;
     }
     if (!enum_match(n, L, vi)) {
       fail_enum(c, n, vi);
-      return 0;
+      return V_BAD;
     }
-    if (integer && !lua_isinteger(L, vi)) lua_pushinteger(L, (lua_Integer)d); /* 5.0 goes out as 5 */
-    else lua_pushvalue(L, vi);
-    return 1;
+    if (integer && !is_int) { /* 5.0 goes out as 5 */
+      if (c->build) lua_pushinteger(L, (lua_Integer)d);
+      return V_CHANGED;
+    }
+    if (c->build) lua_pushvalue(L, vi);
+    return V_SAME;
   }
   case KT_BOOLEAN:
     if (t != LUA_TBOOLEAN) {
       fail_value(c, vi, type_rule(KT_BOOLEAN));
-      return 0;
+      return V_BAD;
     }
-    lua_pushvalue(L, vi);
-    return 1;
+    if (c->build) lua_pushvalue(L, vi);
+    return V_SAME;
   case KT_ARRAY:
     return validate_array(c, n, vi);
   case KT_OBJECT:
@@ -1065,33 +1144,41 @@ static int validate(vctx *c, const knode *n, int vi) {
   default:
     if (!enum_match(n, L, vi)) {
       fail_enum(c, n, vi);
-      return 0;
+      return V_BAD;
     }
-    lua_pushvalue(L, vi);
-    return 1;
+    if (c->build) lua_pushvalue(L, vi);
+    return V_SAME;
   }
 }
 
-/* schema:validate(input) -> true, normalized | false, errors */
+/* schema:validate(input) -> true, input_to_send | false, errors
+ * input_to_send is the input itself when it can go out as it is. */
 static int l_validate(lua_State *L) {
   lschema *s = luaL_checkudata(L, 1, SCHEMA_MT);
   luaL_checkany(L, 2);
   if (s->root == NULL) return luaL_argerror(L, 1, "schema is released");
   lua_settop(L, 2);
-  lua_newtable(L);
+  lua_pushnil(L); /* slot 3: the error list, made on the first error */
   vctx c;
   c.L = L;
   c.errs = 3;
   c.nerr = 0;
-  c.path[0] = c.name[0] = '\0';
-  if (validate(&c, s->root, 2) && c.nerr == 0) {
-    lua_pushboolean(L, 1);
-    lua_insert(L, -2);
+  c.build = 0;
+  c.depth = 0;
+  int r = validate(&c, s->root, 2);
+  if (r == V_BAD || c.nerr > 0) {
+    lua_pushboolean(L, 0);
+    lua_pushvalue(L, 3);
     return 2;
   }
-  lua_settop(L, 3);
-  lua_pushboolean(L, 0);
-  lua_insert(L, -2);
+  lua_pushboolean(L, 1);
+  if (r == V_SAME) {
+    lua_pushvalue(L, 2);
+    return 2;
+  }
+  c.build = 1;
+  r = validate(&c, s->root, 2); /* pushes the normalised copy */
+  if (r == V_BAD) return luaL_error(L, "kling: validation changed its mind (input modified meanwhile?)");
   return 2;
 }
 
