@@ -9,6 +9,7 @@
 -- The names here are the contract of DESIGN.md.
 local client = require "kling.client"
 local errors = require "kling.errors"
+local json = require "kling.json"
 local models = require "kling.models"
 local sched = require "kling.sched"
 
@@ -49,6 +50,10 @@ end
 function M.schema(model_id)
   return models.schema(model_id or M.DEFAULT_MODEL)
 end
+
+--- Marks a table as a JSON array, so that it goes out as [] even when empty
+-- (for inputs of models without a schema; validated inputs are marked for you).
+M.array = json.array
 
 --- True when v is an error object of kling.
 M.is_error = errors.is
