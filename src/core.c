@@ -98,6 +98,8 @@ static int l_new(lua_State *L) {
   if (!(mc >= 1) || mc > 65536) luaL_error(L, "option 'max_connections' must be between 1 and 65536");
   o.max_connections = (long)mc;
   o.allow_insecure_http = opt_bool(L, 1, "allow_insecure_http");
+  o.max_rps = opt_number(L, 1, "max_rps", 0);
+  if (!(o.max_rps >= 0) || o.max_rps > 1e6) luaL_error(L, "option 'max_rps' must be between 0 (no cap) and 1e6");
 
   lengine *le = lua_newuserdatauv(L, sizeof *le, 0);
   le->open = 0;

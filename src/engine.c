@@ -1,12 +1,18 @@
 /*
  * engine.c - the client's libcurl multi handle and the transfers in flight
- * (see engine.h). Driving it waits in the kernel (curl_multi_poll) until a
- * socket is ready, libcurl's own timer fires, or the caller's deadline.
+ * (see engine.h). libcurl tells its sockets to on_socket (an epoll set) and
+ * its timer to on_timer (a deadline); driving the engine waits in
+ * epoll_wait until a socket is ready, a deadline passes, or the caller's
+ * time is up, then hands the events to curl_multi_socket_action.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "engine.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -77,8 +83,46 @@ int kengine_check_url(const kengine *e, const char *url, int *is_api, char *err,
   return rc;
 }
 
+/* libcurl's socket callback: keep the epoll set in step. Pure C. */
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
+  kengine *e = userp;
+  (void)easy;
+  if (what == CURL_POLL_REMOVE) {
+    if (socketp) epoll_ctl(e->epfd, EPOLL_CTL_DEL, s, NULL);
+    curl_multi_assign(e->multi, s, NULL);
+    return 0;
+  }
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.data.fd = s;
+  ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+  if (socketp) {
+    if (epoll_ctl(e->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+      epoll_ctl(e->epfd, EPOLL_CTL_ADD, s, &ev);
+  } else {
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
+      epoll_ctl(e->epfd, EPOLL_CTL_MOD, s, &ev);
+    curl_multi_assign(e->multi, s, (void *)e);
+  }
+  return 0;
+}
+
+/* libcurl's timer callback: one deadline. Pure C. */
+static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
+  kengine *e = userp;
+  (void)multi;
+  e->curl_deadline = timeout_ms < 0 ? -1.0 : kengine_now() + (double)timeout_ms / 1000.0;
+  return 0;
+}
+
 int kengine_init(kengine *e, const kengine_opts *o, char *err, size_t errlen) {
   memset(e, 0, sizeof *e);
+  e->epfd = -1;
+  e->curl_deadline = -1;
+  e->wake_at = -1;
+  e->max_rps = o->max_rps > 0 ? o->max_rps : 0;
+  e->tokens = e->max_rps > 1 ? e->max_rps : 1;
+  e->tokens_at = kengine_now();
   e->timeout_ms = o->timeout_ms;
   e->connect_timeout_ms = o->connect_timeout_ms;
   e->max_body = o->max_body;
@@ -120,6 +164,12 @@ int kengine_init(kengine *e, const kengine_opts *o, char *err, size_t errlen) {
   if (o->ca_file && !(e->ca_file = dupstr(o->ca_file))) goto oom;
   if (o->user_agent && !(e->user_agent = dupstr(o->user_agent))) goto oom;
 
+  e->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (e->epfd < 0) {
+    snprintf(err, errlen, "epoll_create1: %s", strerror(errno));
+    kengine_close(e);
+    return -1;
+  }
   e->multi = curl_multi_init();
   if (e->multi == NULL) {
     snprintf(err, errlen, "curl_multi_init failed");
@@ -129,6 +179,10 @@ int kengine_init(kengine *e, const kengine_opts *o, char *err, size_t errlen) {
   if (e->max_connections > 0)
     curl_multi_setopt(e->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, e->max_connections);
   curl_multi_setopt(e->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, (void *)e);
+  curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+  curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, (void *)e);
   return 0;
 
 oom:
@@ -146,8 +200,12 @@ static void wipe(char *s) {
 
 void kengine_close(kengine *e) {
   while (e->inflight) kengine_remove(e, e->inflight);
+  while (e->queued_head) kengine_remove(e, e->queued_head);
+  e->owned_done = NULL; /* their owner frees them */
   if (e->multi) curl_multi_cleanup(e->multi);
   e->multi = NULL;
+  if (e->epfd >= 0) close(e->epfd);
+  e->epfd = -1;
   wipe(e->token);
   wipe(e->auth_header);
   free(e->token);
@@ -161,38 +219,112 @@ void kengine_close(kengine *e) {
   e->ca_file = e->user_agent = NULL;
 }
 
-int kengine_add(kengine *e, kxfer *x, char *err, size_t errlen) {
-  if (e->multi == NULL) {
-    snprintf(err, errlen, "client is closed");
-    return -1;
-  }
-  CURLMcode mc = curl_multi_add_handle(e->multi, x->easy);
-  if (mc != CURLM_OK) {
-    snprintf(err, errlen, "%s", curl_multi_strerror(mc));
-    return -1;
-  }
-  x->engine = e;
-  x->state = KX_RUNNING;
+/* Refills the token bucket; true when a request may start now. */
+static int take_token(kengine *e, double now) {
+  if (e->max_rps <= 0) return 1;
+  double burst = e->max_rps > 1 ? e->max_rps : 1;
+  e->tokens += (now - e->tokens_at) * e->max_rps;
+  if (e->tokens > burst) e->tokens = burst;
+  e->tokens_at = now;
+  if (e->tokens < 1) return 0;
+  e->tokens -= 1;
+  return 1;
+}
+
+static double next_token_at(const kengine *e) {
+  return e->tokens_at + (1 - e->tokens) / e->max_rps;
+}
+
+static void link_inflight(kengine *e, kxfer *x) {
   x->prev = NULL;
   x->next = e->inflight;
   if (e->inflight) e->inflight->prev = x;
   e->inflight = x;
   e->ninflight++;
+}
+
+static int start(kengine *e, kxfer *x, char *err, size_t errlen) {
+  CURLMcode mc = curl_multi_add_handle(e->multi, x->easy);
+  if (mc != CURLM_OK) {
+    if (err) snprintf(err, errlen, "%s", curl_multi_strerror(mc));
+    return -1;
+  }
+  x->queued = 0;
+  if (x->is_api) e->requests++;
+  return 0;
+}
+
+int kengine_add(kengine *e, kxfer *x, char *err, size_t errlen) {
+  if (e->multi == NULL) {
+    snprintf(err, errlen, "client is closed");
+    return -1;
+  }
+  x->engine = e;
+  x->state = KX_RUNNING;
+  if (x->is_api && (e->queued_head || !take_token(e, kengine_now()))) {
+    x->queued = 1; /* starts when the rate allows, in order */
+    x->next = NULL;
+    x->prev = e->queued_tail;
+    if (e->queued_tail) e->queued_tail->next = x;
+    else e->queued_head = x;
+    e->queued_tail = x;
+    e->nqueued++;
+    return 0;
+  }
+  if (start(e, x, err, errlen) != 0) {
+    x->engine = NULL;
+    x->state = KX_NEW;
+    return -1;
+  }
+  link_inflight(e, x);
   return 0;
 }
 
 void kengine_remove(kengine *e, kxfer *x) {
   if (x->engine != e) return;
-  if (e->multi) curl_multi_remove_handle(e->multi, x->easy);
-  if (x->prev) x->prev->next = x->next;
-  else e->inflight = x->next;
-  if (x->next) x->next->prev = x->prev;
+  if (x->queued) {
+    if (x->prev) x->prev->next = x->next;
+    else e->queued_head = x->next;
+    if (x->next) x->next->prev = x->prev;
+    else e->queued_tail = x->prev;
+    e->nqueued--;
+    x->queued = 0;
+  } else {
+    if (e->multi) curl_multi_remove_handle(e->multi, x->easy);
+    if (x->prev) x->prev->next = x->next;
+    else e->inflight = x->next;
+    if (x->next) x->next->prev = x->prev;
+    e->ninflight--;
+  }
   x->prev = x->next = NULL;
   x->engine = NULL;
-  e->ninflight--;
   if (x->state == KX_RUNNING) { /* torn down before it ended */
     x->aborted = 1;
     kxfer_finish(x, CURLE_ABORTED_BY_CALLBACK);
+  }
+}
+
+/* Starts queued API transfers as far as the rate allows. */
+static void start_queued(kengine *e) {
+  double now = kengine_now();
+  while (e->queued_head && take_token(e, now)) {
+    kxfer *x = e->queued_head;
+    e->queued_head = x->next;
+    if (e->queued_head) e->queued_head->prev = NULL;
+    else e->queued_tail = NULL;
+    e->nqueued--;
+    x->next = x->prev = NULL;
+    if (start(e, x, NULL, 0) != 0) {
+      x->queued = 0;
+      x->engine = NULL;
+      kxfer_finish(x, CURLE_FAILED_INIT);
+      if (x->owner) {
+        x->next_done = e->owned_done;
+        e->owned_done = x;
+      }
+      continue;
+    }
+    link_inflight(e, x);
   }
 }
 
@@ -205,27 +337,62 @@ static int collect(kengine *e) {
     CURLcode code = m->data.result;
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
     if (x == NULL) continue;
+    long connects = 0;
+    if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK) e->connects += connects;
     kxfer_finish(x, code);
     kengine_remove(e, x);
+    if (x->owner) {
+      x->next_done = e->owned_done;
+      e->owned_done = x;
+    }
     n++;
   }
   return n;
 }
 
+double kengine_timeout(const kengine *e) {
+  double now = kengine_now(), at = -1;
+  if (e->curl_deadline >= 0) at = e->curl_deadline;
+  if (e->wake_at >= 0 && (at < 0 || e->wake_at < at)) at = e->wake_at;
+  if (e->nqueued && e->max_rps > 0) {
+    double t = next_token_at(e);
+    if (at < 0 || t < at) at = t;
+  }
+  if (at < 0) return -1;
+  return at > now ? at - now : 0;
+}
+
+#define MAX_EVENTS 256
+
 int kengine_step(kengine *e, double timeout) {
   if (e->multi == NULL) return 0;
-  int running, done;
+  int running, done = 0;
   double deadline = kengine_now() + (timeout > 0 ? timeout : 0);
-  curl_multi_perform(e->multi, &running);
-  done = collect(e);
-  while (done == 0) {
-    double left = deadline - kengine_now();
-    if (left <= 0) break;
-    int ms = left > 86400.0 ? 86400000 : (int)(left * 1000.0 + 0.999);
-    int nfds;
-    if (curl_multi_poll(e->multi, NULL, 0, ms, &nfds) != CURLM_OK) break;
-    curl_multi_perform(e->multi, &running);
-    done = collect(e);
+  struct epoll_event evs[MAX_EVENTS];
+  for (;;) {
+    start_queued(e);
+    done += collect(e);
+    double now = kengine_now();
+    if (done || (e->wake_at >= 0 && now >= e->wake_at)) break;
+    double wait = deadline - now;
+    double t = kengine_timeout(e);
+    if (t >= 0 && t < wait) wait = t;
+    int ms = wait <= 0 ? 0 : wait > 86400.0 ? 86400000 : (int)ceil(wait * 1000.0);
+    int n = epoll_wait(e->epfd, evs, MAX_EVENTS, ms);
+    if (n < 0 && errno != EINTR) break;
+    for (int i = 0; i < n; i++) {
+      int action = 0;
+      if (evs[i].events & (EPOLLIN | EPOLLHUP)) action |= CURL_CSELECT_IN;
+      if (evs[i].events & EPOLLOUT) action |= CURL_CSELECT_OUT;
+      if (evs[i].events & EPOLLERR) action |= CURL_CSELECT_ERR;
+      curl_multi_socket_action(e->multi, evs[i].data.fd, action, &running);
+    }
+    if (e->curl_deadline >= 0 && kengine_now() >= e->curl_deadline) {
+      e->curl_deadline = -1;
+      curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+    done += collect(e);
+    if (done || kengine_now() >= deadline) break;
   }
   return done;
 }

@@ -2,6 +2,10 @@
  * engine.h - a client's HTTP engine: one libcurl multi handle, its
  * settings (token, API origin, timeouts, TLS), and the transfers in flight.
  *
+ * libcurl's socket and timer callbacks only update an epoll set and a
+ * deadline; kengine_step waits on them. API requests may be held back by a
+ * client-wide cap on requests per second (a token bucket).
+ *
  * The engine decides which requests carry the token: only those whose
  * origin (scheme, host, port) is the API's. It refuses plain http to any
  * host but loopback unless the caller allowed it.
@@ -15,6 +19,16 @@
 
 typedef struct kengine {
   CURLM *multi;
+  int epfd;                /* libcurl's sockets, as its socket callback asks */
+  double curl_deadline;    /* libcurl's timer; < 0 when unset */
+  double wake_at;          /* the poller's next due time; < 0 when none */
+  double max_rps;          /* API requests per second; 0 = no cap */
+  double tokens, tokens_at;
+  kxfer *queued_head, *queued_tail; /* API transfers waiting for a token */
+  int nqueued;
+  kxfer *owned_done;       /* finished transfers that belong to the poller */
+  long long requests;      /* API requests started */
+  long long connects;      /* TCP connections opened (CURLINFO_NUM_CONNECTS) */
   char *token;             /* NULL when none */
   char *auth_header;       /* "Authorization: Bearer ..." */
   char *api_scheme, *api_host, *api_port;
@@ -32,6 +46,7 @@ typedef struct kengine {
 typedef struct kengine_opts {
   const char *token, *api_base, *ca_file, *user_agent;
   long timeout_ms, connect_timeout_ms, max_connections;
+  double max_rps;
   size_t max_body;
   int allow_insecure_http;
 } kengine_opts;
@@ -50,9 +65,14 @@ int kengine_add(kengine *e, kxfer *x, char *err, size_t errlen);
 void kengine_remove(kengine *e, kxfer *x);
 
 /* Drives the engine for at most timeout seconds, returning early once any
- * transfer has finished. Sleeps in the kernel while nothing is ready.
- * Returns the number of transfers that finished. */
+ * transfer has finished or the poller is due (wake_at). Sleeps in the
+ * kernel (epoll) while nothing is ready. Returns the number of transfers
+ * that finished; those owned by the poller are left on owned_done. */
 int kengine_step(kengine *e, double timeout);
+
+/* Seconds until the engine has something to do (libcurl's timer, the
+ * poller, a rate token), or -1 when it waits only on sockets or nothing. */
+double kengine_timeout(const kengine *e);
 
 double kengine_now(void);
 

@@ -39,6 +39,9 @@ typedef struct kxfer {
   struct kxfer *prev, *next; /* the engine's in-flight list */
   enum kx_state state;
   int is_api;              /* carries the token: API origin only */
+  int queued;              /* waiting for a rate token, not yet in the multi handle */
+  void *owner;             /* the poller's watch, when the poller made it */
+  struct kxfer *next_done; /* the engine's owned_done list */
 
   kbuf body;               /* response body (or an error body of a download) */
   FILE *file;              /* download sink while running */
