@@ -214,8 +214,7 @@ static int l_xfer_done(lua_State *L) {
 
 static int l_xfer_progress(lua_State *L) {
   kxfer *x = check_xfer(L, 1);
-  curl_off_t total = -1;
-  curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &total);
+  curl_off_t total = kxfer_length(x);
   lua_pushinteger(L, (lua_Integer)x->bytes);
   if (total >= 0) lua_pushinteger(L, (lua_Integer)total);
   else lua_pushnil(L);
@@ -247,9 +246,7 @@ static int l_xfer_result(lua_State *L) {
   set_str(L, "content_type", x->content_type);
   set_str(L, "content_length", x->content_length);
   set_str(L, "retry_after", x->retry_after);
-  double total = 0;
-  curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &total);
-  lua_pushnumber(L, total);
+  lua_pushnumber(L, x->total_time);
   lua_setfield(L, -2, "time");
   int sent;
   const char *kind = kxfer_error_kind(x, &sent);

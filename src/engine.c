@@ -121,6 +121,7 @@ int kengine_init(kengine *e, const kengine_opts *o, char *err, size_t errlen) {
   e->curl_deadline = -1;
   e->wake_at = -1;
   e->max_rps = o->max_rps > 0 ? o->max_rps : 0;
+  e->max_active = o->max_connections > 0 ? (int)(o->max_connections * 4) : 32;
   e->tokens = e->max_rps > 1 ? e->max_rps : 1;
   e->tokens_at = kengine_now();
   e->timeout_ms = o->timeout_ms;
@@ -204,6 +205,7 @@ void kengine_close(kengine *e) {
   e->owned_done = NULL; /* their owner frees them */
   if (e->multi) curl_multi_cleanup(e->multi);
   e->multi = NULL;
+  while (e->npool > 0) curl_easy_cleanup(e->pool[--e->npool]);
   if (e->epfd >= 0) close(e->epfd);
   e->epfd = -1;
   wipe(e->token);
@@ -243,15 +245,37 @@ static void link_inflight(kengine *e, kxfer *x) {
   e->ninflight++;
 }
 
+static void give_back_easy(kengine *e, kxfer *x) {
+  CURL *easy = kxfer_take_easy(x);
+  if (easy == NULL) return;
+  if (e->npool < (int)(sizeof e->pool / sizeof e->pool[0])) e->pool[e->npool++] = easy;
+  else curl_easy_cleanup(easy);
+}
+
 static int start(kengine *e, kxfer *x, char *err, size_t errlen) {
+  CURL *easy = e->npool ? e->pool[--e->npool] : NULL;
+  if (kxfer_begin(x, e, easy) != 0) {
+    if (err) snprintf(err, errlen, "%s", x->errbuf[0] ? x->errbuf : "curl_easy_init failed");
+    give_back_easy(e, x);
+    return -1;
+  }
   CURLMcode mc = curl_multi_add_handle(e->multi, x->easy);
   if (mc != CURLM_OK) {
     if (err) snprintf(err, errlen, "%s", curl_multi_strerror(mc));
+    give_back_easy(e, x);
     return -1;
   }
   x->queued = 0;
-  if (x->is_api) e->requests++;
+  if (x->is_api) {
+    e->requests++;
+    e->nactive_api++;
+  }
   return 0;
+}
+
+/* May an API transfer start now (concurrency, then rate)? */
+static int may_start(kengine *e, double now) {
+  return e->nactive_api < e->max_active && take_token(e, now);
 }
 
 int kengine_add(kengine *e, kxfer *x, char *err, size_t errlen) {
@@ -261,7 +285,7 @@ int kengine_add(kengine *e, kxfer *x, char *err, size_t errlen) {
   }
   x->engine = e;
   x->state = KX_RUNNING;
-  if (x->is_api && (e->queued_head || !take_token(e, kengine_now()))) {
+  if (x->is_api && (e->queued_head || !may_start(e, kengine_now()))) {
     x->queued = 1; /* starts when the rate allows, in order */
     x->next = NULL;
     x->prev = e->queued_tail;
@@ -290,11 +314,12 @@ void kengine_remove(kengine *e, kxfer *x) {
     e->nqueued--;
     x->queued = 0;
   } else {
-    if (e->multi) curl_multi_remove_handle(e->multi, x->easy);
+    if (e->multi && x->easy) curl_multi_remove_handle(e->multi, x->easy);
     if (x->prev) x->prev->next = x->next;
     else e->inflight = x->next;
     if (x->next) x->next->prev = x->prev;
     e->ninflight--;
+    if (x->is_api) e->nactive_api--;
   }
   x->prev = x->next = NULL;
   x->engine = NULL;
@@ -302,12 +327,13 @@ void kengine_remove(kengine *e, kxfer *x) {
     x->aborted = 1;
     kxfer_finish(x, CURLE_ABORTED_BY_CALLBACK);
   }
+  if (e->multi) give_back_easy(e, x);
 }
 
 /* Starts queued API transfers as far as the rate allows. */
 static void start_queued(kengine *e) {
   double now = kengine_now();
-  while (e->queued_head && take_token(e, now)) {
+  while (e->queued_head && may_start(e, now)) {
     kxfer *x = e->queued_head;
     e->queued_head = x->next;
     if (e->queued_head) e->queued_head->prev = NULL;
@@ -340,7 +366,7 @@ static int collect(kengine *e) {
     long connects = 0;
     if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK) e->connects += connects;
     kxfer_finish(x, code);
-    kengine_remove(e, x);
+    kengine_remove(e, x); /* the easy handle goes back to the pool */
     if (x->owner) {
       x->next_done = e->owned_done;
       e->owned_done = x;

@@ -27,6 +27,10 @@ typedef struct kengine {
   kxfer *queued_head, *queued_tail; /* API transfers waiting for a token */
   int nqueued;
   kxfer *owned_done;       /* finished transfers that belong to the poller */
+  int max_active;          /* API transfers in the multi handle at once */
+  int nactive_api;
+  CURL *pool[64];          /* reset easy handles for reuse */
+  int npool;
   long long requests;      /* API requests started */
   long long connects;      /* TCP connections opened (CURLINFO_NUM_CONNECTS) */
   char *token;             /* NULL when none */

@@ -106,22 +106,63 @@ static int add_header(kxfer *x, const char *h) {
   return 0;
 }
 
-#define SETOPT(opt, val) do { if (curl_easy_setopt(x->easy, opt, val) != CURLE_OK) goto fail_opt; } while (0)
+#define SETOPT(opt, val) do { if (curl_easy_setopt(x->easy, opt, val) != CURLE_OK) return -1; } while (0)
 
 kxfer *kxfer_new(kengine *e, const kx_spec *s, char *err, size_t errlen) {
   int is_api = 0;
   if (kengine_check_url(e, s->url, &is_api, err, errlen) != 0) return NULL;
   if (s->download) is_api = 0; /* downloads never carry the token */
+  int method;
+  if (strcmp(s->method, "GET") == 0) method = KX_GET;
+  else if (strcmp(s->method, "POST") == 0) method = KX_POST;
+  else if (strcmp(s->method, "HEAD") == 0) method = KX_HEAD;
+  else {
+    snprintf(err, errlen, "unsupported method '%s'", s->method);
+    return NULL;
+  }
 
   kxfer *x = calloc(1, sizeof *x);
   if (x == NULL) { snprintf(err, errlen, "out of memory"); return NULL; }
   kbuf_init(&x->body, s->download ? 0 : e->max_body);
   x->is_api = is_api;
+  x->method = method;
   x->max_bytes = s->max_bytes;
-  x->easy = curl_easy_init();
-  if (x->easy == NULL) { snprintf(err, errlen, "curl_easy_init failed"); goto fail; }
+  x->timeout_ms = s->timeout_ms > 0 ? s->timeout_ms : e->timeout_ms;
+  x->fresh = s->fresh;
+  x->length = -1;
+  x->url = kx_strdup(s->url);
+  if (x->url == NULL) goto fail_oom;
+  if (method == KX_POST) {
+    x->req_body_len = s->body ? s->body_len : 0;
+    x->req_body = malloc(x->req_body_len + 1);
+    if (x->req_body == NULL) goto fail_oom;
+    if (s->body) memcpy(x->req_body, s->body, x->req_body_len);
+    x->req_body[x->req_body_len] = '\0';
+  }
+  if (s->download) {
+    size_t n = strlen(s->download);
+    x->path = kx_strdup(s->download);
+    x->part = malloc(n + sizeof ".part");
+    if (x->path == NULL || x->part == NULL) goto fail_oom;
+    memcpy(x->part, s->download, n);
+    memcpy(x->part + n, ".part", sizeof ".part");
+    x->file = fopen(x->part, "wb");
+    if (x->file == NULL) {
+      snprintf(err, errlen, "cannot open '%s' for writing: %s", x->part, strerror(errno));
+      kxfer_free(x);
+      return NULL;
+    }
+  }
+  return x;
 
-  SETOPT(CURLOPT_URL, s->url);
+fail_oom:
+  snprintf(err, errlen, "out of memory");
+  kxfer_free(x);
+  return NULL;
+}
+
+static int configure(kxfer *x, kengine *e) {
+  SETOPT(CURLOPT_URL, x->url);
   SETOPT(CURLOPT_PRIVATE, (void *)x);
   SETOPT(CURLOPT_NOSIGNAL, 1L);
   SETOPT(CURLOPT_ERRORBUFFER, x->errbuf);
@@ -135,71 +176,68 @@ kxfer *kxfer_new(kengine *e, const kx_spec *s, char *err, size_t errlen) {
   if (e->ca_file) SETOPT(CURLOPT_CAINFO, e->ca_file);
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, e->connect_timeout_ms);
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
-  SETOPT(CURLOPT_ACCEPT_ENCODING, "");
   if (e->user_agent) SETOPT(CURLOPT_USERAGENT, e->user_agent);
-  if (s->fresh) SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+  if (x->fresh) SETOPT(CURLOPT_FRESH_CONNECT, 1L);
 
-  long timeout_ms = s->timeout_ms > 0 ? s->timeout_ms : e->timeout_ms;
-  if (s->download) {
+  if (x->path) {
     /* A large file may take long: give up only when it stalls. */
-    long stall = timeout_ms > 0 ? (timeout_ms + 999) / 1000 : KX_LOW_SPEED_TIME_DEFAULT;
+    long stall = x->timeout_ms > 0 ? (x->timeout_ms + 999) / 1000 : KX_LOW_SPEED_TIME_DEFAULT;
     SETOPT(CURLOPT_LOW_SPEED_LIMIT, 1L);
     SETOPT(CURLOPT_LOW_SPEED_TIME, stall);
     SETOPT(CURLOPT_FOLLOWLOCATION, 1L);
     SETOPT(CURLOPT_MAXREDIRS, 5L);
     SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, e->allow_insecure_http ? "http,https" : "https");
-    SETOPT(CURLOPT_ACCEPT_ENCODING, NULL); /* the bytes as stored, so lengths and ranges match */
   } else {
-    SETOPT(CURLOPT_TIMEOUT_MS, timeout_ms);
+    SETOPT(CURLOPT_ACCEPT_ENCODING, "");
+    SETOPT(CURLOPT_TIMEOUT_MS, x->timeout_ms);
     SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
-    if (add_header(x, "Accept: application/json") != 0) goto fail_oom;
+    if (add_header(x, "Accept: application/json") != 0) return -1;
   }
-  if (is_api && e->auth_header && add_header(x, e->auth_header) != 0) goto fail_oom;
-  if (add_header(x, "Expect:") != 0) goto fail_oom;
+  if (x->is_api && e->auth_header && add_header(x, e->auth_header) != 0) return -1;
+  if (add_header(x, "Expect:") != 0) return -1;
 
-  if (strcmp(s->method, "POST") == 0) {
+  if (x->method == KX_POST) {
     SETOPT(CURLOPT_POST, 1L);
-    SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(s->body ? s->body_len : 0));
-    SETOPT(CURLOPT_COPYPOSTFIELDS, s->body ? s->body : "");
-    if (s->body && add_header(x, "Content-Type: application/json") != 0) goto fail_oom;
-  } else if (strcmp(s->method, "HEAD") == 0) {
+    SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->req_body_len);
+    SETOPT(CURLOPT_POSTFIELDS, x->req_body);
+    if (x->req_body_len && add_header(x, "Content-Type: application/json") != 0) return -1;
+  } else if (x->method == KX_HEAD) {
     SETOPT(CURLOPT_NOBODY, 1L);
-  } else if (strcmp(s->method, "GET") != 0) {
-    snprintf(err, errlen, "unsupported method '%s'", s->method);
-    goto fail;
   }
   SETOPT(CURLOPT_HTTPHEADER, x->headers);
+  return 0;
+}
 
-  if (s->download) {
-    size_t n = strlen(s->download);
-    x->path = kx_strdup(s->download);
-    x->part = malloc(n + sizeof ".part");
-    if (x->path == NULL || x->part == NULL) goto fail_oom;
-    memcpy(x->part, s->download, n);
-    memcpy(x->part + n, ".part", sizeof ".part");
-    x->file = fopen(x->part, "wb");
-    if (x->file == NULL) {
-      snprintf(err, errlen, "cannot open '%s' for writing: %s", x->part, strerror(errno));
-      goto fail;
-    }
+int kxfer_begin(kxfer *x, kengine *e, CURL *easy) {
+  x->easy = easy ? easy : curl_easy_init();
+  if (x->easy == NULL) return -1;
+  if (configure(x, e) != 0) {
+    snprintf(x->errbuf, sizeof x->errbuf, "cannot configure the transfer (out of memory?)");
+    return -1;
   }
-  return x;
+  return 0;
+}
 
-fail_opt:
-  snprintf(err, errlen, "libcurl refused an option (is libcurl too old?)");
-  goto fail;
-fail_oom:
-  snprintf(err, errlen, "out of memory");
-fail:
-  kxfer_free(x);
-  return NULL;
+CURL *kxfer_take_easy(kxfer *x) {
+  CURL *easy = x->easy;
+  x->easy = NULL;
+  if (easy) curl_easy_reset(easy);
+  curl_slist_free_all(x->headers); /* after the reset: libcurl no longer points at it */
+  x->headers = NULL;
+  return easy;
+}
+
+curl_off_t kxfer_length(const kxfer *x) {
+  curl_off_t len = -1;
+  if (x->easy == NULL) return x->length;
+  if (curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len) != CURLE_OK) return -1;
+  return len;
 }
 
 static void finish_download(kxfer *x) {
   int ok = x->code == CURLE_OK && x->to_file && x->status >= 200 && x->status < 300;
-  curl_off_t expected = -1;
-  if (ok && curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &expected) == CURLE_OK
-      && expected >= 0 && expected != x->bytes) {
+  curl_off_t expected = x->length;
+  if (ok && expected >= 0 && expected != x->bytes) {
     ok = 0;
     x->code = CURLE_PARTIAL_FILE;
   }
@@ -230,7 +268,12 @@ static void finish_download(kxfer *x) {
 void kxfer_finish(kxfer *x, CURLcode code) {
   x->code = code;
   x->state = KX_DONE;
-  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+  if (x->easy) {
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+    curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &x->total_time);
+    curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &x->pretransfer);
+    x->length = kxfer_length(x);
+  }
   if (x->file) finish_download(x);
 }
 
@@ -244,6 +287,8 @@ void kxfer_free(kxfer *x) {
   if (x->easy) curl_easy_cleanup(x->easy);
   curl_slist_free_all(x->headers);
   kbuf_free(&x->body);
+  free(x->url);
+  free(x->req_body);
   free(x->path);
   free(x->part);
   free(x);
@@ -275,12 +320,9 @@ const char *kxfer_error_kind(const kxfer *x, int *sent) {
   case CURLE_SSL_INVALIDCERTSTATUS:
     *sent = 0;
     return "tls";
-  case CURLE_OPERATION_TIMEDOUT: {
-    curl_off_t pre = 0;
-    curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
-    if (pre == 0) *sent = 0; /* timed out before the request could go out */
+  case CURLE_OPERATION_TIMEDOUT:
+    if (x->pretransfer == 0) *sent = 0; /* timed out before the request could go out */
     return "timeout";
-  }
   case CURLE_PARTIAL_FILE:
     return "truncated";
   case CURLE_TOO_MANY_REDIRECTS:

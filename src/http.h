@@ -19,6 +19,7 @@
 struct kengine;
 
 enum kx_state { KX_NEW = 0, KX_RUNNING, KX_DONE };
+enum kx_method { KX_GET = 0, KX_POST, KX_HEAD };
 
 /* What a caller asks for. Strings are borrowed for the duration of kxfer_start. */
 typedef struct kx_spec {
@@ -33,8 +34,15 @@ typedef struct kx_spec {
 } kx_spec;
 
 typedef struct kxfer {
-  CURL *easy;
+  CURL *easy;              /* only while it runs: made (or taken from a pool) at start */
   struct curl_slist *headers;
+  /* the request, kept until it starts */
+  char *url;
+  char *req_body;
+  size_t req_body_len;
+  int method;              /* KX_GET, KX_POST, KX_HEAD */
+  long timeout_ms;
+  int fresh;
   struct kengine *engine;  /* NULL once the engine is gone */
   struct kxfer *prev, *next; /* the engine's in-flight list */
   enum kx_state state;
@@ -57,16 +65,27 @@ typedef struct kxfer {
   int io_errno;
   char errbuf[CURL_ERROR_SIZE];
 
+  double total_time;       /* read when it ends, before the easy handle goes back */
+  curl_off_t length;       /* Content-Length of the answer, -1 unknown */
+  curl_off_t pretransfer;  /* microseconds until the request could go out */
+
   char retry_after[64];
   char content_type[128];
   char content_length[32];
 } kxfer;
 
-/* Allocates and configures a transfer; does not add it to the multi handle.
- * On failure returns NULL and writes a reason into err (size errlen). */
+/* Allocates a transfer and keeps a copy of the request (a download's file is
+ * opened here); the easy handle comes at kxfer_begin. On failure returns
+ * NULL and writes a reason into err (size errlen). */
 kxfer *kxfer_new(struct kengine *e, const kx_spec *spec, char *err, size_t errlen);
+/* Configures easy (fresh or reset) for the transfer and takes it. 0 or -1. */
+int kxfer_begin(kxfer *x, struct kengine *e, CURL *easy);
 /* Called by the engine when libcurl reports the transfer done. */
 void kxfer_finish(kxfer *x, CURLcode code);
+/* Gives the easy handle back (reset, for reuse), or NULL when it had none. */
+CURL *kxfer_take_easy(kxfer *x);
+/* Bytes expected (Content-Length), -1 when unknown. */
+curl_off_t kxfer_length(const kxfer *x);
 void kxfer_free(kxfer *x);
 
 /* Error classification of a finished transfer: NULL when it succeeded at the
