@@ -60,6 +60,7 @@ M.is_error = errors.is
 
 M.run = sched.run
 M.spawn = sched.spawn
+M.set_waiter = sched.set_waiter
 
 -- Runs fn inside the current scheduler, or a new one from the main thread.
 local function scheduled(fn)
@@ -79,7 +80,7 @@ function M.wait_all(jobs, opts)
         left = left - 1
       end)
     end
-    sched.wait_until(function() return left == 0 end)
+    sched.wait(nil, function() return left == 0 end)
     return outputs, errs
   end)
 end
@@ -97,13 +98,14 @@ function M.wait_any(jobs, opts)
         local _, err = job:wait(wopts)
         if not winner and job:done() then
           winner = job
+          for _, other in ipairs(jobs) do sched.notify(other) end -- the other waits stop now
         elseif err then
           last_err = err
         end
         left = left - 1
       end)
     end
-    sched.wait_until(function() return winner ~= nil or left == 0 end)
+    sched.wait(nil, function() return winner ~= nil or left == 0 end)
     if winner then return winner end
     return nil, last_err
   end)

@@ -18,25 +18,27 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine.h"
+#include "core.h"
 #include "http.h"
 #include "schema.h"
 
-#define ENGINE_MT "kling.core.engine"
 #define XFER_MT "kling.core.transfer"
 #define DEFAULT_MAX_BODY (8u * 1024u * 1024u)
 
-typedef struct { kengine e; int open; } lengine;
 typedef struct { kxfer *x; } lxfer;
 
-static lengine *check_engine(lua_State *L, int i) {
+lengine *kcore_check_engine(lua_State *L, int i) {
   lengine *le = luaL_checkudata(L, i, ENGINE_MT);
   if (!le->open) luaL_argerror(L, i, "client is closed");
   return le;
 }
+#define check_engine kcore_check_engine
 
 static kxfer *check_xfer(lua_State *L, int i) {
   lxfer *lx = luaL_checkudata(L, i, XFER_MT);
@@ -106,6 +108,7 @@ static int l_new(lua_State *L) {
   luaL_setmetatable(L, ENGINE_MT);
   char err[256];
   if (kengine_init(&le->e, &o, err, sizeof err) != 0) return luaL_error(L, "%s", err);
+  kpoller_init(L, &le->p, (int)(o.max_connections * 4));
   le->open = 1;
   return 1;
 }
@@ -114,6 +117,7 @@ static int l_engine_close(lua_State *L) {
   lengine *le = luaL_checkudata(L, 1, ENGINE_MT);
   if (le->open) {
     le->open = 0;
+    kpoller_close(L, &le->p, &le->e);
     kengine_close(&le->e);
   }
   return 0;
@@ -168,11 +172,78 @@ static int l_request(lua_State *L) {
   return 1;
 }
 
-/* eng:step([seconds]) -> number of transfers that finished */
+/* eng:step([seconds]) -> how many things happened: transfers of the caller
+ * that finished, plus watched jobs with news (read them with eng:updates()).
+ * Waits at most `seconds` (default 0) in the kernel; the poller's own
+ * requests are handled inside without returning. */
 static int l_step(lua_State *L) {
   lengine *le = check_engine(L, 1);
   double t = luaL_optnumber(L, 2, 0);
-  lua_pushinteger(L, kengine_step(&le->e, t));
+  double deadline = kengine_now() + (t > 0 ? t : 0);
+  int happened = 0, owned;
+  happened += kpoller_run(L, &le->p, &le->e, &owned); /* news from before, due polls */
+  for (;;) {
+    double left = deadline - kengine_now();
+    int n = kengine_step(&le->e, left > 0 ? left : 0);
+    happened += kpoller_run(L, &le->p, &le->e, &owned);
+    happened += n - owned;
+    if (happened > 0 || kengine_now() >= deadline || !le->open) break;
+  }
+  lua_pushinteger(L, happened);
+  return 1;
+}
+
+/* eng:finished() -> { key, ... }: the x:key() of the caller's transfers
+ * that ended since the last call (a scheduler wakes their waiters). */
+static int l_finished(lua_State *L) {
+  lengine *le = check_engine(L, 1);
+  kengine *e = &le->e;
+  lua_createtable(L, e->nuser_done, 0);
+  for (int i = 0; i < e->nuser_done; i++) {
+    lua_pushlightuserdata(L, e->user_done[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  e->nuser_done = 0;
+  return 1;
+}
+
+/* x:key() -> a light userdata naming this transfer in eng:finished() */
+static int l_xfer_key(lua_State *L) {
+  lxfer *lx = luaL_checkudata(L, 1, XFER_MT);
+  if (lx->x == NULL) return luaL_argerror(L, 1, "transfer is released");
+  lua_pushlightuserdata(L, lx->x);
+  return 1;
+}
+
+/* eng:timeout() -> seconds until the engine has work of its own (nil: none
+ * but sockets). For foreign event loops, with eng:pollfd(). */
+static int l_timeout(lua_State *L) {
+  lengine *le = check_engine(L, 1);
+  double t = kengine_timeout(&le->e);
+  if (t < 0) lua_pushnil(L);
+  else lua_pushnumber(L, t);
+  return 1;
+}
+
+/* eng:pollfd() -> a descriptor that is readable when the engine has work */
+static int l_pollfd(lua_State *L) {
+  lengine *le = check_engine(L, 1);
+  lua_pushinteger(L, le->e.epfd);
+  return 1;
+}
+
+/* eng:stats() -> { requests=, connects=, inflight=, queued= } */
+static int l_stats(lua_State *L) {
+  lengine *le = check_engine(L, 1);
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, (lua_Integer)le->e.requests);
+  lua_setfield(L, -2, "requests");
+  lua_pushinteger(L, (lua_Integer)le->e.connects);
+  lua_setfield(L, -2, "connects");
+  lua_pushinteger(L, le->e.ninflight);
+  lua_setfield(L, -2, "inflight");
+  lua_pushinteger(L, le->e.nqueued);
+  lua_setfield(L, -2, "queued");
   return 1;
 }
 
@@ -234,6 +305,11 @@ static void set_str(lua_State *L, const char *k, const char *v) {
 static int l_xfer_result(lua_State *L) {
   kxfer *x = check_xfer(L, 1);
   if (x->state != KX_DONE) return 0;
+  kcore_push_result(L, x);
+  return 1;
+}
+
+void kcore_push_result(lua_State *L, kxfer *x) {
   lua_createtable(L, 0, 10);
   lua_pushinteger(L, x->status);
   lua_setfield(L, -2, "status");
@@ -267,7 +343,6 @@ static int l_xfer_result(lua_State *L) {
     lua_pushstring(L, x->path);
     lua_setfield(L, -2, "path");
   }
-  return 1;
 }
 
 /* Releases the transfer: aborts it when still running. Idempotent. */
@@ -296,14 +371,38 @@ static int l_xfer_tostring(lua_State *L) {
   return 1;
 }
 
+/* core.wait_fds({fd, ...}, seconds) -> true when one is readable, false on
+ * timeout: the kernel wait of a scheduler that drives several clients. */
+static int l_wait_fds(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  double t = luaL_checknumber(L, 2);
+  struct pollfd fds[64];
+  lua_Integer n = luaL_len(L, 1);
+  if (n > 64) return luaL_argerror(L, 1, "at most 64 descriptors");
+  for (lua_Integer i = 0; i < n; i++) {
+    lua_rawgeti(L, 1, i + 1);
+    fds[i].fd = (int)luaL_checkinteger(L, -1);
+    fds[i].events = POLLIN;
+    fds[i].revents = 0;
+    lua_pop(L, 1);
+  }
+  int ms = t <= 0 ? 0 : t > 86400 ? 86400000 : (int)ceil(t * 1000.0);
+  int rc = poll(fds, (nfds_t)n, ms);
+  if (rc < 0 && errno != EINTR) return luaL_error(L, "poll: %s", strerror(errno));
+  lua_pushboolean(L, rc > 0);
+  return 1;
+}
+
 static int l_now(lua_State *L) {
   lua_pushnumber(L, kengine_now());
   return 1;
 }
 
 static const luaL_Reg engine_methods[] = {
-  { "request", l_request }, { "step", l_step },   { "pending", l_pending },
-  { "scrub", l_scrub },     { "close", l_engine_close }, { NULL, NULL },
+  { "request", l_request }, { "step", l_step },     { "pending", l_pending },
+  { "scrub", l_scrub },     { "timeout", l_timeout }, { "pollfd", l_pollfd },
+  { "stats", l_stats },     { "finished", l_finished }, { "close", l_engine_close },
+  { NULL, NULL },
 };
 static const luaL_Reg engine_meta[] = {
   { "__gc", l_engine_close }, { "__close", l_engine_close },
@@ -311,14 +410,14 @@ static const luaL_Reg engine_meta[] = {
 };
 static const luaL_Reg xfer_methods[] = {
   { "done", l_xfer_done }, { "result", l_xfer_result }, { "progress", l_xfer_progress },
-  { "abort", l_xfer_abort }, { "close", l_xfer_close }, { NULL, NULL },
+  { "abort", l_xfer_abort }, { "close", l_xfer_close }, { "key", l_xfer_key }, { NULL, NULL },
 };
 static const luaL_Reg xfer_meta[] = {
   { "__gc", l_xfer_close }, { "__close", l_xfer_close },
   { "__tostring", l_xfer_tostring }, { NULL, NULL },
 };
 static const luaL_Reg functions[] = {
-  { "new", l_new }, { "now", l_now }, { NULL, NULL },
+  { "new", l_new }, { "now", l_now }, { "wait_fds", l_wait_fds }, { NULL, NULL },
 };
 
 static void new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
@@ -338,6 +437,10 @@ int luaopen_kling_core(lua_State *L) {
     curl_ready = 1;
   }
   new_class(L, ENGINE_MT, engine_meta, engine_methods);
+  luaL_getmetatable(L, ENGINE_MT); /* the poller's methods join the engine's */
+  lua_getfield(L, -1, "__index");
+  luaL_setfuncs(L, kpoller_methods, 0);
+  lua_pop(L, 2);
   new_class(L, XFER_MT, xfer_meta, xfer_methods);
   luaL_newlib(L, functions);
   kschema_open(L);

@@ -206,6 +206,9 @@ void kengine_close(kengine *e) {
   if (e->multi) curl_multi_cleanup(e->multi);
   e->multi = NULL;
   while (e->npool > 0) curl_easy_cleanup(e->pool[--e->npool]);
+  free(e->user_done);
+  e->user_done = NULL;
+  e->nuser_done = e->capuser_done = 0;
   if (e->epfd >= 0) close(e->epfd);
   e->epfd = -1;
   wipe(e->token);
@@ -304,6 +307,19 @@ int kengine_add(kengine *e, kxfer *x, char *err, size_t errlen) {
   return 0;
 }
 
+/* Notes that a transfer of the caller ended (for eng:finished()). */
+static void note_user_done(kengine *e, kxfer *x) {
+  if (x->owner) return;
+  if (e->nuser_done == e->capuser_done) {
+    int ncap = e->capuser_done ? e->capuser_done * 2 : 64;
+    void **n = realloc(e->user_done, (size_t)ncap * sizeof *n);
+    if (n == NULL) return; /* the caller then finds out by asking x:done() */
+    e->user_done = n;
+    e->capuser_done = ncap;
+  }
+  e->user_done[e->nuser_done++] = x;
+}
+
 void kengine_remove(kengine *e, kxfer *x) {
   if (x->engine != e) return;
   if (x->queued) {
@@ -326,6 +342,7 @@ void kengine_remove(kengine *e, kxfer *x) {
   if (x->state == KX_RUNNING) { /* torn down before it ended */
     x->aborted = 1;
     kxfer_finish(x, CURLE_ABORTED_BY_CALLBACK);
+    note_user_done(e, x);
   }
   if (e->multi) give_back_easy(e, x);
 }
@@ -370,6 +387,8 @@ static int collect(kengine *e) {
     if (x->owner) {
       x->next_done = e->owned_done;
       e->owned_done = x;
+    } else {
+      note_user_done(e, x);
     }
     n++;
   }

@@ -27,6 +27,8 @@ typedef struct kengine {
   kxfer *queued_head, *queued_tail; /* API transfers waiting for a token */
   int nqueued;
   kxfer *owned_done;       /* finished transfers that belong to the poller */
+  void **user_done;        /* the caller's transfers that ended since it last asked */
+  int nuser_done, capuser_done;
   int max_active;          /* API transfers in the multi handle at once */
   int nactive_api;
   CURL *pool[64];          /* reset easy handles for reuse */

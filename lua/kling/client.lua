@@ -25,7 +25,7 @@ end
 local OPTION_TYPES = {
   token = "string", base_url = "string", timeout = "number", connect_timeout = "number",
   ca_file = "string", journal = "string|boolean", allow_insecure_http = "boolean",
-  max_connections = "number", max_body = "number", poll = "table",
+  max_connections = "number", max_body = "number", poll = "table", max_rps = "number",
   on_warning = "function|boolean", user_agent = "string",
 }
 
@@ -48,9 +48,11 @@ local function env(name)
   return v
 end
 
---- Default polling schedule (seconds): first poll after `initial`, then the
--- interval grows by `factor` up to `max`, with +-`jitter` (a fraction).
-M.DEFAULT_POLL = { initial = 1, max = 5, factor = 1.5, jitter = 0.1 }
+--- Default polling schedule (seconds): the first poll `initial` after a
+-- job is watched; intervals grow by `factor` (with +-`jitter`) while nothing
+-- changes, up to `near` once a job may end at any moment; never below `min`
+-- nor above `max`, and no polls before the shortest run time seen so far.
+M.DEFAULT_POLL = { initial = 1, min = 0.5, max = 30, near = 5, factor = 1.5, jitter = 0.1 }
 
 --- Makes a client. Every option is optional; see DESIGN.md and README.md.
 -- Raises on a wrong option (a programming error); never on the network.
@@ -68,6 +70,12 @@ function M.new(opts)
     end
     poll[k] = v
   end
+  -- a schedule given only in part stays consistent: bounds follow what was set
+  if opts.poll then
+    if not opts.poll.min then poll.min = math.min(poll.min, poll.initial, poll.near) end
+    if not opts.poll.near then poll.near = math.max(poll.min, math.min(poll.near, poll.max)) end
+    if not opts.poll.max then poll.max = math.max(poll.max, poll.near) end
+  end
   local ok, engine = pcall(core.new, {
     base_url = base,
     token = token,
@@ -77,9 +85,12 @@ function M.new(opts)
     allow_insecure_http = opts.allow_insecure_http,
     max_connections = opts.max_connections,
     max_body = opts.max_body,
+    max_rps = opts.max_rps,
     user_agent = opts.user_agent or ("kling-lua/" .. M.VERSION .. " libcurl/" .. core.curl_version),
   })
   if not ok then error("kling.new: " .. tostring(engine):gsub("^[^:]*:%d+: ", ""), 2) end
+  local okp, perr = pcall(engine.set_poll, engine, poll)
+  if not okp then error("kling.new: " .. tostring(perr):gsub("^[^:]*:%d+: ", ""), 2) end
   local on_warning = opts.on_warning
   if on_warning == nil or on_warning == true then
     on_warning = function(msg) io.stderr:write("kling: warning: ", msg, "\n") end
@@ -87,9 +98,10 @@ function M.new(opts)
   return setmetatable({
     base_url = base,
     has_token = token ~= nil and token ~= "",
-    timeout = opts.timeout or 30,
+    request_timeout = opts.timeout or 30,
     poll = poll,
     _engine = engine,
+    _watched = {}, -- poller handle -> job
     _warn = on_warning or function() end,
   }, Client)
 end
@@ -109,32 +121,89 @@ function Client:close()
 end
 Client.__close = Client.close
 
--- Waits until transfer x has ended: yields inside kling.run, blocks otherwise.
-function Client:_await(x, on_tick)
-  while not x:done() do
-    if sched.yieldable() then
-      sched.wait_transfer(self, x)
-    else
-      self._engine:step(on_tick and 0.25 or 1)
+--- Drives the client's engine for at most `seconds` (default 0): runs
+-- transfers, polls watched jobs, and applies what changed to their job
+-- objects (calling on_update). For foreign event loops, with pollfd(),
+-- events() and timeout() (the cqueues pollable protocol). Returns how many
+-- things happened.
+function Client:step(seconds)
+  local n = self._engine:step(seconds or 0)
+  self:_pump()
+  return n
+end
+
+--- A descriptor that becomes readable when the client has work to do.
+function Client:pollfd()
+  return self._engine:pollfd()
+end
+
+--- What to wait for on pollfd(): always "r".
+function Client:events()
+  return "r"
+end
+
+--- Seconds until the client must be stepped even if pollfd() stays quiet
+-- (nil: only when it becomes readable).
+function Client:timeout()
+  return self._engine:timeout()
+end
+
+-- Applies the poller's news to the jobs, and wakes whoever waits on them.
+function Client:_pump()
+  local engine = self._engine
+  for _, key in ipairs(engine:finished()) do sched.notify(key) end
+  local updates = engine:updates()
+  for i = 1, #updates do
+    local u = updates[i]
+    local job = self._watched[u.handle]
+    if job then
+      job:_apply(u)
+      sched.notify(job)
     end
-    if on_tick then on_tick() end
+  end
+end
+
+-- Starts polling a job in the engine (once).
+function Client:_watch(job)
+  if job._handle then return end
+  local delay
+  if job.submitted_at and job.status == "in_queue" and not job.raw_status then
+    delay = nil -- the schedule's first poll
+  else
+    delay = 0 -- attached or resumed: look now
+  end
+  job._handle = self._engine:watch { status_url = job.urls.status, result_url = job.urls.result,
+    status = job.raw_status, delay = delay }
+  self._watched[job._handle] = job
+end
+
+function Client:_unwatch(job)
+  local h = job._handle
+  if not h then return end
+  job._handle = nil
+  self._watched[h] = nil
+  self._engine:unwatch(h)
+end
+
+-- Waits until transfer x has ended: yields inside kling.run, blocks
+-- otherwise; on_tick() is called about every 0.25 s meanwhile.
+function Client:_await(x, on_tick)
+  local key = x:key()
+  local function done() return x:done() end
+  if not on_tick then
+    sched.wait(self, done, nil, key)
+    return
+  end
+  while not x:done() do
+    sched.wait(self, done, core.now() + 0.25, key)
+    on_tick()
   end
 end
 
 --- Sleeps for s seconds while the engine keeps working (yields inside
 -- kling.run, where stop() can end the sleep early).
 function Client:sleep(s, stop)
-  local deadline = core.now() + s
-  while true do
-    local left = deadline - core.now()
-    if left <= 0 then return end
-    if sched.yieldable() then
-      sched.sleep(self, left, stop)
-      if stop and stop() then return end
-    else
-      self._engine:step(left)
-    end
-  end
+  sched.wait(self, function() return stop ~= nil and stop() end, core.now() + s)
 end
 
 local TRANSPORT_KIND = {
@@ -176,6 +245,12 @@ function Client:_api(method, url, body, opts)
     method = method, url = url, body = encoded, fresh = opts.submit, timeout = opts.timeout,
   }
   if not res then return nil, err end
+  return self:_answer(res, opts)
+end
+
+-- Reads a finished API exchange (as x:result() gives it): decoded body, res
+-- | nil, err. opts: submit (see _api), request_id.
+function Client:_answer(res, opts)
   if res.error then
     local e = res.error
     local kind = TRANSPORT_KIND[e.kind] or "network"

@@ -2,6 +2,7 @@
 -- that move it on (refresh, result, wait, cancel, download).
 local core = require "kling.core"
 local errors = require "kling.errors"
+local sched = require "kling.sched"
 
 local M = {}
 
@@ -137,52 +138,72 @@ function Job:result()
   return self:_take_result(body)
 end
 
---- Waits until the job ends, polling on the client's schedule.
+-- Takes in news from the client's poller (see poller.c's eng:updates()).
+function Job:_apply(u)
+  if u.status then
+    local changed = u.status ~= self.status or u.queue_position ~= self.queue_position
+    self.status, self.raw_status, self.queue_position = u.status, u.raw_status, u.queue_position
+    if not M.STATUS[u.raw_status] and self._warned ~= u.raw_status then
+      self._warned = u.raw_status
+      self.client._warn("job " .. self.id .. " reports unknown status '" .. tostring(u.raw_status) .. "'; still polling")
+    end
+    if changed and self._on_update then
+      for _, fn in ipairs(self._on_update) do fn(self) end
+    end
+  end
+  if u.done then
+    self.client:_unwatch(self)
+    if u.result then
+      self._final = table.pack(self:_take_result(u.result))
+    else
+      local body, err = self.client:_answer(u.failure, { request_id = self.id })
+      if body then
+        err = errors.new("protocol", "status answer without a status string", { request_id = self.id })
+      end
+      self._final = table.pack(nil, err)
+    end
+  end
+end
+
+--- Waits until the job ends. The client's engine polls it on an adaptive
+-- schedule (see the `poll` option of kling.new), with every other job.
 -- opts: timeout (seconds, default 1800), on_update(job) on a status or
--- queue-position change, poll (overrides of the client's schedule).
+-- queue-position change.
 -- Returns output | nil, err. After a "timeout" the job can be waited on again.
 function Job:wait(opts)
   opts = opts or {}
   if self.output then return self.output end
   if self.error then return nil, self.error end
   local client = self.client
-  local poll = client.poll
-  if opts.poll then
-    poll = setmetatable({}, { __index = client.poll })
-    for k, v in pairs(opts.poll) do poll[k] = v end
+  local deadline = core.now() + (opts.timeout or 1800)
+  local stop = opts._stop -- kling.wait_any: give up quietly once it says true
+  local fn = opts.on_update
+  if fn then
+    self._on_update = self._on_update or {}
+    table.insert(self._on_update, fn)
   end
-  local timeout = opts.timeout or 1800
-  local deadline = core.now() + timeout
-  local interval = poll.initial
-  local failures = 0
-  local stop = opts._stop -- used by kling.wait_any: give up quietly once it says true
-  while true do
-    if stop and stop() then return nil end
-    local status, changed_or_err = self:refresh()
-    if status then
-      failures = 0
-      if changed_or_err then
-        if opts.on_update then opts.on_update(self) end
-        interval = poll.initial -- movement: look again soon
+  self._waiters = (self._waiters or 0) + 1
+  client:_watch(self)
+  local function ended() return self._final ~= nil or (stop ~= nil and stop()) end
+  sched.wait(client, ended, deadline, self)
+  self._waiters = self._waiters - 1
+  if fn then
+    for i, f in ipairs(self._on_update) do
+      if f == fn then
+        table.remove(self._on_update, i)
+        break
       end
-      if self:done() then
-        local out, err = self:result()
-        if out or (err and err.kind ~= "not_ready") then return out, err end
-      end
-    else
-      local err = changed_or_err
-      if not err.retryable then return nil, err end
-      failures = failures + 1 -- transient: keep polling until the deadline
     end
-    local left = deadline - core.now()
-    if left <= 0 then
-      return nil, errors.new("timeout", string.format("job %s did not end within %g s (status %s); wait again to go on",
-        self.id, timeout, tostring(self.status)), { request_id = self.id, job_status = self.status })
-    end
-    local jitter = 1 + poll.jitter * (2 * math.random() - 1)
-    client:sleep(math.min(left, interval * jitter * (failures > 0 and 2 ^ math.min(failures, 5) or 1)), stop)
-    interval = math.min(poll.max, interval * poll.factor)
   end
+  local final = self._final
+  if final then
+    if not self:done() then self._final = nil end -- polling failed: a later wait tries again
+    return table.unpack(final, 1, final.n)
+  end
+  if self._waiters == 0 then client:_unwatch(self) end
+  if stop and stop() then return nil end
+  return nil, errors.new("timeout", string.format("job %s did not end within %g s (status %s); wait again to go on",
+    self.id, opts.timeout or 1800, tostring(self.status)), { request_id = self.id, job_status = self.status })
 end
 
 --- Cancels a queued job. Returns true | nil, err ("not_cancellable" once it runs).

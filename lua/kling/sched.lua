@@ -1,12 +1,20 @@
---- kling's coroutine scheduler: kling.run, kling.spawn, and the waiting
--- points the clients use. Inside a task run by kling.run, every call that
--- would block (a transfer, a sleep) yields to the scheduler instead, so other
--- tasks and their jobs go on; outside one, the same calls block.
+--- How kling waits: one primitive, `sched.wait(client, ready, deadline)`,
+-- used by every call that would block (a transfer, a job's wait, a sleep).
+--
+-- * inside a task of kling.run it yields to kling's scheduler, which drives
+--   every client its tasks wait on and sleeps in the kernel meanwhile;
+-- * with a waiter set by kling.set_waiter(fn) it calls fn(client, seconds)
+--   (for foreign event loops: fn may yield to its loop until the client's
+--   pollfd() is readable or the time is up);
+-- * inside a cqueues controller it waits through cqueues.poll(client);
+-- * otherwise it blocks in the client's engine (epoll) until something
+--   happens or the deadline.
 local core = require "kling.core"
 
 local M = {}
 
 local current -- the scheduler of the kling.run in progress, if any
+local waiter  -- kling.set_waiter's function
 
 --- True when the running coroutine is a task of the running scheduler.
 function M.yieldable()
@@ -20,27 +28,58 @@ function M.running()
   return current ~= nil
 end
 
-local function wait_for(cond)
-  local ok = coroutine.yield(cond)
-  return ok
+--- Sets (or clears, with nil) the function that waits on a client outside
+-- kling.run: fn(client, seconds) returns when the client may have work.
+function M.set_waiter(fn)
+  if fn ~= nil and type(fn) ~= "function" then error("kling.set_waiter: expected a function or nil", 2) end
+  waiter = fn
 end
 
---- Yields until transfer x of client ends.
-function M.wait_transfer(client, x)
-  current.engines[client._engine] = true
-  wait_for { ready = function() return x:done() end }
+local function cqueues_controller()
+  local cq = package.loaded.cqueues
+  if cq and cq.running then
+    local ok, running = pcall(cq.running)
+    if ok and running then return cq end
+  end
+  return nil
 end
 
---- Yields for s seconds (or until stop() says true).
-function M.sleep(client, s, stop)
-  current.engines[client._engine] = true
-  local at = core.now() + s
-  wait_for { at = at, ready = function() return core.now() >= at or (stop ~= nil and stop()) end }
+--- Waits until ready() is true or the deadline (core.now() time) passes,
+-- while client (may be nil) makes progress. `key` (optional) names what is
+-- awaited (a job, a transfer's key): the scheduler then checks ready() only
+-- when sched.notify(key) says it may have changed. Returns ready().
+function M.wait(client, ready, deadline, key)
+  deadline = deadline or math.huge
+  while not ready() do
+    local left = deadline - core.now()
+    if left <= 0 then return false end
+    if M.yieldable() then
+      coroutine.yield { client = client, ready = ready, at = deadline, key = key }
+    elseif client == nil then
+      -- nothing to drive: sleep in the kernel
+      core.wait_fds({}, math.min(left, 1))
+    elseif waiter then
+      waiter(client, left)
+      client:step(0)
+    else
+      local cq = cqueues_controller()
+      if cq then
+        local t = client:timeout()
+        cq.poll(client, math.min(left, t or left))
+        client:step(0)
+      else
+        client:step(left)
+      end
+    end
+  end
+  return true
 end
 
---- Yields until ready() says true (checked whenever the scheduler wakes).
-function M.wait_until(ready)
-  wait_for { ready = ready }
+--- Says that what `key` names may have changed: tasks waiting on it are
+-- looked at again.
+function M.notify(key)
+  local s = current
+  if s and s.by_key[key] then s.notified[#s.notified + 1] = key end
 end
 
 --- Starts fn(...) as a task of the running scheduler.
@@ -48,76 +87,171 @@ function M.spawn(fn, ...)
   if not current then error("kling.spawn: not inside kling.run", 2) end
   local args = table.pack(...)
   local co = coroutine.create(function() return fn(table.unpack(args, 1, args.n)) end)
-  local task = { co = co, cond = nil }
+  local task = { co = co }
   current.tasks[co] = task
-  current.order[#current.order + 1] = task
+  current.ntasks = current.ntasks + 1
+  current.runnable[#current.runnable + 1] = task
   return co
 end
 
-local function step_engines(s, timeout)
-  local n = 0
-  for _ in pairs(s.engines) do n = n + 1 end
-  if n == 0 then
-    if timeout > 0 then
-      -- nothing to drive: sleep on a private engine's poll (a kernel wait)
-      s.idle = s.idle or core.new { base_url = "http://127.0.0.1/" }
-      s.idle:step(timeout)
+-- A min-heap of { at, task, cond } (entries whose cond is stale are skipped).
+local function heap_push(h, e)
+  local i = #h + 1
+  h[i] = e
+  while i > 1 do
+    local p = i // 2
+    if h[p][1] <= e[1] then break end
+    h[i], h[p] = h[p], e
+    i = p
+  end
+end
+
+local function heap_pop(h)
+  local top, last = h[1], h[#h]
+  h[#h] = nil
+  local n = #h
+  if n > 0 then
+    local i = 1
+    h[1] = last
+    while true do
+      local l, r, m = 2 * i, 2 * i + 1, i
+      if l <= n and h[l][1] < h[m][1] then m = l end
+      if r <= n and h[r][1] < h[m][1] then m = r end
+      if m == i then break end
+      h[i], h[m] = h[m], h[i]
+      i = m
     end
-    return
   end
-  local share = n == 1 and timeout or math.min(timeout, 0.005)
-  for engine in pairs(s.engines) do
-    engine:step(share)
-    share = 0
+  return top
+end
+
+-- Drives the clients tasks wait on, for at most `wait` seconds.
+local function drive(s, wait)
+  local n = 0
+  for c in pairs(s.clients) do
+    n = n + 1
+    local t = c:timeout()
+    if t and t < wait then wait = t end
   end
+  if n == 0 then
+    if wait > 0 then core.wait_fds({}, wait) end
+  elseif n == 1 then
+    next(s.clients):step(wait)
+  else
+    local fds = {}
+    for c in pairs(s.clients) do fds[#fds + 1] = c:pollfd() end
+    core.wait_fds(fds, wait)
+    for c in pairs(s.clients) do c:step(0) end
+  end
+end
+
+-- Files a task under what it waits on.
+local function park(s, t, cond)
+  t.cond = cond
+  if cond.client then s.clients[cond.client] = true end
+  if cond.key ~= nil then
+    local set = s.by_key[cond.key]
+    if not set then
+      set = {}
+      s.by_key[cond.key] = set
+    end
+    set[t] = true
+  else
+    s.generic[t] = true
+  end
+  if cond.at < math.huge then heap_push(s.timers, { cond.at, t, cond }) end
+end
+
+local function unpark(s, t)
+  local cond = t.cond
+  if not cond then return end
+  t.cond = nil
+  if cond.key ~= nil then
+    local set = s.by_key[cond.key]
+    if set then
+      set[t] = nil
+      if next(set) == nil then s.by_key[cond.key] = nil end
+    end
+  else
+    s.generic[t] = nil
+  end
+end
+
+-- The tasks that may go on now.
+local function gather(s)
+  local run = s.runnable
+  s.runnable = {}
+  local seen = {}
+  for _, t in ipairs(run) do seen[t] = true end
+  local function take(t)
+    if not seen[t] then
+      seen[t] = true
+      unpark(s, t)
+      run[#run + 1] = t
+    end
+  end
+  local notified = s.notified
+  s.notified = {}
+  for _, key in ipairs(notified) do
+    local set = s.by_key[key]
+    if set then
+      for t in pairs(set) do
+        if t.cond.ready() then take(t) end
+      end
+    end
+  end
+  for t in pairs(s.generic) do
+    if t.cond.ready() then take(t) end
+  end
+  local now = core.now()
+  while s.timers[1] and s.timers[1][1] <= now do
+    local e = heap_pop(s.timers)
+    if e[2].cond == e[3] then take(e[2]) end
+  end
+  return run
 end
 
 --- Runs fn(...) as the first task and drives every task until all have
 -- ended. Returns what fn returned. An error in any task is raised here.
 function M.run(fn, ...)
   if current then error("kling.run: already inside kling.run (use kling.spawn)", 2) end
-  local s = { tasks = {}, order = {}, engines = setmetatable({}, { __mode = "k" }) }
+  local s = {
+    tasks = {}, ntasks = 0, runnable = {}, by_key = {}, generic = {}, timers = {},
+    notified = {}, clients = {},
+  }
   current = s
   local main = M.spawn(fn, ...)
   local results
   local ok, err = pcall(function()
-    while #s.order > 0 do
-      local progressed = false
-      local next_at = math.huge
-      local i = 1
-      while i <= #s.order do
-        local t = s.order[i]
-        if t.cond == nil or t.cond.ready() then
-          progressed = true
-          local r = table.pack(coroutine.resume(t.co))
-          if not r[1] then
-            error(debug.traceback(t.co, tostring(r[2])), 0)
+    while s.ntasks > 0 do
+      local run = gather(s)
+      for _, t in ipairs(run) do
+        local r = table.pack(coroutine.resume(t.co))
+        if not r[1] then error(debug.traceback(t.co, tostring(r[2])), 0) end
+        if coroutine.status(t.co) == "dead" then
+          if t.co == main then results = r end
+          s.tasks[t.co] = nil
+          s.ntasks = s.ntasks - 1
+        else
+          local cond = r[2]
+          if type(cond) ~= "table" or type(cond.ready) ~= "function" then
+            error("kling.run: a task yielded outside kling (use your own coroutine inside tasks)", 0)
           end
-          if coroutine.status(t.co) == "dead" then
-            if t.co == main then results = r end
-            s.tasks[t.co] = nil
-            table.remove(s.order, i)
-            i = i - 1
-          else
-            t.cond = r[2]
-            if type(t.cond) ~= "table" or type(t.cond.ready) ~= "function" then
-              error("kling.run: a task yielded outside kling (use your own coroutine inside tasks)", 0)
-            end
-          end
+          cond.at = cond.at or math.huge
+          park(s, t, cond)
         end
-        if t.cond and t.cond.at and t.cond.at < next_at then next_at = t.cond.at end
-        i = i + 1
       end
-      if not progressed and #s.order > 0 then
-        local wait = math.max(0, math.min(next_at - core.now(), 0.5))
-        step_engines(s, wait)
-      else
-        step_engines(s, 0)
+      if s.ntasks > 0 and #s.runnable == 0 then
+        local wait = 0
+        if #run == 0 then
+          local top = s.timers[1]
+          wait = math.max(0, math.min(top and top[1] - core.now() or 60, 60))
+        end
+        drive(s, wait)
       end
     end
   end)
   current = nil
-  if s.idle then s.idle:close() end
   if not ok then error(err, 0) end
   return table.unpack(results, 2, results.n)
 end
