@@ -12,6 +12,7 @@ local errors = require "kling.errors"
 local json = require "kling.json"
 local models = require "kling.models"
 local sched = require "kling.sched"
+local core = require "kling.core"
 
 local M = {}
 
@@ -62,53 +63,77 @@ M.run = sched.run
 M.spawn = sched.spawn
 M.set_waiter = sched.set_waiter
 
--- Runs fn inside the current scheduler, or a new one from the main thread.
-local function scheduled(fn)
-  if sched.running() then return fn() end
-  return sched.run(fn)
-end
-
---- Waits for every job concurrently. Returns outputs (index-aligned, nil
--- where a job failed) and errs (index-aligned, nil where it succeeded).
--- opts are job:wait's options.
-function M.wait_all(jobs, opts)
-  return scheduled(function()
-    local outputs, errs, left = {}, {}, #jobs
-    for i, job in ipairs(jobs) do
-      sched.spawn(function()
-        outputs[i], errs[i] = job:wait(opts)
-        left = left - 1
-      end)
+-- Waits (yielding inside kling.run) until ready() or the deadline, while
+-- the clients of `jobs` make progress.
+local function wait_jobs(jobs, ready, deadline)
+  local clients, first, n = {}, nil, 0
+  for _, job in ipairs(jobs) do
+    if not clients[job.client] then
+      clients[job.client] = true
+      first = first or job.client
+      n = n + 1
     end
-    sched.wait(nil, function() return left == 0 end)
-    return outputs, errs
-  end)
+  end
+  if n <= 1 or sched.running() then
+    return sched.wait(first, ready, deadline, nil, clients)
+  end
+  return sched.run(function() return sched.wait(first, ready, deadline, nil, clients) end)
 end
 
---- Waits until any one job ends; returns that job (nil, err on timeout).
+--- Waits for every job at once (no coroutine per job: the jobs are polled
+-- by their clients' engines). Returns outputs (index-aligned, nil where a
+-- job failed) and errs (index-aligned, nil where it succeeded).
+-- opts: timeout (default 1800, for the whole set), on_update(job).
+function M.wait_all(jobs, opts)
+  opts = opts or {}
+  local timeout = opts.timeout or 1800
+  local outputs, errs, left = {}, {}, 0
+  local function one_ended() left = left - 1 end
+  for i, job in ipairs(jobs) do
+    if job.output then
+      outputs[i] = job.output
+    elseif job.error then
+      errs[i] = job.error
+    else
+      left = left + 1
+      job:_hold(opts.on_update, one_ended)
+    end
+  end
+  if left > 0 then wait_jobs(jobs, function() return left <= 0 end, core.now() + timeout) end
+  for i, job in ipairs(jobs) do
+    if outputs[i] == nil and errs[i] == nil then
+      local ended, out, err = job:_release(opts.on_update, one_ended)
+      if ended then
+        outputs[i], errs[i] = out, err
+      else
+        errs[i] = job:_timeout_error(timeout)
+      end
+    end
+  end
+  return outputs, errs
+end
+
+--- Waits until any one job ends; returns that job (nil, err on timeout, or
+-- when every job's polling failed: the last such error).
+-- opts: timeout (default 1800), on_update(job).
 function M.wait_any(jobs, opts)
   opts = opts or {}
-  return scheduled(function()
-    local winner, left, last_err = nil, #jobs, nil
-    local wopts = {}
-    for k, v in pairs(opts) do wopts[k] = v end
-    wopts._stop = function() return winner ~= nil end
-    for _, job in ipairs(jobs) do
-      sched.spawn(function()
-        local _, err = job:wait(wopts)
-        if not winner and job:done() then
-          winner = job
-          for _, other in ipairs(jobs) do sched.notify(other) end -- the other waits stop now
-        elseif err then
-          last_err = err
-        end
-        left = left - 1
-      end)
-    end
-    sched.wait(nil, function() return winner ~= nil or left == 0 end)
-    if winner then return winner end
-    return nil, last_err
-  end)
+  local timeout = opts.timeout or 1800
+  for _, job in ipairs(jobs) do
+    if job:done() then return job end
+  end
+  local winner, failed, last_err = nil, 0, nil
+  local function one_ended(job)
+    if job:done() then winner = winner or job else failed = failed + 1 end
+  end
+  for _, job in ipairs(jobs) do job:_hold(opts.on_update, one_ended) end
+  wait_jobs(jobs, function() return winner ~= nil or failed == #jobs end, core.now() + timeout)
+  for _, job in ipairs(jobs) do
+    local ended, _, err = job:_release(opts.on_update, one_ended)
+    if ended and not job:done() then last_err = err end
+  end
+  if winner then return winner end
+  return nil, last_err or errors.new("timeout", string.format("no job ended within %g s", timeout))
 end
 
 return M

@@ -244,6 +244,12 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "inflight");
   lua_pushinteger(L, le->e.nqueued);
   lua_setfield(L, -2, "queued");
+  lua_pushinteger(L, le->e.sockets_open);
+  lua_setfield(L, -2, "sockets_open");
+  lua_pushinteger(L, le->e.sockets_peak);
+  lua_setfield(L, -2, "sockets_peak");
+  lua_pushinteger(L, (lua_Integer)le->e.sockets_opened);
+  lua_setfield(L, -2, "sockets_opened");
   return 1;
 }
 

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +106,23 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     curl_multi_assign(e->multi, s, (void *)e);
   }
   return 0;
+}
+
+curl_socket_t kengine_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr) {
+  kengine *e = ud;
+  (void)purpose;
+  curl_socket_t fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+  if (fd != CURL_SOCKET_BAD) {
+    e->sockets_opened++;
+    if (++e->sockets_open > e->sockets_peak) e->sockets_peak = e->sockets_open;
+  }
+  return fd;
+}
+
+int kengine_close_socket(void *ud, curl_socket_t fd) {
+  kengine *e = ud;
+  e->sockets_open--;
+  return close(fd);
 }
 
 /* libcurl's timer callback: one deadline. Pure C. */

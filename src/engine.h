@@ -35,6 +35,8 @@ typedef struct kengine {
   int npool;
   long long requests;      /* API requests started */
   long long connects;      /* TCP connections opened (CURLINFO_NUM_CONNECTS) */
+  int sockets_open, sockets_peak; /* counted by the open/close socket callbacks */
+  long long sockets_opened;
   char *token;             /* NULL when none */
   char *auth_header;       /* "Authorization: Bearer ..." */
   char *api_scheme, *api_host, *api_port;
@@ -69,6 +71,10 @@ int kengine_check_url(const kengine *e, const char *url, int *is_api, char *err,
 int kengine_add(kengine *e, kxfer *x, char *err, size_t errlen);
 /* Detaches a transfer (finished or not) from the engine. */
 void kengine_remove(kengine *e, kxfer *x);
+
+/* libcurl's open/close socket callbacks: count the engine's sockets. */
+curl_socket_t kengine_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr);
+int kengine_close_socket(void *ud, curl_socket_t fd);
 
 /* Drives the engine for at most timeout seconds, returning early once any
  * transfer has finished or the poller is due (wake_at). Sleeps in the

@@ -178,6 +178,10 @@ static int configure(kxfer *x, kengine *e) {
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
   if (e->user_agent) SETOPT(CURLOPT_USERAGENT, e->user_agent);
   if (x->fresh) SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+  SETOPT(CURLOPT_OPENSOCKETFUNCTION, kengine_open_socket);
+  SETOPT(CURLOPT_OPENSOCKETDATA, (void *)e);
+  SETOPT(CURLOPT_CLOSESOCKETFUNCTION, kengine_close_socket);
+  SETOPT(CURLOPT_CLOSESOCKETDATA, (void *)e);
 
   if (x->path) {
     /* A large file may take long: give up only when it stalls. */

@@ -154,15 +154,65 @@ function Job:_apply(u)
   if u.done then
     self.client:_unwatch(self)
     if u.result then
-      self._final = table.pack(self:_take_result(u.result))
+      local out, err = self:_take_result(u.result)
+      self._final = { out, err }
     else
       local body, err = self.client:_answer(u.failure, { request_id = self.id })
       if body then
         err = errors.new("protocol", "status answer without a status string", { request_id = self.id })
       end
-      self._final = table.pack(nil, err)
+      self._final = { nil, err }
+    end
+    if self._on_end then
+      for _, fn in ipairs(self._on_end) do fn(self) end
     end
   end
+end
+
+-- Starts being waited on: the client polls the job until it ends or nobody
+-- waits any more. on_update (may be nil) is called on changes; on_end (may
+-- be nil) once when the wait has an outcome.
+function Job:_hold(on_update, on_end)
+  if on_update then
+    self._on_update = self._on_update or {}
+    table.insert(self._on_update, on_update)
+  end
+  if on_end then
+    self._on_end = self._on_end or {}
+    table.insert(self._on_end, on_end)
+  end
+  self._waiters = (self._waiters or 0) + 1
+  if not self._final then self.client:_watch(self) end
+end
+
+local function remove(list, fn)
+  if not (list and fn) then return end
+  for i, f in ipairs(list) do
+    if f == fn then
+      table.remove(list, i)
+      return
+    end
+  end
+end
+
+-- Stops being waited on (after _hold), and returns the outcome if there is
+-- one: true, output, err | false.
+function Job:_release(on_update, on_end)
+  self._waiters = self._waiters - 1
+  remove(self._on_update, on_update)
+  remove(self._on_end, on_end)
+  local final = self._final
+  if final then
+    if not self:done() and self._waiters == 0 then self._final = nil end -- a later wait polls again
+    return true, final[1], final[2]
+  end
+  if self._waiters == 0 then self.client:_unwatch(self) end
+  return false
+end
+
+function Job:_timeout_error(timeout)
+  return errors.new("timeout", string.format("job %s did not end within %g s (status %s); wait again to go on",
+    self.id, timeout, tostring(self.status)), { request_id = self.id, job_status = self.status })
 end
 
 --- Waits until the job ends. The client's engine polls it on an adaptive
@@ -174,36 +224,15 @@ function Job:wait(opts)
   opts = opts or {}
   if self.output then return self.output end
   if self.error then return nil, self.error end
-  local client = self.client
-  local deadline = core.now() + (opts.timeout or 1800)
+  local timeout = opts.timeout or 1800
   local stop = opts._stop -- kling.wait_any: give up quietly once it says true
-  local fn = opts.on_update
-  if fn then
-    self._on_update = self._on_update or {}
-    table.insert(self._on_update, fn)
-  end
-  self._waiters = (self._waiters or 0) + 1
-  client:_watch(self)
-  local function ended() return self._final ~= nil or (stop ~= nil and stop()) end
-  sched.wait(client, ended, deadline, self)
-  self._waiters = self._waiters - 1
-  if fn then
-    for i, f in ipairs(self._on_update) do
-      if f == fn then
-        table.remove(self._on_update, i)
-        break
-      end
-    end
-  end
-  local final = self._final
-  if final then
-    if not self:done() then self._final = nil end -- polling failed: a later wait tries again
-    return table.unpack(final, 1, final.n)
-  end
-  if self._waiters == 0 then client:_unwatch(self) end
+  self:_hold(opts.on_update)
+  sched.wait(self.client, function() return self._final ~= nil or (stop ~= nil and stop()) end,
+    core.now() + timeout, self)
+  local ended, out, err = self:_release(opts.on_update)
+  if ended then return out, err end
   if stop and stop() then return nil end
-  return nil, errors.new("timeout", string.format("job %s did not end within %g s (status %s); wait again to go on",
-    self.id, opts.timeout or 1800, tostring(self.status)), { request_id = self.id, job_status = self.status })
+  return nil, self:_timeout_error(timeout)
 end
 
 --- Cancels a queued job. Returns true | nil, err ("not_cancellable" once it runs).

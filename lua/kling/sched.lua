@@ -45,16 +45,17 @@ local function cqueues_controller()
 end
 
 --- Waits until ready() is true or the deadline (core.now() time) passes,
--- while client (may be nil) makes progress. `key` (optional) names what is
+-- while client (may be nil; or the set `clients` inside kling.run) makes
+-- progress. `key` (optional) names what is
 -- awaited (a job, a transfer's key): the scheduler then checks ready() only
 -- when sched.notify(key) says it may have changed. Returns ready().
-function M.wait(client, ready, deadline, key)
+function M.wait(client, ready, deadline, key, clients)
   deadline = deadline or math.huge
   while not ready() do
     local left = deadline - core.now()
     if left <= 0 then return false end
     if M.yieldable() then
-      coroutine.yield { client = client, ready = ready, at = deadline, key = key }
+      coroutine.yield { client = client, clients = clients, ready = ready, at = deadline, key = key }
     elseif client == nil then
       -- nothing to drive: sleep in the kernel
       core.wait_fds({}, math.min(left, 1))
@@ -149,6 +150,9 @@ end
 local function park(s, t, cond)
   t.cond = cond
   if cond.client then s.clients[cond.client] = true end
+  if cond.clients then
+    for c in pairs(cond.clients) do s.clients[c] = true end
+  end
   if cond.key ~= nil then
     local set = s.by_key[cond.key]
     if not set then
