@@ -48,6 +48,7 @@ build = {
     ["kling.models"] = "lua/kling/models.lua",
     ["kling.sched"] = "lua/kling/sched.lua",
     ["kling.json"] = "lua/kling/json.lua",
+    ["kling.loops"] = "lua/kling/loops.lua",
     ["kling.emulator"] = "lua/kling/emulator.lua",
     ["kling.emulator_video"] = "lua/kling/emulator_video.lua",
   },

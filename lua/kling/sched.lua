@@ -65,9 +65,17 @@ function M.wait(client, ready, deadline, key, clients)
     else
       local cq = cqueues_controller()
       if cq then
+        -- every coroutine waiting on this client also waits on its condition,
+        -- signalled after each step: news one of them reads reaches all
+        local cond = client._cq_cond
+        if not cond then
+          cond = require("cqueues.condition").new()
+          client._cq_cond = cond
+        end
         local t = client:timeout()
-        cq.poll(client, math.min(left, t or left))
+        cq.poll(client, cond, math.min(left, t or left))
         client:step(0)
+        cond:signal()
       else
         client:step(left)
       end
