@@ -398,8 +398,18 @@ static void finished(lua_State *L, kpoller *p, kengine *e, kwatch *w, kxfer *x, 
   }
 }
 
+/* How early a poll may go out to share a wake-up with one that is due: a
+ * fifth of its interval, at most COALESCE_MAX seconds. */
+#define COALESCE_MAX 1.0
+static double slack(const kwatch *w) {
+  double s = 0.2 * w->interval;
+  return s < COALESCE_MAX ? s : COALESCE_MAX;
+}
+
 static void start_due(lua_State *L, kpoller *p, kengine *e, double now) {
-  while (p->nheap > 0 && p->heap[0]->next <= now && p->inflight < p->max_inflight) {
+  int woke = p->nheap > 0 && p->heap[0]->next <= now;
+  while (p->nheap > 0 && p->inflight < p->max_inflight
+         && (p->heap[0]->next <= now || (woke && p->heap[0]->next - slack(p->heap[0]) <= now))) {
     kwatch *w = p->heap[0];
     heap_remove(p, w);
     kx_spec s;
