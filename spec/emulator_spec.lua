@@ -729,6 +729,223 @@ describe("kling-emulator", function()
     end)
   end)
 
+  describe("timing ranges, the clock and the job list", function()
+    -- the jobs a fresh emulator started with flags creates for the prompts (created with
+    -- curl, in order); -> the records of /__emulator/jobs/{id}, the emulator
+    local function records_of(flags, prompts)
+      local e = helpers.start_emulator(flags)
+      local records = {}
+      for i, prompt in ipairs(prompts) do
+        local res = http("POST", e.api .. "/models/" .. MODEL, { token = "t", body = cjson.encode{ prompt = prompt } })
+        assert.equal(200, res.status, res.body)
+        records[i] = e:job_record(json(res.body).request_id)
+      end
+      return records, e
+    end
+
+    it("draws each job's times from --queue LO:HI and --run LO:HI, the same for the same --seed", function()
+      local prompts = { "a", "b", "c", "d", "e", "f @emu:run=7", "g @emu:queue=3:4" }
+      local flags = { "--seed", "11", "--queue", "0.5:1.5", "--run", "2:3" }
+      local first, e1 = records_of(flags, prompts)
+      e1:stop()
+      local again, e2 = records_of(flags, prompts)
+      e2:stop()
+      local other, e3 = records_of({ "--seed", "12", "--queue", "0.5:1.5", "--run", "2:3" }, prompts)
+      e3:stop()
+      local distinct, differs = {}, false
+      for i, r in ipairs(first) do
+        local q = (i == 7) and { 3, 4 } or { 0.5, 1.5 }
+        assert.is_true(r.queue_seconds >= q[1] and r.queue_seconds <= q[2], "queue_seconds " .. r.queue_seconds)
+        if i == 6 then
+          assert.equal(7, r.run_seconds)
+        else
+          assert.is_true(r.run_seconds >= 2 and r.run_seconds <= 3, "run_seconds " .. r.run_seconds)
+        end
+        assert.near(r.created_at_clock + r.queue_seconds + r.run_seconds, r.ends_at, 1e-5)
+        assert.equal(r.request_id, again[i].request_id)
+        assert.equal(r.queue_seconds, again[i].queue_seconds)
+        assert.equal(r.run_seconds, again[i].run_seconds)
+        distinct[r.queue_seconds] = true
+        if other[i].queue_seconds ~= r.queue_seconds then differs = true end
+      end
+      local n = 0
+      for _ in pairs(distinct) do n = n + 1 end
+      assert.is_true(n >= 6, "the queue times are not drawn per job")
+      assert.is_true(differs, "another seed gave the same times")
+    end)
+
+    it("keeps the bounds and spreads the draws over the range (in-process, 2000 jobs)", function()
+      local server = emulator.new{ quiet = true, seed = 5, queue = "1:3", run = { 0, 0.5 } }
+      local low, high, sum = math.huge, -math.huge, 0
+      for _ = 1, 2000 do
+        local job = server:create_job(MODEL, "{}", {}, {}, {})
+        assert.is_true(job.queue >= 1 and job.queue <= 3)
+        assert.is_true(job.run >= 0 and job.run <= 0.5)
+        low, high, sum = math.min(low, job.queue), math.max(high, job.queue), sum + job.queue
+      end
+      assert.is_true(low < 1.01 and high > 2.99, low .. " " .. high)
+      assert.near(2, sum / 2000, 0.05)
+      -- the ids of a seed do not depend on the times
+      local fixed = emulator.new{ quiet = true, seed = 5, queue = 2, run = 5 }
+      local ranged = emulator.new{ quiet = true, seed = 5, queue = "1:3", run = "0:0.5" }
+      for _ = 1, 5 do
+        assert.equal(fixed:create_job(MODEL, "{}", {}, {}, {}).id, ranged:create_job(MODEL, "{}", {}, {}, {}).id)
+      end
+    end)
+
+    it("reads times and ranges, and refuses the rest", function()
+      assert.same({ 2, 2 }, { emulator.parse_timing("2") })
+      assert.same({ 0.5, 1.5 }, { emulator.parse_timing("0.5:1.5") })
+      assert.same({ 60, 300 }, { emulator.parse_timing("60:300") })
+      assert.same({ 1, 1 }, { emulator.parse_timing(1) })
+      for _, bad in ipairs{ "5:1", "-1", "a:b", "1:", ":2", "1:2:3", "inf", "" } do
+        assert.is_nil(emulator.parse_timing(bad), bad)
+      end
+      assert.same({ run = "60:300" }, emulator.parse_args{ "--run", "60:300" })
+      local opts, err = emulator.parse_args{ "--queue=3:2" }
+      assert.is_nil(opts)
+      assert.matches("bad value for %-%-queue: 3:2", err)
+      -- an invalid directive falls back to the server's time
+      local server = emulator.new{ quiet = true, queue = 2, run = 5 }
+      local job = server:create_job(MODEL, "{}", {}, emulator.parse_directives("@emu:run=9:1 @emu:queue=x"), {})
+      assert.equal(2, job.queue)
+      assert.equal(5, job.run)
+    end)
+
+    it("answers /__emulator/clock with now on the machine's monotonic clock", function()
+      local before = now()
+      local res = http("GET", emu.root .. "/__emulator/clock")
+      local after = now()
+      assert.equal(200, res.status)
+      assert.equal("application/json", res.headers["content-type"])
+      local clock = json(res.body)
+      assert.equal("monotonic", clock.clock)
+      -- cqueues.monotime is CLOCK_MONOTONIC, the same in every process of the machine
+      assert.is_true(clock.now >= before - 1e-6 and clock.now <= after + 1e-6,
+        string.format("%.6f not in [%.6f, %.6f]", clock.now, before, after))
+      assert.is_true(math.abs(clock.wall - os.time()) < 2)
+    end)
+
+    it("records when a job ended, when a client first saw it, and when it fetched the result", function()
+      local t0 = now()
+      local answer = submit("a timed cat @emu:queue=0.1 @emu:run=0.1")
+      local t1 = now()
+      local id = answer.request_id
+      local record = emu:job_record(id)
+      assert.is_true(record.created_at_clock >= t0 - 1e-6 and record.created_at_clock <= t1 + 1e-6)
+      assert.near(record.created_at_clock + 0.2, record.ends_at, 1e-5)
+      assert.equal(cjson.null, record.finished_at_clock)
+      assert.equal(cjson.null, record.noticed_at_clock)
+      status_of(id)
+      sleep_until(record.ends_at + 0.05)
+      local seen = now()
+      status_of(id)
+      status_of(id)
+      result_of(id)
+      record = emu:job_record(id)
+      assert.equal(record.ends_at, record.finished_at_clock)
+      assert.is_true(record.noticed_at_clock >= record.ends_at and record.noticed_at_clock <= seen + 0.5)
+      assert.is_true(record.result_at_clock >= record.noticed_at_clock)
+      assert.equal(3, record.status_polls)
+      assert.equal(1, record.result_fetches)
+      -- a cancelled job finished when it was cancelled
+      local queued = submit("a cancelled cat @emu:queue=5")
+      api("POST", "/requests/" .. queued.request_id .. "/cancel")
+      local cancelled = emu:job_record(queued.request_id)
+      assert.is_number(cancelled.cancelled_at_clock)
+      assert.equal(cancelled.cancelled_at_clock, cancelled.finished_at_clock)
+      assert.is_true(cancelled.finished_at_clock < cancelled.ends_at)
+    end)
+
+    it("lists every job in creation order at /__emulator/jobs", function()
+      local a = submit("listed cat one @emu:queue=0 @emu:run=0").request_id
+      local b = submit("listed cat two @emu:queue=5").request_id
+      status_of(a)
+      result_of(a)
+      api("POST", "/requests/" .. b .. "/cancel")
+      local res = http("GET", emu.root .. "/__emulator/jobs")
+      assert.equal(200, res.status)
+      local list = json(res.body)
+      assert.equal(emu:stats().requests_by_job.jobs, #list)
+      assert.equal(a, list[#list - 1].request_id)
+      assert.equal(b, list[#list].request_id)
+      local ja, jb = list[#list - 1], list[#list]
+      local ra = emu:job_record(a)
+      for _, key in ipairs{ "created_at_clock", "queue_seconds", "run_seconds", "ends_at",
+          "finished_at_clock", "noticed_at_clock", "result_at_clock" } do
+        assert.near(ra[key], ja[key], 1e-6, key)
+      end
+      assert.equal(MODEL, ja.model_id)
+      assert.equal("completed", ja.state)
+      assert.equal(1, ja.status_polls)
+      assert.equal(1, ja.result_fetches)
+      assert.equal(0, ja.cancel_requests)
+      assert.is_false(ja.cancelled)
+      assert.equal("cancelled", jb.state)
+      assert.is_true(jb.cancelled)
+      assert.equal(1, jb.cancel_requests)
+      assert.equal(cjson.null, jb.noticed_at_clock)
+      assert.equal(jb.cancelled_at_clock, jb.finished_at_clock)
+    end)
+
+    it("summarizes the requests per job in the stats", function()
+      local server = emulator.new{ quiet = true, queue = 0, run = 0 }
+      server.api_url, server.files_url = "http://127.0.0.1:1/v1", "http://127.0.0.1:2" -- not listening
+      local empty = json(emulator.handlers.stats(server).body).requests_by_job
+      assert.same({ jobs = 0, status_polls = { min = 0, max = 0, mean = 0 }, result_fetches = { min = 0, max = 0, mean = 0 } }, empty)
+      local jobs = {}
+      for i = 1, 3 do jobs[i] = server:create_job(MODEL, "{}", {}, {}, {}) end
+      for i = 1, 3 do
+        for _ = 1, i do emulator.handlers.status(server, {}, jobs[i].id) end
+      end
+      emulator.handlers.result(server, { query = {} }, jobs[3].id)
+      local by_job = json(emulator.handlers.stats(server).body).requests_by_job
+      assert.near(1 / 3, by_job.result_fetches.mean, 1e-9)
+      by_job.result_fetches.mean = nil
+      assert.same({ jobs = 3, status_polls = { min = 1, max = 3, mean = 2 }, result_fetches = { min = 0, max = 1 } }, by_job)
+    end)
+
+    it("builds the list of 10,000 jobs quickly", function()
+      local server = emulator.new{ quiet = true, queue = "0:1", run = "1:4", seed = 1 }
+      for _ = 1, 10000 do server:create_job(MODEL, "{}", {}, {}, {}) end
+      assert.equal("[]", emulator.handlers.jobs(emulator.new{ quiet = true }).body)
+      local t = os.clock()
+      local reply = emulator.handlers.jobs(server)
+      local took = os.clock() - t
+      local list = json(reply.body)
+      assert.equal(10000, #list)
+      assert.equal(server.job_list[10000].id, list[10000].request_id)
+      assert.is_true(took < 0.5, "took " .. took .. " s")
+    end)
+
+    it("presets --load: jobs finish 1 to 5 s after submit, no request log", function()
+      local opts = assert(emulator.parse_args{ "--load" })
+      local server = emulator.new(opts)
+      assert.is_true(server.quiet)
+      assert.same({ 0, 1, 1, 4 }, { server.queue_lo, server.queue_hi, server.run_lo, server.run_hi })
+      local kept = emulator.new(assert(emulator.parse_args{ "--load", "--run", "7", "--queue", "0" }))
+      assert.same({ 0, 0, 7, 7 }, { kept.queue_lo, kept.queue_hi, kept.run_lo, kept.run_hi })
+      -- the program itself, without --quiet: nothing on stderr
+      local e = helpers.start_emulator({ "--load", "--seed", "3" }, { quiet = false })
+      finally(function() e:stop() end)
+      assert.equal("[]", http("GET", e.root .. "/__emulator/jobs").body)
+      for _ = 1, 4 do
+        local res = http("POST", e.api .. "/models/" .. MODEL, { token = "t", body = '{"prompt":"x"}' })
+        assert.equal(200, res.status)
+        assert.equal(200, http("GET", json(res.body).status_url, { token = "t" }).status)
+      end
+      local list = json(http("GET", e.root .. "/__emulator/jobs").body)
+      assert.equal(4, #list)
+      for _, j in ipairs(list) do
+        assert.is_true(j.queue_seconds >= 0 and j.queue_seconds <= 1)
+        assert.is_true(j.run_seconds >= 1 and j.run_seconds <= 4)
+        local total = j.ends_at - j.created_at_clock
+        assert.is_true(total >= 1 - 1e-6 and total <= 5 + 1e-6)
+      end
+      assert.equal("", e:stderr())
+    end)
+  end)
+
   describe("the module", function()
     it("parses @emu: directives from whitespace-separated words", function()
       assert.same({ queue = "0.5", fail = true, spell = "alt" },

@@ -170,15 +170,16 @@ end
 -- The emulator's stdin is a pipe held by this process (with --exit-on-stdin-eof), so it
 -- also exits if the spec process dies without stopping it.
 -- @param args list of extra flags, e.g. { "--queue", "0.2", "--token", "sekret" }
+-- @param opts optional: quiet = false leaves out --quiet (the log goes to emu:stderr())
 -- @return emulator object (error with the emulator's stderr if it does not come up)
-function helpers.start_emulator(args)
+function helpers.start_emulator(args, opts)
   local dir = helpers.tmpdir()
   local self = setmetatable({ dir = dir, out_path = dir .. "/stdout", err_path = dir .. "/stderr" }, Emulator)
   local flags = {}
   for _, a in ipairs(args or {}) do flags[#flags + 1] = quote(a) end
   local cmd = string.format(
-    "cd %s && exec 3<&0 && { lua5.4 bin/kling-emulator --port 0 --quiet --exit-on-stdin-eof %s >%s 2>%s <&3 3<&- & echo $! >%s; }",
-    quote(helpers.root), table.concat(flags, " "), quote(self.out_path), quote(self.err_path),
+    "cd %s && exec 3<&0 && { lua5.4 bin/kling-emulator --port 0%s --exit-on-stdin-eof %s >%s 2>%s <&3 3<&- & echo $! >%s; }",
+    quote(helpers.root), (opts and opts.quiet == false) and "" or " --quiet", table.concat(flags, " "), quote(self.out_path), quote(self.err_path),
     quote(dir .. "/pid"))
   self.stdin = assert(io.popen(cmd, "w"))
   local pid

@@ -19,6 +19,7 @@ local socket = require "cqueues.socket"
 local cjson = require "cjson"
 
 local json = cjson.new()
+local null = cjson.null
 
 local M = {}
 
@@ -140,6 +141,48 @@ local function default_seed()
   return os.time() ~ (addr << 16) ~ floor(os.clock() * 1e6)
 end
 
+-- A clock time rounded to the microsecond (the precision the job list is written with).
+local function micro(t)
+  return floor(t * 1e6 + 0.5) / 1e6
+end
+
+-- A uniform float in [0, 1) from 53 bits of the generator.
+local function unit(random)
+  return (random() >> 11) * 2.0 ^ -53
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Times: a number of seconds or a range LO:HI
+-- ---------------------------------------------------------------------------------------
+
+local function finite_seconds(n)
+  return n and n >= 0 and n < math.huge and n or nil
+end
+
+--- Read a time: seconds (a number or numeric string, fractions allowed) or a range "LO:HI"
+-- (or { LO, HI }) with 0 <= LO <= HI, from which each job draws uniformly.
+-- @return lo, hi | nil when the value is not a time
+function M.parse_timing(value)
+  local lo, hi
+  if type(value) == "number" then
+    lo = value
+    hi = value
+  elseif type(value) == "string" then
+    local a, b = value:match("^%s*([^:]-)%s*:%s*([^:]-)%s*$")
+    if a then
+      lo, hi = tonumber(a), tonumber(b)
+    else
+      lo = tonumber(value)
+      hi = lo
+    end
+  elseif type(value) == "table" then
+    lo, hi = tonumber(value[1]), tonumber(value[2])
+  end
+  lo, hi = finite_seconds(lo), finite_seconds(hi)
+  if not lo or not hi or lo > hi then return nil end
+  return lo, hi
+end
+
 -- ---------------------------------------------------------------------------------------
 -- The server object
 -- ---------------------------------------------------------------------------------------
@@ -162,25 +205,50 @@ local function new_listener(name, routes)
   return { name = name, routes = routes, current = 0, peak = 0, total = 0, conns = {} }
 end
 
+-- The load preset (--load): jobs finish 1 to 5 s after their submit, no request log.
+local LOAD_PRESET = { queue = "0:1", run = "1:4" }
+
+-- A sub-second wall clock: luasocket's when it is installed, else os.time (whole seconds).
+local wall_clock
+do
+  local ok, luasocket = pcall(require, "socket")
+  wall_clock = ok and type(luasocket) == "table" and luasocket.gettime or os.time
+end
+
 --- Create a server (not yet listening).
--- @param opts table, every field optional: host, port, files_port, token, queue, run,
---   queue_position, video_bytes, seed, quiet, log (function(line)), clock (function
---   returning seconds, default cqueues.monotime), idle_timeout, max_body.
+-- @param opts table, every field optional: host, port, files_port, token, queue, run
+--   (seconds, "LO:HI" or { LO, HI }), queue_position, video_bytes, seed, quiet, load (the
+--   load preset), log (function(line)), clock (function returning seconds, default
+--   cqueues.monotime), idle_timeout, max_body.
 -- @return server
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({}, Server)
   for k, v in pairs(DEFAULTS) do self[k] = v end
+  if opts.load then
+    for k, v in pairs(LOAD_PRESET) do self[k] = v end
+    self.quiet = true
+  end
   for k, v in pairs(opts) do self[k] = v end
+  if opts.load then self.quiet = true end
+  self.queue_lo, self.queue_hi = M.parse_timing(self.queue)
+  self.run_lo, self.run_hi = M.parse_timing(self.run)
+  if not self.queue_lo then error("kling.emulator: bad queue time: " .. tostring(self.queue), 2) end
+  if not self.run_lo then error("kling.emulator: bad run time: " .. tostring(self.run), 2) end
   self.clock = opts.clock or cqueues.monotime
-  self.random = new_rng(opts.seed and floor(tonumber(opts.seed)) or default_seed())
+  self.clock_name = opts.clock and "custom" or "monotonic"
+  local seed = opts.seed and floor(tonumber(opts.seed)) or default_seed()
+  self.random = new_rng(seed)
+  -- the job times come from their own generator, so the ids of a seed do not depend on them
+  self.timing_random = new_rng(seed ~ 0x5BD1E9955BD1E995)
   self.jobs = {}
+  self.job_list = {}  -- the jobs in creation order
   self.counters = new_counters()
   self.api = new_listener("api", M.API_ROUTES)
   self.files = new_listener("files", M.FILE_ROUTES)
   self.cq = cqueues.new()
-  -- wall-clock anchor for the ISO timestamps: wall(t) = wall0 + (t - clock0)
-  self.clock0, self.wall0 = self.clock(), os.time()
+  -- wall-clock anchor: wall(t) = wall0 + (t - clock0) (whole seconds for the ISO timestamps)
+  self.clock0, self.wall0 = self.clock(), wall_clock()
   if not self.log then
     if self.quiet then
       self.log = function() end
@@ -202,6 +270,11 @@ end
 
 function Server:iso(t)
   return os.date("!%Y-%m-%dT%H:%M:%SZ", floor(self.wall0 + (t - self.clock0)))
+end
+
+--- The wall-clock time (Unix seconds, float) of clock time t (default now).
+function Server:wall(t)
+  return self.wall0 + ((t or self.clock()) - self.clock0)
 end
 
 local function url_host(host)
@@ -288,10 +361,13 @@ function M.parse_directives(prompt)
   return d
 end
 
-local function seconds(value, default)
-  local n = tonumber(value)
-  if n and n >= 0 and n < math.huge then return n end
-  return default
+-- This job's time: from its directive (seconds or LO:HI) if valid, else the server's;
+-- u is drawn for every job, so the nth job's times depend only on the seed and n.
+local function job_time(directive, lo, hi, u)
+  local dlo, dhi = M.parse_timing(type(directive) == "string" and directive or nil)
+  if dlo then lo, hi = dlo, dhi end
+  if lo == hi then return lo end
+  return micro(lo + (hi - lo) * u)
 end
 
 local function job_duration(input)
@@ -311,6 +387,11 @@ function Server:create_job(model_id, body, input, directives, headers)
   end
   local bytes = tonumber(directives.bytes) or tonumber(self.video_bytes)
   if bytes then bytes = max(0, floor(bytes)) end
+  local rand = self.timing_random
+  local uq, ur = unit(rand), unit(rand)
+  local created = micro(self.clock())
+  local queue = job_time(directives.queue, self.queue_lo, self.queue_hi, uq)
+  local run = job_time(directives.run, self.run_lo, self.run_hi, ur)
   local job = {
     id = id,
     model = model_id,
@@ -318,9 +399,10 @@ function Server:create_job(model_id, body, input, directives, headers)
     input = input,
     directives = directives,
     headers = headers,
-    created = self.clock(),
-    queue = seconds(directives.queue, tonumber(self.queue)),
-    run = seconds(directives.run, tonumber(self.run)),
+    created = created,
+    queue = queue,
+    run = run,
+    ends = created + queue + run,
     position = max(0, floor(tonumber(self.queue_position) or 0)),
     fail = fail,
     status_word = type(directives.status) == "string" and directives.status ~= "" and directives.status or nil,
@@ -332,6 +414,7 @@ function Server:create_job(model_id, body, input, directives, headers)
     polls = { status = 0, result = 0, cancel = 0 },
   }
   self.jobs[id] = job
+  self.job_list[#self.job_list + 1] = job
   self.counters.jobs_created = self.counters.jobs_created + 1
   return job
 end
@@ -346,10 +429,19 @@ local function job_state(job, now)
     return "in_queue", floor(job.position * left + 0.5)
   end
   if job.status_word then return "custom" end
-  if t < job.queue + job.run then return "in_progress" end
+  if now < job.ends then return "in_progress" end
   return job.fail and "failed" or "completed"
 end
 M.job_state = job_state
+
+local FINAL = { completed = true, failed = true, cancelled = true }
+
+-- The clock time the job reached its final state, or nil while it has not.
+local function finished_clock(job, state)
+  if state == "cancelled" then return job.cancelled_at end
+  if state == "completed" or state == "failed" then return job.ends end
+  return nil
+end
 
 local function wire_status(job, state)
   if state == "custom" then return job.status_word end
@@ -461,7 +553,10 @@ function handlers.status(self, _, id)
   local job = self.jobs[id]
   if not job then return not_found("Request not found") end
   job.polls.status = job.polls.status + 1
-  return json_reply(200, self:status_body(job, job_state(job, self.clock())))
+  local now = self.clock()
+  local state, position = job_state(job, now)
+  if not job.noticed_at and FINAL[state] then job.noticed_at = micro(now) end
+  return json_reply(200, self:status_body(job, state, position))
 end
 
 function handlers.result(self, req, id)
@@ -470,13 +565,17 @@ function handlers.result(self, req, id)
   job.polls.result = job.polls.result + 1
   local now = self.clock()
   local state, position = job_state(job, now)
+  if FINAL[state] then
+    job.noticed_at = job.noticed_at or micro(now)
+    job.result_at = job.result_at or micro(now)
+  end
   local body
   if state == "completed" or state == "failed" then
     body = {
       request_id = job.id,
       status = wire_status(job, state),
       created_at = self:iso(job.created),
-      finished_at = self:iso(job.created + job.queue + job.run),
+      finished_at = self:iso(job.ends),
     }
     if state == "completed" then
       body.output = { video = self:video_url(job) }
@@ -505,7 +604,7 @@ function handlers.cancel(self, _, id)
   local now = self.clock()
   local state = job_state(job, now)
   if state == "in_queue" then
-    job.cancelled_at = now
+    job.cancelled_at = micro(now)
     state = "cancelled"
   end
   return json_reply(200, {
@@ -515,13 +614,29 @@ function handlers.cancel(self, _, id)
   })
 end
 
+-- min, max and mean of a running summary { n, min, max, sum }
+local function summary(s)
+  if s.n == 0 then return { min = 0, max = 0, mean = 0 } end
+  return { min = s.min, max = s.max, mean = s.sum / s.n }
+end
+
+local function add(s, v)
+  s.n, s.sum = s.n + 1, s.sum + v
+  if s.n == 1 or v < s.min then s.min = v end
+  if s.n == 1 or v > s.max then s.max = v end
+end
+
 function handlers.stats(self)
   local c = self.counters
   local jobs = { in_queue = 0, in_progress = 0, completed = 0, failed = 0, cancelled = 0, custom = 0 }
   local now = self.clock()
-  for _, job in pairs(self.jobs) do
+  local status_polls = { n = 0, sum = 0 }
+  local result_fetches = { n = 0, sum = 0 }
+  for _, job in ipairs(self.job_list) do
     local state = job_state(job, now)
     jobs[state] = jobs[state] + 1
+    add(status_polls, job.polls.status)
+    add(result_fetches, job.polls.result)
   end
   local api, files = self.api, self.files
   return json_reply(200, {
@@ -540,6 +655,11 @@ function handlers.stats(self)
       authorization_paths = array(c.files.authorization_paths),
     },
     jobs = jobs,
+    requests_by_job = {
+      jobs = #self.job_list,
+      status_polls = summary(status_polls),
+      result_fetches = summary(result_fetches),
+    },
   })
 end
 
@@ -573,6 +693,15 @@ function handlers.job_record(self, _, id)
     video_bytes = job.bytes or #video(),
     duration = job.duration,
     cancelled = job.cancelled_at ~= nil,
+    created_at_clock = job.created,
+    ends_at = job.ends,
+    finished_at_clock = finished_clock(job, state) or null,
+    cancelled_at_clock = job.cancelled_at or null,
+    noticed_at_clock = job.noticed_at or null,
+    result_at_clock = job.result_at or null,
+    status_polls = job.polls.status,
+    result_fetches = job.polls.result,
+    cancel_requests = job.polls.cancel,
     directives = job.directives,
     headers = job.headers,
     polls = job.polls,
@@ -581,6 +710,47 @@ function handlers.job_record(self, _, id)
   -- the input exactly as received (it parsed as a JSON object at submit)
   record = record:sub(1, -2) .. ',"input":' .. job.body .. "}"
   return { status = 200, body = record, type = "application/json" }
+end
+
+local function clock_json(t)
+  if t then return format("%.6f", t) end
+  return "null"
+end
+
+-- GET /__emulator/jobs: every job's timing and request counts, in creation order, built
+-- with one format per job (10,000 jobs take a few tens of milliseconds).
+function handlers.jobs(self)
+  local now = self.clock()
+  local parts = {}
+  local models = {}
+  for i, job in ipairs(self.job_list) do
+    local state = job_state(job, now)
+    local model = models[job.model]
+    if not model then
+      model = encode(job.model)
+      models[job.model] = model
+    end
+    local polls = job.polls
+    parts[i] = format('{"request_id":"%s","model_id":%s,"state":"%s","created_at_clock":%.6f,'
+      .. '"queue_seconds":%.6f,"run_seconds":%.6f,"ends_at":%.6f,"finished_at_clock":%s,'
+      .. '"cancelled":%s,"cancelled_at_clock":%s,"noticed_at_clock":%s,"result_at_clock":%s,'
+      .. '"status_polls":%d,"result_fetches":%d,"cancel_requests":%d}',
+      job.id, model, state, job.created, job.queue, job.run, job.ends,
+      clock_json(finished_clock(job, state)), job.cancelled_at and "true" or "false",
+      clock_json(job.cancelled_at), clock_json(job.noticed_at), clock_json(job.result_at),
+      polls.status, polls.result, polls.cancel)
+  end
+  return { status = 200, body = "[" .. concat(parts, ",") .. "]", type = "application/json" }
+end
+
+-- GET /__emulator/clock: the clock of every *_clock field and ends_at (cqueues.monotime,
+-- i.e. CLOCK_MONOTONIC, shared by every process of the machine) and the wall clock.
+function handlers.clock(self)
+  local now = self.clock()
+  return {
+    status = 200, type = "application/json",
+    body = format('{"now":%.6f,"clock":"%s","wall":%.6f}', now, self.clock_name, self:wall(now)),
+  }
 end
 
 -- The byte source of a job's video: { size = n, read = function(offset, n) -> string }
@@ -652,6 +822,8 @@ M.API_ROUTES = {
   { pattern = "^/__emulator/stats$", kind = "stats", methods = { GET = "stats" } },
   { pattern = "^/__emulator/reset$", kind = "stats", methods = { POST = "reset" } },
   { pattern = "^/__emulator/jobs/([^/]*)$", kind = "stats", methods = { GET = "job_record" } },
+  { pattern = "^/__emulator/jobs$", kind = "stats", methods = { GET = "jobs" } },
+  { pattern = "^/__emulator/clock$", kind = "stats", methods = { GET = "clock" } },
 }
 
 M.FILE_ROUTES = {
@@ -924,11 +1096,13 @@ A local stand-in for RunComfy's Model API (for tests and offline development).
   --port N               API port (default 8787; 0 = pick a free port)
   --files-port N         file host port (default 0 = pick a free port)
   --token T              the only bearer token accepted (default: any non-empty token)
-  --queue S              seconds a job waits in the queue (default 2)
-  --run S                seconds a job runs (default 5)
+  --queue S|LO:HI        seconds a job waits in the queue (default 2); with LO:HI each
+                         job draws its time uniformly from [LO, HI] (seeded)
+  --run S|LO:HI          seconds a job runs (default 5), or a range as for --queue
+  --load                 benchmark preset: --queue 0:1 --run 1:4 unless given, --quiet
   --queue-position N     queue position reported at submit (default 3)
   --video-bytes N        serve N bytes of the test pattern instead of the sample MP4
-  --seed N               seed for ids (default: varies per run)
+  --seed N               seed for ids and drawn times (default: varies per run)
   --exit-on-stdin-eof    exit when standard input reaches end of file
   --quiet                no per-request log lines on stderr
   --help                 show this help
@@ -942,21 +1116,22 @@ local FLAGS = {
   ["port"] = { "port", "port" },
   ["files-port"] = { "files_port", "port" },
   ["token"] = { "token", "string" },
-  ["queue"] = { "queue", "seconds" },
-  ["run"] = { "run", "seconds" },
+  ["queue"] = { "queue", "timing" },
+  ["run"] = { "run", "timing" },
   ["queue-position"] = { "queue_position", "count" },
   ["video-bytes"] = { "video_bytes", "count" },
   ["seed"] = { "seed", "integer" },
   ["quiet"] = { "quiet", "flag" },
+  ["load"] = { "load", "flag" },
   ["exit-on-stdin-eof"] = { "exit_on_stdin_eof", "flag" },
   ["help"] = { "help", "flag" },
 }
 
 local function convert(kind, text)
   if kind == "string" then return text ~= "" and text or nil end
+  if kind == "timing" then return M.parse_timing(text) and text or nil end
   local n = tonumber(text)
   if not n then return nil end
-  if kind == "seconds" then return n >= 0 and n < math.huge and n or nil end
   if n ~= floor(n) then return nil end
   n = floor(n)
   if kind == "port" then return n >= 0 and n <= 65535 and n or nil end
