@@ -42,6 +42,7 @@ local PRICE_PER_SECOND = 0.112  -- 0.56 for the default 5 s clip
 local CHUNK = 64 * 1024
 local ID_PATTERN = "^[A-Za-z0-9_-]+$"
 local MAX_RECORDED_PATHS = 1000
+local SETTLE_STEPS = 2         -- loop steps an accept that would raise the peak waits (see accept_loop)
 
 local REASONS = {
   [100] = "Continue", [200] = "OK", [206] = "Partial Content", [400] = "Bad Request",
@@ -1061,6 +1062,13 @@ function Server:accept_loop(listener)
   while not self.stopped do
     local con, err = sock:accept()
     if con then
+      if listener.current >= listener.peak and listener.current > 0 then
+        -- This connection would raise the peak. A client that closed a connection just
+        -- before opening this one is not over its limit, but the coroutine serving the
+        -- closed one may not have read the end of file yet: let the loop run the
+        -- coroutines that are ready first, so their closes are counted before this open.
+        for _ = 1, SETTLE_STEPS do cqueues.sleep(0) end
+      end
       listener.current = listener.current + 1
       listener.total = listener.total + 1
       if listener.current > listener.peak then listener.peak = listener.current end
