@@ -52,7 +52,7 @@ end
 -- job is watched; intervals grow by `factor` (with +-`jitter`) while nothing
 -- changes, up to `near` once a job may end at any moment; never below `min`
 -- nor above `max`, and no polls before the shortest run time seen so far.
-M.DEFAULT_POLL = { initial = 1, min = 0.5, max = 30, near = 5, factor = 1.5, jitter = 0.1 }
+M.DEFAULT_POLL = { initial = 1, min = 0.5, max = 30, near = 7, factor = 1.5, jitter = 0.1 }
 
 --- Makes a client. Every option is optional; see DESIGN.md and README.md.
 -- Raises on a wrong option (a programming error); never on the network.
