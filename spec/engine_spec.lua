@@ -1,0 +1,101 @@
+-- The event engine: polling in C, request-rate and connection caps, one
+-- result fetch per job, and what a waiting client costs.
+local helpers = require "helpers"
+local kling = require "kling"
+local core = require "kling.core"
+
+local TOKEN = "engine-token"
+
+describe("the engine", function()
+  local emu
+
+  setup(function()
+    emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0.2", "--run", "0.4" }
+  end)
+  teardown(function()
+    if emu then emu:stop() end
+  end)
+
+  local function client(opts)
+    opts = opts or {}
+    opts.base_url, opts.token = emu.api, TOKEN
+    opts.poll = opts.poll or { initial = 0.05, near = 0.1 }
+    return kling.new(opts)
+  end
+
+  it("fetches each job's result once, and polls a short job a few times only", function()
+    local c = client()
+    local jobs = {}
+    for i = 1, 5 do jobs[i] = assert(c:generate { prompt = "once " .. i }) end
+    local outs = kling.wait_all(jobs)
+    for i = 1, 5 do
+      assert.is_string(outs[i].video)
+      local rec = emu:job_record(jobs[i].id)
+      assert.equals(1, rec.result_fetches)
+      assert.is_true(rec.status_polls >= 1 and rec.status_polls <= 15, "polls " .. rec.status_polls)
+    end
+    local ps = c._engine:poll_stats()
+    assert.equals(5, ps.fetches)
+    assert.equals(0, ps.watched) -- nothing is polled once the waits are over
+    c:close()
+  end)
+
+  it("never sends more API requests per second than max_rps", function()
+    local c = client { max_rps = 10 }
+    local job = assert(c:generate { prompt = "rate" })
+    local t0 = core.now()
+    kling.run(function()
+      for _ = 1, 25 do kling.spawn(function() assert(job:refresh()) end) end
+    end)
+    -- the bucket holds 10 (one spent on the submit): 16 more wait for tokens at 10/s
+    assert.is_true(core.now() - t0 >= 1.4, "took " .. (core.now() - t0))
+    c:close()
+  end)
+
+  it("opens no more connections at once than max_connections", function()
+    local c = client { max_connections = 2 }
+    local job = assert(c:generate { prompt = "connections" })
+    kling.run(function()
+      for _ = 1, 30 do kling.spawn(function() assert(job:refresh()) end) end
+    end)
+    local st = c._engine:stats()
+    assert.is_true(st.sockets_peak <= 2, "peak " .. st.sockets_peak)
+    assert.is_true(st.requests >= 31)
+    c:close()
+  end)
+
+  it("stops polling a job when its wait times out, and polls again on the next wait", function()
+    local c = client()
+    local job = assert(c:generate { prompt = "long @emu:run=1.5" })
+    local out, err = job:wait { timeout = 0.3 }
+    assert.is_nil(out)
+    assert.equals("timeout", err.kind)
+    assert.equals(0, c._engine:poll_stats().watched)
+    local polls = emu:job_record(job.id).status_polls
+    helpers.sleep(0.3)
+    assert.equals(polls, emu:job_record(job.id).status_polls)
+    assert(job:wait())
+    c:close()
+  end)
+
+  it("calls on_update on every change of status or queue position, and only then", function()
+    local c = client()
+    local seen = {}
+    local job = assert(c:generate { prompt = "updates @emu:queue=0.6" })
+    assert(job:wait { on_update = function(j) seen[#seen + 1] = j.status .. ":" .. tostring(j.queue_position) end })
+    for i = 2, #seen do assert.are_not.equal(seen[i - 1], seen[i]) end
+    assert.equals("completed:nil", seen[#seen])
+    c:close()
+  end)
+
+  it("waits in the kernel: little CPU for a second of waiting on many jobs", function()
+    local c = client { poll = { initial = 0.2, near = 0.5 } }
+    local jobs = {}
+    for i = 1, 50 do jobs[i] = assert(c:generate { prompt = "idle " .. i .. " @emu:run=1.2" }) end
+    local c0 = os.clock()
+    local outs = kling.wait_all(jobs)
+    assert.is_true(os.clock() - c0 < 0.25, "CPU " .. (os.clock() - c0))
+    assert.equals(50, #outs)
+    c:close()
+  end)
+end)
