@@ -9,7 +9,7 @@ local core = require "kling.core"
 local N = tonumber(arg[1]) or 10000
 local MAXC = tonumber(arg[2]) or 8
 
-local emu = util.start_emulator { "--token", "bench", "--queue", "0.5", "--run", "2" }
+local emu = util.start_emulator { "--token", "bench", "--load" }
 local client = kling.new { base_url = emu.api, token = "bench", max_connections = MAXC }
 
 local rss0 = util.peak_rss_mib()
