@@ -105,34 +105,40 @@ describe("kling.core", function()
     e:close()
   end)
 
-  it("returns kind network (not submit_unknown) for a submit that could not connect", function()
+  it("tries a submit that could not connect again, then returns kind network (not submit_unknown)", function()
     local port = closed_port()
-    local c = kling.new { base_url = "http://127.0.0.1:" .. port .. "/v1", token = TOKEN }
+    local c = kling.new { base_url = "http://127.0.0.1:" .. port .. "/v1", token = TOKEN,
+      retries = { max = 3, base = 0.01 } }
     local job, err = c:generate { prompt = "nobody home" }
     assert.is_nil(job)
     assert.equals("network", err.kind)
     assert.is_true(err.retryable)
+    assert.equals(3, c._engine:stats().retries)
     c:close()
   end)
 
-  it("returns kind submit_unknown when a submit times out after it was sent", function()
+  it("returns kind submit_unknown when a submit times out after it was sent, and never resends it", function()
     local s, port = silent_listener()
-    local c = kling.new { base_url = "http://127.0.0.1:" .. port .. "/v1", token = TOKEN, timeout = 0.3 }
+    local c = kling.new { base_url = "http://127.0.0.1:" .. port .. "/v1", token = TOKEN, timeout = 0.3,
+      retries = { base = 0.01 } }
     local job, err = c:generate { prompt = "into the void" }
     assert.is_nil(job)
     assert.equals("submit_unknown", err.kind)
     assert.matches("not sent again", err.message)
+    assert.equals(0, c._engine:stats().retries)
     c:close()
     s:close()
   end)
 
-  it("returns kind timeout for a status request past its timeout", function()
+  it("tries a status request past its timeout again, then returns kind timeout", function()
     local s, port = silent_listener()
-    local c = kling.new { base_url = "http://127.0.0.1:" .. port .. "/v1", token = TOKEN, timeout = 0.3 }
+    local c = kling.new { base_url = "http://127.0.0.1:" .. port .. "/v1", token = TOKEN, timeout = 0.2,
+      retries = { max = 2, base = 0.01 } }
     local job = assert(c:job("req-1"))
     local st, err = job:refresh()
     assert.is_nil(st)
     assert.equals("timeout", err.kind)
+    assert.equals(2, c._engine:stats().retries)
     c:close()
     s:close()
   end)

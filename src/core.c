@@ -101,6 +101,24 @@ static int l_new(lua_State *L) {
   o.max_connections = (long)mc;
   o.allow_insecure_http = opt_bool(L, 1, "allow_insecure_http");
   o.max_rps = opt_number(L, 1, "max_rps", 0);
+  o.max_retries = -1;
+  lua_getfield(L, 1, "retries");
+  if (lua_istable(L, -1)) {
+    int t = lua_gettop(L);
+    double m = opt_number(L, t, "max", 4);
+    if (!(m >= 0) || m > 100) luaL_error(L, "option 'retries.max' must be between 0 and 100");
+    o.max_retries = (int)m;
+    o.retry_base = opt_number(L, t, "base", 0.5);
+    o.retry_cap = opt_number(L, t, "cap", 30);
+    o.retry_after_cap = opt_number(L, t, "retry_after_cap", 120);
+    if (!(o.retry_base > 0) || !(o.retry_cap > 0) || !(o.retry_after_cap > 0))
+      luaL_error(L, "options 'retries.base', 'cap' and 'retry_after_cap' must be > 0");
+  } else if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+    o.max_retries = 0;
+  } else if (!lua_isnil(L, -1)) {
+    luaL_error(L, "option 'retries' must be a table or false");
+  }
+  lua_pop(L, 1);
   if (!(o.max_rps >= 0) || o.max_rps > 1e6) luaL_error(L, "option 'max_rps' must be between 0 (no cap) and 1e6");
 
   lengine *le = lua_newuserdatauv(L, sizeof *le, 0);
@@ -150,6 +168,11 @@ static int l_request(lua_State *L) {
   s.download = opt_string(L, 2, "download");
   s.timeout_ms = seconds_to_ms(L, "timeout", opt_number(L, 2, "timeout", 0));
   s.fresh = opt_bool(L, 2, "fresh");
+  const char *retry = opt_string(L, 2, "retry");
+  if (retry == NULL) s.retry = KX_RETRY_NONE;
+  else if (strcmp(retry, "safe") == 0) s.retry = KX_RETRY_SAFE;
+  else if (strcmp(retry, "submit") == 0) s.retry = KX_RETRY_SUBMIT;
+  else return luaL_argerror(L, 2, "field 'retry' must be \"safe\" or \"submit\"");
   double mb = opt_number(L, 2, "max_bytes", 0);
   if (!(mb >= 0) || mb > 9e18) return luaL_argerror(L, 2, "field 'max_bytes' must be >= 0");
   s.max_bytes = (curl_off_t)mb;
@@ -246,6 +269,8 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "queued");
   lua_pushinteger(L, le->e.sockets_open);
   lua_setfield(L, -2, "sockets_open");
+  lua_pushinteger(L, (lua_Integer)le->e.retries);
+  lua_setfield(L, -2, "retries");
   lua_pushinteger(L, le->e.sockets_peak);
   lua_setfield(L, -2, "sockets_peak");
   lua_pushinteger(L, (lua_Integer)le->e.sockets_opened);
@@ -330,6 +355,8 @@ void kcore_push_result(lua_State *L, kxfer *x) {
   set_str(L, "retry_after", x->retry_after);
   lua_pushnumber(L, x->total_time);
   lua_setfield(L, -2, "time");
+  lua_pushinteger(L, x->attempts);
+  lua_setfield(L, -2, "attempts");
   int sent;
   const char *kind = kxfer_error_kind(x, &sent);
   if (kind) {

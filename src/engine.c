@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +141,11 @@ int kengine_init(kengine *e, const kengine_opts *o, char *err, size_t errlen) {
   e->wake_at = -1;
   e->max_rps = o->max_rps > 0 ? o->max_rps : 0;
   e->max_active = o->max_connections > 0 ? (int)(o->max_connections * 4) : 32;
+  e->max_retries = o->max_retries >= 0 ? o->max_retries : 4;
+  e->retry_base = o->retry_base > 0 ? o->retry_base : 0.5;
+  e->retry_cap = o->retry_cap > 0 ? o->retry_cap : 30;
+  e->retry_after_cap = o->retry_after_cap > 0 ? o->retry_after_cap : 120;
+  e->rng = (unsigned long long)(kengine_now() * 1e9) | 1;
   e->tokens = e->max_rps > 1 ? e->max_rps : 1;
   e->tokens_at = kengine_now();
   e->timeout_ms = o->timeout_ms;
@@ -220,6 +226,7 @@ static void wipe(char *s) {
 void kengine_close(kengine *e) {
   while (e->inflight) kengine_remove(e, e->inflight);
   while (e->queued_head) kengine_remove(e, e->queued_head);
+  while (e->delayed) kengine_remove(e, e->delayed);
   e->owned_done = NULL; /* their owner frees them */
   if (e->multi) curl_multi_cleanup(e->multi);
   e->multi = NULL;
@@ -274,6 +281,7 @@ static void give_back_easy(kengine *e, kxfer *x) {
 }
 
 static int start(kengine *e, kxfer *x, char *err, size_t errlen) {
+  x->attempts++;
   CURL *easy = e->npool ? e->pool[--e->npool] : NULL;
   if (kxfer_begin(x, e, easy) != 0) {
     if (err) snprintf(err, errlen, "%s", x->errbuf[0] ? x->errbuf : "curl_easy_init failed");
@@ -340,7 +348,14 @@ static void note_user_done(kengine *e, kxfer *x) {
 
 void kengine_remove(kengine *e, kxfer *x) {
   if (x->engine != e) return;
-  if (x->queued) {
+  if (x->delayed) {
+    for (kxfer **pp = &e->delayed; *pp; pp = &(*pp)->next)
+      if (*pp == x) {
+        *pp = x->next;
+        break;
+      }
+    x->delayed = 0;
+  } else if (x->queued) {
     if (x->prev) x->prev->next = x->next;
     else e->queued_head = x->next;
     if (x->next) x->next->prev = x->prev;
@@ -389,6 +404,90 @@ static void start_queued(kengine *e) {
   }
 }
 
+static double rnd01(kengine *e) { /* xorshift64*, in [0, 1) */
+  e->rng ^= e->rng >> 12;
+  e->rng ^= e->rng << 25;
+  e->rng ^= e->rng >> 27;
+  return (double)((e->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
+}
+
+double kengine_retry_after(const char *v) {
+  if (v == NULL || v[0] == '\0') return -1;
+  char *end;
+  double s = strtod(v, &end);
+  if (end != v && *end == '\0') return s >= 0 ? s : -1;
+  time_t t = curl_getdate(v, NULL); /* the HTTP-date form */
+  if (t < 0) return -1;
+  double d = difftime(t, time(NULL));
+  return d > 0 ? d : 0;
+}
+
+/* Should x be tried again after this outcome? Sets the delay. A submit only
+ * when it provably never reached the server, or was refused with 429. */
+static int want_retry(kengine *e, kxfer *x, CURLcode code, long status, double *delay) {
+  if (x->retry == KX_RETRY_NONE || x->attempts > e->max_retries) return 0;
+  if (x->too_large || x->io_error || x->oom || x->aborted) return 0;
+  int never_sent = code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY
+                   || code == CURLE_COULDNT_CONNECT;
+  int transient = never_sent || code == CURLE_OPERATION_TIMEDOUT || code == CURLE_RECV_ERROR
+                  || code == CURLE_SEND_ERROR || code == CURLE_GOT_NOTHING || code == CURLE_PARTIAL_FILE
+                  || code == CURLE_HTTP2 || code == CURLE_HTTP2_STREAM;
+  int ok;
+  if (code != CURLE_OK) ok = x->retry == KX_RETRY_SUBMIT ? never_sent : transient;
+  else if (x->retry == KX_RETRY_SUBMIT) ok = status == 429;
+  else ok = status == 408 || status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
+  if (!ok) return 0;
+  double ceiling = e->retry_base * pow(2, x->attempts - 1);
+  if (ceiling > e->retry_cap) ceiling = e->retry_cap;
+  *delay = rnd01(e) * ceiling; /* full jitter */
+  double ra = code == CURLE_OK ? kengine_retry_after(x->retry_after) : -1;
+  if (ra >= 0) {
+    if (ra > e->retry_after_cap) return 0; /* the server asks for longer than we wait: say so */
+    if (ra > *delay) *delay = ra;
+  }
+  return 1;
+}
+
+/* Takes x out of the multi handle and files it to be tried again. */
+static void delay_retry(kengine *e, kxfer *x, double delay) {
+  curl_multi_remove_handle(e->multi, x->easy);
+  if (x->prev) x->prev->next = x->next;
+  else e->inflight = x->next;
+  if (x->next) x->next->prev = x->prev;
+  e->ninflight--;
+  if (x->is_api) e->nactive_api--;
+  give_back_easy(e, x);
+  kxfer_rewind(x);
+  x->retry_at = kengine_now() + delay;
+  x->delayed = 1;
+  x->prev = NULL;
+  x->next = e->delayed;
+  e->delayed = x;
+  e->retries++;
+}
+
+/* Starts the delayed transfers whose time has come (through the queue). */
+static void start_delayed(kengine *e) {
+  double now = kengine_now();
+  kxfer **pp = &e->delayed;
+  while (*pp) {
+    kxfer *x = *pp;
+    if (x->retry_at > now) {
+      pp = &x->next;
+      continue;
+    }
+    *pp = x->next;
+    x->delayed = 0;
+    x->next = NULL;
+    char err[128];
+    if (kengine_add(e, x, err, sizeof err) != 0) {
+      x->engine = NULL;
+      kxfer_finish(x, CURLE_FAILED_INIT);
+      note_user_done(e, x);
+    }
+  }
+}
+
 static int collect(kengine *e) {
   int n = 0, left;
   CURLMsg *m;
@@ -398,8 +497,14 @@ static int collect(kengine *e) {
     CURLcode code = m->data.result;
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
     if (x == NULL) continue;
-    long connects = 0;
+    long connects = 0, status = 0;
     if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK) e->connects += connects;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    double delay;
+    if (!x->owner && want_retry(e, x, code, status, &delay)) {
+      delay_retry(e, x, delay);
+      continue;
+    }
     kxfer_finish(x, code);
     kengine_remove(e, x); /* the easy handle goes back to the pool */
     if (x->owner) {
@@ -421,6 +526,8 @@ double kengine_timeout(const kengine *e) {
     double t = next_token_at(e);
     if (at < 0 || t < at) at = t;
   }
+  for (const kxfer *x = e->delayed; x; x = x->next)
+    if (at < 0 || x->retry_at < at) at = x->retry_at;
   if (at < 0) return -1;
   return at > now ? at - now : 0;
 }
@@ -433,6 +540,7 @@ int kengine_step(kengine *e, double timeout) {
   double deadline = kengine_now() + (timeout > 0 ? timeout : 0);
   struct epoll_event evs[MAX_EVENTS];
   for (;;) {
+    start_delayed(e);
     start_queued(e);
     done += collect(e);
     double now = kengine_now();

@@ -29,6 +29,11 @@ typedef struct kengine {
   kxfer *owned_done;       /* finished transfers that belong to the poller */
   void **user_done;        /* the caller's transfers that ended since it last asked */
   int nuser_done, capuser_done;
+  kxfer *delayed;          /* transfers waiting to be tried again (linked by next) */
+  int max_retries;         /* tries after the first */
+  double retry_base, retry_cap, retry_after_cap;
+  unsigned long long rng;
+  long long retries;       /* tries made again */
   int max_active;          /* API transfers in the multi handle at once */
   int nactive_api;
   CURL *pool[64];          /* reset easy handles for reuse */
@@ -57,6 +62,8 @@ typedef struct kengine_opts {
   double max_rps;
   size_t max_body;
   int allow_insecure_http;
+  int max_retries;         /* -1: the default (4) */
+  double retry_base, retry_cap, retry_after_cap; /* 0: the defaults */
 } kengine_opts;
 
 /* Returns 0, or -1 with a reason in err. */
@@ -87,5 +94,8 @@ int kengine_step(kengine *e, double timeout);
 double kengine_timeout(const kengine *e);
 
 double kengine_now(void);
+
+/* A Retry-After value (delta-seconds or HTTP-date) as seconds from now, or -1. */
+double kengine_retry_after(const char *v);
 
 #endif

@@ -129,6 +129,7 @@ kxfer *kxfer_new(kengine *e, const kx_spec *s, char *err, size_t errlen) {
   x->max_bytes = s->max_bytes;
   x->timeout_ms = s->timeout_ms > 0 ? s->timeout_ms : e->timeout_ms;
   x->fresh = s->fresh;
+  x->retry = s->retry;
   x->length = -1;
   x->url = kx_strdup(s->url);
   if (x->url == NULL) goto fail_oom;
@@ -279,6 +280,23 @@ void kxfer_finish(kxfer *x, CURLcode code) {
     x->length = kxfer_length(x);
   }
   if (x->file) finish_download(x);
+}
+
+void kxfer_rewind(kxfer *x) {
+  kbuf_reset(&x->body);
+  x->bytes = 0;
+  x->status = 0;
+  x->code = CURLE_OK;
+  x->too_large = x->io_error = x->oom = 0;
+  x->to_file = x->status_checked = 0;
+  x->errbuf[0] = '\0';
+  x->retry_after[0] = x->content_type[0] = x->content_length[0] = '\0';
+  x->length = -1;
+  if (x->file) {
+    fflush(x->file);
+    if (ftruncate(fileno(x->file), 0) != 0) x->io_error = 1;
+    rewind(x->file);
+  }
 }
 
 void kxfer_free(kxfer *x) {

@@ -31,7 +31,10 @@ typedef struct kx_spec {
   long timeout_ms;      /* 0 = the engine's default */
   int fresh;            /* use a new connection: a request that must not be replayed */
   curl_off_t max_bytes; /* downloads: refuse more than this; 0 = no cap */
+  int retry;            /* KX_RETRY_NONE, _SAFE (may be repeated) or _SUBMIT (only if it never arrived, or 429) */
 } kx_spec;
+
+enum { KX_RETRY_NONE = 0, KX_RETRY_SAFE, KX_RETRY_SUBMIT };
 
 typedef struct kxfer {
   CURL *easy;              /* only while it runs: made (or taken from a pool) at start */
@@ -48,6 +51,10 @@ typedef struct kxfer {
   enum kx_state state;
   int is_api;              /* carries the token: API origin only */
   int queued;              /* waiting for a rate token, not yet in the multi handle */
+  int delayed;             /* waiting to be tried again (the engine's delayed list) */
+  int retry;               /* KX_RETRY_* */
+  int attempts;            /* tries made so far */
+  double retry_at;
   void *owner;             /* the poller's watch, when the poller made it */
   struct kxfer *next_done; /* the engine's owned_done list */
 
@@ -82,6 +89,8 @@ kxfer *kxfer_new(struct kengine *e, const kx_spec *spec, char *err, size_t errle
 int kxfer_begin(kxfer *x, struct kengine *e, CURL *easy);
 /* Called by the engine when libcurl reports the transfer done. */
 void kxfer_finish(kxfer *x, CURLcode code);
+/* Forgets the last try's answer (and truncates a download) before another. */
+void kxfer_rewind(kxfer *x);
 /* Gives the easy handle back (reset, for reuse), or NULL when it had none. */
 CURL *kxfer_take_easy(kxfer *x);
 /* Bytes expected (Content-Length), -1 when unknown. */

@@ -319,17 +319,6 @@ static int retryable(const kxfer *x) {
   return x->status == 408 || x->status == 429 || (x->status >= 500 && x->status <= 504);
 }
 
-static double parse_retry_after(const char *v) {
-  if (v == NULL || v[0] == '\0') return -1;
-  char *end;
-  double s = strtod(v, &end);
-  if (end != v && *end == '\0') return s >= 0 ? s : -1;
-  time_t t = curl_getdate(v, NULL); /* the HTTP-date form */
-  if (t < 0) return -1;
-  double d = difftime(t, time(NULL));
-  return d > 0 ? d : 0;
-}
-
 static void fail(lua_State *L, kpoller *p, kwatch *w, kxfer *x) {
   kcore_push_result(L, x);
   luaL_unref(L, LUA_REGISTRYINDEX, w->failure_ref);
@@ -353,7 +342,7 @@ static void finished(lua_State *L, kpoller *p, kengine *e, kwatch *w, kxfer *x, 
       return;
     }
     retry = 1;
-    w->retry_after = parse_retry_after(x->retry_after);
+    w->retry_after = kengine_retry_after(x->retry_after);
   } else if (!decode(L, p, x)) {
     retry = 1; /* truncated or malformed JSON: ask again, a few times */
     w->retry_after = -1;

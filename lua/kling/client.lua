@@ -26,6 +26,7 @@ local OPTION_TYPES = {
   token = "string", base_url = "string", timeout = "number", connect_timeout = "number",
   ca_file = "string", journal = "string|boolean", allow_insecure_http = "boolean",
   max_connections = "number", max_body = "number", poll = "table", max_rps = "number",
+  retries = "table|boolean",
   on_warning = "function|boolean", user_agent = "string",
 }
 
@@ -86,6 +87,7 @@ function M.new(opts)
     max_connections = opts.max_connections,
     max_body = opts.max_body,
     max_rps = opts.max_rps,
+    retries = opts.retries,
     user_agent = opts.user_agent or ("kling-lua/" .. M.VERSION .. " libcurl/" .. core.curl_version),
   })
   if not ok then error("kling.new: " .. tostring(engine):gsub("^[^:]*:%d+: ", ""), 2) end
@@ -243,6 +245,7 @@ function Client:_api(method, url, body, opts)
   end
   local res, err = self:_transfer {
     method = method, url = url, body = encoded, fresh = opts.submit, timeout = opts.timeout,
+    retry = opts.submit and "submit" or "safe",
   }
   if not res then return nil, err end
   return self:_answer(res, opts)
@@ -327,7 +330,7 @@ end
 function Client:download_url(url, path, opts)
   opts = opts or {}
   local x, msg = self._engine:request {
-    url = url, download = path, timeout = opts.stall_timeout, max_bytes = opts.max_bytes,
+    url = url, download = path, timeout = opts.stall_timeout, max_bytes = opts.max_bytes, retry = "safe",
   }
   if not x then return nil, errors.new("network", self:scrub(msg)) end
   local on_progress = opts.on_progress
