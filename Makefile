@@ -22,8 +22,8 @@ PKG_CFLAGS    = $(shell $(PKG_CONFIG) --cflags lua5.4 libcurl 2>/dev/null)
 PKG_LIBS      = $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null)
 SAN           = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-SRC  = src/buf.c src/http.c src/engine.c src/poller.c src/schema.c src/core.c
-HDR  = src/buf.h src/http.h src/engine.h src/poller.h src/schema.h src/core.h
+SRC  = src/buf.c src/http.c src/engine.c src/poller.c src/schema.c src/journal.c src/core.c
+HDR  = src/buf.h src/http.h src/engine.h src/poller.h src/schema.h src/journal.h src/core.h
 LUA_MODULES = $(wildcard lua/kling/*.lua)
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libcurl4-openssl-dev pkg-config gcc make curl \

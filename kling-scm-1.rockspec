@@ -36,7 +36,7 @@ build = {
   type = "builtin",
   modules = {
     ["kling.core"] = {
-      sources = { "src/buf.c", "src/http.c", "src/engine.c", "src/poller.c", "src/schema.c", "src/core.c" },
+      sources = { "src/buf.c", "src/http.c", "src/engine.c", "src/poller.c", "src/schema.c", "src/journal.c", "src/core.c" },
       libraries = { "curl" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
@@ -49,6 +49,7 @@ build = {
     ["kling.sched"] = "lua/kling/sched.lua",
     ["kling.json"] = "lua/kling/json.lua",
     ["kling.loops"] = "lua/kling/loops.lua",
+    ["kling.journal"] = "lua/kling/journal.lua",
     ["kling.emulator"] = "lua/kling/emulator.lua",
     ["kling.emulator_video"] = "lua/kling/emulator_video.lua",
   },

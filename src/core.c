@@ -26,6 +26,7 @@
 
 #include "core.h"
 #include "http.h"
+#include "journal.h"
 #include "schema.h"
 
 #define XFER_MT "kling.core.transfer"
@@ -477,6 +478,7 @@ int luaopen_kling_core(lua_State *L) {
   new_class(L, XFER_MT, xfer_meta, xfer_methods);
   luaL_newlib(L, functions);
   kschema_open(L);
+  kjournal_open(L);
   curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
   lua_pushstring(L, v->version);
   lua_setfield(L, -2, "curl_version");

@@ -5,6 +5,7 @@ local json = require "kling.json"
 local errors = require "kling.errors"
 local models = require "kling.models"
 local sched = require "kling.sched"
+local journal = require "kling.journal"
 
 local M = {}
 
@@ -104,6 +105,7 @@ function M.new(opts)
     poll = poll,
     _engine = engine,
     _watched = {}, -- poller handle -> job
+    _journal = type(opts.journal) == "string" and journal.open(opts.journal) or nil,
     _warn = on_warning or function() end,
   }, Client)
 end
@@ -302,14 +304,58 @@ function Client:submit(model_id, input)
   local ok, normalized = models.validate(input, model_id)
   if not ok then return nil, normalized end
   local body, err = self:_api("POST", self.base_url .. "/models/" .. model_id, normalized, { submit = true })
-  if not body then return nil, err end
-  local id = body.request_id
-  if not M.valid_id(id) then
-    return nil, errors.new("submit_unknown",
+  if body and not M.valid_id(body.request_id) then
+    body, err = nil, errors.new("submit_unknown",
       "the service accepted the submit but answered without a valid request_id; the job may exist",
       { answer = body })
   end
-  return require("kling.job").new(self, id, model_id, body)
+  if not body then
+    if err.kind == "submit_unknown" then
+      self:_journal_append { e = "submit_unknown", model = model_id, message = err.message }
+    end
+    return nil, err
+  end
+  local job = require("kling.job").new(self, body.request_id, model_id, body)
+  -- on disk before the caller has the job: a process killed now loses nothing
+  self:_journal_append { e = "submitted", id = job.id, model = model_id, urls = job.urls }
+  return job
+end
+
+-- Appends an event to the journal, if there is one. A journal that cannot be
+-- written is reported through on_warning (the request is not undone).
+function Client:_journal_append(event)
+  if not self._journal then return true end
+  local ok, err = self._journal:append(event)
+  if not ok then self._warn("journal: " .. tostring(err)) end
+  return ok
+end
+
+--- Job objects for every request in the journal that has not ended (nil,
+-- err when the client has no journal): a script killed mid-wait picks up
+-- where it was. The second value lists the submits whose fate is unknown.
+function Client:resume()
+  if not self._journal then
+    return nil, errors.new("validation", "this client has no journal (option journal = path)")
+  end
+  local jobs, unknown = self._journal:state()
+  local list = {}
+  for id, j in pairs(jobs) do
+    if not j.status and M.valid_id(id) then
+      local urls = type(j.urls) == "table" and j.urls or {}
+      list[#list + 1] = require("kling.job").new(self, id, j.model,
+        { status_url = urls.status, result_url = urls.result, cancel_url = urls.cancel }, j.t)
+    end
+  end
+  table.sort(list, function(a, b) return (a.submitted_at or 0) < (b.submitted_at or 0) end)
+  return list, unknown
+end
+
+--- Drops the jobs that have ended from the journal. Returns lines dropped | nil, err.
+function Client:compact_journal()
+  if not self._journal then return nil, errors.new("validation", "this client has no journal") end
+  local n, err = self._journal:compact()
+  if not n then return nil, errors.new("network", tostring(err)) end
+  return n
 end
 
 --- submit(kling.DEFAULT_MODEL, input)

@@ -32,7 +32,7 @@ end
 
 --- A job of client with request id `id` (already checked). `answer` is the
 -- submit answer, when there is one.
-function M.new(client, id, model_id, answer)
+function M.new(client, id, model_id, answer, submitted_at)
   answer = answer or {}
   local job = setmetatable({
     id = id,
@@ -47,7 +47,7 @@ function M.new(client, id, model_id, answer)
       cancel = route(client, answer.cancel_url, id, "cancel"),
     },
     client = client,
-    submitted_at = answer.request_id and os.time() or nil,
+    submitted_at = submitted_at or (answer.request_id and os.time()) or nil,
     _next_poll = 0,
   }, Job)
   return job
@@ -104,6 +104,14 @@ local function video_of(output)
   return nil
 end
 
+-- Notes in the client's journal (once) that the job has ended.
+function Job:_journal_end()
+  if self._journaled_end then return end
+  self._journaled_end = true
+  self.client:_journal_append { e = "ended", id = self.id, model = self.model, status = self.status,
+    output = self.output, error = self.error and self.error.message or nil }
+end
+
 -- Takes in a result answer: returns output | nil, err.
 function Job:_take_result(body)
   local changed, perr = self:_absorb(body)
@@ -116,14 +124,17 @@ function Job:_take_result(body)
     self.output = body.output
     self.video_url = video_of(body.output)
     if type(body.cost) == "number" then self.cost = body.cost end
+    self:_journal_end()
     return self.output
   elseif self.status == "failed" then
     local msg = errors.server_message(body) or "the job failed (the service gave no reason)"
     local code = type(body.error) == "table" and errors.numeric_code(body.error.error_code) or nil
     self.error = errors.new("failed", scrub(msg), { request_id = self.id, code = code })
+    self:_journal_end()
     return nil, self.error
   elseif self.status == "cancelled" then
     self.error = errors.new("cancelled", "the job was cancelled", { request_id = self.id })
+    self:_journal_end()
     return nil, self.error
   end
   return nil, errors.new("not_ready", "the job has not finished (status " .. self.status .. ")",
@@ -245,6 +256,7 @@ function Job:cancel()
     self.status = "cancelled"
     self.queue_position = nil
     self.error = errors.new("cancelled", "the job was cancelled", { request_id = self.id })
+    self:_journal_end()
     return true
   elseif outcome == "not_cancellable" or outcome == nil then
     return nil, errors.new("not_cancellable",
