@@ -27,7 +27,8 @@ HDR  = src/buf.h src/http.h src/engine.h src/poller.h src/schema.h src/journal.h
 LUA_MODULES = $(wildcard lua/kling/*.lua)
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libcurl4-openssl-dev pkg-config gcc make curl \
-               lua-cjson lua-busted lua-cqueues lua-luv luarocks ca-certificates
+               lua-cjson lua-busted lua-cqueues lua-luv luarocks ca-certificates \
+               nginx-light openssl
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUSTED = $(LUA) /usr/bin/busted
