@@ -52,10 +52,11 @@ describe("TLS through nginx", function()
           ssl_certificate %s/server.pem;
           ssl_certificate_key %s/server.key;
           location /to-plain-http { return 302 http://127.0.0.1:%d/v1/anything; }
+          location /v1/requests/redirected/ { return 302 %s/v/redirected.mp4; }
           location / { proxy_pass http://%s; proxy_http_version 1.1; proxy_set_header Connection ""; }
         }
       }
-    ]], dir, dir, dir, dir, dir, dir, dir, port, dir, dir, port, upstream))
+    ]], dir, dir, dir, dir, dir, dir, dir, port, dir, dir, port, emu.files, upstream))
     ok, out = sh(string.format("nginx -p %s -c %s/nginx.conf", q(dir), q(dir)))
     assert(ok, out)
     for _ = 1, 100 do
@@ -94,6 +95,20 @@ describe("TLS through nginx", function()
     assert.equals(require "kling.emulator_video", helpers.read_file(dir .. "/clip.mp4"))
     assert.is_string(out.video)
     assert.equals(0, emu:stats().files.authorization_headers)
+    c:close()
+  end)
+
+  it("follows no redirect of the API, so the token cannot go elsewhere", function()
+    local c = kling.new { base_url = base(), token = TOKEN, ca_file = dir .. "/ca.pem" }
+    local before = emu:stats().files
+    local job = assert(c:job("redirected"))
+    local st, err = job:refresh()
+    assert.is_nil(st)
+    assert.equals("protocol", err.kind)
+    assert.equals(302, err.status)
+    local after = emu:stats().files
+    assert.equals(before.requests, after.requests)
+    assert.equals(0, after.authorization_headers)
     c:close()
   end)
 
