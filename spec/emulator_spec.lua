@@ -973,6 +973,53 @@ describe("kling-emulator", function()
       assert.is_true(took < 0.5, "took " .. took .. " s")
     end)
 
+    it("answers status polls from a cache that follows the queue position and the state", function()
+      local t = 100
+      local server = emulator.new{ quiet = true, queue = 1, run = 1, queue_position = 3, clock = function() return t end }
+      server.api_url, server.files_url = "http://127.0.0.1:1/v1", "http://127.0.0.1:2" -- not listening
+      local id = server:create_job(MODEL, "{}", {}, {}, {}).id
+      local seen = {}
+      for _, at in ipairs{ 100, 100.1, 100.5, 100.5, 100.9, 101.2, 101.9, 102.1, 103 } do
+        t = at
+        local body = json(emulator.handlers.status(server, {}, id).body)
+        seen[#seen + 1] = body.status .. (body.queue_position and string.format(":%d", body.queue_position) or "")
+      end
+      assert.same({ "in_queue:3", "in_queue:3", "in_queue:2", "in_queue:2", "in_queue:0", "in_progress",
+        "in_progress", "completed", "completed" }, seen)
+      assert.equal(9, server.jobs[id].polls.status)
+      assert.equal(102.1, server.jobs[id].noticed_at)
+    end)
+
+    it("answers pipelined requests on one connection in order, without delay", function()
+      local id = submit("a pipelined cat @emu:queue=0 @emu:run=0").request_id
+      helpers.sleep(0.02)
+      local one = "GET /v1/requests/" .. id .. "/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " .. TOKEN .. "\r\n\r\n"
+      local last = "GET /__emulator/jobs/" .. id .. " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+      local t = now()
+      local reply = raw_exchange(emu.api, one:rep(3) .. last)
+      local took = now() - t
+      local answers = {}
+      for status, body in reply:gmatch("HTTP/1%.1 (%d+) [^\r]*\r\n.-\r\n\r\n([^H]*)") do
+        answers[#answers + 1] = { tonumber(status), body }
+      end
+      assert.equal(4, #answers)
+      for i = 1, 3 do
+        assert.equal(200, answers[i][1])
+        assert.equal("completed", json(answers[i][2]).status)
+      end
+      assert.is_true(took < 0.5, "took " .. took .. " s")
+    end)
+
+    it("has a load generator that reports requests per second", function()
+      local p = io.popen("cd " .. helpers.quote(helpers.root) .. " && lua5.4 spec/emulator_load.lua --seconds 0.3 "
+        .. "--connections 2 2>&1; echo \"rc=$?\"")
+      local out = p:read("a")
+      p:close()
+      assert.matches("2 connections, [%d.]+ s: %d+ answers %(0 not 200%), %d+ requests/s", out)
+      assert.matches("requests per emulator CPU%-second", out)
+      assert.matches("rc=0\n$", out)
+    end)
+
     it("presets --load: jobs finish 1 to 5 s after submit, no request log", function()
       local opts = assert(emulator.parse_args{ "--load" })
       local server = emulator.new(opts)

@@ -557,7 +557,14 @@ function handlers.status(self, _, id)
   local now = self.clock()
   local state, position = job_state(job, now)
   if not job.noticed_at and FINAL[state] then job.noticed_at = micro(now) end
-  return json_reply(200, self:status_body(job, state, position))
+  -- the answer depends only on the state (and the position while queued): encode it once
+  -- per change, not once per poll
+  local key = state == "in_queue" and position or state
+  if job.status_key ~= key then
+    job.status_key = key
+    job.status_reply = json_reply(200, self:status_body(job, state, position))
+  end
+  return job.status_reply
 end
 
 function handlers.result(self, req, id)
@@ -913,6 +920,8 @@ local function read_line(con, timeout)
   return line
 end
 
+local NO_QUERY = setmetatable({}, { __newindex = function() error("read-only") end })
+
 local function parse_query(query)
   local t = {}
   for k, v in query:gmatch("([^&=]+)=?([^&]*)") do t[k] = v end
@@ -940,12 +949,13 @@ function Server:read_request(con)
     n = n + 1
     if n > 200 then return nil, "too many headers", 431 end
     name = name:lower()
-    headers[name] = headers[name] and (headers[name] .. ", " .. value) or value
+    local old = headers[name]
+    headers[name] = old and (old .. ", " .. value) or value
   end
-  target = target:gsub("^https?://[^/]*", "")
+  if target:byte(1) ~= 47 then target = target:gsub("^https?://[^/]*", "") end -- 47: "/"
   local path, query = target:match("^([^?#]*)%??([^#]*)")
   local req = {
-    method = method, target = target, path = path, query = parse_query(query or ""),
+    method = method, target = target, path = path, query = query ~= "" and parse_query(query) or NO_QUERY,
     version = version, headers = headers,
   }
   local connection = (headers.connection or ""):lower()
@@ -954,7 +964,8 @@ function Server:read_request(con)
   else
     req.keep_alive = connection:find("keep-alive", 1, true) ~= nil
   end
-  local chunked = (headers["transfer-encoding"] or ""):lower():find("chunked", 1, true)
+  local encoding = headers["transfer-encoding"]
+  local chunked = encoding and encoding:lower():find("chunked", 1, true)
   local length = headers["content-length"]
   if length and not length:match("^%d+$") then return nil, "bad content-length", 400 end
   length = tonumber(length)
@@ -992,12 +1003,25 @@ function Server:read_request(con)
   return req
 end
 
+local STATUS_LINES = {}
+for code, reason in pairs(REASONS) do STATUS_LINES[code] = code .. " " .. reason end
+local SIMPLE_HEAD = "HTTP/1.1 %s\r\nServer: kling-emulator\r\nContent-Length: %d\r\nContent-Type: %s\r\n\r\n%s"
+
 --- Write a reply: the one place answers go out.
 -- reply: status, type, headers ({ {name, value}, ... }), and body (string) or
 -- source/offset/length (streamed in CHUNK pieces). Returns bytes of body sent | nil, err.
 function Server:write_reply(con, req, reply)
   local status = reply.status
-  local length = reply.source and reply.length or #(reply.body or "")
+  local body = reply.body
+  if body and reply.type and not reply.headers and req and req.keep_alive and req.version == "1.1"
+      and req.method ~= "HEAD" then
+    -- the common case (a JSON answer on a kept-alive HTTP/1.1 connection): one format
+    local ok, err = con:xwrite(format(SIMPLE_HEAD, STATUS_LINES[status] or status .. " Unknown",
+      #body, reply.type, body), "bn")
+    if not ok then return nil, err end
+    return #body
+  end
+  local length = reply.source and reply.length or #(body or "")
   local head = {
     format("HTTP/1.1 %d %s", status, REASONS[status] or "Unknown"),
     "Server: kling-emulator",
@@ -1057,10 +1081,14 @@ end
 
 local function on_error(_, _, why) return why end
 
+local ACCEPT_OPTIONS = { nodelay = true }
+
 function Server:accept_loop(listener)
   local sock = listener.sock
   while not self.stopped do
-    local con, err = sock:accept()
+    -- TCP_NODELAY: an answer written in pieces (a file's head, then its body; pipelined
+    -- answers) must not wait for the peer's delayed acknowledgement of the previous piece
+    local con, err = sock:accept(ACCEPT_OPTIONS)
     if con then
       if listener.current >= listener.peak and listener.current > 0 then
         -- This connection would raise the peak. A client that closed a connection just
