@@ -5,7 +5,8 @@
 --                      reset, job records), imitating api/RUNCOMFY_MODEL_API.md;
 --   the file listener  /v/{id}.mp4, the stand-in for the CDN that serves the outputs.
 -- A job is a record with timestamps; its state is computed from the clock when asked, so
--- nothing ticks and no request costs O(number of jobs) (only the stats route counts them).
+-- nothing ticks and no request costs O(number of jobs) (only the stats and job-list routes
+-- go through them).
 -- Requests go: connection loop -> read_request -> dispatch (routing table) -> one handler per
 -- route -> write_reply, the single place where answers are written.
 --
