@@ -365,3 +365,33 @@ void kxfer_error_message(const kxfer *x, char *out, size_t outlen) {
   else if (x->errbuf[0]) snprintf(out, outlen, "%s", x->errbuf);
   else snprintf(out, outlen, "%s", curl_easy_strerror(x->code));
 }
+
+#ifdef KLING_FUZZ
+/* Test entry points for fuzz/answer_fuzz.c, compiled only with -DKLING_FUZZ:
+ * an API transfer with no easy handle, fed header lines and body bytes
+ * through the same callbacks libcurl calls, then finished as libcurl would
+ * finish it (status code and timing taken from the caller). */
+kxfer *kxfer_fuzz_new(size_t max_body) {
+  kxfer *x = calloc(1, sizeof *x);
+  if (x == NULL) return NULL;
+  kbuf_init(&x->body, max_body);
+  x->is_api = 1;
+  x->method = KX_GET;
+  x->retry = KX_RETRY_NONE;
+  x->length = -1;
+  x->state = KX_RUNNING;
+  return x;
+}
+
+size_t kxfer_fuzz_header(kxfer *x, char *line, size_t n) { return on_header(line, 1, n, x); }
+
+size_t kxfer_fuzz_body(kxfer *x, char *p, size_t n) { return on_body(p, 1, n, x); }
+
+void kxfer_fuzz_finish(kxfer *x, CURLcode code, long status, curl_off_t pretransfer, double total_time) {
+  x->status = status;
+  x->pretransfer = pretransfer;
+  x->total_time = total_time;
+  x->attempts = 1;
+  kxfer_finish(x, code);
+}
+#endif

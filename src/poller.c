@@ -650,3 +650,54 @@ const luaL_Reg kpoller_methods[] = {
   { "watch", l_watch },       { "unwatch", l_unwatch },       { "updates", l_updates },
   { "set_poll", l_set_poll }, { "poll_stats", l_poll_stats }, { NULL, NULL },
 };
+
+#ifdef KLING_FUZZ
+/* Test entry points for fuzz/answer_fuzz.c, compiled only with -DKLING_FUZZ. */
+
+/* Forgets what the poller learned from earlier jobs, so that every fuzz
+ * input starts from the same state. */
+void kpoller_fuzz_reset(kpoller *p) {
+  p->run_min = -1;
+  p->run_n = 0;
+  p->queue_rate = -1;
+  p->rng = 0x9E3779B97F4A7C15ULL;
+  p->polls = p->fetches = p->retries = 0;
+}
+
+/* Hands x (finished, owned by the callee from here on) to the watch
+ * `handle` as the answer to the request the poller would send it next: its
+ * status, or its result once it has ended. Does what start_due and
+ * kpoller_run do around finished(), without the network. Returns 0, or -1
+ * when the watch is gone or expects no answer (x is then left to the
+ * caller). *inflight_after is the poller's count of requests in flight
+ * once the answer is taken in (0 when the books balance). */
+int kpoller_fuzz_answer(lua_State *L, kpoller *p, kengine *e, int handle, kxfer *x, double now,
+                        int *phase_was_result, int *inflight_after) {
+  if (handle < 1 || handle > p->nslots || p->slots[handle - 1] == NULL) return -1;
+  kwatch *w = p->slots[handle - 1];
+  if (w->phase != W_WAIT || w->x != NULL) return -1;
+  heap_remove(p, w);
+  w->phase = w->want_result ? W_RESULT : W_STATUS;
+  *phase_was_result = w->phase == W_RESULT;
+  if (w->want_result) {
+    w->fetches++;
+    p->fetches++;
+  } else {
+    w->polls++;
+    p->polls++;
+  }
+  w->x = x;
+  x->owner = w;
+  p->inflight++;
+  finished(L, p, e, w, x, now);
+  *inflight_after = p->inflight;
+  return 0;
+}
+
+/* The state of watch `handle`: 0 waiting, 1 (status) or 2 (result) in
+ * flight, 3 done; -1 when there is no such watch. */
+int kpoller_fuzz_phase(kpoller *p, int handle) {
+  if (handle < 1 || handle > p->nslots || p->slots[handle - 1] == NULL) return -1;
+  return p->slots[handle - 1]->phase;
+}
+#endif
