@@ -897,6 +897,11 @@ static int check_unknown(vctx *c, const knode *n, int vi, size_t known) {
       describe_key(L, lua_gettop(L), key, sizeof key);
       fail_msg(c, "has a key that is not a field name: %s (fields are named by strings)", key);
       ok = 0;
+    } else if (strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1)) { /* "sound\0x" is not "sound" */
+      char key[96];
+      describe_key(L, lua_gettop(L), key, sizeof key);
+      fail_msg(c, "has a field name with a NUL byte: %s", key);
+      ok = 0;
     } else if (!find_prop(n, lua_tostring(L, -1), NULL)) {
       if (nunk < 32) unknown[nunk++] = lua_tostring(L, -1); /* anchored by the input table */
       else more++;

@@ -1,0 +1,52 @@
+-- The schema fuzzer's corpus, replayed by the suite on the plain build: every
+-- seed in fuzz/corpus/schema goes through fuzz/schema_harness.lua (the same
+-- variants and the same model of the rules as build-fuzz/schema_fuzz), so an
+-- input the fuzzer once broke validation with fails `make test` and
+-- `make check` too, without clang.
+local helpers = require "helpers"
+local kling = require "kling"
+
+local CORPUS = helpers.root .. "/fuzz/corpus/schema"
+
+-- The seed schema_fuzz.c derives from an input (FNV-1a), so that the harness
+-- picks the same variants here.
+local function seed_of(data)
+  local h = 2166136261
+  for i = 1, #data do h = ((h ~ data:byte(i)) * 16777619) & 0xffffffff end
+  return h
+end
+
+local function corpus_files()
+  local p = assert(io.popen("ls " .. helpers.quote(CORPUS)))
+  local names = {}
+  for name in p:lines() do names[#names + 1] = name end
+  p:close()
+  return names
+end
+
+describe("the schema fuzz corpus", function()
+  local run = dofile(helpers.root .. "/fuzz/schema_harness.lua")
+  local names = corpus_files()
+
+  it("is there", function()
+    assert.is_true(#names >= 12)
+  end)
+
+  for _, name in ipairs(names) do
+    it("replays " .. name, function()
+      local data = assert(helpers.read_file(CORPUS .. "/" .. name))
+      run(data, seed_of(data))
+    end)
+  end
+
+  it("refuses a field name with a NUL byte (found by schema_fuzz)", function()
+    local ok, err = kling.validate { prompt = "a red kite", ["sound\0"] = "no" }
+    assert.is_nil(ok)
+    assert.equals("validation", err.kind)
+    assert.equals("/", err.errors[1].path)
+    assert.matches("NUL byte", err.errors[1].message)
+    ok, err = kling.validate { prompt = "p", multi_prompt = { { prompt = "a", duration = 3, ["prompt\0x"] = "b" } } }
+    assert.is_nil(ok)
+    assert.equals("/multi_prompt/1", err.errors[1].path)
+  end)
+end)
