@@ -1,0 +1,308 @@
+--- kling batch FILE.jsonl --out-dir DIR [--concurrency N]: one job per line,
+-- at most N in flight, resumable after a crash (see doc/CLI.md).
+--
+-- The batch state DIR/.kling-batch.jsonl maps each line's key to its request
+-- id, one JSON event per line, appended and flushed at once:
+--   {"e":"submitting","key":K,"hash":H,"t":T}   just before a submit
+--   {"e":"submitted","key":K,"id":ID,"model":M,"hash":H,"t":T}   as soon as it returns
+--   {"e":"unknown","key":K,"hash":H,"t":T,"message":...}   a submit of unknown outcome
+--   {"e":"ended","key":K,"id":ID,"status":S,"t":T}   the job ended (and was downloaded, if completed)
+--   {"e":"not_sent","key":K,"t":T}   the submit was refused (an error answer): no job exists
+--   {"e":"released","key":K,"id":ID,"t":T}   cancelled after Ctrl-C: submit it again next time
+-- H is a hash of the line's text: an edited line is a new input.
+local kling = require "kling"
+local json = require "kling.json"
+
+local B = {}
+
+B.STATE_FILE = ".kling-batch.jsonl"
+
+--- FNV-1a (32 bits) of a string, as 8 hex digits.
+function B.hash(s)
+  local h = 2166136261
+  for i = 1, #s do h = ((h ~ s:byte(i)) * 16777619) & 0xffffffff end
+  return string.format("%08x", h)
+end
+
+--- Reads the batch state: key -> record, and the set of every id it names.
+function B.load_state(path)
+  local state, claimed = {}, {}
+  local f = io.open(path, "rb")
+  if not f then return state, claimed end
+  local text = f:read("a") or ""
+  f:close()
+  for line in text:gmatch("[^\n]+") do
+    local ok, ev = pcall(json.decode, line)
+    if ok and type(ev) == "table" and type(ev.key) == "string" then
+      local key = ev.key
+      if type(ev.id) == "string" then claimed[ev.id] = true end
+      if ev.e == "submitting" then
+        state[key] = { submitting_t = ev.t, hash = ev.hash }
+      elseif ev.e == "submitted" and type(ev.id) == "string" then
+        state[key] = { id = ev.id, model = ev.model, hash = ev.hash }
+      elseif ev.e == "unknown" then
+        state[key] = { unknown = true, hash = ev.hash, message = ev.message }
+      elseif ev.e == "ended" and state[key] and state[key].id == ev.id then
+        state[key].status = ev.status
+      elseif ev.e == "released" and state[key] and state[key].id == ev.id then
+        state[key] = nil
+      elseif ev.e == "not_sent" and state[key] and state[key].submitting_t then
+        state[key] = nil
+      end
+    end
+  end
+  return state, claimed
+end
+
+-- An appender for the state file (a torn last line is closed off first).
+local function state_writer(path)
+  local f = io.open(path, "rb")
+  local torn = false
+  if f then
+    local size = f:seek("end")
+    if size and size > 0 then
+      f:seek("set", size - 1)
+      torn = f:read(1) ~= "\n"
+    end
+    f:close()
+  end
+  local out, err = io.open(path, "ab")
+  if not out then return nil, err end
+  if torn then out:write("\n") end
+  out:flush()
+  return function(ev)
+    ev.t = ev.t or os.time()
+    out:write(json.encode(ev), "\n")
+    out:flush()
+  end
+end
+
+local FINAL = { completed = true, failed = true, cancelled = true }
+
+function B.run(cli, o, pos)
+  local cmd = "batch"
+  local usage = cli.usage
+  if #pos ~= 1 then usage(cmd, "give one FILE.jsonl") end
+  if not o.out_dir then usage(cmd, "--out-dir DIR is required (the videos and the batch state go there)") end
+  if o.output then usage(cmd, "-o is not for batch; use --out-dir DIR") end
+  local concurrency = o.concurrency or 4
+  local default_model = o.model or kling.DEFAULT_MODEL
+  local file = pos[1]
+  local text
+  if file == "-" then
+    text = io.stdin:read("a") or ""
+  else
+    local f, err = io.open(file, "rb")
+    if not f then usage(cmd, tostring(err)) end
+    text = f:read("a") or ""
+    f:close()
+  end
+
+  -- every line parsed and validated before anything is sent
+  local items, by_key, problems = {}, {}, {}
+  for _, l in ipairs(cli.read_lines(text)) do
+    local obj, derr = cli.decode_object(l.text)
+    if not obj then
+      problems[#problems + 1] = { n = l.n, lines = { "line " .. l.n .. ": " .. derr } }
+    else
+      local input, key, model = cli.line_parts(obj, default_model)
+      key = key or ("line-" .. l.n)
+      if by_key[key] then
+        usage(cmd, string.format("line %d: the name '%s' is already used on line %d", l.n, key, by_key[key].n))
+      end
+      local ok, sent = kling.validate(input, model)
+      local item = { n = l.n, key = key, model = model, input = sent, hash = B.hash(l.text),
+        path = cli.join(o.out_dir, key .. ".mp4") }
+      by_key[key] = item
+      items[#items + 1] = item
+      if not ok then
+        problems[#problems + 1] = { n = l.n, key = key, err = sent,
+          lines = cli.print_validation(nil, sent, "line " .. l.n .. " (" .. key .. "): ") }
+      end
+    end
+  end
+  if #items == 0 and #problems == 0 then usage(cmd, file .. ": no input lines") end
+  if #problems > 0 then
+    for _, p in ipairs(problems) do
+      for _, line in ipairs(p.lines) do io.stderr:write(line, "\n") end
+      if o.json then
+        io.stdout:write(json.encode { line = p.n, key = p.key, status = "invalid",
+          error = p.err and cli.error_object(p.err) or { kind = "validation", message = p.lines[1] } }, "\n")
+      end
+    end
+    io.stderr:write(string.format("kling batch: %d line(s) of %s are not valid; nothing was sent\n", #problems, file))
+    return 3
+  end
+
+  if not cli.is_dir(o.out_dir) and not cli.mkdir_p(o.out_dir) then
+    usage(cmd, "cannot create the directory " .. o.out_dir)
+  end
+  local state_path = cli.join(o.out_dir, B.STATE_FILE)
+  local state, claimed = B.load_state(state_path)
+  local append, werr = state_writer(state_path)
+  if not append then usage(cmd, "cannot write " .. state_path .. ": " .. tostring(werr)) end
+
+  local ctx = cli.context(cmd, o)
+  local d = ctx.display
+
+  -- what to do with each line
+  local to_submit, to_attach = {}, {}
+  local jstate
+  for _, item in ipairs(items) do
+    local rec = state[item.key]
+    if rec and rec.hash and rec.hash ~= item.hash then
+      d:warn(string.format("kling: line %d (%s) changed since its earlier submit%s; submitting the new input",
+        item.n, item.key, rec.id and (" (" .. rec.id .. ")") or ""))
+      rec = nil
+    end
+    if cli.file_exists(item.path) then
+      item.action, item.id = "skip", rec and rec.id
+    elseif rec and rec.id then
+      if FINAL[rec.status] and rec.status ~= "completed" and o.retry_failed then
+        item.action = "submit"
+      else
+        item.action, item.id, item.model = "attach", rec.id, rec.model or item.model
+      end
+    elseif rec and rec.submitting_t then
+      -- killed between the submit and the line that records it: the journal may
+      -- hold the id (it is written before the submit returns)
+      jstate = jstate or ctx:journal_state()
+      local found, n = nil, 0
+      for id, j in pairs(jstate) do
+        if not claimed[id] and j.model == item.model and (j.t or 0) >= rec.submitting_t then
+          found, n = id, n + 1
+        end
+      end
+      if n == 1 then
+        claimed[found] = true
+        append { e = "submitted", key = item.key, id = found, model = item.model, hash = item.hash }
+        item.action, item.id = "attach", found
+      elseif o.retry_unknown then
+        item.action = "submit"
+      else
+        item.action = "unknown"
+      end
+    elseif rec and rec.unknown then
+      item.action = o.retry_unknown and "submit" or "unknown"
+    else
+      item.action = "submit"
+    end
+    if item.action == "submit" then to_submit[#to_submit + 1] = item end
+    if item.action == "attach" then to_attach[#to_attach + 1] = item end
+  end
+
+  -- the summary line (queued / running / done / failed)
+  local started = cli.now()
+  d.summary = function()
+    local c = { pending = 0, queued = 0, running = 0, done = 0, failed = 0 }
+    for _, item in ipairs(items) do
+      local s
+      if item.outcome then
+        s = item.outcome == 0 and "done" or "failed"
+      elseif item.action == "skip" then
+        s = "done"
+      elseif item.action == "unknown" then
+        s = "failed"
+      elseif item.job then
+        local st = item.job.status
+        s = (st == "in_queue" or st == nil) and not ctx.downloading[item.job] and "queued" or "running"
+      elseif item.submitting then
+        s = "queued"
+      else
+        s = "pending"
+      end
+      c[s] = c[s] + 1
+    end
+    return string.format("batch %s: %d queued, %d running, %d done, %d failed, %d to submit  %s",
+      file, c.queued, c.running, c.done, c.failed, c.pending, cli.human_time(cli.now() - started))
+  end
+
+  local job_item = {}
+  ctx.resume_hint = function() return "run the same kling batch command again" end
+  ctx.on_cancelled = function(job)
+    local item = job_item[job]
+    if item then append { e = "released", key = item.key, id = job.id } end
+  end
+
+  return ctx:run(function()
+    local inflight = 0
+
+    for _, item in ipairs(items) do
+      if item.action == "skip" then
+        d:log(item.key .. " skipped: " .. item.path .. " exists")
+        ctx:emit(nil, { line = item.n, key = item.key, id = item.id, status = "completed", path = item.path,
+          skipped = true })
+        ctx:result(item.key .. "\t" .. item.path)
+      elseif item.action == "unknown" then
+        ctx:fail(require("kling.errors").new("submit_unknown",
+          "an earlier submit of this line may have created a job (its answer never came); it is not sent again "
+            .. "(--retry-unknown sends it anyway)"), nil, nil, { line = item.n, key = item.key, status = "unknown" })
+      end
+    end
+
+    local function follow(item, job)
+      inflight = inflight + 1
+      item.job = job
+      job_item[job] = item
+      kling.spawn(function()
+        local code = ctx:follow(job, { file = item.path }, {
+          label = item.key, prefix = item.key .. "\t", fields = { line = item.n, key = item.key },
+        })
+        if not ctx.interrupted then
+          item.outcome = code
+          if FINAL[job.status] then append { e = "ended", key = item.key, id = job.id, status = job.status } end
+        end
+        inflight = inflight - 1
+      end)
+    end
+
+    for _, item in ipairs(to_attach) do
+      local job = ctx.client:job(item.id, item.model)
+      ctx.attached[#ctx.attached + 1] = job
+      d:log(item.key .. " re-attached to " .. item.id)
+      follow(item, job)
+    end
+
+    local stopped
+    for _, item in ipairs(to_submit) do
+      while inflight >= concurrency and not ctx.interrupted do
+        ctx.client:sleep(1, function() return inflight < concurrency or ctx.interrupted end)
+      end
+      if ctx.interrupted then break end
+      if stopped then
+        ctx:emit(nil, { line = item.n, key = item.key, status = "not_submitted",
+          error = { kind = stopped.kind, message = "not submitted after an earlier error: " .. tostring(stopped.message) } })
+      else
+        item.submitting = true
+        append { e = "submitting", key = item.key, hash = item.hash }
+        local job, err = ctx:submit(item.model, item.input)
+        item.submitting = nil
+        if job then
+          append { e = "submitted", key = item.key, id = job.id, model = item.model, hash = item.hash }
+          d:log(item.key .. " submitted as " .. job.id)
+          follow(item, job)
+        else
+          if err.kind == "submit_unknown" then
+            append { e = "unknown", key = item.key, hash = item.hash, message = err.message }
+          else
+            append { e = "not_sent", key = item.key } -- refused for sure: no job exists
+          end
+          item.outcome = ctx:fail(err, nil, nil, { line = item.n, key = item.key, model = item.model,
+            status = err.kind == "submit_unknown" and "unknown" or "not_submitted" })
+          if err.kind ~= "validation" and err.kind ~= "bad_request" then
+            stopped = err
+            d:warn("kling: batch: no more submits after this error; run the same command again to go on")
+          end
+        end
+      end
+    end
+
+    while inflight > 0 do
+      ctx.client:sleep(1, function() return inflight <= 0 end)
+    end
+    if ctx.mode == "plain" then d:log(d.summary()) end
+    return ctx.code
+  end)
+end
+
+return B
