@@ -173,6 +173,26 @@ describe("kling.core", function()
     c:close()
   end)
 
+  it("goes on from an existing .part with a Range request, and can start over", function()
+    local c = kling.new { base_url = emu.api, token = TOKEN, poll = { initial = 0.05 } }
+    local job = assert(c:generate { prompt = "resume @emu:bytes=300000" })
+    assert(job:wait())
+    local pattern = require("kling.emulator").pattern_bytes(0, 300000)
+    local path = dir .. "/resumed.bin"
+    helpers.write_file(path .. ".part", pattern:sub(1, 120000))
+    local before = emu:stats().files.bytes_sent
+    local got, bytes = assert(job:download(path))
+    assert.equals(path, got)
+    assert.equals(300000, bytes)
+    assert.equals(pattern, helpers.read_file(path))
+    assert.equals(180000, emu:stats().files.bytes_sent - before) -- only the rest was sent
+    -- resume = false starts over
+    helpers.write_file(path .. ".part", "garbage")
+    assert(job:download(path, { resume = false }))
+    assert.equals(pattern, helpers.read_file(path))
+    c:close()
+  end)
+
   it("refuses a download over max_bytes and leaves no file behind", function()
     local c = kling.new { base_url = emu.api, token = TOKEN, poll = { initial = 0.05 } }
     local job = assert(c:generate { prompt = "file @emu:bytes=500000" })

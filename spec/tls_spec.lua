@@ -48,7 +48,7 @@ describe("TLS through nginx", function()
         access_log off;
         client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s; uwsgi_temp_path %s; scgi_temp_path %s;
         server {
-          listen 127.0.0.1:%d ssl;
+          listen 127.0.0.1:%d ssl http2;
           ssl_certificate %s/server.pem;
           ssl_certificate_key %s/server.key;
           location /to-plain-http { return 302 http://127.0.0.1:%d/v1/anything; }
@@ -109,6 +109,19 @@ describe("TLS through nginx", function()
     local after = emu:stats().files
     assert.equals(before.requests, after.requests)
     assert.equals(0, after.authorization_headers)
+    c:close()
+  end)
+
+  it("speaks HTTP/2 when the server offers it, multiplexing requests over one connection", function()
+    local c = kling.new { base_url = base(), token = TOKEN, ca_file = dir .. "/ca.pem", max_connections = 1 }
+    local job = assert(c:generate { prompt = "h2" })
+    local x = assert(c._engine:request { url = job.urls.status })
+    while not x:done() do c._engine:step(0.1) end
+    assert.equals("2", x:result().http_version)
+    kling.run(function()
+      for _ = 1, 20 do kling.spawn(function() assert(job:refresh()) end) end
+    end)
+    assert.equals(1, c._engine:stats().sockets_peak)
     c:close()
   end)
 

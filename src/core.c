@@ -169,6 +169,7 @@ static int l_request(lua_State *L) {
   s.download = opt_string(L, 2, "download");
   s.timeout_ms = seconds_to_ms(L, "timeout", opt_number(L, 2, "timeout", 0));
   s.fresh = opt_bool(L, 2, "fresh");
+  s.resume = opt_bool(L, 2, "resume");
   const char *retry = opt_string(L, 2, "retry");
   if (retry == NULL) s.retry = KX_RETRY_NONE;
   else if (strcmp(retry, "safe") == 0) s.retry = KX_RETRY_SAFE;
@@ -318,8 +319,8 @@ static int l_xfer_done(lua_State *L) {
 static int l_xfer_progress(lua_State *L) {
   kxfer *x = check_xfer(L, 1);
   curl_off_t total = kxfer_length(x);
-  lua_pushinteger(L, (lua_Integer)x->bytes);
-  if (total >= 0) lua_pushinteger(L, (lua_Integer)total);
+  lua_pushinteger(L, (lua_Integer)(x->offset + x->bytes));
+  if (total >= 0) lua_pushinteger(L, (lua_Integer)(x->offset + total));
   else lua_pushnil(L);
   return 2;
 }
@@ -349,8 +350,19 @@ void kcore_push_result(lua_State *L, kxfer *x) {
     lua_pushlstring(L, x->body.data ? x->body.data : "", x->body.len);
     lua_setfield(L, -2, "body");
   }
-  lua_pushinteger(L, (lua_Integer)x->bytes);
+  lua_pushinteger(L, (lua_Integer)(x->offset + x->bytes)); /* a download: the whole file */
   lua_setfield(L, -2, "bytes");
+  if (x->path) {
+    lua_pushinteger(L, (lua_Integer)x->resumed_from);
+    lua_setfield(L, -2, "resumed_from");
+  }
+  static const char *const versions[] = { "?", "1.0", "1.1", "2" };
+  const char *hv = x->http_version >= 1 && x->http_version <= 3 ? versions[x->http_version]
+                   : x->http_version == 30 ? "3" : NULL;
+  if (hv) {
+    lua_pushstring(L, hv);
+    lua_setfield(L, -2, "http_version");
+  }
   set_str(L, "content_type", x->content_type);
   set_str(L, "content_length", x->content_length);
   set_str(L, "retry_after", x->retry_after);

@@ -70,9 +70,19 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
     x->to_file = code >= 200 && code < 300;
     x->status_checked = 1;
+    if (code != 206 && x->offset > 0 && x->to_file) {
+      /* the server ignored the Range: the whole file comes again */
+      fflush(x->file);
+      if (ftruncate(fileno(x->file), 0) != 0) {
+        x->io_error = 1;
+        x->io_errno = errno;
+        return 0;
+      }
+      x->offset = 0;
+    }
   }
   if (x->file && x->to_file) {
-    if (x->max_bytes > 0 && x->bytes + (curl_off_t)n > x->max_bytes) {
+    if (x->max_bytes > 0 && x->offset + x->bytes + (curl_off_t)n > x->max_bytes) {
       x->too_large = 1;
       return 0;
     }
@@ -147,7 +157,13 @@ kxfer *kxfer_new(kengine *e, const kx_spec *s, char *err, size_t errlen) {
     if (x->path == NULL || x->part == NULL) goto fail_oom;
     memcpy(x->part, s->download, n);
     memcpy(x->part + n, ".part", sizeof ".part");
-    x->file = fopen(x->part, "wb");
+    x->file = fopen(x->part, s->resume ? "ab" : "wb");
+    if (x->file != NULL && s->resume) {
+      if (fseek(x->file, 0, SEEK_END) == 0) {
+        long at = ftell(x->file);
+        x->offset = x->resumed_from = at > 0 ? (curl_off_t)at : 0;
+      }
+    }
     if (x->file == NULL) {
       snprintf(err, errlen, "cannot open '%s' for writing: %s", x->part, strerror(errno));
       kxfer_free(x);
@@ -192,6 +208,7 @@ static int configure(kxfer *x, kengine *e) {
     SETOPT(CURLOPT_FOLLOWLOCATION, 1L);
     SETOPT(CURLOPT_MAXREDIRS, 5L);
     SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, e->allow_insecure_http ? "http,https" : "https");
+    if (x->offset > 0) SETOPT(CURLOPT_RESUME_FROM_LARGE, x->offset);
   } else {
     SETOPT(CURLOPT_ACCEPT_ENCODING, "");
     SETOPT(CURLOPT_TIMEOUT_MS, x->timeout_ms);
@@ -262,7 +279,11 @@ static void finish_download(kxfer *x) {
     x->io_error = 1;
     x->io_errno = errno;
   }
-  if (!ok) remove(x->part);
+  /* A transfer that broke off keeps its .part, to go on from later (Range);
+   * one the server refused, or that was too big or not writable, does not. */
+  int resumable = !x->io_error && !x->too_large && !x->oom && x->code != CURLE_OK
+                  && (x->status == 0 || x->status == 200 || x->status == 206);
+  if (!ok && !resumable) remove(x->part);
   if (x->io_error && x->code == CURLE_OK) x->code = CURLE_WRITE_ERROR;
   if (!x->status_checked && x->code == CURLE_OK && x->status >= 200 && x->status < 300) {
     /* an empty body: the file exists, with nothing in it */
@@ -277,6 +298,7 @@ void kxfer_finish(kxfer *x, CURLcode code) {
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
     curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &x->total_time);
     curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &x->pretransfer);
+    curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &x->http_version);
     x->length = kxfer_length(x);
   }
   if (x->file) finish_download(x);
@@ -292,10 +314,11 @@ void kxfer_rewind(kxfer *x) {
   x->errbuf[0] = '\0';
   x->retry_after[0] = x->content_type[0] = x->content_length[0] = '\0';
   x->length = -1;
-  if (x->file) {
-    fflush(x->file);
-    if (ftruncate(fileno(x->file), 0) != 0) x->io_error = 1;
-    rewind(x->file);
+  if (x->file) { /* go on from what the last try wrote */
+    long at = -1;
+    if (fflush(x->file) == 0 && fseek(x->file, 0, SEEK_END) == 0) at = ftell(x->file);
+    if (at < 0) x->io_error = 1;
+    else x->offset = (curl_off_t)at;
   }
 }
 

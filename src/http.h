@@ -32,6 +32,7 @@ typedef struct kx_spec {
   int fresh;            /* use a new connection: a request that must not be replayed */
   curl_off_t max_bytes; /* downloads: refuse more than this; 0 = no cap */
   int retry;            /* KX_RETRY_NONE, _SAFE (may be repeated) or _SUBMIT (only if it never arrived, or 429) */
+  int resume;           /* downloads: go on from an existing path.part (HTTP Range) */
 } kx_spec;
 
 enum { KX_RETRY_NONE = 0, KX_RETRY_SAFE, KX_RETRY_SUBMIT };
@@ -63,7 +64,10 @@ typedef struct kxfer {
   char *path, *part;       /* download destination and its .part file */
   int to_file;             /* this response's body goes to the file */
   int status_checked;
-  curl_off_t bytes;        /* body bytes received (file or memory) */
+  curl_off_t bytes;        /* body bytes received by this try (file or memory) */
+  curl_off_t offset;       /* downloads: bytes already in the .part when this try began */
+  curl_off_t resumed_from; /* downloads: bytes that were there before the first try */
+  long http_version;       /* CURL_HTTP_VERSION_* of the answer */
   curl_off_t max_bytes;
 
   long status;             /* HTTP status of the final response */

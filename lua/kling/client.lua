@@ -377,6 +377,7 @@ function Client:download_url(url, path, opts)
   opts = opts or {}
   local x, msg = self._engine:request {
     url = url, download = path, timeout = opts.stall_timeout, max_bytes = opts.max_bytes, retry = "safe",
+    resume = opts.resume ~= false,
   }
   if not x then return nil, errors.new("network", self:scrub(msg)) end
   local on_progress = opts.on_progress

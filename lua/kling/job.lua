@@ -268,9 +268,11 @@ end
 
 --- Downloads the job's video to path (waiting for the job first when needed).
 -- Streams to path..".part" in C and renames it when complete; sends no token.
+-- A transfer that breaks off keeps its .part; the next download of the same
+-- path goes on from it with an HTTP Range (resume = false starts over).
 -- opts: on_progress(bytes, total), stall_timeout (give up after this many
--- seconds without a byte; default the client's timeout), max_bytes, and the
--- wait options (timeout, on_update, poll) for a job that has not ended. Returns path, bytes | nil, err.
+-- seconds without a byte; default the client's timeout), max_bytes, resume,
+-- and the wait options (timeout, on_update) for a job that has not ended. Returns path, bytes | nil, err.
 function Job:download(path, opts)
   if type(path) ~= "string" or path == "" then error("job:download: path must be a non-empty string", 2) end
   opts = opts or {}
@@ -283,7 +285,8 @@ function Job:download(path, opts)
     return nil, errors.new("protocol", "the job's output has no video URL", { request_id = self.id })
   end
   return self.client:download_url(url, path,
-    { on_progress = opts.on_progress, max_bytes = opts.max_bytes, stall_timeout = opts.stall_timeout })
+    { on_progress = opts.on_progress, max_bytes = opts.max_bytes, stall_timeout = opts.stall_timeout,
+      resume = opts.resume })
 end
 
 return M
