@@ -9,6 +9,10 @@
 -- go through them).
 -- Requests go: connection loop -> read_request -> dispatch (routing table) -> one handler per
 -- route -> write_reply, the single place where answers are written.
+-- Faults (--faults, /__emulator/faults): dispatch draws one number per request of the
+-- submit, status, result, cancel and download routes from a generator of its own (seeded
+-- from --seed) and, when an entry of the fault table is drawn, Server:faulted shapes the
+-- reply (an error, a broken body, a delay, a cut body, or a close without an answer).
 --
 -- Usage:
 --   local emulator = require "kling.emulator"
@@ -53,6 +57,7 @@ local REASONS = {
   [422] = "Unprocessable Entity", [429] = "Too Many Requests",
   [431] = "Request Header Fields Too Large", [500] = "Internal Server Error",
   [501] = "Not Implemented", [502] = "Bad Gateway", [503] = "Service Unavailable",
+  [504] = "Gateway Timeout",
 }
 
 -- ---------------------------------------------------------------------------------------
@@ -186,6 +191,148 @@ function M.parse_timing(value)
 end
 
 -- ---------------------------------------------------------------------------------------
+-- Faults: ROUTE:FAULT:RATE[:ARG], drawn per request from a generator of their own
+-- ---------------------------------------------------------------------------------------
+
+local API_KINDS = { submit = true, status = true, result = true, cancel = true }
+local ALL_KINDS = { submit = true, status = true, result = true, cancel = true, download = true }
+M.FAULT_ROUTES = { "submit", "status", "result", "cancel", "download", "all" }
+
+-- name -> routes it applies to, what ARG is ("integer" or "seconds" >= 0, nil: none
+-- allowed), its default, and whether the request is acted on before the fault
+local FAULTS = {
+  ["429"] = { routes = ALL_KINDS, arg = "integer", default = 1 },
+  ["429date"] = { routes = ALL_KINDS, arg = "integer", default = 1 },
+  ["500"] = { routes = ALL_KINDS, arg = "integer" },
+  ["502"] = { routes = ALL_KINDS, arg = "integer" },
+  ["503"] = { routes = ALL_KINDS, arg = "integer" },
+  ["504"] = { routes = ALL_KINDS, arg = "integer" },
+  reset = { routes = ALL_KINDS },
+  drop_after_create = { routes = { submit = true }, acts = true },
+  slow = { routes = ALL_KINDS, arg = "seconds", default = 5, acts = true },
+  truncated_json = { routes = API_KINDS, acts = true },
+  malformed_json = { routes = API_KINDS, acts = true },
+  error200 = { routes = API_KINDS },
+  cut = { routes = { download = true }, acts = true },
+}
+M.FAULTS = {}
+for name in pairs(FAULTS) do M.FAULTS[#M.FAULTS + 1] = name end
+table.sort(M.FAULTS)
+
+local function number_text(n)
+  if n == floor(n) and math.abs(n) < 2 ^ 53 then return format("%d", n) end
+  return format("%.14g", n)
+end
+
+local function fault_entry(route, fault, rate, arg)
+  local where = format("%s:%s:%s", tostring(route), tostring(fault), tostring(rate))
+  if arg ~= nil then where = where .. ":" .. tostring(arg) end
+  if math.type(fault) == "integer" then fault = tostring(fault) end
+  if type(route) ~= "string" or not ALL_KINDS[route] and route ~= "all" then
+    return nil, where .. ": unknown route (submit, status, result, cancel, download or all)"
+  end
+  local kind = type(fault) == "string" and FAULTS[fault]
+  if not kind then return nil, where .. ": unknown fault" end
+  if route ~= "all" and not kind.routes[route] then
+    return nil, where .. ": " .. fault .. " does not apply to " .. route
+  end
+  rate = tonumber(rate)
+  if not rate or rate ~= rate or rate < 0 or rate > 1 then return nil, where .. ": the rate must be a number from 0 to 1" end
+  if arg ~= nil then
+    local n = tonumber(arg)
+    if not kind.arg then return nil, where .. ": " .. fault .. " takes no argument" end
+    if not finite_seconds(n) or (kind.arg == "integer" and n ~= floor(n)) then
+      return nil, format("%s: bad argument %s (%s)", where, tostring(arg),
+        kind.arg == "integer" and "whole seconds >= 0" or "seconds >= 0")
+    end
+    arg = kind.arg == "integer" and floor(n) or n
+  end
+  local spec = format("%s:%s:%s", route, fault, number_text(rate))
+  if arg then spec = spec .. ":" .. number_text(arg) end
+  return { route = route, fault = fault, rate = rate, arg = arg, spec = spec }
+end
+
+--- Read one fault: "ROUTE:FAULT:RATE[:ARG]" (e.g. "status:503:0.2", "all:429:0.2:2") or
+-- { route =, fault =, rate =, arg = }.
+-- @return { route, fault, rate, arg (nil when not given), spec (the canonical text) } | nil, err
+function M.parse_fault(value)
+  if type(value) == "table" then
+    return fault_entry(value.route, value.fault, value.rate, value.arg)
+  end
+  if type(value) ~= "string" then return nil, "a fault is a string ROUTE:FAULT:RATE[:ARG] or an object" end
+  local parts = {}
+  for part in (value .. ":"):gmatch("([^:]*):") do parts[#parts + 1] = part end
+  if #parts < 3 or #parts > 4 then return nil, value .. ": expected ROUTE:FAULT:RATE[:ARG]" end
+  local rate = tonumber(parts[3])
+  if not rate then return nil, value .. ": the rate must be a number from 0 to 1" end
+  local arg = parts[4]
+  if arg and not tonumber(arg) then return nil, value .. ": bad argument " .. arg end
+  return fault_entry(parts[1], parts[2], rate, arg and tonumber(arg))
+end
+
+--- Read a fault table: nil, a string of comma-separated faults, or a list of strings or
+-- entries. @return list of entries (see parse_fault) | nil, err
+function M.parse_faults(value)
+  local items = {}
+  if type(value) == "string" then
+    for item in value:gmatch("[^,%s]+") do items[#items + 1] = item end
+  elseif type(value) == "table" then
+    for _, item in ipairs(value) do
+      if type(item) == "string" then
+        for piece in item:gmatch("[^,%s]+") do items[#items + 1] = piece end
+      else
+        items[#items + 1] = item
+      end
+    end
+  elseif value ~= nil then
+    return nil, "faults: expected a string or a list"
+  end
+  local list = {}
+  for i, item in ipairs(items) do
+    local entry, err = M.parse_fault(item)
+    if not entry then return nil, err end
+    list[i] = entry
+  end
+  return list
+end
+
+-- SO_LINGER 0 on a cqueues socket before it is closed, so that the close sends a TCP RST.
+-- cqueues has no such option; luasocket's setoption does it on any descriptor lent to a
+-- (closed) luasocket object with setfd. Without luasocket the socket is simply closed.
+local linger_holder
+do
+  local ok, luasocket = pcall(require, "socket")
+  if ok and type(luasocket) == "table" and luasocket.tcp then
+    local ok2, holder = pcall(luasocket.tcp)
+    if ok2 and holder and holder.setfd and holder.setoption then
+      holder:close()            -- its own descriptor goes; it now holds none (-1)
+      linger_holder = holder
+    end
+  end
+end
+M.RESET_METHOD = linger_holder and "rst" or "close"
+
+local function set_linger_zero(con)
+  if not linger_holder then return false end
+  local fd = con:pollfd()
+  if type(fd) ~= "number" or fd < 0 then return false end
+  linger_holder:setfd(fd)
+  local ok = linger_holder:setoption("linger", { on = true, timeout = 0 })
+  linger_holder:setfd(-1)       -- never let luasocket close the descriptor
+  return ok == 1 or ok == true
+end
+
+-- "Sun, 06 Nov 1994 08:49:37 GMT" (not os.date's %a/%b, which follow the locale)
+local DAYS = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" }
+local MONTHS = { "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" }
+local function http_date(t)
+  local d = os.date("!*t", floor(t))
+  return format("%s, %02d %s %04d %02d:%02d:%02d GMT", DAYS[d.wday], d.day, MONTHS[d.month], d.year,
+    d.hour, d.min, d.sec)
+end
+M.http_date = http_date
+
+-- ---------------------------------------------------------------------------------------
 -- The server object
 -- ---------------------------------------------------------------------------------------
 
@@ -200,12 +347,19 @@ local function new_counters()
     submits_answered = 0,
     auth_failures = 0,
     files = { requests = 0, bytes_sent = 0, authorization_headers = 0, authorization_paths = {} },
+    -- injected = { [route] = { [fault] = n } }; submit_attempts: submits that reached the
+    -- fault draw (authenticated POSTs on the submit route); jobs_created_by_attempt: jobs
+    -- those submits created (drop_after_create's included)
+    faults = { injected = {}, submit_attempts = 0, jobs_created_by_attempt = 0 },
   }
 end
 
 local function new_listener(name, routes)
   return { name = name, routes = routes, current = 0, peak = 0, total = 0, conns = {} }
 end
+
+-- The faults' generator is seeded with seed ~ FAULT_SEED_MIX (a stream of its own).
+local FAULT_SEED_MIX = 0x2545F4914F6CDD1D
 
 -- The load preset (--load): jobs finish 1 to 5 s after their submit, no request log.
 local LOAD_PRESET = { queue = "0:1", run = "1:4" }
@@ -221,7 +375,8 @@ end
 -- @param opts table, every field optional: host, port, files_port, token, queue, run
 --   (seconds, "LO:HI" or { LO, HI }), queue_position, video_bytes, seed, quiet, load (the
 --   load preset), log (function(line)), clock (function returning seconds, default
---   cqueues.monotime), idle_timeout, max_body.
+--   cqueues.monotime), idle_timeout, max_body, faults (a list of "ROUTE:FAULT:RATE[:ARG]"
+--   strings or entries, or one comma-separated string; see parse_faults).
 -- @return server
 function M.new(opts)
   opts = opts or {}
@@ -243,6 +398,11 @@ function M.new(opts)
   self.random = new_rng(seed)
   -- the job times come from their own generator, so the ids of a seed do not depend on them
   self.timing_random = new_rng(seed ~ 0x5BD1E9955BD1E995)
+  -- and the fault decisions from a third one, so that faults change neither ids nor times
+  self.fault_random = new_rng(seed ~ FAULT_SEED_MIX)
+  local fault_table, ferr = M.parse_faults(opts.faults)
+  if not fault_table then error("kling.emulator: bad faults: " .. ferr, 2) end
+  self.fault_table = fault_table
   self.jobs = {}
   self.job_list = {}  -- the jobs in creation order
   self.counters = new_counters()
@@ -542,6 +702,9 @@ function handlers.submit(self, req, model_id)
     if name ~= "authorization" then headers[name] = value end
   end
   local job = self:create_job(model_id, body, input, directives, headers)
+  req.job = job
+  local fault_counts = self.counters.faults
+  fault_counts.jobs_created_by_attempt = fault_counts.jobs_created_by_attempt + 1
   if job.nourls then
     return json_reply(200, { request_id = job.id })
   end
@@ -669,6 +832,7 @@ function handlers.stats(self)
       status_polls = summary(status_polls),
       result_fetches = summary(result_fetches),
     },
+    faults = c.faults,
   })
 end
 
@@ -711,6 +875,8 @@ function handlers.job_record(self, _, id)
     status_polls = job.polls.status,
     result_fetches = job.polls.result,
     cancel_requests = job.polls.cancel,
+    created_by_dropped_submit = job.created_by_dropped_submit or false,
+    submit_fault = job.submit_fault or null,
     directives = job.directives,
     headers = job.headers,
     polls = job.polls,
@@ -743,11 +909,14 @@ function handlers.jobs(self)
     parts[i] = format('{"request_id":"%s","model_id":%s,"state":"%s","created_at_clock":%.6f,'
       .. '"queue_seconds":%.6f,"run_seconds":%.6f,"ends_at":%.6f,"finished_at_clock":%s,'
       .. '"cancelled":%s,"cancelled_at_clock":%s,"noticed_at_clock":%s,"result_at_clock":%s,'
-      .. '"status_polls":%d,"result_fetches":%d,"cancel_requests":%d}',
+      .. '"status_polls":%d,"result_fetches":%d,"cancel_requests":%d,'
+      .. '"created_by_dropped_submit":%s,"submit_fault":%s}',
       job.id, model, state, job.created, job.queue, job.run, job.ends,
       clock_json(finished_clock(job, state)), job.cancelled_at and "true" or "false",
       clock_json(job.cancelled_at), clock_json(job.noticed_at), clock_json(job.result_at),
-      polls.status, polls.result, polls.cancel)
+      polls.status, polls.result, polls.cancel,
+      job.created_by_dropped_submit and "true" or "false",
+      job.submit_fault and '"' .. job.submit_fault .. '"' or "null")
   end
   return { status = 200, body = "[" .. concat(parts, ",") .. "]", type = "application/json" }
 end
@@ -818,6 +987,182 @@ function handlers.download(self, req, id)
 end
 
 -- ---------------------------------------------------------------------------------------
+-- Injected faults (see the Faults section above for the table)
+-- ---------------------------------------------------------------------------------------
+
+local FAULT_MESSAGES = {
+  [429] = "Too many requests (injected fault)",
+  [500] = "Internal server error (injected fault)",
+  [502] = "Bad gateway (injected fault)",
+  [503] = "Service unavailable (injected fault)",
+  [504] = "Gateway timeout (injected fault)",
+}
+local ERROR200_BODY = '{"error_code":500001,"error_message":"Injected error"}'
+local MALFORMED_BODY = "<html><body><h1>Injected fault</h1>This answer is not JSON.</body></html>"
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- fault name -> function(self, entry, reply (the handler's, for faults that act), req)
+-- -> the reply to send | nil when the fault does not apply to this answer
+local fault_replies = {}
+
+local function status_fault(status)
+  return function(_, entry)
+    local reply = error_reply(status, status * 1000 + 1, FAULT_MESSAGES[status])
+    if entry.arg then reply.headers = { { "Retry-After", number_text(entry.arg) } } end
+    return reply
+  end
+end
+for _, status in ipairs{ 500, 502, 503, 504 } do fault_replies[tostring(status)] = status_fault(status) end
+
+fault_replies["429"] = function(_, entry)
+  local reply = error_reply(429, 429001, FAULT_MESSAGES[429])
+  reply.headers = { { "Retry-After", number_text(entry.arg or FAULTS["429"].default) } }
+  return reply
+end
+
+fault_replies["429date"] = function(self, entry)
+  local reply = error_reply(429, 429001, FAULT_MESSAGES[429])
+  local now = self:wall()
+  -- rounded up to the next whole second, so that no client waits less than ARG seconds
+  local at = math.ceil(now + (entry.arg or FAULTS["429date"].default))
+  reply.headers = { { "Retry-After", http_date(at) }, { "Date", http_date(now) } }
+  return reply
+end
+
+fault_replies.reset = function()
+  return { status = 0, close = "reset" }
+end
+
+fault_replies.drop_after_create = function()
+  return { status = 0, close = "drop" }
+end
+
+fault_replies.slow = function(_, entry, reply)
+  reply = copy(reply) -- a status reply may be the job's cached one
+  reply.delay = entry.arg or FAULTS.slow.default
+  return reply
+end
+
+fault_replies.truncated_json = function(_, _, reply)
+  local body = reply.body or ""
+  return { status = 200, type = "application/json", body = body:sub(1, max(1, #body // 2)) }
+end
+
+fault_replies.malformed_json = function()
+  return { status = 200, type = "application/json", body = MALFORMED_BODY }
+end
+
+fault_replies.error200 = function()
+  return { status = 200, type = "application/json", body = ERROR200_BODY }
+end
+
+fault_replies.cut = function(_, _, reply, req)
+  if not reply.source or reply.length < 1 or req.method == "HEAD" then return nil end
+  reply = copy(reply)
+  reply.cut = true
+  return reply
+end
+
+--- Replace the fault table (and, with seed, restart the faults' generator as --seed does).
+-- @param faults as for parse_faults; @return the table | nil, err (the table is unchanged)
+function Server:set_faults(faults, seed)
+  local list, err = M.parse_faults(faults)
+  if not list then return nil, err end
+  if seed ~= nil then
+    local n = tonumber(seed)
+    if not n or n ~= floor(n) or math.abs(n) >= 2 ^ 63 then return nil, "seed: expected an integer" end
+    self.fault_random = new_rng(floor(n) ~ FAULT_SEED_MIX)
+  end
+  self.fault_table = list
+  return list
+end
+
+-- The entry drawn for one request on route kind, or nil. Every request on a faultable
+-- route draws one number u, whatever the table holds, so that the nth request's decision
+-- depends only on the seed and n; the entries that apply to the route take consecutive
+-- slices of [0, 1) of their rates' widths, in table order.
+function Server:draw_fault(kind)
+  local u = unit(self.fault_random)
+  local edge = 0
+  for _, entry in ipairs(self.fault_table) do
+    if entry.route == kind or (entry.route == "all" and FAULTS[entry.fault].routes[kind]) then
+      edge = edge + entry.rate
+      if u < edge then return entry end
+    end
+  end
+  return nil
+end
+
+-- Answer one request of a faultable route (authenticated, method allowed, id well formed):
+-- draw, act on it unless the fault forbids, and shape the reply. -> reply, fault name | nil
+function Server:faulted(kind, name, req, capture)
+  local counts = self.counters.faults
+  if kind == "submit" then counts.submit_attempts = counts.submit_attempts + 1 end
+  local entry = self:draw_fault(kind)
+  if not entry then return handlers[name](self, req, capture) end
+  local fault = entry.fault
+  local reply
+  if FAULTS[fault].acts then
+    reply = handlers[name](self, req, capture)
+    local job = req.job
+    if job then
+      job.submit_fault = fault
+      if fault == "drop_after_create" then job.created_by_dropped_submit = true end
+    end
+  end
+  local faulted = fault_replies[fault](self, entry, reply, req)
+  if not faulted then return reply end
+  local injected = counts.injected
+  local by_fault = injected[kind]
+  if not by_fault then
+    by_fault = {}
+    injected[kind] = by_fault
+  end
+  by_fault[fault] = (by_fault[fault] or 0) + 1
+  return faulted, fault
+end
+
+function Server:faults_reply()
+  local list = {}
+  for i, entry in ipairs(self.fault_table) do
+    list[i] = { route = entry.route, fault = entry.fault, rate = entry.rate, arg = entry.arg, spec = entry.spec }
+  end
+  return json_reply(200, { faults = array(list), reset = M.RESET_METHOD })
+end
+
+function handlers.faults_get(self)
+  return self:faults_reply()
+end
+
+-- POST /__emulator/faults: { "faults": [SPEC or {route, fault, rate, arg}, ...], "seed": N }
+-- (or just the list) replaces the table.
+function handlers.faults_set(self, req)
+  local ok, value = pcall(json.decode, req.body or "")
+  if not ok or type(value) ~= "table" then
+    return error_reply(400, 400001, "Expected a JSON object {\"faults\": [...]} or a list")
+  end
+  local faults, seed = value, nil
+  if next(value) ~= nil and value[1] == nil then -- an object, not a list
+    for key in pairs(value) do
+      if key ~= "faults" and key ~= "seed" then
+        return error_reply(400, 400001, "Bad faults: unknown field " .. tostring(key))
+      end
+    end
+    faults, seed = value.faults, value.seed
+    if faults == nil or faults == null then faults = {} end
+    if seed == null then seed = nil end
+  end
+  local list, err = self:set_faults(faults, seed)
+  if not list then return error_reply(400, 400001, "Bad faults: " .. err) end
+  return self:faults_reply()
+end
+
+-- ---------------------------------------------------------------------------------------
 -- Routing tables
 -- ---------------------------------------------------------------------------------------
 
@@ -833,6 +1178,7 @@ M.API_ROUTES = {
   { pattern = "^/__emulator/jobs/([^/]*)$", kind = "stats", methods = { GET = "job_record" } },
   { pattern = "^/__emulator/jobs$", kind = "stats", methods = { GET = "jobs" } },
   { pattern = "^/__emulator/clock$", kind = "stats", methods = { GET = "clock" } },
+  { pattern = "^/__emulator/faults$", kind = "stats", methods = { GET = "faults_get", POST = "faults_set" } },
 }
 
 M.FILE_ROUTES = {
@@ -860,7 +1206,7 @@ function Server:count(kind)
   if kind ~= "stats" then c.requests_total = c.requests_total + 1 end
 end
 
--- Route one request: -> reply, kind
+-- Route one request: -> reply, kind, injected fault (name) | nil
 function Server:dispatch(listener, req)
   local path = req.path
   if listener == self.files then
@@ -894,6 +1240,10 @@ function Server:dispatch(listener, req)
       end
       if route.id and (#capture > 128 or not capture:match(ID_PATTERN)) then
         return error_reply(400, 400001, "Invalid resource identifier"), route.kind
+      end
+      if ALL_KINDS[route.kind] then
+        local reply, fault = self:faulted(route.kind, name, req, capture)
+        return reply, route.kind, fault
       end
       return handlers[name](self, req, capture), route.kind
     end
@@ -1046,7 +1396,8 @@ function Server:write_reply(con, req, reply)
   local ok, err = con:xwrite(head, "bn")
   if not ok then return nil, err end
   if not send_body then return 0 end
-  local source, offset, left, sent = reply.source, reply.offset, length, 0
+  -- a cut download announces the whole length and sends about half of it (the caller closes)
+  local source, offset, left, sent = reply.source, reply.offset, reply.cut and length // 2 or length, 0
   local files = self.counters.files
   while left > 0 do
     local n = min(left, CHUNK)
@@ -1067,16 +1418,26 @@ function Server:serve(listener, con)
       end
       return
     end
-    local reply, kind = self:dispatch(listener, req)
+    local reply, kind, fault = self:dispatch(listener, req)
+    if reply.delay then cqueues.sleep(reply.delay) end
+    if reply.close then
+      -- reset / drop_after_create: no answer; a reset closes with a TCP RST when it can
+      if reply.close == "reset" then set_linger_zero(con) end
+      if not self.quiet then
+        self.log(format("%s %s %s - (fault %s: closed)", listener.name, req.method, req.path, fault))
+      end
+      return
+    end
     local sent, werr = self:write_reply(con, req, reply)
     if sent and kind == "submit" then
       self.counters.submits_answered = self.counters.submits_answered + 1
     end
     if not self.quiet then
-      self.log(format("%s %s %s %d%s", listener.name, req.method, req.path, reply.status,
+      self.log(format("%s %s %s %d%s%s", listener.name, req.method, req.path, reply.status,
+        fault and " (fault " .. fault .. ")" or "",
         sent and "" or " (write failed: " .. tostring(werr) .. ")"))
     end
-    if not sent or not req.keep_alive then return end
+    if not sent or not req.keep_alive or reply.cut then return end
   end
 end
 
@@ -1139,7 +1500,13 @@ A local stand-in for RunComfy's Model API (for tests and offline development).
   --load                 benchmark preset: --queue 0:1 --run 1:4 unless given, --quiet
   --queue-position N     queue position reported at submit (default 3)
   --video-bytes N        serve N bytes of the test pattern instead of the sample MP4
-  --seed N               seed for ids and drawn times (default: varies per run)
+  --seed N               seed for ids, drawn times and fault decisions (default: varies)
+  --faults SPEC          inject faults, SPEC = ROUTE:FAULT:RATE[:ARG] (repeatable, or
+                         comma-separated); ROUTE: submit status result cancel download all;
+                         FAULT: 429 429date 500 502 503 504 reset drop_after_create slow
+                         truncated_json malformed_json error200 cut; RATE: 0 to 1; ARG:
+                         Retry-After seconds (429, 429date, 5xx) or delay (slow, default 5)
+                         e.g. --faults status:503:0.2 --faults all:429:0.1:2
   --exit-on-stdin-eof    exit when standard input reaches end of file
   --quiet                no per-request log lines on stderr
   --help                 show this help
@@ -1158,6 +1525,7 @@ local FLAGS = {
   ["queue-position"] = { "queue_position", "count" },
   ["video-bytes"] = { "video_bytes", "count" },
   ["seed"] = { "seed", "integer" },
+  ["faults"] = { "faults", "faults" },
   ["quiet"] = { "quiet", "flag" },
   ["load"] = { "load", "flag" },
   ["exit-on-stdin-eof"] = { "exit_on_stdin_eof", "flag" },
@@ -1167,6 +1535,11 @@ local FLAGS = {
 local function convert(kind, text)
   if kind == "string" then return text ~= "" and text or nil end
   if kind == "timing" then return M.parse_timing(text) and text or nil end
+  if kind == "faults" then
+    local list, err = M.parse_faults(text)
+    if not list or #list == 0 then return nil, err end
+    return text
+  end
   local n = tonumber(text)
   if not n then return nil end
   if n ~= floor(n) then return nil end
@@ -1198,9 +1571,17 @@ function M.parse_args(argv)
         text = argv[i]
         if not text then return nil, "--" .. name .. " needs a value" end
       end
-      local value = convert(kind, text)
-      if value == nil then return nil, format("bad value for --%s: %s", name, text) end
-      opts[key] = value
+      local value, why = convert(kind, text)
+      if value == nil then
+        return nil, format("bad value for --%s: %s", name, why or text)
+      end
+      if kind == "faults" then
+        -- repeatable: every --faults adds to the list
+        opts[key] = opts[key] or {}
+        table.insert(opts[key], value)
+      else
+        opts[key] = value
+      end
     end
     i = i + 1
   end
