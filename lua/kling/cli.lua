@@ -481,11 +481,11 @@ function Display:finish(row, text)
   end
 end
 
+--- Ends the live display; a summary line stays, up to date.
 function Display:close()
-  if self.mode == "tty" and self.drawn > 0 then
-    local text = self.last
+  if self.mode == "tty" and not self.stopped then
     self.out:write(self:_erase())
-    if self.summary then self.out:write(text:match("([^\n]*)$"), "\n") end
+    if self.summary then self.out:write(fit(self.summary(), self.width - 1), "\n") end
     self.out:flush()
   end
 end
@@ -715,7 +715,8 @@ function Ctx:follow(job, target, opts)
   local label = opts.label or (self.mode == "tty" and job.id:sub(1, 8) or job.id)
   local row = d:add(label)
   row.job = job
-  if job.status then d:update(row, job) end
+  row.status, row.qp = job.status, job.queue_position -- known from the submit: no log line for it
+  d:render()
   local out, err = job:wait { timeout = self.o.timeout, on_update = function(j) d:update(row, j) end }
   if self.interrupted then return 130 end
   if not out then return self:fail(err, job, row, opts.fields) end
