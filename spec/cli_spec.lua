@@ -434,6 +434,30 @@ describe("kling (command line)", function()
       assert.equals(0, #journal_lines(st))
     end)
 
+    it("shows the submits of unknown outcome, and forgets ids on request", function()
+      local st = dir .. "/state-unknown"
+      os.execute("mkdir -p " .. q(st .. "/kling"))
+      helpers.write_file(st .. "/kling/jobs.jsonl", table.concat({
+        cjson.encode { e = "submit_unknown", model = "kling/kling-3.0/pro/text-to-video", t = os.time(),
+          message = "timeout after the request was sent" },
+        cjson.encode { e = "submitted", id = "expired-id-1", model = "kling/kling-3.0/pro/text-to-video", t = os.time() },
+      }, "\n") .. "\n")
+      local res = kling({ "jobs" }, { state = st })
+      assert.equals(0, res.code)
+      assert.matches("expired-id-1", res.out, 1, true)
+      assert.matches("1 submit(s) of unknown outcome", res.err, 1, true)
+      assert.matches("timeout after the request was sent", res.err, 1, true)
+      res = kling({ "resume", "--no-download" }, { state = st })
+      assert.equals(7, res.code)
+      assert.matches("not_found", res.err, 1, true)
+      res = kling({ "jobs", "--forget", "expired-id-1" }, { state = st })
+      assert.equals(0, res.code, res.err)
+      res = kling({ "jobs" }, { state = st })
+      assert.equals("", res.out)
+      res = kling({ "resume" }, { state = st })
+      assert.equals(0, res.code)
+    end)
+
     it("is at $XDG_STATE_HOME/kling/jobs.jsonl by default; --journal and --no-journal change that", function()
       local st = dir .. "/state-paths"
       local res = kling({ "submit", "default journal" }, { state = st })
@@ -601,6 +625,39 @@ describe("kling (command line)", function()
       assert.equals(0, res.code)
       assert.equals(before + 5, jobs_created())
       for _, o in ipairs(json_lines(res.out)) do assert.is_true(o.skipped) end
+    end)
+
+    it("finds in the journal a job submitted just before a crash, and never resends an unknown submit", function()
+      local st = dir .. "/state-adopt"
+      local line = '{"prompt":"adopt me"}'
+      local file = batch_file("adopt.jsonl", { line, '{"prompt":"unknown fate"}' })
+      local out = dir .. "/adopt-out"
+      os.execute("mkdir -p " .. q(out))
+      local hash = require("kling.cli.batch").hash
+      -- what a process killed right after its submit returned leaves behind: the mark in the
+      -- batch state, the id only in the journal; and for line 2 a mark whose submit never answered
+      local t = os.time() - 1
+      local res = kling({ "submit", "adopt me" }, { state = st })
+      assert.equals(0, res.code, res.err)
+      local id = trim(res.out)
+      helpers.write_file(out .. "/.kling-batch.jsonl", table.concat({
+        cjson.encode { e = "submitting", key = "line-1", hash = hash(line), t = t },
+        cjson.encode { e = "submitting", key = "line-2", hash = hash('{"prompt":"unknown fate"}'), t = t },
+      }, "\n") .. "\n")
+      local before = jobs_created()
+      res = kling({ "batch", file, "--out-dir", out, "--json" }, { state = st })
+      assert.equals(7, res.code, res.err)
+      assert.equals(before, jobs_created())
+      local by = {}
+      for _, o in ipairs(json_lines(res.out)) do by[o.key] = o end
+      assert.equals(id, by["line-1"].id)
+      assert.equals("completed", by["line-1"].status)
+      assert.equals("unknown", by["line-2"].status)
+      assert.equals("submit_unknown", by["line-2"].error.kind)
+      assert.matches("--retry-unknown", res.err, 1, true)
+      res = kling({ "batch", file, "--out-dir", out, "--retry-unknown" }, { state = st })
+      assert.equals(0, res.code, res.err)
+      assert.equals(before + 1, jobs_created())
     end)
 
     it("on Ctrl-C cancels its queued jobs, which the next run submits again", function()
