@@ -87,6 +87,11 @@ describe("kling.core", function()
     local x, err = e:request { url = "http://example.com/v1/x" }
     assert.is_nil(x)
     assert.matches("refusing plain http", err)
+    for _, host in ipairs { "127.evil.example", "127.0.0.1.evil.example", "127..0.1" } do
+      local z, why = e:request { url = "http://" .. host .. "/v1/x" }
+      assert.is_nil(z, host)
+      assert.matches("refusing plain http", why)
+    end
     local y, err2 = e:request { url = "ftp://127.0.0.1/x" }
     assert.is_nil(y)
     assert.matches("scheme", err2)

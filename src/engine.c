@@ -56,9 +56,20 @@ static int url_origin(const char *url, char **scheme, char **host, char **port) 
   return rc;
 }
 
+/* localhost, ::1, or an IPv4 literal 127.a.b.c (not a name that starts with "127.") */
 static int is_loopback(const char *host) {
-  return strcasecmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0
-      || strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0;
+  if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0) return 1;
+  if (strncmp(host, "127.", 4) != 0) return 0;
+  int dots = 0;
+  for (const char *p = host + 4; *p; p++) {
+    if (*p == '.') {
+      if (p[-1] == '.' || p[1] == '\0') return 0;
+      dots++;
+    } else if (*p < '0' || *p > '9') {
+      return 0;
+    }
+  }
+  return dots == 2;
 }
 
 int kengine_check_url(const kengine *e, const char *url, int *is_api, char *err, size_t errlen) {
@@ -415,7 +426,7 @@ double kengine_retry_after(const char *v) {
   if (v == NULL || v[0] == '\0') return -1;
   char *end;
   double s = strtod(v, &end);
-  if (end != v && *end == '\0') return s >= 0 ? s : -1;
+  if (end != v && *end == '\0') return s >= 0 && isfinite(s) ? s : -1;
   time_t t = curl_getdate(v, NULL); /* the HTTP-date form */
   if (t < 0) return -1;
   double d = difftime(t, time(NULL));

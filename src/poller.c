@@ -267,20 +267,22 @@ static int decode(lua_State *L, kpoller *p, kxfer *x) {
 static int absorb(kpoller *p, kwatch *w, lua_State *L, double now, int *moved) {
   *moved = 0;
   lua_getfield(L, -1, "status");
-  const char *raw = lua_tostring(L, -1);
-  if (raw == NULL || lua_type(L, -1) != LUA_TSTRING) {
+  if (lua_type(L, -1) != LUA_TSTRING) { /* (a number is no status: no lua_tostring on it) */
     lua_pop(L, 1);
     return -1;
   }
+  const char *raw = lua_tostring(L, -1);
   const char *norm = normalize(raw);
-  int changed = strcmp(raw, w->raw) != 0;
+  char kept[sizeof w->raw]; /* compared as it is kept, so a long word is not news every time */
+  snprintf(kept, sizeof kept, "%s", raw);
+  int changed = strcmp(kept, w->raw) != 0;
   if (changed) {
     if (strcmp(w->status, "in_progress") == 0 && terminal(norm)) {
       double run = now - w->status_since; /* learn how long jobs run */
       if (p->run_min < 0 || run < p->run_min) p->run_min = run;
       p->run_n++;
     }
-    snprintf(w->raw, sizeof w->raw, "%s", raw);
+    memcpy(w->raw, kept, sizeof kept);
     snprintf(w->status, sizeof w->status, "%s", norm);
     w->status_since = now;
     w->interval = p->o.initial;
@@ -329,13 +331,12 @@ static void fail(lua_State *L, kpoller *p, kwatch *w, kxfer *x) {
 }
 
 static void finished(lua_State *L, kpoller *p, kengine *e, kwatch *w, kxfer *x, double now) {
-  (void)e;
   int was_result = w->phase == W_RESULT;
   w->x = NULL;
   w->phase = W_WAIT;
   p->inflight--;
   int retry = 0, moved = 0, sent;
-  if (kxfer_error_kind(x, &sent) != NULL || x->status != 200) {
+  if (kxfer_error_kind(x, &sent) != NULL || x->status < 200 || x->status > 299) {
     if (!retryable(x)) {
       fail(L, p, w, x);
       kxfer_free(x);
@@ -343,6 +344,7 @@ static void finished(lua_State *L, kpoller *p, kengine *e, kwatch *w, kxfer *x, 
     }
     retry = 1;
     w->retry_after = kengine_retry_after(x->retry_after);
+    if (w->retry_after > e->retry_after_cap) w->retry_after = e->retry_after_cap;
   } else if (!decode(L, p, x)) {
     retry = 1; /* truncated or malformed JSON: ask again, a few times */
     w->retry_after = -1;
@@ -353,8 +355,9 @@ static void finished(lua_State *L, kpoller *p, kengine *e, kwatch *w, kxfer *x, 
     }
   } else {
     w->decode_failures = 0;
-    lua_getfield(L, -1, "error_code");
-    int error_body = !lua_isnil(L, -1);
+    lua_getfield(L, -1, "error_code"); /* an error answer, as the Lua layer reads it: a numeric code */
+    int error_body = lua_type(L, -1) == LUA_TNUMBER
+                     || (lua_type(L, -1) == LUA_TSTRING && lua_tostring(L, -1)[0] >= '0' && lua_tostring(L, -1)[0] <= '9');
     lua_pop(L, 1);
     int t = error_body ? -1 : absorb(p, w, L, now, &moved);
     if (t < 0) { /* an error body, or no status: the Lua layer says what it is */

@@ -857,7 +857,12 @@ static int check_sum(vctx *c, const knode *p, int vi, lua_Integer at, int self_o
     lua_pop(L, 1);
   } else {
     lua_pop(L, 1);
-    if (!in_range(p, sum)) {
+    if (p->type == KT_INTEGER && !(sum > -9.2e18 && sum < 9.2e18)) {
+      bfmt(msg, sizeof msg, "%s was left out, and the %s %s values add up to %g, too large for an integer",
+           p->name, p->sum_array, p->sum_field, sum);
+      add_error_at(c, at, msg);
+      rc = V_BAD;
+    } else if (!in_range(p, sum)) {
       char range[96];
       range_text(p, range, sizeof range, p->type == KT_INTEGER);
       bfmt(msg, sizeof msg, "%s was left out, and the %s %s values add up to %g (%s), but %s must be %s", p->name,
