@@ -4,6 +4,7 @@
 --   local emu = helpers.start_emulator{ "--queue", "0.2", "--run", "0.3", "--token", "sekret" }
 --   -- emu.api (".../v1"), emu.files, emu.stats_url, emu.pid, emu.first_line
 --   emu:stats(), emu:job_record(id), emu:reset(), emu:stop()
+--   emu:faults(), emu:set_faults{ "status:503:0.2", "all:429:0.1:2" } (seed optional)
 --   helpers.http("GET", url, { headers = {...}, body = "...", token = "..." })
 --   helpers.sleep(0.1), helpers.tmpdir(), helpers.read_file(path), helpers.root
 local cjson = require "cjson"
@@ -147,6 +148,24 @@ end
 --- Zero the counters (the jobs stay).
 function Emulator:reset()
   return self:get_json("/__emulator/reset", "POST")
+end
+
+--- The emulator's fault table: { faults = { { route, fault, rate, arg, spec }, ... },
+-- reset = "rst" | "close" }.
+function Emulator:faults()
+  return self:get_json("/__emulator/faults")
+end
+
+--- Replace the emulator's fault table (a list of "ROUTE:FAULT:RATE[:ARG]" strings; {} for
+-- none); with seed, also restart the faults' generator as --seed N would have started it.
+-- @return the new table (as faults() answers it)
+function Emulator:set_faults(faults, seed)
+  local body = { faults = faults }
+  if #faults == 0 then body.faults = nil end
+  body.seed = seed
+  local res = helpers.http("POST", self.root .. "/__emulator/faults", { body = cjson.encode(body) })
+  assert(res.status == 200, "emulator /__emulator/faults answered " .. tostring(res.status) .. ": " .. res.body)
+  return helpers.json(res.body)
 end
 
 --- What the emulator wrote on stderr so far.

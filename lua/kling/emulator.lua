@@ -225,9 +225,11 @@ local function number_text(n)
 end
 
 local function fault_entry(route, fault, rate, arg)
-  local where = format("%s:%s:%s", tostring(route), tostring(fault), tostring(rate))
-  if arg ~= nil then where = where .. ":" .. tostring(arg) end
-  if math.type(fault) == "integer" then fault = tostring(fault) end
+  local function text(v) return math.type(v) and number_text(v) or tostring(v) end
+  local where = format("%s:%s:%s", text(route), text(fault), text(rate))
+  if arg ~= nil then where = where .. ":" .. text(arg) end
+  -- a JSON entry may give the fault as a number (503, or 503.0 from cjson)
+  if math.type(fault) and fault == floor(fault) then fault = number_text(fault) end
   if type(route) ~= "string" or not ALL_KINDS[route] and route ~= "all" then
     return nil, where .. ": unknown route (submit, status, result, cancel, download or all)"
   end
