@@ -1696,7 +1696,7 @@ Flags: kling emulator --help.
 command("batch", {
   flags = flagset("api", "out", "wait", "model", {
     ["concurrency"] = "count", ["out-dir"] = "string", ["retry-failed"] = "flag",
-    ["retry-unknown"] = "flag", ["force"] = "flag",
+    ["retry-unknown"] = "flag",
   }),
   summary = "run a file of inputs (JSON lines), N at a time, resumable",
   usage = [[
@@ -1794,6 +1794,7 @@ local function split_command(argv)
   local api = GROUPS.api
   while i <= #argv and argv[i]:sub(1, 1) == "-" and argv[i] ~= "-" do
     local a = argv[i]
+    if a == "--token" or a:match("^%-%-token=") then usage(nil, TOKEN_FLAG) end
     pre[#pre + 1] = a
     local name = a:match("^%-%-([^=]+)$")
     if name and api[name] == "string" then
