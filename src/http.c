@@ -208,7 +208,13 @@ static int configure(kxfer *x, kengine *e) {
     SETOPT(CURLOPT_FOLLOWLOCATION, 1L);
     SETOPT(CURLOPT_MAXREDIRS, 5L);
     SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, e->allow_insecure_http ? "http,https" : "https");
-    if (x->offset > 0) SETOPT(CURLOPT_RESUME_FROM_LARGE, x->offset);
+    if (x->offset > 0) {
+      /* our own Range header, not CURLOPT_RESUME_FROM: libcurl would fail any answer
+       * without a Content-Range (a 503 too) instead of letting on_body decide */
+      char range[64];
+      snprintf(range, sizeof range, "Range: bytes=%lld-", (long long)x->offset);
+      if (add_header(x, range) != 0) return -1;
+    }
   } else {
     SETOPT(CURLOPT_ACCEPT_ENCODING, "");
     SETOPT(CURLOPT_TIMEOUT_MS, x->timeout_ms);

@@ -273,6 +273,12 @@ function Client:_answer(res, opts)
     if ok then decoded = v end
   end
   local err = errors.from_answer(res.status, decoded, function(s) return self:scrub(s) end, opts.request_id)
+  if err and opts.submit and (res.status >= 500 or res.status == 408) then
+    -- the server may have created the job before it failed: never resent, kind submit_unknown
+    err.kind = "submit_unknown"
+    err.retryable = false
+    err.message = err.message .. " (HTTP " .. res.status .. "): the job may or may not exist; it was not sent again"
+  end
   if err then return nil, err end
   if type(decoded) ~= "table" then
     local what = decoded == nil and "no JSON body" or "a JSON " .. type(decoded)
