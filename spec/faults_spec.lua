@@ -153,8 +153,7 @@ describe("kling-emulator faults", function()
 
     it("is replaced by POST /__emulator/faults, answered by GET, and refused when bad", function()
       assert.same({ faults = {}, reset = emulator.RESET_METHOD }, emu:faults())
-      assert.equal('{"faults":[],"reset":"' .. emulator.RESET_METHOD .. '"}',
-        http("GET", emu.root .. "/__emulator/faults").body)
+      assert.matches('"faults":%[%]', http("GET", emu.root .. "/__emulator/faults").body) -- a list, even empty
       local answer = emu:set_faults{ "status:503:0.5", "all:slow:0.1:2" }
       assert.same({ "status:503:0.5", "all:slow:0.1:2" }, { answer.faults[1].spec, answer.faults[2].spec })
       assert.same(answer, emu:faults())
