@@ -757,7 +757,9 @@ end
 function Ctx:collect_hint(job)
   if self.resume_hint then return self.resume_hint(job) end
   local path = self.downloading[job] or (self.target and self.target.file)
-  if path then return "kling download " .. job.id .. " -o " .. shell_word(path) end
+  if path then
+    return "kling wait " .. job.id .. " (or, for the video: kling download " .. job.id .. " -o " .. shell_word(path) .. ")"
+  end
   return "kling wait " .. job.id
 end
 

@@ -79,6 +79,11 @@ end
 
 local FINAL = { completed = true, failed = true, cancelled = true }
 
+-- A journal entry can be the answer to a submit marked at time T when it was
+-- written between T and T + ADOPT_WINDOW seconds (a submit's exchange is bounded
+-- by the client's timeouts, 40 s by default).
+local ADOPT_WINDOW = 60
+
 function B.run(cli, o, pos)
   local cmd = "batch"
   local usage = cli.usage
@@ -169,7 +174,8 @@ function B.run(cli, o, pos)
       jstate = jstate or ctx:journal_state()
       local found, n = nil, 0
       for id, j in pairs(jstate) do
-        if not claimed[id] and j.model == item.model and (j.t or 0) >= rec.submitting_t then
+        local t = j.t or 0
+        if not claimed[id] and j.model == item.model and t >= rec.submitting_t and t <= rec.submitting_t + ADOPT_WINDOW then
           found, n = id, n + 1
         end
       end
