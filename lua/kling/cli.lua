@@ -102,14 +102,6 @@ local function join(dir, name)
   return dir .. "/" .. name
 end
 
-local function file_size(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
-
 --- "1.2 MiB"
 function M.human_bytes(n)
   if not n then return "?" end
@@ -915,7 +907,8 @@ function M.build_input(cmd, o, pos)
   return input
 end
 
-local function print_validation(ctx, err, prefix)
+-- The lines of a validation error: "PREFIX/path: message" each.
+local function validation_lines(err, prefix)
   local lines = {}
   for _, item in ipairs(err.errors or {}) do
     lines[#lines + 1] = (prefix or "") .. tostring(item.path) .. ": " .. tostring(item.message)
@@ -965,7 +958,7 @@ local function submit_like(o, pos, cmd, submit_only)
   if not submit_only and not o.no_wait then target = output_target(ctx, o, ".") end
   local ok, sent = kling.validate(input, model)
   if not ok then
-    local lines = print_validation(ctx, sent)
+    local lines = validation_lines(sent)
     ctx.display:warn("kling: the input is not valid for " .. model .. " (nothing was sent):\n  " .. table.concat(lines, "\n  "))
     if ctx.mode == "json" then
       io.stdout:write(json.encode { model = model, status = "invalid", error = error_object(sent) }, "\n")
@@ -1521,7 +1514,7 @@ problem with its path (exit 3), e.g.
         else
           bad = bad + 1
           result = { valid = false, line = it.n, key = key, model = m, errors = error_object(sent).errors }
-          for _, line in ipairs(print_validation(nil, sent, prefix)) do io.stderr:write(line, "\n") end
+          for _, line in ipairs(validation_lines(sent, prefix)) do io.stderr:write(line, "\n") end
         end
       end
       if o.json then io.stdout:write(json.encode(result), "\n") end
@@ -1892,9 +1885,8 @@ M.join = join
 M.code_for = code_for
 M.worst = worst
 M.output_target = output_target
-M.print_validation = print_validation
+M.validation_lines = validation_lines
 M.quote = quote
 M.now = now
-M.file_size = file_size
 
 return M

@@ -122,7 +122,7 @@ function B.run(cli, o, pos)
       items[#items + 1] = item
       if not ok then
         problems[#problems + 1] = { n = l.n, key = key, err = sent,
-          lines = cli.print_validation(nil, sent, "line " .. l.n .. " (" .. key .. "): ") }
+          lines = cli.validation_lines(sent, "line " .. l.n .. " (" .. key .. "): ") }
       end
     end
   end
