@@ -244,7 +244,7 @@ describe("kling-emulator faults", function()
       local before = emu:stats()
       local res = post_submit("a cat that never was")
       assert.is_true(refused(res), tostring(res.status))
-      if emulator.RESET_METHOD == "rst" then
+      if emu:faults().reset == "rst" then
         assert.matches("Connection reset by peer", res.stderr)
       else
         assert.matches("Empty reply from server", res.stderr)
