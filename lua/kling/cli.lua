@@ -825,12 +825,16 @@ end
 --- Runs fn inside kling.run with the live display ticking and Ctrl-C handled.
 -- Returns fn's exit code (the worst noted code when fn returns nil).
 function Ctx:run(fn)
-  local signal = require "cqueues.signal"
-  -- blocked and read through a signalfd; the default disposition (a shell starts
-  -- background jobs with SIGINT ignored, which would drop it before the listener)
-  signal.block(signal.SIGINT)
-  signal.default(signal.SIGINT)
-  local listener = signal.listen(signal.SIGINT)
+  -- SIGINT is blocked and read through a signalfd (lua-cqueues), with the default
+  -- disposition (a shell starts background jobs with SIGINT ignored, which would
+  -- drop it before the listener). Without lua-cqueues Ctrl-C just ends the tool.
+  local has_signal, signal = pcall(require, "cqueues.signal")
+  local listener
+  if has_signal then
+    signal.block(signal.SIGINT)
+    signal.default(signal.SIGINT)
+    listener = signal.listen(signal.SIGINT)
+  end
   local finished, result = false, nil
   kling.run(function()
     kling.spawn(function()
@@ -838,7 +842,7 @@ function Ctx:run(fn)
       while not finished do
         self.client:sleep(0.2, stop)
         if finished then break end
-        if listener:wait(0) then self:on_interrupt(signal) end
+        if listener and listener:wait(0) then self:on_interrupt(signal) end
         self.display:render()
       end
     end)
@@ -846,7 +850,7 @@ function Ctx:run(fn)
     finished = true
   end)
   self.display:close()
-  signal.unblock(signal.SIGINT)
+  if has_signal then signal.unblock(signal.SIGINT) end
   return result or self.code
 end
 
