@@ -28,7 +28,7 @@ LUA_MODULES = $(wildcard lua/kling/*.lua)
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libcurl4-openssl-dev pkg-config gcc make curl \
                lua-cjson lua-busted lua-cqueues lua-luv luarocks ca-certificates \
-               nginx-light openssl
+               nginx-light openssl lua-socket
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUSTED = $(LUA) /usr/bin/busted
