@@ -48,7 +48,6 @@ function M.new(client, id, model_id, answer, submitted_at)
     },
     client = client,
     submitted_at = submitted_at or (answer.request_id and os.time()) or nil,
-    _next_poll = 0,
   }, Job)
   return job
 end
