@@ -28,7 +28,7 @@ LUA_MODULES = $(wildcard lua/kling/*.lua)
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libcurl4-openssl-dev pkg-config gcc make curl \
                lua-cjson lua-busted lua-cqueues lua-luv luarocks ca-certificates \
-               nginx-light openssl lua-socket
+               nginx-light openssl lua-socket tmux
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUSTED = $(LUA) /usr/bin/busted
@@ -72,16 +72,19 @@ check: deps all build-check/kling/core.so
 	sh -c 'LD_PRELOAD="$$KLING_PRELOAD" exec $(BUSTED) --cpath="$$KLING_CPATH" --helper=spec/sanitized_children.lua'
 
 install: all
-	install -d $(DESTDIR)$(LUA_LIBDIR)/kling $(DESTDIR)$(LUA_SHAREDIR)/kling/schemas $(DESTDIR)$(BINDIR)
+	install -d $(DESTDIR)$(LUA_LIBDIR)/kling $(DESTDIR)$(LUA_SHAREDIR)/kling/schemas \
+	  $(DESTDIR)$(LUA_SHAREDIR)/kling/cli $(DESTDIR)$(BINDIR)
 	install -m 0755 build/kling/core.so $(DESTDIR)$(LUA_LIBDIR)/kling/core.so
 	install -m 0644 lua/kling.lua $(DESTDIR)$(LUA_SHAREDIR)/kling.lua
 	install -m 0644 $(LUA_MODULES) $(DESTDIR)$(LUA_SHAREDIR)/kling/
 	install -m 0644 lua/kling/schemas/*.json $(DESTDIR)$(LUA_SHAREDIR)/kling/schemas/
+	install -m 0644 lua/kling/cli/*.lua $(DESTDIR)$(LUA_SHAREDIR)/kling/cli/
+	install -m 0755 bin/kling $(DESTDIR)$(BINDIR)/kling
 	install -m 0755 bin/kling-emulator $(DESTDIR)$(BINDIR)/kling-emulator
 
 uninstall:
 	rm -rf $(DESTDIR)$(LUA_LIBDIR)/kling $(DESTDIR)$(LUA_SHAREDIR)/kling $(DESTDIR)$(LUA_SHAREDIR)/kling.lua \
-	       $(DESTDIR)$(BINDIR)/kling-emulator
+	       $(DESTDIR)$(BINDIR)/kling-emulator $(DESTDIR)$(BINDIR)/kling
 
 # Build and install with luarocks into ~/.luarocks (Debian keeps curl.h in the multiarch dir).
 rock:

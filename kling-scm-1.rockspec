@@ -21,11 +21,12 @@ streaming downloads, and a local emulator of the API for offline work.
 dependencies = {
   "lua >= 5.4, < 5.5",
   "lua-cjson >= 2.1",
+  "cqueues", -- the emulator, and Ctrl-C in the command-line tool
 }
 
 test_dependencies = {
   "busted",
-  "cqueues",
+  "luv",
 }
 
 external_dependencies = {
@@ -50,11 +51,13 @@ build = {
     ["kling.json"] = "lua/kling/json.lua",
     ["kling.loops"] = "lua/kling/loops.lua",
     ["kling.journal"] = "lua/kling/journal.lua",
+    ["kling.cli"] = "lua/kling/cli.lua",
+    ["kling.cli.batch"] = "lua/kling/cli/batch.lua",
     ["kling.emulator"] = "lua/kling/emulator.lua",
     ["kling.emulator_video"] = "lua/kling/emulator_video.lua",
   },
   install = {
-    bin = { ["kling-emulator"] = "bin/kling-emulator" },
+    bin = { ["kling"] = "bin/kling", ["kling-emulator"] = "bin/kling-emulator" },
     -- data files found through package.path with .json for .lua
     lua = {
       ["kling.schemas.kling_3_0_pro_text_to_video"] = "lua/kling/schemas/kling_3_0_pro_text_to_video.json",
