@@ -67,6 +67,7 @@ typedef struct kxfer {
   curl_off_t bytes;        /* body bytes received by this try (file or memory) */
   curl_off_t offset;       /* downloads: bytes already in the .part when this try began */
   curl_off_t resumed_from; /* downloads: bytes that were there before the first try */
+  curl_off_t written_back; /* downloads: bytes handed to the kernel's writeback */
   long http_version;       /* CURL_HTTP_VERSION_* of the answer */
   curl_off_t max_bytes;
 
