@@ -386,6 +386,26 @@ describe("kling (command line)", function()
       assert.equals(id2 .. "  completed  " .. emu.files .. "/v/" .. id2 .. ".mp4\n", res.out)
     end)
 
+    it("goes on with a download the file host cut, from its .part, in a later run", function()
+      local res = kling { "submit", "cut download @emu:bytes=600000 @emu:queue=0 @emu:run=0.1" }
+      assert.equals(0, res.code, res.err)
+      local id = trim(res.out)
+      eventually(function() return emu:job_record(id).state == "completed" end, 5, "the job to end")
+      local path = dir .. "/cut.bin"
+      emu:set_faults { "download:cut:1" }
+      res = kling { "download", id, "-o", path }
+      emu:set_faults {}
+      assert.equals(7, res.code)
+      local part = helpers.read_file(path .. ".part")
+      assert.is_truthy(part and #part > 0 and #part < 600000)
+      local sent = emu:stats().files.bytes_sent
+      res = kling { "download", id, "-o", path, "--json" }
+      assert.equals(0, res.code, res.err)
+      assert.equals(600000, cjson.decode(res.out).bytes)
+      assert.equals(require("kling.emulator").pattern_bytes(0, 600000), helpers.read_file(path))
+      assert.equals(600000 - #part, emu:stats().files.bytes_sent - sent) -- only the rest came again
+    end)
+
     it("waits for several ids at once", function()
       local a = trim(kling({ "submit", "one" }).out)
       local b = trim(kling({ "submit", "two @emu:fail" }).out)
