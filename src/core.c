@@ -466,7 +466,7 @@ static const luaL_Reg functions[] = {
   { "new", l_new }, { "now", l_now }, { "wait_fds", l_wait_fds }, { NULL, NULL },
 };
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
+void kcore_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
   luaL_newmetatable(L, name);
   luaL_setfuncs(L, meta, 0);
   lua_newtable(L);
@@ -482,12 +482,12 @@ int luaopen_kling_core(lua_State *L) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return luaL_error(L, "curl_global_init failed");
     curl_ready = 1;
   }
-  new_class(L, ENGINE_MT, engine_meta, engine_methods);
+  kcore_class(L, ENGINE_MT, engine_meta, engine_methods);
   luaL_getmetatable(L, ENGINE_MT); /* the poller's methods join the engine's */
   lua_getfield(L, -1, "__index");
   luaL_setfuncs(L, kpoller_methods, 0);
   lua_pop(L, 2);
-  new_class(L, XFER_MT, xfer_meta, xfer_methods);
+  kcore_class(L, XFER_MT, xfer_meta, xfer_methods);
   luaL_newlib(L, functions);
   kschema_open(L);
   kjournal_open(L);

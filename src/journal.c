@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core.h"
 #include "journal.h"
 
 #define LOCK_MT "kling.core.journal_lock"
@@ -172,15 +173,8 @@ void kjournal_open(lua_State *L) {
   static const luaL_Reg methods[] = {
     { "read", l_lock_read }, { "replace", l_lock_replace }, { "close", l_lock_close }, { NULL, NULL },
   };
-  luaL_newmetatable(L, LOCK_MT);
-  lua_pushcfunction(L, l_lock_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, l_lock_close);
-  lua_setfield(L, -2, "__close");
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = { { "__gc", l_lock_close }, { "__close", l_lock_close }, { NULL, NULL } };
+  kcore_class(L, LOCK_MT, meta, methods);
   lua_pushcfunction(L, l_append);
   lua_setfield(L, -2, "journal_append");
   lua_pushcfunction(L, l_lock);

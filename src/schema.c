@@ -20,6 +20,7 @@
  * are refused; an array must be a Lua sequence.
  */
 #include "schema.h"
+#include "core.h"
 
 #include <lauxlib.h>
 
@@ -1241,13 +1242,8 @@ static int l_describe(lua_State *L) {
 
 void kschema_open(lua_State *L) {
   static const luaL_Reg methods[] = { { "validate", l_validate }, { "describe", l_describe }, { NULL, NULL } };
-  luaL_newmetatable(L, SCHEMA_MT);
-  lua_pushcfunction(L, l_schema_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = { { "__gc", l_schema_gc }, { NULL, NULL } };
+  kcore_class(L, SCHEMA_MT, meta, methods);
   luaL_newmetatable(L, KLING_ARRAY_MT);
   lua_pushliteral(L, "array");
   lua_setfield(L, -2, "__jsontype");
