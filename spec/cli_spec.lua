@@ -680,6 +680,30 @@ describe("kling (command line)", function()
       assert.equals(before + 1, jobs_created())
     end)
 
+    it("finds the job of a crashed submit by its tag, even beside others submitted at the same time", function()
+      local st = dir .. "/state-tag"
+      os.execute("mkdir -p " .. q(st .. "/kling"))
+      local line = '{"prompt":"tagged"}'
+      local file = batch_file("tag.jsonl", { line })
+      local out = dir .. "/tag-out"
+      os.execute("mkdir -p " .. q(out))
+      local hash = require("kling.cli.batch").hash
+      -- two jobs of the same model journaled together: only the tag tells which is line 1's
+      local c = require("kling").new { base_url = emu.api, token = TOKEN, journal = st .. "/kling/jobs.jsonl" }
+      local other = assert(c:generate { prompt = "someone else's" })
+      local mine = assert(c:submit(require("kling").DEFAULT_MODEL, { prompt = "tagged" }, { tag = "batch:line-1:test" }))
+      c:close()
+      helpers.write_file(out .. "/.kling-batch.jsonl",
+        cjson.encode { e = "submitting", key = "line-1", hash = hash(line), t = os.time() - 1, tag = "batch:line-1:test" } .. "\n")
+      local before = jobs_created()
+      local res = kling({ "batch", file, "--out-dir", out, "--json" }, { state = st })
+      assert.equals(0, res.code, res.err)
+      assert.equals(before, jobs_created())
+      local o = json_lines(res.out)[1]
+      assert.equals(mine.id, o.id)
+      assert.are_not.equal(other.id, o.id)
+    end)
+
     it("on Ctrl-C cancels its queued jobs, which the next run submits again", function()
       local file = batch_file("int.jsonl", { '{"prompt":"a @emu:queue=10"}', '{"prompt":"b @emu:queue=10"}' })
       local out = dir .. "/int-out"

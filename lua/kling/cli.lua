@@ -579,10 +579,10 @@ function Ctx:note(code)
   return code
 end
 
---- Submits; the job is "mine" (Ctrl-C cancels it while queued).
-function Ctx:submit(model, input)
+--- Submits; the job is "mine" (Ctrl-C cancels it while queued). opts: client:submit's.
+function Ctx:submit(model, input, opts)
   self.submitting = self.submitting + 1
-  local job, err = self.client:submit(model, input)
+  local job, err = self.client:submit(model, input, opts)
   self.submitting = self.submitting - 1
   if job then
     self.mine[job] = true

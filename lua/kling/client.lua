@@ -300,9 +300,16 @@ end
 
 --- Submits an input to a model: validates it (when the model's schema is
 -- known; nothing is sent otherwise), then POSTs it once.
+-- opts.tag (a string of the caller's, at most 256 bytes) is written with the
+-- journal's submitted and submit_unknown lines, so a caller that dies between
+-- this call and recording its answer can find its request again.
 -- Returns job | nil, err.
-function Client:submit(model_id, input)
+function Client:submit(model_id, input, opts)
   if type(model_id) ~= "string" then error("client:submit: model_id must be a string", 2) end
+  local tag = opts and opts.tag
+  if tag ~= nil and (type(tag) ~= "string" or #tag > 256) then
+    error("client:submit: opts.tag must be a string of at most 256 bytes", 2)
+  end
   if not models.valid_model_id(model_id) then
     return nil, errors.new("validation", "invalid model id " .. string.format("%q", model_id),
       { errors = { { path = "/model", message = "model id must be slash-separated names of letters, digits, '.', '_' or '-'" } } })
@@ -317,13 +324,13 @@ function Client:submit(model_id, input)
   end
   if not body then
     if err.kind == "submit_unknown" then
-      self:_journal_append { e = "submit_unknown", model = model_id, message = err.message }
+      self:_journal_append { e = "submit_unknown", model = model_id, message = err.message, tag = tag }
     end
     return nil, err
   end
   local job = require("kling.job").new(self, body.request_id, model_id, body)
   -- on disk before the caller has the job: a process killed now loses nothing
-  self:_journal_append { e = "submitted", id = job.id, model = model_id, urls = job.urls }
+  self:_journal_append { e = "submitted", id = job.id, model = model_id, urls = job.urls, tag = tag }
   return job
 end
 

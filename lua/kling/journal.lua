@@ -1,7 +1,8 @@
 --- The durable job journal: one JSON line per event, appended and flushed
 -- to disk (fsync) before the call that caused it returns.
 --
---   {"e":"submitted","id":ID,"model":M,"t":EPOCH,"urls":{...}}   before submit returns the job
+--   {"e":"submitted","id":ID,"model":M,"t":EPOCH,"urls":{...},"tag":T}  before submit returns the job
+--     (tag: the caller's opts.tag of client:submit, when given)
 --   {"e":"ended","id":ID,"status":"completed","output":{...},"t":...}  once a job has ended
 --   {"e":"submit_unknown","model":M,"t":...,"message":...}     a submit that may have arrived
 --
@@ -59,14 +60,14 @@ function Journal:read()
 end
 
 --- The state of every request in the journal: a table id -> { id, model,
--- urls, status (nil while not ended), output, error, t }, plus a list of the
--- submit_unknown events and the count of unreadable lines.
+-- urls, tag, status (nil while not ended), output, error, t }, plus a list of
+-- the submit_unknown events and the count of unreadable lines.
 function Journal:state()
   local events, bad = self:read()
   local jobs, unknown = {}, {}
   for _, ev in ipairs(events) do
     if ev.e == "submitted" and type(ev.id) == "string" then
-      jobs[ev.id] = jobs[ev.id] or { id = ev.id, model = ev.model, urls = ev.urls, t = ev.t }
+      jobs[ev.id] = jobs[ev.id] or { id = ev.id, model = ev.model, urls = ev.urls, t = ev.t, tag = ev.tag }
     elseif ev.e == "ended" and type(ev.id) == "string" then
       local j = jobs[ev.id] or { id = ev.id, model = ev.model }
       j.status, j.output, j.error, j.ended_t = ev.status, ev.output, ev.error, ev.t

@@ -37,7 +37,7 @@ function B.load_state(path)
       local key = ev.key
       if type(ev.id) == "string" then claimed[ev.id] = true end
       if ev.e == "submitting" then
-        state[key] = { submitting_t = ev.t, hash = ev.hash }
+        state[key] = { submitting_t = ev.t, hash = ev.hash, tag = ev.tag }
       elseif ev.e == "submitted" and type(ev.id) == "string" then
         state[key] = { id = ev.id, model = ev.model, hash = ev.hash }
       elseif ev.e == "unknown" then
@@ -170,12 +170,19 @@ function B.run(cli, o, pos)
       end
     elseif rec and rec.submitting_t then
       -- killed between the submit and the line that records it: the journal may
-      -- hold the id (it is written before the submit returns)
+      -- hold the id (it is written before the submit returns), under the tag the
+      -- submit carried; marks from before tags are matched by model and time
       jstate = jstate or ctx:journal_state()
       local found, n = nil, 0
       for id, j in pairs(jstate) do
         local t = j.t or 0
-        if not claimed[id] and j.model == item.model and t >= rec.submitting_t and t <= rec.submitting_t + ADOPT_WINDOW then
+        local match
+        if rec.tag then
+          match = j.tag == rec.tag
+        else
+          match = j.model == item.model and t >= rec.submitting_t and t <= rec.submitting_t + ADOPT_WINDOW
+        end
+        if not claimed[id] and match then
           found, n = id, n + 1
         end
       end
@@ -280,8 +287,10 @@ function B.run(cli, o, pos)
           error = { kind = stopped.kind, message = "not submitted after an earlier error: " .. tostring(stopped.message) } })
       else
         item.submitting = true
-        append { e = "submitting", key = item.key, hash = item.hash }
-        local job, err = ctx:submit(item.model, item.input)
+        -- a tag of this submit alone, journaled with its answer (see the recovery above)
+        local tag = string.format("batch:%s:%d:%08x", item.key, os.time(), math.random(0, 0x7fffffff))
+        append { e = "submitting", key = item.key, hash = item.hash, tag = tag }
+        local job, err = ctx:submit(item.model, item.input, { tag = tag })
         item.submitting = nil
         if job then
           append { e = "submitted", key = item.key, id = job.id, model = item.model, hash = item.hash }
