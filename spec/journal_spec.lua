@@ -151,6 +151,17 @@ describe("the journal", function()
     c:close()
   end)
 
+  it("writes the caller's tag with the request, and refuses a tag that is not a short string", function()
+    local path = dir .. "/tag.jsonl"
+    local c = client(path)
+    local job = assert(c:submit(kling.DEFAULT_MODEL, { prompt = "tagged" }, { tag = "mine-1" }))
+    local jobs = require("kling.journal").open(path):state()
+    assert.equals("mine-1", jobs[job.id].tag)
+    assert.has_error(function() c:submit(kling.DEFAULT_MODEL, { prompt = "x" }, { tag = 42 }) end)
+    assert.has_error(function() c:submit(kling.DEFAULT_MODEL, { prompt = "x" }, { tag = string.rep("t", 257) }) end)
+    c:close()
+  end)
+
   it("needs a journal to resume", function()
     local c = client(nil)
     local jobs, err = c:resume()
