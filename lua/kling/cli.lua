@@ -129,12 +129,7 @@ local function fit(text, n)
   return text:sub(1, utf8.offset(text, n + 1) - 1)
 end
 
-local function video_of(output)
-  if type(output) ~= "table" then return nil end
-  if type(output.video) == "string" then return output.video end
-  if type(output.videos) == "table" and type(output.videos[1]) == "string" then return output.videos[1] end
-  return nil
-end
+local video_of = require("kling.job").video_of
 
 -- A file name from a URL's last path segment: letters, digits, '.', '_', '-'.
 function M.name_from_url(url, fallback)
@@ -1109,6 +1104,24 @@ Exit code 0 when every status was read.
   end,
 })
 
+-- Attaches to the ids, follows them all at once (waiting, downloading to
+-- target when there is one), and returns the command's exit code.
+local function follow_ids(ctx, ids, target)
+  ctx.target = target
+  for _, id in ipairs(ids) do ctx:attach(id) end
+  return ctx:run(function()
+    local left = #ctx.attached
+    for _, job in ipairs(ctx.attached) do
+      kling.spawn(function()
+        ctx:follow(job, target, { prefix = #ids > 1 and (job.id .. "\t") or nil })
+        left = left - 1
+      end)
+    end
+    while left > 0 do ctx.client:sleep(1, function() return left <= 0 end) end
+    return ctx.code
+  end)
+end
+
 command("wait", {
   flags = flagset("api", "out", "wait", "target", "model"),
   summary = "wait for jobs to end (and download with -o/--out-dir)",
@@ -1131,19 +1144,7 @@ Ctrl-C stops waiting; the jobs are not cancelled.
     if o.output and #pos > 1 then usage("wait", "-o FILE takes one id; use --out-dir DIR for several") end
     local ctx = M.context("wait", o)
     local target = (o.output or o.out_dir) and output_target(ctx, o, nil) or nil
-    ctx.target = target
-    for _, id in ipairs(pos) do ctx:attach(id) end
-    return ctx:run(function()
-      local left = #ctx.attached
-      for _, job in ipairs(ctx.attached) do
-        kling.spawn(function()
-          ctx:follow(job, target, { prefix = #pos > 1 and (job.id .. "\t") or nil })
-          left = left - 1
-        end)
-      end
-      while left > 0 do ctx.client:sleep(1, function() return left <= 0 end) end
-      return ctx.code
-    end)
+    return follow_ids(ctx, pos, target)
   end,
 })
 
@@ -1231,19 +1232,7 @@ overwritten without --force (another name is chosen in a directory).
     if o.output and #pos > 1 then usage("download", "-o FILE takes one id; use --out-dir DIR for several") end
     local ctx = M.context("download", o)
     local target = output_target(ctx, o, ".")
-    ctx.target = target
-    for _, id in ipairs(pos) do ctx:attach(id) end
-    return ctx:run(function()
-      local left = #ctx.attached
-      for _, job in ipairs(ctx.attached) do
-        kling.spawn(function()
-          ctx:follow(job, target, { prefix = #pos > 1 and (job.id .. "\t") or nil })
-          left = left - 1
-        end)
-      end
-      while left > 0 do ctx.client:sleep(1, function() return left <= 0 end) end
-      return ctx.code
-    end)
+    return follow_ids(ctx, pos, target)
   end,
 })
 

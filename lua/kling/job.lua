@@ -96,12 +96,14 @@ function Job:refresh()
   return self.status, changed
 end
 
+--- The video URL of an output: output.video, or a single-element output.videos.
 local function video_of(output)
   if type(output) ~= "table" then return nil end
   if type(output.video) == "string" then return output.video end
   if type(output.videos) == "table" and type(output.videos[1]) == "string" then return output.videos[1] end
   return nil
 end
+M.video_of = video_of
 
 -- Notes in the client's journal (once) that the job has ended.
 function Job:_journal_end()
