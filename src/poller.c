@@ -398,6 +398,21 @@ static double slack(const kwatch *w) {
   return s < COALESCE_MAX ? s : COALESCE_MAX;
 }
 
+/* Notes that x, a status or result request for w, is in flight. */
+static void begin_exchange(kpoller *p, kwatch *w, kxfer *x) {
+  w->x = x;
+  x->owner = w;
+  w->phase = w->want_result ? W_RESULT : W_STATUS;
+  if (w->want_result) {
+    w->fetches++;
+    p->fetches++;
+  } else {
+    w->polls++;
+    p->polls++;
+  }
+  p->inflight++;
+}
+
 static void start_due(lua_State *L, kpoller *p, kengine *e, double now) {
   int woke = p->nheap > 0 && p->heap[0]->next <= now;
   while (p->nheap > 0 && p->inflight < p->max_inflight
@@ -434,16 +449,7 @@ static void start_due(lua_State *L, kpoller *p, kengine *e, double now) {
       mark(p, w);
       continue;
     }
-    w->x = x;
-    w->phase = w->want_result ? W_RESULT : W_STATUS;
-    if (w->want_result) {
-      w->fetches++;
-      p->fetches++;
-    } else {
-      w->polls++;
-      p->polls++;
-    }
-    p->inflight++;
+    begin_exchange(p, w, x);
   }
 }
 
@@ -680,18 +686,8 @@ int kpoller_fuzz_answer(lua_State *L, kpoller *p, kengine *e, int handle, kxfer 
   kwatch *w = p->slots[handle - 1];
   if (w->phase != W_WAIT || w->x != NULL) return -1;
   heap_remove(p, w);
-  w->phase = w->want_result ? W_RESULT : W_STATUS;
+  begin_exchange(p, w, x);
   *phase_was_result = w->phase == W_RESULT;
-  if (w->want_result) {
-    w->fetches++;
-    p->fetches++;
-  } else {
-    w->polls++;
-    p->polls++;
-  }
-  w->x = x;
-  x->owner = w;
-  p->inflight++;
   finished(L, p, e, w, x, now);
   *inflight_after = p->inflight;
   return 0;
