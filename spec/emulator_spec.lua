@@ -47,10 +47,7 @@ describe("kling-emulator", function()
   end)
 
   local function api(method, path, opts)
-    opts = opts or {}
-    if opts.token == nil then opts.token = TOKEN end
-    if opts.token == false then opts.token = nil end
-    return http(method, emu.api .. path, opts)
+    return emu:call(method, path, opts)
   end
 
   -- submit a prompt; returns the decoded answer and the time just before sending

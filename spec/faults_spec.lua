@@ -67,10 +67,7 @@ describe("kling-emulator faults", function()
   end)
 
   local function api(method, path, opts)
-    opts = opts or {}
-    if opts.token == nil then opts.token = TOKEN end
-    if opts.token == false then opts.token = nil end
-    return http(method, emu.api .. path, opts)
+    return emu:call(method, path, opts)
   end
 
   local function post_submit(prompt, opts)

@@ -168,6 +168,16 @@ function Emulator:set_faults(faults, seed)
   return helpers.json(res.body)
 end
 
+--- One request to the emulator's API with the curl CLI (see helpers.http); the
+-- bearer token is the one the emulator was started with (--token), unless
+-- opts.token gives another, or false for none.
+function Emulator:call(method, path, opts)
+  opts = opts or {}
+  if opts.token == nil then opts.token = self.token end
+  if opts.token == false then opts.token = nil end
+  return helpers.http(method, self.api .. path, opts)
+end
+
 --- What the emulator wrote on stderr so far.
 function Emulator:stderr()
   return helpers.read_file(self.err_path) or ""
@@ -195,7 +205,10 @@ function helpers.start_emulator(args, opts)
   local dir = helpers.tmpdir()
   local self = setmetatable({ dir = dir, out_path = dir .. "/stdout", err_path = dir .. "/stderr" }, Emulator)
   local flags = {}
-  for _, a in ipairs(args or {}) do flags[#flags + 1] = quote(a) end
+  for i, a in ipairs(args or {}) do
+    flags[#flags + 1] = quote(a)
+    if a == "--token" then self.token = args[i + 1] end
+  end
   local cmd = string.format(
     "cd %s && exec 3<&0 && { lua5.4 bin/kling-emulator --port 0%s --exit-on-stdin-eof %s >%s 2>%s <&3 3<&- & echo $! >%s; }",
     quote(helpers.root), (opts and opts.quiet == false) and "" or " --quiet", table.concat(flags, " "), quote(self.out_path), quote(self.err_path),
