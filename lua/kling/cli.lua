@@ -19,7 +19,7 @@ local M = {}
 
 M.EXIT = {
   ok = 0, internal = 1, usage = 2, validation = 3, auth = 4, failed = 5, timeout = 6,
-  network = 7, interrupted = 130,
+  network = 7, io = 8, interrupted = 130,
 }
 
 --- The exit code for an error kind of the library.
@@ -29,10 +29,11 @@ M.KIND_EXIT = {
   failed = 5, cancelled = 5, not_cancellable = 5,
   timeout = 6, not_ready = 6,
   network = 7, server = 7, rate_limited = 7, submit_unknown = 7, protocol = 7, not_found = 7,
+  io = 8,
 }
 
 -- When several jobs end differently, the code of the most serious outcome wins.
-local SEVERITY = { [130] = 8, [1] = 7, [4] = 6, [7] = 5, [6] = 4, [5] = 3, [3] = 2, [2] = 1, [0] = 0 }
+local SEVERITY = { [130] = 9, [1] = 8, [8] = 7, [4] = 6, [7] = 5, [6] = 4, [5] = 3, [3] = 2, [2] = 1, [0] = 0 }
 
 local function worst(a, b)
   if (SEVERITY[b] or 7) > (SEVERITY[a] or 7) then return b end
@@ -55,6 +56,8 @@ Exit codes:
   6    timeout: a job is still running; it can be collected later (kling wait ID)
   7    network or server error (also: submit of unknown outcome, rate limited,
        unknown request id, an answer the contract does not allow)
+  8    local file or disk error (journal, batch state, download target): the
+       message names the path; for a submit, nothing was sent
   130  interrupted (Ctrl-C)
 ]]
 

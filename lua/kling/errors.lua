@@ -8,11 +8,13 @@
 local M = {}
 
 --- The kinds, as DESIGN.md names them (plus not_ready for job:result()).
+-- io: a local file or disk failure (journal, batch state, download target);
+-- its message names the path and the system's reason; never retryable.
 M.KINDS = {
   validation = true, bad_request = true, auth = true, payment = true, not_found = true,
   rate_limited = true, server = true, network = true, timeout = true, failed = true,
   cancelled = true, not_cancellable = true, submit_unknown = true, protocol = true,
-  not_ready = true,
+  not_ready = true, io = true,
 }
 
 local Error = {}
