@@ -962,6 +962,18 @@ local function output_target(ctx, o, default_dir)
   return { dir = dir }
 end
 
+-- The tag the journal keeps with a submit of generate/submit (see client:submit's
+-- opts.tag): the command and the start of the prompt, so that a submit of
+-- unknown outcome can be recognised on the dashboard.
+local function submit_tag(cmd, input)
+  local tag = "kling " .. cmd
+  if type(input.prompt) == "string" then
+    local prompt = fit((input.prompt:gsub("[%c]", " ")), 50) -- at most 200 bytes: a tag holds 256
+    tag = tag .. ": " .. prompt
+  end
+  return tag
+end
+
 local function submit_like(o, pos, cmd, submit_only)
   local model = o.model or kling.DEFAULT_MODEL
   if not models.valid_model_id(model) then usage(cmd, "invalid model id '" .. model .. "'") end
@@ -985,7 +997,7 @@ local function submit_like(o, pos, cmd, submit_only)
   ctx:make_client()
   ctx.target = target
   return ctx:run(function()
-    local job, err = ctx:submit(model, sent)
+    local job, err = ctx:submit(model, sent, { tag = submit_tag(cmd, sent) })
     if not job then
       -- submit_unknown: the job may exist (never "not_submitted"); io: nothing was sent
       return ctx:fail(err, nil, nil, { model = model, status = err.kind == "submit_unknown" and "unknown" or "not_submitted" })

@@ -372,7 +372,7 @@ function Client:submit(model_id, input, opts)
     local fields = { answer = body, retryable = false }
     local message
     if type(raw) == "string" or math.type(raw) then
-      fields.request_id_raw = self:_escape(tostring(raw))
+      fields.request_id_raw = self:_escape(tostring(math.type(raw) and math.tointeger(raw) or raw))
       message = "the service accepted the submit but answered with a request_id the library will not put in a URL "
         .. "(it must match ^[A-Za-z0-9_-]{1,128}$): \"" .. fields.request_id_raw .. "\"; the job may exist and be billed; "
         .. "it was not sent again"
