@@ -57,7 +57,8 @@ Exit codes:
   7    network or server error (also: submit of unknown outcome, rate limited,
        unknown request id, an answer the contract does not allow)
   8    local file or disk error (journal, batch state, download target): the
-       message names the path; for a submit, nothing was sent
+       message names the path; for a submit, nothing was sent unless its
+       request id was printed (then only the journal lacks it)
   130  interrupted (Ctrl-C)
 ]]
 
