@@ -109,6 +109,7 @@ describe("kling and its journal", function()
     dir = helpers.tmpdir()
   end)
   teardown(function()
+    disk.umount_all()
     if emu then emu:stop() end
     if dir then os.execute("rm -rf " .. q(dir)) end
   end)

@@ -4,7 +4,7 @@
 --
 --   local disk = require "disk"
 --   local ok, why = disk.mount_tmpfs(dir, "64k")      -- needs root; nil, reason otherwise
---   disk.fill(dir); disk.unfill(dir); disk.umount(dir)
+--   disk.fill(dir); disk.unfill(dir); disk.umount(dir); disk.umount_all() (in a teardown)
 --   disk.lua_child(code, { ulimit_blocks = 2 })       -- runs Lua code in a child process
 local helpers = require "helpers"
 
@@ -22,12 +22,22 @@ function M.mount_tmpfs(dir, size, opts)
   local why = (helpers.read_file(errfile) or ""):gsub("%s+$", "")
   os.remove(errfile)
   if not ok then return nil, "cannot mount a tmpfs at " .. dir .. " (" .. (why ~= "" and why or "mount failed") .. ")" end
+  M.mounted[dir] = true
   return true
 end
+
+--- The mount points of mount_tmpfs not unmounted yet.
+M.mounted = {}
 
 --- Unmounts what mount_tmpfs mounted (quietly).
 function M.umount(dir)
   os.execute("umount " .. q(dir) .. " 2>/dev/null")
+  M.mounted[dir] = nil
+end
+
+--- Unmounts every tmpfs still mounted (for a teardown: a failed spec leaves none behind).
+function M.umount_all()
+  for dir in pairs(M.mounted) do M.umount(dir) end
 end
 
 --- Fills the filesystem of dir: writes dir/.fill until no block is left.

@@ -47,6 +47,7 @@ describe("the journal", function()
     dir = helpers.tmpdir()
   end)
   teardown(function()
+    disk.umount_all()
     if emu then emu:stop() end
     os.execute("rm -rf " .. q(dir))
   end)

@@ -236,7 +236,7 @@ end
 -- The JSON text of a request body: text | nil, err (kind validation).
 function Client:_encode(body)
   local ok, s = pcall(json.encode, body)
-  if not ok then
+  if not ok or type(s) ~= "string" then
     return nil, errors.new("validation", "input cannot be encoded as JSON: " .. tostring(s):gsub("^.-: ", ""),
       { errors = { { path = "/", message = tostring(s) } } })
   end

@@ -69,7 +69,7 @@ end
 -- written as text (output_text) or left out, and the line says so.
 local function encode_event(event)
   local ok, s = pcall(json.encode, event)
-  if ok then return s end
+  if ok and type(s) == "string" then return s end
   local reason = tostring(s):gsub("^.-:%d+: ", "")
   local copy = {}
   for k, v in pairs(event) do copy[k] = v end
@@ -84,17 +84,19 @@ local function encode_event(event)
       copy.output_note = "the output could not be written (" .. reason .. "; " .. tostring(text) .. ") and is not kept"
     end
     ok, s = pcall(json.encode, copy)
-    if ok then return s end
+    if ok and type(s) == "string" then return s end
   end
   -- last resort: every field that can be written, and the names of the others
   local safe, left = {}, {}
   for k, v in pairs(copy) do
-    if type(k) == "string" and pcall(json.encode, { [k] = v }) then safe[k] = v else left[#left + 1] = tostring(k) end
+    local fine, text = false, nil
+    if type(k) == "string" then fine, text = pcall(json.encode, { [k] = v }) end
+    if fine and type(text) == "string" then safe[k] = v else left[#left + 1] = tostring(k) end
   end
   table.sort(left)
   safe.note = "fields that could not be written: " .. table.concat(left, ", ")
   ok, s = pcall(json.encode, safe)
-  if ok then return s end
+  if ok and type(s) == "string" then return s end
   return json.encode { e = type(event.e) == "string" and event.e or "unknown", id = type(event.id) == "string" and event.id or nil,
     t = math.type(event.t) == "integer" and event.t or nil, note = "the event could not be written" }
 end
