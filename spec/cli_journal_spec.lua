@@ -313,6 +313,30 @@ describe("kling and its journal", function()
     end)
   end)
 
+  describe("outputs JSON cannot hold", function()
+    for _, kind in ipairs { "huge", "deep" } do
+      it("end generate and wait normally, are journaled, and leave nothing for resume (" .. kind .. ")", function()
+        local st = dir .. "/state-odd-output-" .. kind
+        local res = kling({ "generate", "odd output @emu:output=" .. kind, "--no-download", "--json" }, { state = st })
+        assert.equals(0, res.code, res.err)
+        local o = json_lines(res.out)[1]
+        assert.equals("completed", o.status)
+        assert.is_string(o.output_text)
+        assert.is_string(o.output_note)
+        local id = o.id
+        res = kling({ "wait", id, "--json" }, { state = st })
+        assert.equals(0, res.code, res.err)
+        res = kling({ "resume", "--no-download" }, { state = st })
+        assert.equals(0, res.code, res.err)
+        assert.matches("nothing to resume", res.err, 1, true)
+        res = kling({ "jobs", "--all", "--json" }, { state = st })
+        assert.equals(0, res.code, res.err)
+        assert.equals("completed", json_lines(res.out)[1].status)
+        assert.is_string(json_lines(res.out)[1].output_text)
+      end)
+    end
+  end)
+
   describe("compaction", function()
     it("keeps unreadable lines and says how many, with a true count of what it dropped", function()
       local path = dir .. "/compact.jsonl"

@@ -640,7 +640,8 @@ function Ctx:emit(job, fields)
   if job then self.emitted[job] = true end
   local obj = job and M.job_object(job, fields) or fields
   if obj.error and getmetatable(obj.error) ~= nil then obj.error = error_object(obj.error) end
-  io.stdout:write(json.encode(obj), "\n")
+  -- an output JSON cannot hold (1e400, deep nesting) goes out as text, as the journal keeps it
+  io.stdout:write(journal.encode_event(obj), "\n")
   io.stdout:flush()
 end
 
