@@ -1323,13 +1323,20 @@ Usage: kling jobs [--all] [--refresh] [--json]
 
 Lists the jobs in the journal (default $XDG_STATE_HOME/kling/jobs.jsonl, or
 ~/.local/state/kling/jobs.jsonl): by default those that have not ended, with
---all every job with its end (status, video URL or error).
+--all every job with its end (status, video URL or error). Then, on stderr, the
+submits of unknown outcome (a lost answer, or a process killed while its submit
+was in flight): the job may exist and be billed; each comes with its time, tag
+and intent key, to look for it on the dashboard.
 
   --all        every job, ended ones too
   --refresh    ask the service for the current status of the jobs that have not ended
-  --forget ID  mark jobs as ended in the journal (an expired id kling resume should skip)
-  --compact    drop the jobs that have ended from the journal
-  --json       one object per job: {"id", "model", "status", "submitted_at", "video", "error"}
+  --forget ID  mark jobs as ended in the journal (an expired id kling resume should skip);
+               with the intent key of a submit of unknown outcome: checked, list it no more
+  --compact    drop the jobs that have ended (and answered submits) from the journal;
+               unreadable lines are kept, and counted
+  --json       one object per job: {"id", "model", "status", "submitted_at", "video", "error"},
+               and {"status": "unknown", "intent", "tag", ...} per submit of unknown outcome
+A journal that cannot be read gives exit code 8.
   --journal PATH, --token-file PATH, --base-url URL
 ]],
   run = function(o, pos)

@@ -172,10 +172,10 @@ function B.run(cli, o, pos)
       -- again), or nothing / submit_unknown (unknown: never sent again). Marks
       -- from before tags are matched by model and time.
       if not jstate then
-        local jerr, intents
-        jstate, jerr, intents = ctx:journal_state()
+        local unknown_or_err, intents
+        jstate, unknown_or_err, intents = ctx:journal_state()
         if not jstate then
-          io.stderr:write(tostring(jerr), "\n")
+          io.stderr:write(tostring(unknown_or_err), "\n")
           return cli.EXIT.io
         end
         by_tag = {} -- the library's intents, by the tag of the submit that wrote them
