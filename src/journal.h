@@ -6,7 +6,8 @@
 
 #include <lua.h>
 
-/* Adds journal_append and journal_lock to the module table on top of the stack. */
+/* Adds journal_append, journal_read, journal_lock, sha256 and random_key to
+ * the module table on top of the stack (see journal.c). */
 void kjournal_open(lua_State *L);
 
 #endif

@@ -57,7 +57,8 @@ Exit codes:
   7    network or server error (also: submit of unknown outcome, rate limited,
        unknown request id, an answer the contract does not allow)
   8    local file or disk error (journal, batch state, download target): the
-       message names the path; for a submit, nothing was sent
+       message names the path; for a submit, nothing was sent unless its
+       request id was printed (then only the journal lacks it)
   130  interrupted (Ctrl-C)
 ]]
 
@@ -545,10 +546,9 @@ function Ctx:make_client()
     if token == "" then usage(cmd, "--token-file: " .. o.token_file .. " is empty") end
   end
   local jpath = journal_path(o)
-  if jpath and not mkdir_p(dirname(jpath)) then
-    self.display:warn("kling: warning: cannot create " .. dirname(jpath) .. "; running without a journal")
-    jpath = nil
-  end
+  -- a directory that cannot be made is not a reason to run without the journal:
+  -- a submit then fails before sending anything (kind io, exit 8)
+  if jpath then mkdir_p(dirname(jpath)) end
   self.journal_path = jpath
   local opts = {
     token = token, base_url = o.base_url, journal = jpath or false,
@@ -560,16 +560,23 @@ function Ctx:make_client()
   self.client = client
 end
 
---- What the journal knows: id -> { id, model, urls, status, output, error, t }.
+--- What the journal knows: id -> { id, model, urls, status, output, error,
+-- t, tag, intent }, the submits of unknown outcome, and the intents by key
+-- (see kling.journal's state()) | nil, err (kind io: the journal cannot be read).
 function Ctx:journal_state()
   if self._jstate == nil then
-    self._jstate = false
+    self._jstate, self._junknown, self._jintents = {}, {}, {}
     if self.journal_path then
-      local ok, jobs, unknown = pcall(function() return journal.open(self.journal_path):state() end)
-      if ok and jobs then self._jstate, self._junknown = jobs, unknown end
+      local jobs, unknown, _, intents = journal.open(self.journal_path):state()
+      if jobs then
+        self._jstate, self._junknown, self._jintents = jobs, unknown, intents
+      else
+        self._jstate, self._jerr = false, unknown
+      end
     end
   end
-  return self._jstate or {}, self._junknown or {}
+  if not self._jstate then return nil, self._jerr end
+  return self._jstate, self._junknown, self._jintents
 end
 
 function Ctx:note(code)
@@ -593,7 +600,8 @@ end
 function Ctx:attach(id)
   local model = self.o.model
   if not model then
-    local j = self:journal_state()[id]
+    local state = self:journal_state() -- (a journal that cannot be read only loses the model name here)
+    local j = state and state[id]
     model = j and j.model or nil
   end
   local job, err = self.client:job(id, model)
@@ -604,7 +612,8 @@ end
 
 local function error_object(err)
   if not err then return nil end
-  local e = { kind = err.kind, message = err.message, code = err.code, http_status = err.status }
+  local e = { kind = err.kind, message = err.message, code = err.code, http_status = err.status,
+    request_id_raw = err.request_id_raw, path = err.path }
   if err.errors then
     e.errors = json.array {}
     for _, item in ipairs(err.errors) do e.errors[#e.errors + 1] = { path = item.path, message = item.message } end
@@ -619,6 +628,7 @@ function M.job_object(job, fields)
     id = job.id, model = job.model, status = job.status, queue_position = job.queue_position,
     output = job.output, video = job.video_url or video_of(job.output), cost = job.cost,
   }
+  if job.journal_error then o.journal_error = error_object(job.journal_error) end
   for k, v in pairs(fields or {}) do o[k] = v end
   if o.error and getmetatable(o.error) ~= nil then o.error = error_object(o.error) end
   return o
@@ -630,7 +640,8 @@ function Ctx:emit(job, fields)
   if job then self.emitted[job] = true end
   local obj = job and M.job_object(job, fields) or fields
   if obj.error and getmetatable(obj.error) ~= nil then obj.error = error_object(obj.error) end
-  io.stdout:write(json.encode(obj), "\n")
+  -- an output JSON cannot hold (1e400, deep nesting) goes out as text, as the journal keeps it
+  io.stdout:write(journal.encode_event(obj), "\n")
   io.stdout:flush()
 end
 
@@ -709,6 +720,8 @@ function Ctx:follow(job, target, opts)
   d:render()
   local out, err = job:wait { timeout = self.o.timeout, on_update = function(j) d:update(row, j) end }
   if self.interrupted then return 130 end
+  -- the journal lacks this job's id or its end (the warning said which): exit 8 at the end
+  if job.journal_error then self:note(M.EXIT.io) end
   if not out then return self:fail(err, job, row, opts.fields) end
   local video = job.video_url or video_of(out)
   if not target then
@@ -951,6 +964,18 @@ local function output_target(ctx, o, default_dir)
   return { dir = dir }
 end
 
+-- The tag the journal keeps with a submit of generate/submit (see client:submit's
+-- opts.tag): the command and the start of the prompt, so that a submit of
+-- unknown outcome can be recognised on the dashboard.
+local function submit_tag(cmd, input)
+  local tag = "kling " .. cmd
+  if type(input.prompt) == "string" then
+    local prompt = fit((input.prompt:gsub("[%c]", " ")), 50) -- at most 200 bytes: a tag holds 256
+    tag = tag .. ": " .. prompt
+  end
+  return tag
+end
+
 local function submit_like(o, pos, cmd, submit_only)
   local model = o.model or kling.DEFAULT_MODEL
   if not models.valid_model_id(model) then usage(cmd, "invalid model id '" .. model .. "'") end
@@ -974,8 +999,12 @@ local function submit_like(o, pos, cmd, submit_only)
   ctx:make_client()
   ctx.target = target
   return ctx:run(function()
-    local job, err = ctx:submit(model, sent)
-    if not job then return ctx:fail(err, nil, nil, { model = model, status = "not_submitted" }) end
+    local job, err = ctx:submit(model, sent, { tag = submit_tag(cmd, sent) })
+    if not job then
+      -- submit_unknown: the job may exist (never "not_submitted"); io: nothing was sent
+      return ctx:fail(err, nil, nil, { model = model, status = err.kind == "submit_unknown" and "unknown" or "not_submitted" })
+    end
+    if job.journal_error then ctx:note(M.EXIT.io) end -- the id is printed; the journal lacks it
     if ctx.mode == "tty" then
       ctx.display:line("submitted " .. job.id .. "  (" .. model .. ")")
     else
@@ -984,9 +1013,10 @@ local function submit_like(o, pos, cmd, submit_only)
     if submit_only or o.no_wait then
       if ctx.mode ~= "json" then io.stdout:write(job.id, "\n") end
       ctx:emit(job)
-      return 0
+      return ctx.code
     end
-    return ctx:follow(job, target)
+    ctx:follow(job, target)
+    return ctx.code
   end)
 end
 
@@ -1239,9 +1269,11 @@ overwritten without --force (another name is chosen in a directory).
   end,
 })
 
--- The jobs of the journal, oldest first: list of entries, unknown submits.
+-- The jobs of the journal, oldest first: list of entries, unknown submits
+-- | nil, err (kind io).
 local function journal_jobs(ctx)
   local state, unknown = ctx:journal_state()
+  if not state then return nil, unknown end
   local list = {}
   for _, j in pairs(state) do list[#list + 1] = j end
   table.sort(list, function(a, b)
@@ -1249,6 +1281,28 @@ local function journal_jobs(ctx)
     return a.id < b.id
   end)
   return list, unknown
+end
+
+-- Reports a journal that cannot be read or written (kind io): exit 8.
+local function journal_failed(err)
+  io.stderr:write(tostring(err), "\n")
+  return M.EXIT.io
+end
+
+-- Lists the submits of unknown outcome on stderr: when, model, tag, intent key
+-- and what happened, so the user can look for them on the dashboard.
+local function report_unknown(unknown, how)
+  if #unknown == 0 then return end
+  io.stderr:write(string.format("kling: %d submit(s) of unknown outcome in the journal (the job may exist and be "
+    .. "billed; look for it on your RunComfy dashboard by its time and tag)%s:\n", #unknown, how or ""))
+  for _, u in ipairs(unknown) do
+    local parts = { u.t and os.date("%Y-%m-%d %H:%M:%S", u.t) or "?", tostring(u.model or "?") }
+    if u.tag then parts[#parts + 1] = "tag " .. tostring(u.tag) end
+    if u.intent then parts[#parts + 1] = "intent " .. tostring(u.intent) end
+    if u.request_id_raw then parts[#parts + 1] = "answered request_id \"" .. tostring(u.request_id_raw) .. "\"" end
+    parts[#parts + 1] = tostring(u.message)
+    io.stderr:write("  ", table.concat(parts, "  "), "\n")
+  end
 end
 
 -- Does a journal entry belong to the API the client talks to?
@@ -1269,13 +1323,20 @@ Usage: kling jobs [--all] [--refresh] [--json]
 
 Lists the jobs in the journal (default $XDG_STATE_HOME/kling/jobs.jsonl, or
 ~/.local/state/kling/jobs.jsonl): by default those that have not ended, with
---all every job with its end (status, video URL or error).
+--all every job with its end (status, video URL or error). Then, on stderr, the
+submits of unknown outcome (a lost answer, or a process killed while its submit
+was in flight): the job may exist and be billed; each comes with its time, tag
+and intent key, to look for it on the dashboard.
 
   --all        every job, ended ones too
   --refresh    ask the service for the current status of the jobs that have not ended
-  --forget ID  mark jobs as ended in the journal (an expired id kling resume should skip)
-  --compact    drop the jobs that have ended from the journal
-  --json       one object per job: {"id", "model", "status", "submitted_at", "video", "error"}
+  --forget ID  mark jobs as ended in the journal (an expired id kling resume should skip);
+               with the intent key of a submit of unknown outcome: checked, list it no more
+  --compact    drop the jobs that have ended (and answered submits) from the journal;
+               unreadable lines are kept, and counted
+  --json       one object per job: {"id", "model", "status", "submitted_at", "video", "error"},
+               and {"status": "unknown", "intent", "tag", ...} per submit of unknown outcome
+A journal that cannot be read gives exit code 8.
   --journal PATH, --token-file PATH, --base-url URL
 ]],
   run = function(o, pos)
@@ -1284,27 +1345,34 @@ Lists the jobs in the journal (default $XDG_STATE_HOME/kling/jobs.jsonl, or
     if not ctx.journal_path then usage("jobs", "no journal (set HOME or XDG_STATE_HOME, or pass --journal PATH)") end
     if o.forget then
       need_ids("jobs", pos)
+      local _, _, intents = ctx:journal_state()
+      if not intents then return journal_failed(select(2, ctx:journal_state())) end
       local jn = journal.open(ctx.journal_path)
       for _, id in ipairs(pos) do
-        local ok, err = jn:append { e = "ended", id = id, status = "forgotten", error = "forgotten with kling jobs --forget" }
-        if not ok then
-          io.stderr:write("kling: cannot write the journal: ", tostring(err), "\n")
-          return 7
+        local event
+        if intents[id] then -- the key of a submit of unknown outcome: checked on the dashboard
+          event = { e = "dismissed", intent = id }
+        else
+          event = { e = "ended", id = id, status = "forgotten", error = "forgotten with kling jobs --forget" }
         end
+        local ok, err = jn:append(event)
+        if not ok then return journal_failed(err) end
       end
       return 0
     end
     if #pos > 0 then usage("jobs", "unexpected argument '" .. pos[1] .. "'") end
     if o.compact then
-      local n, err = ctx.client:compact_journal()
-      if not n then
-        io.stderr:write("kling: ", tostring(err), "\n")
-        return 7
+      local n, unreadable = ctx.client:compact_journal()
+      if not n then return journal_failed(unreadable) end
+      io.stdout:write(string.format("dropped %d lines of ended jobs and answered submits from %s\n", n, ctx.journal_path))
+      if unreadable > 0 then
+        io.stdout:write(string.format("kept %d unreadable line(s) as they were (a write torn by a crash, or damage)\n",
+          unreadable))
       end
-      io.stdout:write(string.format("dropped %d lines of ended jobs from %s\n", n, ctx.journal_path))
       return 0
     end
     local list, unknown = journal_jobs(ctx)
+    if not list then return journal_failed(unknown) end
     local shown = {}
     for _, j in ipairs(list) do
       if o.all or not j.status then shown[#shown + 1] = j end
@@ -1331,12 +1399,20 @@ Lists the jobs in the journal (default $XDG_STATE_HOME/kling/jobs.jsonl, or
       for _, j in ipairs(shown) do
         io.stdout:write(json.encode {
           id = j.id, model = j.model, status = j.status or "unfinished", live_status = live[j.id],
-          submitted_at = j.t, ended_at = j.ended_t, output = j.output, video = video_of(j.output),
-          error = j.error and { message = j.error } or nil,
+          submitted_at = j.t, ended_at = j.ended_t, output = j.output, output_text = j.output_text,
+          video = video_of(j.output), error = j.error and { message = j.error } or nil,
+        }, "\n")
+      end
+      for _, u in ipairs(unknown) do
+        io.stdout:write(json.encode {
+          status = "unknown", intent = u.intent, model = u.model, tag = u.tag, submitted_at = u.t, digest = u.digest,
+          request_id_raw = u.request_id_raw, error = { kind = "submit_unknown", message = u.message },
         }, "\n")
       end
     elseif #shown == 0 then
-      io.stderr:write(o.all and "kling: no jobs in " or "kling: no unfinished jobs in ", ctx.journal_path, "\n")
+      local what = o.all and "jobs" or "unfinished jobs"
+      if #unknown > 0 then what = what .. " with a request id" end -- the others are listed below
+      io.stderr:write("kling: no ", what, " in ", ctx.journal_path, "\n")
     else
       local idw = 2
       for _, j in ipairs(shown) do idw = math.max(idw, #j.id) end
@@ -1350,14 +1426,7 @@ Lists the jobs in the journal (default $XDG_STATE_HOME/kling/jobs.jsonl, or
         io.stdout:write(string.format(fmt, j.id, j.t and os.date("%Y-%m-%d %H:%M:%S", j.t) or "?", status, what))
       end
     end
-    if #unknown > 0 then
-      io.stderr:write(string.format("kling: %d submit(s) of unknown outcome in the journal (the job may exist "
-        .. "and be billed; the service never gave its id):\n", #unknown))
-      for _, u in ipairs(unknown) do
-        io.stderr:write("  ", u.t and os.date("%Y-%m-%d %H:%M:%S", u.t) or "?", "  ", tostring(u.model), "  ",
-          tostring(u.message), "\n")
-      end
-    end
+    report_unknown(unknown, "; once checked, kling jobs --forget INTENT")
     return 0
   end,
 })
@@ -1390,6 +1459,7 @@ Ctrl-C stops waiting; nothing is cancelled.
     local target = output_target(ctx, o, ".")
     ctx.target = target
     local list, unknown = journal_jobs(ctx)
+    if not list then return journal_failed(unknown) end
     local other = 0
     for _, j in ipairs(list) do
       if not j.status and require("kling.client").valid_id(j.id) then
@@ -1404,9 +1474,7 @@ Ctrl-C stops waiting; nothing is cancelled.
     if other > 0 then
       ctx.display:warn(string.format("kling: %d unfinished job(s) in the journal belong to another API; not resumed", other))
     end
-    if #unknown > 0 then
-      ctx.display:warn(string.format("kling: %d submit(s) of unknown outcome in the journal cannot be resumed (see kling jobs)", #unknown))
-    end
+    report_unknown(unknown, "; they cannot be resumed")
     if #ctx.attached == 0 then
       ctx.display:warn("kling: nothing to resume in " .. ctx.journal_path)
       return 0

@@ -157,14 +157,19 @@ function Client:_pump()
   local engine = self._engine
   for _, key in ipairs(engine:finished()) do sched.notify(key) end
   local updates = engine:updates()
+  -- every update is applied, whatever one of them raises (an on_update of
+  -- the caller's): no job loses its outcome to another's error
+  local raised
   for i = 1, #updates do
     local u = updates[i]
     local job = self._watched[u.handle]
     if job then
-      job:_apply(u)
+      local ok, e = pcall(job._apply, job, u)
+      if not ok and raised == nil then raised = e end
       sched.notify(job)
     end
   end
+  if raised ~= nil then error(raised, 0) end
 end
 
 -- Starts polling a job in the engine (once).
@@ -228,22 +233,32 @@ function Client:_transfer(spec, on_tick)
   return res
 end
 
+-- The JSON text of a request body: text | nil, err (kind validation).
+function Client:_encode(body)
+  local ok, s = pcall(json.encode, body)
+  if not ok or type(s) ~= "string" then
+    return nil, errors.new("validation", "input cannot be encoded as JSON: " .. tostring(s):gsub("^.-: ", ""),
+      { errors = { { path = "/", message = tostring(s) } } })
+  end
+  return s
+end
+
+local function no_token()
+  return errors.new("auth", "no API token: pass token= to kling.new or set RUNCOMFY_TOKEN")
+end
+
 -- One API exchange. Returns decoded body, result | nil, err.
+-- opts.body_text: the body, already encoded (then body is ignored).
 -- opts.submit: a paid POST: never replayed, and a failure after it may have
 -- reached the server is reported as submit_unknown.
 function Client:_api(method, url, body, opts)
   opts = opts or {}
-  if not self.has_token then
-    return nil, errors.new("auth", "no API token: pass token= to kling.new or set RUNCOMFY_TOKEN")
-  end
-  local encoded
-  if body ~= nil then
-    local ok, s = pcall(json.encode, body)
-    if not ok then
-      return nil, errors.new("validation", "input cannot be encoded as JSON: " .. tostring(s):gsub("^.-: ", ""),
-        { errors = { { path = "/", message = tostring(s) } } })
-    end
-    encoded = s
+  if not self.has_token then return nil, no_token() end
+  local encoded = opts.body_text
+  if body ~= nil and encoded == nil then
+    local err
+    encoded, err = self:_encode(body)
+    if not encoded then return nil, err end
   end
   local res, err = self:_transfer {
     method = method, url = url, body = encoded, fresh = opts.submit, timeout = opts.timeout,
@@ -298,11 +313,33 @@ function Client:request_url(id, what)
   return self.base_url .. "/requests/" .. id .. "/" .. what
 end
 
+-- A string from a server made safe to print and to store: the token masked,
+-- printable ASCII kept (a backslash doubled), every other byte as \xHH; at
+-- most 1024 bytes of it (then "...").
+function Client:_escape(s)
+  s = self:scrub(s)
+  local cut = #s > 1024
+  s = s:sub(1, 1024):gsub("\\", "\\\\"):gsub("[^ -~]", function(c) return string.format("\\x%02x", c:byte()) end)
+  return cut and (s .. "...") or s
+end
+
 --- Submits an input to a model: validates it (when the model's schema is
 -- known; nothing is sent otherwise), then POSTs it once.
--- opts.tag (a string of the caller's, at most 256 bytes) is written with the
--- journal's submitted and submit_unknown lines, so a caller that dies between
--- this call and recording its answer can find its request again.
+-- With a journal, an intent line (model, tag, time, the SHA-256 of the body,
+-- a key of its own) is on disk (fsynced) before the request leaves; when it
+-- cannot be written nothing is sent and the error has kind io (err.path).
+-- The answer then completes the intent: a submitted line with the request id
+-- (before the job is returned), a submit_unknown line, or a not_sent line.
+-- When that line cannot be written, the outcome is still returned: the job
+-- (with job.journal_error, and a warning through on_warning) or the error
+-- (with err.journal_error); the intent stays open in the journal, so
+-- resume() reports it as a submit of unknown outcome.
+-- opts.tag (a string of the caller's, at most 256 bytes) is written in those
+-- lines, so a caller that dies between this call and recording its answer can
+-- find its request again.
+-- A submit_unknown whose answer held a request_id the library refuses (not
+-- ^[A-Za-z0-9_-]{1,128}$) keeps it, escaped, in err.request_id_raw and in the
+-- journal's line.
 -- Returns job | nil, err.
 function Client:submit(model_id, input, opts)
   if type(model_id) ~= "string" then error("client:submit: model_id must be a string", 2) end
@@ -316,41 +353,85 @@ function Client:submit(model_id, input, opts)
   end
   local ok, normalized = models.validate(input, model_id)
   if not ok then return nil, normalized end
-  local body, err = self:_api("POST", self.base_url .. "/models/" .. model_id, normalized, { submit = true })
+  if not self.has_token then return nil, no_token() end
+  local encoded, eerr = self:_encode(normalized)
+  if not encoded then return nil, eerr end
+  local intent
+  if self._journal then
+    intent = { e = "intent", key = core.random_key(), model = model_id, tag = tag,
+      digest = "sha256:" .. core.sha256(encoded), t = os.time() }
+    local jok, jerr = self._journal:append(intent)
+    if not jok then
+      jerr.message = jerr.message .. "; the submit was not sent (its intent could not be recorded first)"
+      return nil, jerr
+    end
+  end
+  local body, err = self:_api("POST", self.base_url .. "/models/" .. model_id, nil, { submit = true, body_text = encoded })
   if body and not M.valid_id(body.request_id) then
-    body, err = nil, errors.new("submit_unknown",
-      "the service accepted the submit but answered without a valid request_id; the job may exist",
-      { answer = body })
+    local raw = body.request_id
+    local fields = { answer = body, retryable = false }
+    local message
+    if type(raw) == "string" or math.type(raw) then
+      fields.request_id_raw = self:_escape(tostring(math.type(raw) and math.tointeger(raw) or raw))
+      message = "the service accepted the submit but answered with a request_id the library will not put in a URL "
+        .. "(it must match ^[A-Za-z0-9_-]{1,128}$): \"" .. fields.request_id_raw .. "\"; the job may exist and be billed; "
+        .. "it was not sent again"
+    else
+      message = "the service accepted the submit but answered without a valid request_id; the job may exist"
+    end
+    body, err = nil, errors.new("submit_unknown", message, fields)
   end
   if not body then
-    if err.kind == "submit_unknown" then
-      self:_journal_append { e = "submit_unknown", model = model_id, message = err.message, tag = tag }
+    if intent then
+      local line = { intent = intent.key, model = model_id, tag = tag, digest = intent.digest, message = err.message }
+      if err.kind == "submit_unknown" then
+        line.e, line.request_id_raw = "submit_unknown", err.request_id_raw
+      else
+        line.e, line.kind = "not_sent", err.kind -- refused for sure: no job exists
+      end
+      local jok, jerr = self:_journal_append(line)
+      if not jok then
+        err.journal_error = jerr
+        self._warn("the outcome of a submit (" .. err.kind .. ") could not be written to the journal: "
+          .. jerr.message .. "; its intent " .. intent.key .. " stays open (reported as a submit of unknown outcome)")
+      end
     end
     return nil, err
   end
   local job = require("kling.job").new(self, body.request_id, model_id, body)
+  job.intent = intent and intent.key or nil
   -- on disk before the caller has the job: a process killed now loses nothing
-  self:_journal_append { e = "submitted", id = job.id, model = model_id, urls = job.urls, tag = tag }
+  local jok, jerr = self:_journal_append { e = "submitted", id = job.id, intent = job.intent, model = model_id,
+    urls = job.urls, tag = tag, digest = intent and intent.digest or nil }
+  if not jok then
+    job.journal_error = jerr
+    self._warn("request " .. job.id .. " was accepted (the job exists and may be billed) but the journal could not "
+      .. "record its id: " .. jerr.message .. "; keep the id (its intent " .. tostring(job.intent)
+      .. " stays open in the journal, reported as a submit of unknown outcome)")
+  end
   return job
 end
 
--- Appends an event to the journal, if there is one. A journal that cannot be
--- written is reported through on_warning (the request is not undone).
+-- Appends an event to the journal, if there is one: true | nil, err (kind io).
 function Client:_journal_append(event)
   if not self._journal then return true end
-  local ok, err = self._journal:append(event)
-  if not ok then self._warn("journal: " .. tostring(err)) end
-  return ok
+  return self._journal:append(event)
 end
 
---- Job objects for every request in the journal that has not ended (nil,
--- err when the client has no journal): a script killed mid-wait picks up
--- where it was. The second value lists the submits whose fate is unknown.
+--- Job objects for every request in the journal that has not ended, and,
+-- second, the submits of unknown outcome (the journal's submit_unknown lines
+-- and the intents that never got an answer, oldest first: each with t, model,
+-- tag, intent, digest, message; see kling.journal's state()), so a script
+-- killed mid-wait picks up where it was and a submit killed in flight is
+-- reported. Returns list, unknown | nil, err (kind validation without a
+-- journal; kind io when the journal cannot be read: a file that does not exist
+-- yet is an empty journal).
 function Client:resume()
   if not self._journal then
     return nil, errors.new("validation", "this client has no journal (option journal = path)")
   end
   local jobs, unknown = self._journal:state()
+  if not jobs then return nil, unknown end
   local list = {}
   for id, j in pairs(jobs) do
     if not j.status and M.valid_id(id) then
@@ -363,12 +444,12 @@ function Client:resume()
   return list, unknown
 end
 
---- Drops the jobs that have ended from the journal. Returns lines dropped | nil, err.
+--- Drops the jobs that have ended (and the answered intents) from the
+-- journal; unreadable lines are kept as they were. Returns lines dropped,
+-- unreadable lines kept | nil, err (kind io).
 function Client:compact_journal()
   if not self._journal then return nil, errors.new("validation", "this client has no journal") end
-  local n, err = self._journal:compact()
-  if not n then return nil, errors.new("network", tostring(err)) end
-  return n
+  return self._journal:compact()
 end
 
 --- submit(kling.DEFAULT_MODEL, input)

@@ -707,14 +707,34 @@ function handlers.submit(self, req, model_id)
   req.job = job
   local fault_counts = self.counters.faults
   fault_counts.jobs_created_by_attempt = fault_counts.jobs_created_by_attempt + 1
+  local answer_id = M.ODD_IDS[directives.request_id] or job.id -- @emu:request_id=KIND: an id a client must refuse
   if job.nourls then
-    return json_reply(200, { request_id = job.id })
+    return json_reply(200, { request_id = answer_id })
   end
   local status_url, result_url, cancel_url = self:job_urls(job)
   return json_reply(200, {
-    request_id = job.id, status_url = status_url, result_url = result_url, cancel_url = cancel_url,
+    request_id = answer_id, status_url = status_url, result_url = result_url, cancel_url = cancel_url,
   })
 end
+
+--- The request ids @emu:request_id=KIND puts in a submit's answer (the job is
+-- created under its own id): ids no client may put in a URL.
+M.ODD_IDS = {
+  long = string.rep("a", 300),
+  dotdot = "../../etc/passwd",
+  utf8 = "r\u{e9}sum\u{e9}-\u{133}",
+  ctrl = "id\27]0;pwned\7\r\27[2J",
+  number = 12345,
+}
+
+--- The raw JSON text @emu:output=KIND adds to a completed job's output (as
+-- "extra"): values a client cannot write back as JSON.
+M.ODD_OUTPUTS = {
+  huge = "1e400",
+  deep = string.rep("[", 100) .. "1" .. string.rep("]", 100),
+}
+local ODD_MARK = "\0emu-odd-output\0"
+local ODD_MARK_JSON = json.encode(ODD_MARK)
 
 function handlers.status(self, _, id)
   local job = self.jobs[id]
@@ -753,6 +773,7 @@ function handlers.result(self, req, id)
     }
     if state == "completed" then
       body.output = { video = self:video_url(job) }
+      if M.ODD_OUTPUTS[job.directives.output] then body.output.extra = ODD_MARK end
     else
       body.error = { error_code = 500001, error_message = job.fail }
     end
@@ -768,7 +789,12 @@ function handlers.result(self, req, id)
       body.cost = 0
     end
   end
-  return json_reply(200, body)
+  local reply = json_reply(200, body)
+  if body.output and body.output.extra == ODD_MARK then
+    local at = reply.body:find(ODD_MARK_JSON, 1, true)
+    reply.body = reply.body:sub(1, at - 1) .. M.ODD_OUTPUTS[job.directives.output] .. reply.body:sub(at + #ODD_MARK_JSON)
+  end
+  return reply
 end
 
 function handlers.cancel(self, _, id)

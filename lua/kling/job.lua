@@ -105,12 +105,20 @@ local function video_of(output)
 end
 M.video_of = video_of
 
--- Notes in the client's journal (once) that the job has ended.
+-- Notes in the client's journal (once) that the job has ended. Never raises:
+-- an output that cannot be written as JSON goes in as text (see
+-- kling.journal); a line that cannot be written leaves job.journal_error set
+-- and a warning through on_warning, and the outcome stands.
 function Job:_journal_end()
   if self._journaled_end then return end
   self._journaled_end = true
-  self.client:_journal_append { e = "ended", id = self.id, model = self.model, status = self.status,
+  local ok, err = self.client:_journal_append { e = "ended", id = self.id, model = self.model, status = self.status,
     output = self.output, error = self.error and self.error.message or nil }
+  if not ok then
+    self.journal_error = err
+    self.client._warn("the end of job " .. self.id .. " (" .. tostring(self.status) .. ") could not be written to the "
+      .. "journal: " .. tostring(err.message) .. "; the journal still lists it as unfinished")
+  end
 end
 
 -- Takes in a result answer: returns output | nil, err.
@@ -151,7 +159,17 @@ function Job:result()
 end
 
 -- Takes in news from the client's poller (see poller.c's eng:updates()).
+-- Whatever the answer holds, the job gets its outcome: an answer that cannot
+-- be taken in is kind protocol for this job alone. An error raised by an
+-- on_update of the caller's is raised again once the update is applied.
 function Job:_apply(u)
+  local raised
+  local function call(list)
+    for _, fn in ipairs(list) do
+      local ok, e = pcall(fn, self)
+      if not ok and raised == nil then raised = e end
+    end
+  end
   if u.status then
     local changed = u.status ~= self.status or u.queue_position ~= self.queue_position
     self.status, self.raw_status, self.queue_position = u.status, u.raw_status, u.queue_position
@@ -159,26 +177,28 @@ function Job:_apply(u)
       self._warned = u.raw_status
       self.client._warn("job " .. self.id .. " reports unknown status '" .. tostring(u.raw_status) .. "'; still polling")
     end
-    if changed and self._on_update then
-      for _, fn in ipairs(self._on_update) do fn(self) end
-    end
+    if changed and self._on_update then call(self._on_update) end
   end
   if u.done then
     self.client:_unwatch(self)
-    if u.result then
-      local out, err = self:_take_result(u.result)
-      self._final = { out, err }
-    else
+    local ok, out, err = pcall(function()
+      if u.result then
+        return self:_take_result(u.result)
+      end
       local body, err = self.client:_answer(u.failure, { request_id = self.id })
       if body then
         err = errors.new("protocol", "status answer without a status string", { request_id = self.id })
       end
-      self._final = { nil, err }
+      return nil, err
+    end)
+    if not ok then
+      out, err = nil, errors.new("protocol", "the service's answer could not be taken in: "
+        .. self.client:scrub(tostring(out)), { request_id = self.id })
     end
-    if self._on_end then
-      for _, fn in ipairs(self._on_end) do fn(self) end
-    end
+    self._final = { out, err }
+    if self._on_end then call(self._on_end) end
   end
+  if raised ~= nil then error(raised, 0) end
 end
 
 -- Starts being waited on: the client polls the job until it ends or nobody

@@ -2,8 +2,11 @@
 -- at most N in flight, resumable after a crash (see doc/CLI.md).
 --
 -- The batch state DIR/.kling-batch.jsonl maps each line's key to its request
--- id, one JSON event per line, appended and flushed at once:
---   {"e":"submitting","key":K,"hash":H,"t":T}   just before a submit
+-- id, one JSON event per line, written with the journal's rules (kling.journal,
+-- journal.c: under a lock, fsynced, checked; an append that fails leaves the
+-- file as it was; a fragment left by a crash is never glued to the next line):
+--   {"e":"submitting","key":K,"hash":H,"t":T,"tag":TAG}   just before a submit
+--       (a line whose mark cannot be written is not submitted: the batch stops, exit 8)
 --   {"e":"submitted","key":K,"id":ID,"model":M,"hash":H,"t":T}   as soon as it returns
 --   {"e":"unknown","key":K,"hash":H,"t":T,"message":...}   a submit of unknown outcome
 --   {"e":"ended","key":K,"id":ID,"status":S,"t":T}   the job ended (and was downloaded, if completed)
@@ -12,6 +15,7 @@
 -- H is a hash of the line's text: an edited line is a new input.
 local kling = require "kling"
 local json = require "kling.json"
+local journal = require "kling.journal"
 
 local B = {}
 
@@ -24,16 +28,16 @@ function B.hash(s)
   return string.format("%08x", h)
 end
 
---- Reads the batch state: key -> record, and the set of every id it names.
+--- Reads the batch state (a path, or a kling.journal object): key -> record,
+-- and the set of every id it names | nil, err (kind io). A state file that
+-- does not exist yet is empty.
 function B.load_state(path)
+  local store = type(path) == "string" and journal.open(path, { what = "batch state" }) or path
+  local events, err = store:read()
+  if not events then return nil, err end
   local state, claimed = {}, {}
-  local f = io.open(path, "rb")
-  if not f then return state, claimed end
-  local text = f:read("a") or ""
-  f:close()
-  for line in text:gmatch("[^\n]+") do
-    local ok, ev = pcall(json.decode, line)
-    if ok and type(ev) == "table" and type(ev.key) == "string" then
+  for _, ev in ipairs(events) do
+    if type(ev.key) == "string" then
       local key = ev.key
       if type(ev.id) == "string" then claimed[ev.id] = true end
       if ev.e == "submitting" then
@@ -52,29 +56,6 @@ function B.load_state(path)
     end
   end
   return state, claimed
-end
-
--- An appender for the state file (a torn last line is closed off first).
-local function state_writer(path)
-  local f = io.open(path, "rb")
-  local torn = false
-  if f then
-    local size = f:seek("end")
-    if size and size > 0 then
-      f:seek("set", size - 1)
-      torn = f:read(1) ~= "\n"
-    end
-    f:close()
-  end
-  local out, err = io.open(path, "ab")
-  if not out then return nil, err end
-  if torn then out:write("\n") end
-  out:flush()
-  return function(ev)
-    ev.t = ev.t or os.time()
-    out:write(json.encode(ev), "\n")
-    out:flush()
-  end
 end
 
 local FINAL = { completed = true, failed = true, cancelled = true }
@@ -143,16 +124,31 @@ function B.run(cli, o, pos)
     usage(cmd, "cannot create the directory " .. o.out_dir)
   end
   local state_path = cli.join(o.out_dir, B.STATE_FILE)
-  local state, claimed = B.load_state(state_path)
-  local append, werr = state_writer(state_path)
-  if not append then usage(cmd, "cannot write " .. state_path .. ": " .. tostring(werr)) end
+  local store = journal.open(state_path, { what = "batch state" })
+  local state, claimed = B.load_state(store)
+  if not state then
+    io.stderr:write(tostring(claimed), "\n")
+    return cli.EXIT.io
+  end
 
   local ctx = cli.context(cmd, o)
   local d = ctx.display
 
+  -- Appends to the batch state: true | nil, err (kind io; exit 8 at the end).
+  -- `said` tells what a failure means for the line, printed under the error.
+  local state_error
+  local function append(ev, said)
+    local ok, err = store:append(ev)
+    if ok then return true end
+    ctx:note(cli.EXIT.io)
+    state_error = state_error or err
+    if said then d:warn(tostring(err) .. "\n  " .. said) end
+    return nil, err
+  end
+
   -- what to do with each line
   local to_submit, to_attach = {}, {}
-  local jstate
+  local jstate, by_tag
   for _, item in ipairs(items) do
     local rec = state[item.key]
     if rec and rec.hash and rec.hash ~= item.hash then
@@ -169,10 +165,24 @@ function B.run(cli, o, pos)
         item.action, item.id, item.model = "attach", rec.id, rec.model or item.model
       end
     elseif rec and rec.submitting_t then
-      -- killed between the submit and the line that records it: the journal may
-      -- hold the id (it is written before the submit returns), under the tag the
-      -- submit carried; marks from before tags are matched by model and time
-      jstate = jstate or ctx:journal_state()
+      -- killed (or stopped by a disk error) between the mark and the line that
+      -- records the answer: the library's journal has the submit's intent under
+      -- the tag the mark carries (fsynced before the request left), and then its
+      -- answer: the request id (re-attach), a refusal for sure (not_sent: submit
+      -- again), or nothing / submit_unknown (unknown: never sent again). Marks
+      -- from before tags are matched by model and time.
+      if not jstate then
+        local unknown_or_err, intents
+        jstate, unknown_or_err, intents = ctx:journal_state()
+        if not jstate then
+          io.stderr:write(tostring(unknown_or_err), "\n")
+          return cli.EXIT.io
+        end
+        by_tag = {} -- the library's intents, by the tag of the submit that wrote them
+        for _, it in pairs(intents) do
+          if type(it.tag) == "string" then by_tag[it.tag] = it end
+        end
+      end
       local found, n = nil, 0
       for id, j in pairs(jstate) do
         local t = j.t or 0
@@ -186,14 +196,19 @@ function B.run(cli, o, pos)
           found, n = id, n + 1
         end
       end
+      local intent = rec.tag and by_tag[rec.tag]
       if n == 1 then
         claimed[found] = true
-        append { e = "submitted", key = item.key, id = found, model = item.model, hash = item.hash }
+        append({ e = "submitted", key = item.key, id = found, model = item.model, hash = item.hash },
+          "the next run finds " .. found .. " in the journal again")
         item.action, item.id = "attach", found
+      elseif intent and intent.outcome == "not_sent" then
+        item.action = "submit" -- the journal says the service refused it for sure: no job exists
       elseif o.retry_unknown then
         item.action = "submit"
       else
         item.action = "unknown"
+        item.unknown_t, item.unknown_tag = rec.submitting_t, rec.tag
       end
     elseif rec and rec.unknown then
       item.action = o.retry_unknown and "submit" or "unknown"
@@ -234,7 +249,10 @@ function B.run(cli, o, pos)
   ctx.resume_hint = function() return "run the same kling batch command again" end
   ctx.on_cancelled = function(job)
     local item = job_item[job]
-    if item then append { e = "released", key = item.key, id = job.id } end
+    if item then
+      append({ e = "released", key = item.key, id = job.id }, "the next run reports " .. job.id .. " as cancelled "
+        .. "instead of submitting the line again")
+    end
   end
 
   return ctx:run(function()
@@ -247,9 +265,12 @@ function B.run(cli, o, pos)
           skipped = true })
         ctx:result(item.key .. "\t" .. item.path)
       elseif item.action == "unknown" then
+        local when = item.unknown_t and (" at " .. os.date("%Y-%m-%d %H:%M:%S", item.unknown_t)) or ""
+        local tag = item.unknown_tag and (", tag " .. item.unknown_tag) or ""
         ctx:fail(require("kling.errors").new("submit_unknown",
-          "an earlier submit of this line may have created a job (its answer never came); it is not sent again "
-            .. "(--retry-unknown sends it anyway)"), nil, nil, { line = item.n, key = item.key, status = "unknown" })
+          "an earlier submit of this line" .. when .. tag .. " may have created a job (its answer never came); "
+            .. "it is not sent again (--retry-unknown sends it anyway)"), nil, nil,
+          { line = item.n, key = item.key, status = "unknown" })
       end
     end
 
@@ -263,7 +284,10 @@ function B.run(cli, o, pos)
         })
         if not ctx.interrupted then
           item.outcome = code
-          if FINAL[job.status] then append { e = "ended", key = item.key, id = job.id, status = job.status } end
+          if FINAL[job.status] then
+            append({ e = "ended", key = item.key, id = job.id, status = job.status },
+              "the next run looks at " .. job.id .. " again (nothing is submitted twice)")
+          end
         end
         inflight = inflight - 1
       end)
@@ -286,27 +310,46 @@ function B.run(cli, o, pos)
         ctx:emit(nil, { line = item.n, key = item.key, status = "not_submitted",
           error = { kind = stopped.kind, message = "not submitted after an earlier error: " .. tostring(stopped.message) } })
       else
-        item.submitting = true
         -- a tag of this submit alone, journaled with its answer (see the recovery above)
         local tag = string.format("batch:%s:%d:%08x", item.key, os.time(), math.random(0, 0x7fffffff))
-        append { e = "submitting", key = item.key, hash = item.hash, tag = tag }
-        local job, err = ctx:submit(item.model, item.input, { tag = tag })
-        item.submitting = nil
-        if job then
-          append { e = "submitted", key = item.key, id = job.id, model = item.model, hash = item.hash }
-          d:log(item.key .. " submitted as " .. job.id)
-          follow(item, job)
+        local marked, merr = append { e = "submitting", key = item.key, hash = item.hash, tag = tag }
+        if not marked then
+          -- no mark, no submit: a crash now could not tell whether the line was sent
+          item.outcome = ctx:fail(merr, nil, nil, { line = item.n, key = item.key, model = item.model,
+            status = "not_submitted" })
+          stopped = merr
+          d:warn("kling: batch: no more submits (the batch state cannot be written); run the same command again "
+            .. "once it can")
         else
-          if err.kind == "submit_unknown" then
-            append { e = "unknown", key = item.key, hash = item.hash, message = err.message }
+          item.submitting = true
+          local job, err = ctx:submit(item.model, item.input, { tag = tag })
+          item.submitting = nil
+          if job then
+            local ok = append({ e = "submitted", key = item.key, id = job.id, model = item.model, hash = item.hash },
+              item.key .. " was submitted as " .. job.id .. " (keep the id); "
+                .. (ctx.journal_path and "the journal has it under tag " .. tag .. ", so the next run re-attaches to it"
+                  or "without a journal the next run reports the line as of unknown outcome"))
+            d:log(item.key .. " submitted as " .. job.id)
+            if not ok then
+              stopped = state_error
+              d:warn("kling: batch: no more submits (the batch state cannot be written)")
+            end
+            follow(item, job)
           else
-            append { e = "not_sent", key = item.key } -- refused for sure: no job exists
-          end
-          item.outcome = ctx:fail(err, nil, nil, { line = item.n, key = item.key, model = item.model,
-            status = err.kind == "submit_unknown" and "unknown" or "not_submitted" })
-          if err.kind ~= "validation" and err.kind ~= "bad_request" then
-            stopped = err
-            d:warn("kling: batch: no more submits after this error; run the same command again to go on")
+            local said = "the next run looks for this submit in the journal (tag " .. tag .. ") and never sends it twice"
+            if err.kind == "submit_unknown" then
+              append({ e = "unknown", key = item.key, hash = item.hash, message = err.message }, said)
+            else
+              append({ e = "not_sent", key = item.key }, said) -- refused for sure: no job exists
+            end
+            item.outcome = ctx:fail(err, nil, nil, { line = item.n, key = item.key, model = item.model,
+              status = err.kind == "submit_unknown" and "unknown" or "not_submitted" })
+            if err.kind ~= "validation" and err.kind ~= "bad_request" then
+              stopped = err
+              d:warn("kling: batch: no more submits after this error; run the same command again to go on")
+            elseif state_error then
+              stopped = state_error
+            end
           end
         end
       end
