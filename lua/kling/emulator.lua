@@ -1718,8 +1718,10 @@ A local stand-in for RunComfy's Model API (for tests and offline development).
   --faults SPEC          inject faults, SPEC = ROUTE:FAULT:RATE[:ARG] (repeatable, or
                          comma-separated); ROUTE: submit status result cancel download all;
                          FAULT: 429 429date 500 502 503 504 reset drop_after_create slow
-                         truncated_json malformed_json error200 cut; RATE: 0 to 1; ARG:
-                         Retry-After seconds (429, 429date, 5xx) or delay (slow, default 5)
+                         truncated_json malformed_json error200 cut range_start range_total
+                         range_none range_ignore trickle empty; RATE: 0 to 1; ARG:
+                         Retry-After seconds (429, 429date, 5xx), delay (slow, default 5)
+                         or bytes per second (trickle, default 2)
                          e.g. --faults status:503:0.2 --faults all:429:0.1:2
   --exit-on-stdin-eof    exit when standard input reaches end of file
   --quiet                no per-request log lines on stderr
