@@ -56,7 +56,7 @@
 #define KX_LOW_SPEED_TIME_DEFAULT 30L    /* s */
 #define KX_MAX_REDIRECTS 5
 #define KX_MAX_RESTARTS 2
-#define KX_WBUF (1u << 20) /* bytes gathered before one write(2) to the .part */
+#define KX_WBUF (256u << 10) /* bytes gathered before one write(2) to the .part (bench/download.lua) */
 #define KX_META_MAX 4096
 #define KX_META_MAGIC "kling-part 1"
 
@@ -236,6 +236,7 @@ static int write_meta(kxfer *x) {
 
 static void remove_meta(kxfer *x) {
   unlink(x->meta);
+  unlink(x->meta_tmp); /* left by a process killed while writing it */
 }
 
 /* Reads the sidecar: fills x's identity and returns 1 when the .part of
