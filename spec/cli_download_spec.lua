@@ -191,7 +191,7 @@ describe("kling downloads (command line)", function()
       assert.equals(pattern(102400), helpers.read_file(path .. ".part"))
     end)
 
-    it("on a read-only directory, before anything is downloaded", function()
+    it("on a read-only directory, before anything is downloaded, or submitted by generate", function()
       local ro = dir .. "/ro"
       if not mounted(ro, "ro,size=64k") then
         pending("cannot mount a read-only tmpfs here (needs root): not tested")
@@ -199,11 +199,33 @@ describe("kling downloads (command line)", function()
       end
       finally(function() os.execute("umount " .. q(ro)) end)
       local id = completed("read-only @emu:bytes=1000")
-      local before = emu:stats().files.requests
-      local res = kling { "download", id, "--out-dir", ro }
+      local before = emu:stats()
+      for _, args in ipairs {
+        { "download", id, "--out-dir", ro }, { "download", id, "-o", ro .. "/x.mp4" }, { "download", id, "-o", ro },
+        { "wait", id, "-o", ro .. "/x.mp4" }, { "generate", "never paid for", "-o", ro .. "/x.mp4" },
+        { "generate", "never paid for", "--out-dir", ro },
+      } do
+        local res = kling(args)
+        assert.equals(8, res.code, res.err)
+        assert.matches("cannot write in " .. ro .. ": Read-only file system", res.err, 1, true)
+        assert.is_nil(res.err:find("--help", 1, true))
+      end
+      local after = emu:stats()
+      assert.equals(before.files.requests, after.files.requests)
+      assert.equals(before.jobs_created, after.jobs_created) -- generate sent nothing
+    end)
+
+    it("on a missing directory for -o, before anything is sent", function()
+      local id = completed("no dir @emu:bytes=1000")
+      local before = emu:stats()
+      local res = kling { "download", id, "-o", dir .. "/no/such/x.mp4" }
       assert.equals(8, res.code, res.err)
-      assert.matches("Read-only file system", res.err, 1, true)
-      assert.equals(before, emu:stats().files.requests)
+      assert.matches("its directory " .. dir .. "/no/such does not exist", res.err, 1, true)
+      res = kling { "generate", "never paid for", "-o", dir .. "/no/such/x.mp4" }
+      assert.equals(8, res.code, res.err)
+      local after = emu:stats()
+      assert.equals(before.files.requests, after.files.requests)
+      assert.equals(before.jobs_created, after.jobs_created)
     end)
   end)
 

@@ -188,6 +188,11 @@ local function usage(cmd, message)
   error(setmetatable({ cmd = cmd, message = message }, UsageError), 0)
 end
 
+-- A local file problem found before anything is sent: exit 8 (io), no usage hint.
+local function disk_error(cmd, message)
+  error(setmetatable({ cmd = cmd, message = message, code = 8 }, UsageError), 0)
+end
+
 local TOKEN_FLAG = "the token is never taken from a flag value (it would show in the process list and "
   .. "in your shell history): set RUNCOMFY_TOKEN (or RUNCOMFY_API_TOKEN), or pass --token-file PATH"
 
@@ -958,22 +963,41 @@ local function command(name, def)
   ORDER[#ORDER + 1] = name
 end
 
+-- Can a file be created in dir? Tried with a probe file (removed at once), so that a
+-- read-only or full directory is found before a job is paid for. Exit 8 when not.
+local function check_writable(cmd, dir)
+  local probe = join(dir, string.format(".kling-probe-%d-%06d", os.time(), math.random(0, 999999)))
+  local f, err = io.open(probe, "wb")
+  if not f then
+    disk_error(cmd, "cannot write in " .. dir .. ": " .. tostring(err):gsub("^.-: ([^:]+)$", "%1"))
+  end
+  f:close()
+  os.remove(probe)
+end
+
 local function output_target(ctx, o, default_dir)
   local cmd = ctx.cmd
   if o.no_download and (o.output or o.out_dir) then usage(cmd, "--no-download contradicts -o/--out-dir") end
   if o.output and o.out_dir then usage(cmd, "give -o FILE or --out-dir DIR, not both") end
   if o.no_download then return nil end
   if o.output then
-    if is_dir(o.output) then return { dir = o.output } end
+    if is_dir(o.output) then
+      check_writable(cmd, o.output)
+      return { dir = o.output }
+    end
     if file_exists(o.output) and not o.force then
       usage(cmd, o.output .. " exists; pass --force to overwrite it")
     end
-    if not is_dir(dirname(o.output)) then usage(cmd, "the directory of " .. o.output .. " does not exist") end
+    if not is_dir(dirname(o.output)) then
+      disk_error(cmd, "cannot write " .. o.output .. ": its directory " .. dirname(o.output) .. " does not exist")
+    end
+    check_writable(cmd, dirname(o.output))
     return { file = o.output }
   end
   local dir = o.out_dir or default_dir
   if not dir then return nil end
-  if not is_dir(dir) and not mkdir_p(dir) then usage(cmd, "cannot create the directory " .. dir) end
+  if not is_dir(dir) and not mkdir_p(dir) then disk_error(cmd, "cannot create the directory " .. dir) end
+  check_writable(cmd, dir)
   return { dir = dir }
 end
 
@@ -1896,6 +1920,10 @@ function M.main(argv)
   local e = code
   if getmetatable(e) == UsageError then
     local who = e.cmd and ("kling " .. e.cmd) or "kling"
+    if e.code then -- a local file problem: nothing was sent
+      io.stderr:write(who, ": ", e.message, "\n")
+      return e.code
+    end
     io.stderr:write(who, ": ", e.message, "\n",
       "Try '", who, " --help'.\n")
     return 2
