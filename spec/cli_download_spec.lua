@@ -107,6 +107,21 @@ describe("kling downloads (command line)", function()
     assert.is_nil(size_of(path .. ".part.meta"))
   end)
 
+  it("batch: a line whose input changed gets its new video whole in KEY.mp4, not onto the old .part", function()
+    local file, out = dir .. "/changed.jsonl", dir .. "/batch-changed"
+    helpers.write_file(file, '{"prompt":"first take @emu:bytes=600000 @emu:pattern=3 @emu:queue=0 @emu:run=0","name":"k"}\n')
+    emu:set_faults { "download:cut:1" }
+    local res = kling { "batch", file, "--out-dir", out }
+    emu:set_faults {}
+    assert.equals(7, res.code, res.err)
+    local part = assert(helpers.read_file(out .. "/k.mp4.part"))
+    assert.equals(pattern(#part, 3), part)
+    helpers.write_file(file, '{"prompt":"second take @emu:bytes=600000 @emu:queue=0 @emu:run=0","name":"k"}\n')
+    res = kling { "batch", file, "--out-dir", out }
+    assert.equals(0, res.code, res.err)
+    assert.equals(pattern(600000), helpers.read_file(out .. "/k.mp4"))
+  end)
+
   it("finishes a .part that already holds the whole file (416), exit 0", function()
     local id = completed("complete @emu:bytes=600000")
     local path = dir .. "/complete.mp4"
