@@ -168,7 +168,7 @@ describe("kling.core", function()
     assert(job:wait())
     local path = dir .. "/d.bin"
     local x = assert(c._engine:request { url = job.output.video, download = path })
-    assert.is_truthy(io.open(path .. ".part", "rb"))
+    assert.is_nil(io.open(path .. ".part", "rb")) -- created with the first verified byte, not before
     local r = drive(c._engine, x)
     assert.equals(200, r.status)
     assert.equals(path, r.path)
@@ -178,19 +178,28 @@ describe("kling.core", function()
     c:close()
   end)
 
-  it("goes on from an existing .part with a Range request, and can start over", function()
-    local c = kling.new { base_url = emu.api, token = TOKEN, poll = { initial = 0.05 } }
+  it("goes on from a .part of the same file with a Range request, and can start over", function()
+    local c = kling.new { base_url = emu.api, token = TOKEN, poll = { initial = 0.05 }, retries = false }
     local job = assert(c:generate { prompt = "resume @emu:bytes=300000" })
     assert(job:wait())
     local pattern = require("kling.emulator").pattern_bytes(0, 300000)
     local path = dir .. "/resumed.bin"
-    helpers.write_file(path .. ".part", pattern:sub(1, 120000))
+    emu:set_faults { "download:cut:1" } -- leaves a .part of 150000 bytes and its sidecar
+    assert.is_nil(job:download(path))
+    emu:set_faults {}
+    assert.equals(150000, #helpers.read_file(path .. ".part"))
     local before = emu:stats().files.bytes_sent
     local got, bytes = assert(job:download(path))
     assert.equals(path, got)
     assert.equals(300000, bytes)
     assert.equals(pattern, helpers.read_file(path))
-    assert.equals(180000, emu:stats().files.bytes_sent - before) -- only the rest was sent
+    assert.equals(150000, emu:stats().files.bytes_sent - before) -- only the rest was sent
+    -- a .part nobody can vouch for (no sidecar) is not gone on from
+    helpers.write_file(path .. ".part", pattern:sub(1, 120000))
+    before = emu:stats().files.bytes_sent
+    assert(job:download(path))
+    assert.equals(pattern, helpers.read_file(path))
+    assert.equals(300000, emu:stats().files.bytes_sent - before)
     -- resume = false starts over
     helpers.write_file(path .. ".part", "garbage")
     assert(job:download(path, { resume = false }))
@@ -223,11 +232,13 @@ describe("kling.core", function()
     c:close()
   end)
 
-  it("says clearly when the download path cannot be written", function()
+  it("says clearly when the download path cannot be written (kind io, with the path)", function()
     local c = kling.new { base_url = emu.api, token = TOKEN }
     local got, err = c:download_url(emu.files .. "/v/x.mp4", dir .. "/no/such/dir/x.mp4")
     assert.is_nil(got)
-    assert.matches("cannot open", err.message)
+    assert.equals("io", err.kind)
+    assert.equals(dir .. "/no/such/dir", err.path)
+    assert.matches("cannot write '" .. dir .. "/no/such/dir': No such file or directory", err.message, 1, true)
     c:close()
   end)
 

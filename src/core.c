@@ -5,8 +5,9 @@
  *   local eng = core.new{ base_url=, token=, timeout=, connect_timeout=,
  *                         ca_file=, allow_insecure_http=, max_body=,
  *                         max_connections=, user_agent= }
- *   local x, err = eng:request{ method=, url=, body=, download=, timeout=,
- *                               fresh=, max_bytes= }
+ *   local x, err, path = eng:request{ method=, url=, body=, download=, timeout=,
+ *                               fresh=, max_bytes=, resume=, low_speed_limit=,
+ *                               low_speed_time=, deadline= }
  *   eng:step(seconds)  -> transfers finished     eng:pending() -> in flight
  *   eng:scrub(s)       -> s with the token masked
  *   x:done(), x:result() -> table, x:progress() -> bytes, total, x:abort()
@@ -178,6 +179,14 @@ static int l_request(lua_State *L) {
   double mb = opt_number(L, 2, "max_bytes", 0);
   if (!(mb >= 0) || mb > 9e18) return luaL_argerror(L, 2, "field 'max_bytes' must be >= 0");
   s.max_bytes = (curl_off_t)mb;
+  double lsl = opt_number(L, 2, "low_speed_limit", 0);
+  if (!(lsl >= 0) || lsl > 1e12) return luaL_argerror(L, 2, "field 'low_speed_limit' must be >= 0 bytes/s");
+  s.low_speed_limit = (long)lsl;
+  double lst = opt_number(L, 2, "low_speed_time", 0);
+  if (!(lst >= 0) || lst > 1e7) return luaL_argerror(L, 2, "field 'low_speed_time' must be between 0 and 1e7 seconds");
+  s.low_speed_time = lst > 0 && lst < 1 ? 1 : (long)(lst + 0.5); /* libcurl counts whole seconds */
+  s.deadline = opt_number(L, 2, "deadline", 0);
+  if (!(s.deadline >= 0) || s.deadline > 1e7) return luaL_argerror(L, 2, "field 'deadline' must be between 0 and 1e7 seconds");
 
   lxfer *lx = lua_newuserdatauv(L, sizeof *lx, 1);
   lx->x = NULL;
@@ -185,12 +194,17 @@ static int l_request(lua_State *L) {
   lua_pushvalue(L, 1); /* the transfer keeps its engine alive */
   lua_setiuservalue(L, -2, 1);
 
-  char err[512];
-  kxfer *x = kxfer_new(&le->e, &s, err, sizeof err);
+  char err[1200];
+  kx_new_error why;
+  kxfer *x = kxfer_new_ex(&le->e, &s, err, sizeof err, &why);
   if (x == NULL || kengine_add(&le->e, x, err, sizeof err) != 0) {
     kxfer_free(x);
     lua_pushnil(L);
     lua_pushstring(L, err);
+    if (x == NULL && why.io) { /* a local file problem: its path, for err.path */
+      lua_pushstring(L, why.path);
+      return 3;
+    }
     return 2;
   }
   lx->x = x;
@@ -333,8 +347,10 @@ static void set_str(lua_State *L, const char *k, const char *v) {
 }
 
 /* x:result() -> nil while running; then { status=, body=, bytes=, path=,
- *   content_type=, content_length=, retry_after=, time=,
- *   error = nil | { kind=, message=, curl_code=, sent= } } */
+ *   resumed_from=, complete=, content_type=, content_length=, retry_after=,
+ *   time=, error = nil | { kind=, message=, curl_code=, sent=, path= } }
+ * (a download: path is set when the file is in place; error.path names the
+ * file of an "io" error) */
 static int l_xfer_result(lua_State *L) {
   kxfer *x = check_xfer(L, 1);
   if (x->state != KX_DONE) return 0;
@@ -373,7 +389,7 @@ void kcore_push_result(lua_State *L, kxfer *x) {
   int sent;
   const char *kind = kxfer_error_kind(x, &sent);
   if (kind) {
-    char msg[CURL_ERROR_SIZE + 128];
+    char msg[1024];
     kxfer_error_message(x, msg, sizeof msg);
     lua_createtable(L, 0, 4);
     lua_pushstring(L, kind);
@@ -384,10 +400,18 @@ void kcore_push_result(lua_State *L, kxfer *x) {
     lua_setfield(L, -2, "curl_code");
     lua_pushboolean(L, sent);
     lua_setfield(L, -2, "sent");
+    if (x->io_error && x->io_path) {
+      lua_pushstring(L, x->io_path);
+      lua_setfield(L, -2, "path");
+    }
     lua_setfield(L, -2, "error");
   } else if (x->path && x->to_file) {
     lua_pushstring(L, x->path);
     lua_setfield(L, -2, "path");
+    if (x->complete) {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "complete");
+    }
   }
 }
 

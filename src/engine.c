@@ -438,6 +438,7 @@ double kengine_retry_after(const char *v) {
 static int want_retry(kengine *e, kxfer *x, CURLcode code, long status, double *delay) {
   if (x->retry == KX_RETRY_NONE || x->attempts > e->max_retries) return 0;
   if (x->too_large || x->io_error || x->oom || x->aborted) return 0;
+  if (x->path && (x->redirect_error || x->range_error || x->complete)) return 0;
   int never_sent = code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY
                    || code == CURLE_COULDNT_CONNECT;
   int transient = never_sent || code == CURLE_OPERATION_TIMEDOUT || code == CURLE_RECV_ERROR
@@ -456,11 +457,17 @@ static int want_retry(kengine *e, kxfer *x, CURLcode code, long status, double *
     if (ra > e->retry_after_cap) return 0; /* the server asks for longer than we wait: say so */
     if (ra > *delay) *delay = ra;
   }
+  if (x->deadline_at > 0 && kengine_now() + *delay >= x->deadline_at) {
+    x->deadline_hit = 1; /* a download's deadline would pass before the next try */
+    return 0;
+  }
   return 1;
 }
 
-/* Takes x out of the multi handle and files it to be tried again. */
-static void delay_retry(kengine *e, kxfer *x, double delay) {
+/* Takes x out of the multi handle and files it to be tried again. A
+ * download's next hop or fresh start (again: 0) is not a retry: it takes
+ * nothing from the retry budget. */
+static void requeue(kengine *e, kxfer *x, double delay, int again) {
   curl_multi_remove_handle(e->multi, x->easy);
   if (x->prev) x->prev->next = x->next;
   else e->inflight = x->next;
@@ -474,7 +481,12 @@ static void delay_retry(kengine *e, kxfer *x, double delay) {
   x->prev = NULL;
   x->next = e->delayed;
   e->delayed = x;
-  e->retries++;
+  if (again) e->retries++;
+  else x->attempts--;
+}
+
+static void delay_retry(kengine *e, kxfer *x, double delay) {
+  requeue(e, x, delay, 1);
 }
 
 /* Starts the delayed transfers whose time has come (through the queue). */
@@ -512,6 +524,14 @@ static int collect(kengine *e) {
     if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK) e->connects += connects;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     double delay;
+    if (x->path && !x->owner && kxfer_review(x, e, status) != 0) {
+      if (x->deadline_at > 0 && kengine_now() >= x->deadline_at) {
+        x->deadline_hit = 1;
+      } else {
+        requeue(e, x, 0, 0);
+        continue;
+      }
+    }
     if (!x->owner && want_retry(e, x, code, status, &delay)) {
       delay_retry(e, x, delay);
       continue;

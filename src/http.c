@@ -2,10 +2,42 @@
  * http.c - configuring one transfer, the libcurl callbacks that fill it,
  * and reading its outcome (see http.h).
  *
- * Downloads stream into "<path>.part" and are renamed to <path> only when
- * the body is complete; on failure the .part file is removed. Downloads
- * never carry the token and follow redirects; API requests carry it and
- * follow none.
+ * Downloads never carry the token. They stream into "<path>.part", which is
+ * renamed to <path> only when the whole file has arrived, and they append to
+ * it only bytes they have verified belong to the same file:
+ *
+ * - The .part is created when the first byte of a verified answer arrives,
+ *   never before (a refused connection leaves no file), and one that holds
+ *   nothing when a transfer ends is removed.
+ * - Beside it, "<path>.part.meta" (the sidecar, written to a temporary,
+ *   fsynced and renamed before the first byte goes into a new .part) keeps
+ *   what identifies the file: the URL without its query string (file hosts
+ *   pre-sign their URLs, so the query of the same file changes between
+ *   fetches), its whole length, and the validators the file host gave
+ *   (ETag, Last-Modified). It is written only when the answer had a length
+ *   and a validator (a strong ETag or a Last-Modified).
+ * - A later download of the same path goes on from the .part only when its
+ *   sidecar is readable, names the same URL (query aside) and a length the
+ *   .part does not exceed, and holds a validator: it sends "Range: bytes=N-"
+ *   and "If-Range" (the strong ETag, else the Last-Modified). Otherwise it
+ *   starts over from 0 (the old .part is truncated when the new answer's
+ *   first byte arrives).
+ * - A 206 is appended only when its Content-Range starts at the offset asked
+ *   for, runs to the end, and its total (and any ETag or Last-Modified it
+ *   carries) match the recorded ones; any mismatch starts over from 0 (at
+ *   most KX_MAX_RESTARTS times, then an error). A 200 to a range request is
+ *   the whole file again: it starts over. A 416 whose "bytes * /N" equals the
+ *   .part's length and the recorded length means the .part is complete.
+ * - Within one transfer, a try that breaks off is followed by one that goes
+ *   on from the .part (same URL, same rules) when the whole length is known.
+ * - Redirects are followed here, not by libcurl: each target is judged as
+ *   the URL itself would be (kengine_check_url), and https never goes to
+ *   plain http; at most KX_MAX_REDIRECTS hops.
+ * - A try ends when it stays below low_speed_limit bytes/s for
+ *   low_speed_time seconds (libcurl's low-speed rule); a deadline, when
+ *   given, bounds the whole download, retries included.
+ * - Local file failures (open, write, fsync, rename) set io_error with the
+ *   path and errno; the verified bytes of the .part are kept.
  */
 #define _GNU_SOURCE /* sync_file_range */
 #include "http.h"
@@ -17,9 +49,16 @@
 #include <strings.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #define KX_ERROR_BODY_CAP 65536 /* error answers of the file host, kept in memory */
-#define KX_LOW_SPEED_TIME_DEFAULT 60L
+#define KX_LOW_SPEED_LIMIT_DEFAULT 1024L /* bytes/s */
+#define KX_LOW_SPEED_TIME_DEFAULT 30L    /* s */
+#define KX_MAX_REDIRECTS 5
+#define KX_MAX_RESTARTS 2
+#define KX_WBUF (256u << 10) /* bytes gathered before one write(2) to the .part (bench/download.lua) */
+#define KX_META_MAX 4096
+#define KX_META_MAGIC "kling-part 1"
 
 static char *kx_strdup(const char *s) {
   size_t n = strlen(s) + 1;
@@ -28,10 +67,34 @@ static char *kx_strdup(const char *s) {
   return d;
 }
 
+static char *kx_concat(const char *a, const char *b) {
+  size_t na = strlen(a), nb = strlen(b);
+  char *d = malloc(na + nb + 1);
+  if (d) {
+    memcpy(d, a, na);
+    memcpy(d + na, b, nb + 1);
+  }
+  return d;
+}
+
 static void copy_header_value(char *dst, size_t dstlen, const char *v, size_t n) {
   while (n > 0 && (*v == ' ' || *v == '\t')) { v++; n--; }
   while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
   if (n >= dstlen) n = dstlen - 1;
+  memcpy(dst, v, n);
+  dst[n] = '\0';
+}
+
+/* A validator is compared whole: one too long to keep is marked unusable
+ * ("\1"), so it never matches and never identifies a file. */
+static void copy_validator(char *dst, size_t dstlen, const char *v, size_t n) {
+  while (n > 0 && (*v == ' ' || *v == '\t')) { v++; n--; }
+  while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+  if (n >= dstlen || memchr(v, '\0', n) != NULL) {
+    dst[0] = '\1';
+    dst[1] = '\0';
+    return;
+  }
   memcpy(dst, v, n);
   dst[n] = '\0';
 }
@@ -50,8 +113,9 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud) {
   const char *v;
   size_t vn;
   if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-    /* A new response (after a redirect or a 100 Continue): forget the last one's. */
+    /* A new response (after a 100 Continue): forget the last one's. */
     x->retry_after[0] = x->content_type[0] = x->content_length[0] = '\0';
+    x->r_etag[0] = x->r_last_modified[0] = x->r_content_range[0] = '\0';
     x->status_checked = 0;
   } else if (header_is(line, n, "retry-after", &v, &vn)) {
     copy_header_value(x->retry_after, sizeof x->retry_after, v, vn);
@@ -59,57 +123,397 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud) {
     copy_header_value(x->content_type, sizeof x->content_type, v, vn);
   } else if (header_is(line, n, "content-length", &v, &vn)) {
     copy_header_value(x->content_length, sizeof x->content_length, v, vn);
+  } else if (x->path && header_is(line, n, "etag", &v, &vn)) {
+    copy_validator(x->r_etag, sizeof x->r_etag, v, vn);
+  } else if (x->path && header_is(line, n, "last-modified", &v, &vn)) {
+    copy_validator(x->r_last_modified, sizeof x->r_last_modified, v, vn);
+  } else if (x->path && header_is(line, n, "content-range", &v, &vn)) {
+    copy_validator(x->r_content_range, sizeof x->r_content_range, v, vn);
   }
   return n;
+}
+
+/* ---- the .part, its sidecar and the directory ---------------------------- */
+
+static void set_io_error(kxfer *x, const char *path, int errnum) {
+  if (x->io_error) return; /* the first one is the cause */
+  x->io_error = 1;
+  x->io_errno = errnum;
+  x->io_path = path;
+}
+
+/* The part of a URL that names the file: without its query and fragment. */
+static size_t url_identity_len(const char *url) {
+  return strcspn(url, "?#");
+}
+
+static int same_file_url(const char *a, const char *b) {
+  size_t na = url_identity_len(a), nb = url_identity_len(b);
+  return na == nb && memcmp(a, b, na) == 0;
+}
+
+static int strong_etag(const char *etag) {
+  return etag[0] == '"'; /* not W/"...", not empty, not unusable ("\1") */
+}
+
+static int usable(const char *validator) {
+  return validator[0] != '\0' && validator[0] != '\1';
+}
+
+/* The If-Range value for the recorded identity: the strong ETag, else the
+ * Last-Modified; NULL when there is neither. */
+static const char *if_range_value(const kxfer *x) {
+  if (strong_etag(x->etag)) return x->etag;
+  if (usable(x->last_modified)) return x->last_modified;
+  return NULL;
+}
+
+static int fsync_dir(kxfer *x) {
+  int fd = open(x->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    set_io_error(x, x->dir, errno);
+    return -1;
+  }
+  int rc = fsync(fd);
+  int err = errno;
+  close(fd);
+  if (rc != 0 && err != EINVAL && err != EROFS) { /* some file systems cannot sync a directory */
+    set_io_error(x, x->dir, err);
+    return -1;
+  }
+  return 0;
+}
+
+static int write_all(int fd, const char *p, size_t n, size_t *done) {
+  *done = 0;
+  while (*done < n) {
+    ssize_t w = write(fd, p + *done, n - *done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (w == 0) {
+      errno = EIO;
+      return -1;
+    }
+    *done += (size_t)w;
+  }
+  return 0;
+}
+
+/* Writes the sidecar for the recorded identity: temporary, fsync, rename,
+ * fsync of the directory. 0 or -1 (io_error set). */
+static int write_meta(kxfer *x) {
+  char text[KX_META_MAX];
+  int n = snprintf(text, sizeof text, KX_META_MAGIC "\nurl %.*s\nlength %lld\netag %s\nlast-modified %s\n",
+                   (int)url_identity_len(x->origin_url), x->origin_url, (long long)x->total,
+                   usable(x->etag) ? x->etag : "", usable(x->last_modified) ? x->last_modified : "");
+  if (n < 0 || (size_t)n >= sizeof text) return 0; /* too long to keep: the .part will not be trusted */
+  int fd = open(x->meta_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    set_io_error(x, x->meta_tmp, errno);
+    return -1;
+  }
+  size_t done;
+  if (write_all(fd, text, (size_t)n, &done) != 0 || fsync(fd) != 0) {
+    set_io_error(x, x->meta_tmp, errno);
+    close(fd);
+    unlink(x->meta_tmp);
+    return -1;
+  }
+  if (close(fd) != 0) {
+    set_io_error(x, x->meta_tmp, errno);
+    unlink(x->meta_tmp);
+    return -1;
+  }
+  if (rename(x->meta_tmp, x->meta) != 0) {
+    set_io_error(x, x->meta, errno);
+    unlink(x->meta_tmp);
+    return -1;
+  }
+  return fsync_dir(x);
+}
+
+static void remove_meta(kxfer *x) {
+  unlink(x->meta);
+  unlink(x->meta_tmp); /* left by a process killed while writing it */
+}
+
+/* Reads the sidecar: fills x's identity and returns 1 when the .part of
+ * size `have` may be gone on from (see the top of this file), else 0. */
+static int read_meta(kxfer *x, curl_off_t have) {
+  char text[KX_META_MAX + 1];
+  int fd = open(x->meta, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, text, KX_META_MAX);
+  close(fd);
+  if (n <= 0 || n >= KX_META_MAX) return 0;
+  text[n] = '\0';
+  if (memchr(text, '\0', (size_t)n) != NULL) return 0;
+  char *line = text, *next;
+  int magic = 0, url_ok = 0;
+  curl_off_t total = -1;
+  x->etag[0] = x->last_modified[0] = '\0';
+  for (; *line; line = next) {
+    next = strchr(line, '\n');
+    if (next == NULL) return 0; /* every line ends: a torn file is not trusted */
+    *next++ = '\0';
+    if (!magic) {
+      if (strcmp(line, KX_META_MAGIC) != 0) return 0;
+      magic = 1;
+    } else if (strncmp(line, "url ", 4) == 0) {
+      url_ok = same_file_url(line + 4, x->origin_url) && url_identity_len(line + 4) == strlen(line + 4);
+    } else if (strncmp(line, "length ", 7) == 0) {
+      char *end;
+      long long v = strtoll(line + 7, &end, 10);
+      if (*end != '\0' || end == line + 7) return 0;
+      total = (curl_off_t)v;
+    } else if (strncmp(line, "etag ", 5) == 0) {
+      if (strlen(line + 5) >= sizeof x->etag) return 0;
+      strcpy(x->etag, line + 5);
+    } else if (strncmp(line, "last-modified ", 14) == 0) {
+      if (strlen(line + 14) >= sizeof x->last_modified) return 0;
+      strcpy(x->last_modified, line + 14);
+    }
+  }
+  if (!magic || !url_ok || total <= 0 || have > total || if_range_value(x) == NULL) {
+    x->etag[0] = x->last_modified[0] = '\0';
+    return 0;
+  }
+  x->total = total;
+  return 1;
+}
+
+/* Checks, before anything is sent, that the download can be written: its
+ * directory exists and is writable, and neither it nor its .part is a
+ * directory. 0, or -1 with why filled. */
+static int check_target(kxfer *x, kx_new_error *why) {
+  struct stat st;
+  const char *bad = NULL;
+  int err = 0;
+  if (stat(x->dir, &st) != 0) bad = x->dir, err = errno;
+  else if (!S_ISDIR(st.st_mode)) bad = x->dir, err = ENOTDIR;
+  else if (access(x->dir, W_OK | X_OK) != 0) bad = x->dir, err = errno;
+  else if (stat(x->path, &st) == 0 && S_ISDIR(st.st_mode)) bad = x->path, err = EISDIR;
+  else if (stat(x->part, &st) == 0 && !S_ISREG(st.st_mode)) bad = x->part, err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+  if (!bad) return 0;
+  why->io = 1;
+  why->errnum = err;
+  snprintf(why->path, sizeof why->path, "%s", bad);
+  return -1;
+}
+
+/* Sets up where a download starts: from a trusted .part, or from 0. */
+static void load_part(kxfer *x, int resume) {
+  struct stat st;
+  x->total = -1;
+  x->etag[0] = x->last_modified[0] = '\0';
+  x->offset = x->resumed_from = x->part_size = 0;
+  if (!resume || stat(x->part, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) return;
+  if (!read_meta(x, (curl_off_t)st.st_size)) return;
+  x->offset = x->resumed_from = x->part_size = (curl_off_t)st.st_size;
+}
+
+/* Opens the .part for the first verified byte of this try: truncated (and
+ * the sidecar written for the answer's identity) when the try starts from 0,
+ * else positioned at the offset. 0, or -1 (io_error or restart set). */
+static int open_part(kxfer *x) {
+  if (x->offset == 0) {
+    /* The old sidecar goes first, then the old bytes; the new sidecar is
+     * written only once the truncation is on disk: whatever the moment of a
+     * crash, a sidecar never describes bytes of another file. */
+    remove_meta(x);
+    x->fd = open(x->part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (x->fd < 0) {
+      set_io_error(x, x->part, errno);
+      return -1;
+    }
+    x->opened = 1;
+    x->part_size = 0;
+    x->written_back = 0;
+    if (x->total > 0 && if_range_value(x) != NULL) {
+      if (fsync(x->fd) != 0) {
+        set_io_error(x, x->part, errno);
+        return -1;
+      }
+      if (write_meta(x) != 0) return -1;
+    }
+  } else {
+    struct stat st;
+    x->fd = open(x->part, O_WRONLY | O_CLOEXEC);
+    if (x->fd < 0) {
+      set_io_error(x, x->part, errno);
+      return -1;
+    }
+    if (fstat(x->fd, &st) != 0) {
+      set_io_error(x, x->part, errno);
+      return -1;
+    }
+    if ((curl_off_t)st.st_size != x->offset) { /* changed under us (another process?) */
+      snprintf(x->problem, sizeof x->problem, "the .part changed during the download (%lld bytes, expected %lld)",
+               (long long)st.st_size, (long long)x->offset);
+      x->restart = 1;
+      return -1;
+    }
+    if (lseek(x->fd, (off_t)x->offset, SEEK_SET) < 0) {
+      set_io_error(x, x->part, errno);
+      return -1;
+    }
+    x->part_size = x->offset;
+    x->written_back = x->offset;
+  }
+  if (x->wbuf == NULL && (x->wbuf = malloc(KX_WBUF)) == NULL) {
+    x->oom = 1;
+    return -1;
+  }
+  x->wlen = 0;
+  return 0;
 }
 
 /* Every KX_WRITEBACK bytes, asks the kernel to start writing the file out
  * (without waiting), so the fsync at the end finds little left to do. */
 #define KX_WRITEBACK (8 << 20)
 static void start_writeback(kxfer *x) {
-  curl_off_t at = x->offset + x->bytes;
-  if (at - x->written_back < KX_WRITEBACK) return;
-  if (fflush(x->file) != 0) return;
+  if (x->part_size - x->written_back < KX_WRITEBACK) return;
 #ifdef SYNC_FILE_RANGE_WRITE
-  sync_file_range(fileno(x->file), (off_t)x->written_back, (off_t)(at - x->written_back), SYNC_FILE_RANGE_WRITE);
+  sync_file_range(x->fd, (off_t)x->written_back, (off_t)(x->part_size - x->written_back), SYNC_FILE_RANGE_WRITE);
 #endif
-  x->written_back = at;
+  x->written_back = x->part_size;
+}
+
+/* Writes what is gathered to the .part; part_size counts what the file
+ * holds, a partial write included. 0 or -1 (io_error set). */
+static int flush_part(kxfer *x) {
+  if (x->fd < 0 || x->wlen == 0) return 0;
+  size_t done;
+  int rc = write_all(x->fd, x->wbuf, x->wlen, &done);
+  int err = errno;
+  x->part_size += (curl_off_t)done;
+  if (done < x->wlen) memmove(x->wbuf, x->wbuf + done, x->wlen - done);
+  x->wlen -= done;
+  if (rc != 0) {
+    set_io_error(x, x->part, err);
+    x->wlen = 0; /* what could not be written is dropped: the file holds a verified prefix */
+    return -1;
+  }
+  start_writeback(x);
+  return 0;
+}
+
+/* Closes the .part after a try. sync: flush it to disk first. */
+static void close_part(kxfer *x, int sync) {
+  if (x->fd < 0) return;
+  flush_part(x);
+  if (sync && fsync(x->fd) != 0) set_io_error(x, x->part, errno);
+  if (close(x->fd) != 0 && sync) set_io_error(x, x->part, errno);
+  x->fd = -1;
+}
+
+/* ---- answers ------------------------------------------------------------- */
+
+/* "bytes A-B/N" -> 0; "bytes * /N" -> 1 (first, last = -1); else -1.
+ * N may be "*" (total = -1). */
+static int parse_content_range(const char *v, curl_off_t *first, curl_off_t *last, curl_off_t *total) {
+  if (strncasecmp(v, "bytes", 5) != 0) return -1;
+  v += 5;
+  if (*v != ' ') return -1;
+  while (*v == ' ') v++;
+  char *end;
+  int unsatisfied = 0;
+  *first = *last = -1;
+  if (*v == '*') {
+    unsatisfied = 1;
+    v++;
+  } else {
+    if (*v < '0' || *v > '9') return -1;
+    *first = (curl_off_t)strtoll(v, &end, 10);
+    if (*end != '-' || end[1] < '0' || end[1] > '9') return -1;
+    *last = (curl_off_t)strtoll(end + 1, &end, 10);
+    v = end;
+    if (*last < *first) return -1;
+  }
+  if (*v != '/') return -1;
+  v++;
+  if (*v == '*' && v[1] == '\0' && !unsatisfied) {
+    *total = -1;
+    return 0;
+  }
+  if (*v < '0' || *v > '9') return -1;
+  *total = (curl_off_t)strtoll(v, &end, 10);
+  if (*end != '\0') return -1;
+  return unsatisfied;
+}
+
+/* The first body byte of a 2xx answer to a download: is it the file asked
+ * for, from the offset asked for? Then opens the .part. 0, or -1: the body
+ * is not written (restart, io_error or oom set). */
+static int begin_body(kxfer *x, long code) {
+  curl_off_t length = -1;
+  curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+  if (code == 206) {
+    curl_off_t first, last, total;
+    const char *bad = NULL;
+    if (x->r_content_range[0] == '\0') bad = "a 206 without Content-Range";
+    else if (parse_content_range(x->r_content_range, &first, &last, &total) != 0) bad = "an unreadable Content-Range";
+    else if (first != x->offset) bad = "a range that does not start at the offset asked for";
+    else if (total < 0) bad = "a range of unknown total length";
+    else if (x->total >= 0 && total != x->total) bad = "a total length that is not the file's";
+    else if (last != total - 1) bad = "a range that stops before the end";
+    else if (length >= 0 && length != last - first + 1) bad = "a Content-Length that is not the range's";
+    else if (x->offset > 0 && x->r_etag[0] && usable(x->etag) && strcmp(x->r_etag, x->etag) != 0) bad = "another ETag";
+    else if (x->offset > 0 && x->r_last_modified[0] && usable(x->last_modified)
+             && strcmp(x->r_last_modified, x->last_modified) != 0) bad = "another Last-Modified";
+    if (bad) {
+      snprintf(x->problem, sizeof x->problem, "the file host answered a range request from byte %lld with %s (Content-Range '%s')",
+               (long long)x->offset, bad, x->r_content_range[0] == '\1' ? "(too long)" : x->r_content_range);
+      x->restart = 1;
+      return -1;
+    }
+    if (x->offset == 0) length = total;
+  } else {
+    x->offset = 0; /* the whole file (again): start over */
+  }
+  if (x->offset == 0) { /* the identity is this answer's */
+    x->total = length;
+    memcpy(x->etag, x->r_etag, sizeof x->etag);
+    memcpy(x->last_modified, x->r_last_modified, sizeof x->last_modified);
+  }
+  return open_part(x);
 }
 
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
   kxfer *x = ud;
   size_t n = size * nmemb;
-  if (x->file && !x->status_checked) {
+  if (x->path && !x->status_checked) {
     long code = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
-    x->to_file = code >= 200 && code < 300;
     x->status_checked = 1;
-    if (code != 206 && x->offset > 0 && x->to_file) {
-      /* the server ignored the Range: the whole file comes again */
-      fflush(x->file);
-      if (ftruncate(fileno(x->file), 0) != 0) {
-        x->io_error = 1;
-        x->io_errno = errno;
-        return 0;
-      }
-      x->offset = 0;
-    }
+    x->to_file = code >= 200 && code < 300;
+    if (x->to_file && begin_body(x, code) != 0) return 0;
   }
-  if (x->file && x->to_file) {
+  if (x->path && x->to_file) {
     if (x->max_bytes > 0 && x->offset + x->bytes + (curl_off_t)n > x->max_bytes) {
       x->too_large = 1;
       return 0;
     }
-    if (fwrite(p, 1, n, x->file) != n) {
-      x->io_error = 1;
-      x->io_errno = errno;
-      return 0;
+    if (x->wlen + n > KX_WBUF && flush_part(x) != 0) return 0;
+    if (n >= KX_WBUF) { /* larger than the buffer: straight to the file */
+      size_t done;
+      int rc = write_all(x->fd, p, n, &done);
+      x->part_size += (curl_off_t)done;
+      if (rc != 0) {
+        set_io_error(x, x->part, errno);
+        return 0;
+      }
+      start_writeback(x);
+    } else {
+      memcpy(x->wbuf + x->wlen, p, n);
+      x->wlen += n;
     }
     x->bytes += (curl_off_t)n;
-    start_writeback(x);
     return n;
   }
-  if (x->file) { /* an error answer from the file host: keep its start */
+  if (x->path) { /* an error answer from the file host: keep its start */
     size_t room = x->body.len < KX_ERROR_BODY_CAP ? KX_ERROR_BODY_CAP - x->body.len : 0;
     if (kbuf_append(&x->body, p, n < room ? n : room) == -1) {
       x->oom = 1;
@@ -134,6 +538,15 @@ static int add_header(kxfer *x, const char *h) {
 #define SETOPT(opt, val) do { if (curl_easy_setopt(x->easy, opt, val) != CURLE_OK) return -1; } while (0)
 
 kxfer *kxfer_new(kengine *e, const kx_spec *s, char *err, size_t errlen) {
+  return kxfer_new_ex(e, s, err, errlen, NULL);
+}
+
+kxfer *kxfer_new_ex(kengine *e, const kx_spec *s, char *err, size_t errlen, kx_new_error *why) {
+  kx_new_error ignored;
+  if (why == NULL) why = &ignored;
+  why->io = 0;
+  why->errnum = 0;
+  why->path[0] = '\0';
   int is_api = 0;
   if (kengine_check_url(e, s->url, &is_api, err, errlen) != 0) return NULL;
   if (s->download) is_api = 0; /* downloads never carry the token */
@@ -148,6 +561,7 @@ kxfer *kxfer_new(kengine *e, const kx_spec *s, char *err, size_t errlen) {
 
   kxfer *x = calloc(1, sizeof *x);
   if (x == NULL) { snprintf(err, errlen, "out of memory"); return NULL; }
+  x->fd = -1;
   kbuf_init(&x->body, s->download ? 0 : e->max_body);
   x->is_api = is_api;
   x->method = method;
@@ -156,6 +570,7 @@ kxfer *kxfer_new(kengine *e, const kx_spec *s, char *err, size_t errlen) {
   x->fresh = s->fresh;
   x->retry = s->retry;
   x->length = -1;
+  x->total = -1;
   x->url = kx_strdup(s->url);
   if (x->url == NULL) goto fail_oom;
   if (method == KX_POST) {
@@ -166,25 +581,29 @@ kxfer *kxfer_new(kengine *e, const kx_spec *s, char *err, size_t errlen) {
     x->req_body[x->req_body_len] = '\0';
   }
   if (s->download) {
-    size_t n = strlen(s->download);
     x->path = kx_strdup(s->download);
-    x->part = malloc(n + sizeof ".part");
-    if (x->path == NULL || x->part == NULL) goto fail_oom;
-    memcpy(x->part, s->download, n);
-    memcpy(x->part + n, ".part", sizeof ".part");
-    x->file = fopen(x->part, s->resume ? "ab" : "wb");
-    if (x->file != NULL) setvbuf(x->file, NULL, _IOFBF, 1u << 20);
-    if (x->file != NULL && s->resume) {
-      if (fseek(x->file, 0, SEEK_END) == 0) {
-        long at = ftell(x->file);
-        x->offset = x->resumed_from = at > 0 ? (curl_off_t)at : 0;
-      }
+    x->part = kx_concat(s->download, ".part");
+    x->meta = kx_concat(s->download, ".part.meta");
+    x->meta_tmp = kx_concat(s->download, ".part.meta.tmp");
+    x->origin_url = kx_strdup(s->url);
+    const char *slash = strrchr(s->download, '/');
+    if (slash == NULL) x->dir = kx_strdup(".");
+    else if (slash == s->download) x->dir = kx_strdup("/");
+    else if ((x->dir = malloc((size_t)(slash - s->download) + 1)) != NULL) {
+      memcpy(x->dir, s->download, (size_t)(slash - s->download));
+      x->dir[slash - s->download] = '\0';
     }
-    if (x->file == NULL) {
-      snprintf(err, errlen, "cannot open '%s' for writing: %s", x->part, strerror(errno));
+    if (!x->path || !x->part || !x->meta || !x->meta_tmp || !x->origin_url || !x->dir) goto fail_oom;
+    x->low_speed_limit = s->low_speed_limit > 0 ? s->low_speed_limit : KX_LOW_SPEED_LIMIT_DEFAULT;
+    x->low_speed_time = s->low_speed_time > 0 ? s->low_speed_time
+                        : x->timeout_ms > 0 ? (x->timeout_ms + 999) / 1000 : KX_LOW_SPEED_TIME_DEFAULT;
+    if (s->deadline > 0) x->deadline_at = kengine_now() + s->deadline;
+    if (check_target(x, why) != 0) {
+      snprintf(err, errlen, "cannot write '%s': %s", why->path, strerror(why->errnum));
       kxfer_free(x);
       return NULL;
     }
+    load_part(x, s->resume);
   }
   return x;
 
@@ -217,20 +636,28 @@ static int configure(kxfer *x, kengine *e) {
   SETOPT(CURLOPT_CLOSESOCKETDATA, (void *)e);
 
   if (x->path) {
-    /* A large file may take long: give up only when it stalls. */
-    long stall = x->timeout_ms > 0 ? (x->timeout_ms + 999) / 1000 : KX_LOW_SPEED_TIME_DEFAULT;
-    SETOPT(CURLOPT_LOW_SPEED_LIMIT, 1L);
-    SETOPT(CURLOPT_LOW_SPEED_TIME, stall);
-    SETOPT(CURLOPT_FOLLOWLOCATION, 1L);
-    SETOPT(CURLOPT_MAXREDIRS, 5L);
-    SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, e->allow_insecure_http ? "http,https" : "https");
+    /* A large file may take long: a try ends when it stays too slow, and the
+     * whole download when its deadline passes. Redirects: see kxfer_review. */
+    SETOPT(CURLOPT_LOW_SPEED_LIMIT, x->low_speed_limit);
+    SETOPT(CURLOPT_LOW_SPEED_TIME, x->low_speed_time);
+    if (x->deadline_at > 0) {
+      double left = x->deadline_at - kengine_now();
+      long ms = left > 0 ? (long)(left * 1000.0) + 1 : 1;
+      SETOPT(CURLOPT_TIMEOUT_MS, ms);
+    }
+    SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
     SETOPT(CURLOPT_BUFFERSIZE, 512L * 1024L); /* fewer, larger writes */
     if (x->offset > 0) {
       /* our own Range header, not CURLOPT_RESUME_FROM: libcurl would fail any answer
        * without a Content-Range (a 503 too) instead of letting on_body decide */
-      char range[64];
-      snprintf(range, sizeof range, "Range: bytes=%lld-", (long long)x->offset);
-      if (add_header(x, range) != 0) return -1;
+      char h[64 + sizeof x->etag];
+      snprintf(h, sizeof h, "Range: bytes=%lld-", (long long)x->offset);
+      if (add_header(x, h) != 0) return -1;
+      const char *v = if_range_value(x);
+      if (v) {
+        snprintf(h, sizeof h, "If-Range: %s", v);
+        if (add_header(x, h) != 0) return -1;
+      }
     }
   } else {
     SETOPT(CURLOPT_ACCEPT_ENCODING, "");
@@ -279,39 +706,118 @@ curl_off_t kxfer_length(const kxfer *x) {
   return len;
 }
 
+/* The scheme of a URL is https (case aside)? */
+static int is_https(const char *url) {
+  return strncasecmp(url, "https:", 6) == 0;
+}
+
+/* A URL for a message: without its query and fragment (a pre-signed query
+ * says nothing to a reader), and cut short. */
+static void url_for_message(char *out, size_t outlen, const char *url) {
+  size_t n = url_identity_len(url);
+  if (n > 200) n = 200;
+  snprintf(out, outlen, "%.*s%s", (int)n, url, url[n] ? "..." : "");
+}
+
+int kxfer_review(kxfer *x, kengine *e, long status) {
+  if (x->path == NULL) return 0;
+  if (x->restart) { /* a range answer that did not match, seen by on_body */
+    if (x->restarts < KX_MAX_RESTARTS) return KX_START_OVER;
+    x->range_error = 1;
+    return 0;
+  }
+  if (status == 416 && x->offset > 0) {
+    curl_off_t first, last, total = -1;
+    if (x->r_content_range[0] && parse_content_range(x->r_content_range, &first, &last, &total) == 1
+        && total == x->offset && total == x->part_size && (x->total < 0 || total == x->total)) {
+      x->complete = 1; /* the .part already holds the whole file */
+      return 0;
+    }
+    snprintf(x->problem, sizeof x->problem, "the file host answered 416 to a range request from byte %lld (Content-Range '%s')",
+             (long long)x->offset, x->r_content_range[0] == '\1' ? "(too long)" : x->r_content_range);
+    x->restart = 1;
+    if (x->restarts < KX_MAX_RESTARTS) return KX_START_OVER;
+    x->range_error = 1;
+    return 0;
+  }
+  if (status == 301 || status == 302 || status == 303 || status == 307 || status == 308) {
+    char *loc = NULL;
+    if (x->easy == NULL || curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_URL, &loc) != CURLE_OK || loc == NULL)
+      return 0; /* no Location: an HTTP error like any other */
+    char shown[256], why[256];
+    url_for_message(shown, sizeof shown, loc);
+    int is_api;
+    if (x->hops >= KX_MAX_REDIRECTS) {
+      snprintf(x->problem, sizeof x->problem, "more than %d redirects (the last to %s)", KX_MAX_REDIRECTS, shown);
+      x->redirect_error = 1;
+      return 0;
+    }
+    if (is_https(x->url) && !is_https(loc)) {
+      snprintf(x->problem, sizeof x->problem, "refusing the redirect to %s: a download over https never goes on over plain http", shown);
+      x->redirect_error = 1;
+      return 0;
+    }
+    if (kengine_check_url(e, loc, &is_api, why, sizeof why) != 0) {
+      snprintf(x->problem, sizeof x->problem, "refusing the redirect to %s: %s", shown, why);
+      x->redirect_error = 1;
+      return 0;
+    }
+    char *next = kx_strdup(loc);
+    if (next == NULL) {
+      x->oom = 1;
+      return 0;
+    }
+    free(x->url);
+    x->url = next;
+    x->hops++;
+    return KX_NEXT_HOP;
+  }
+  return 0;
+}
+
 static void finish_download(kxfer *x) {
   int ok = x->code == CURLE_OK && x->to_file && x->status >= 200 && x->status < 300;
+  if (x->complete && x->code == CURLE_OK) ok = 1, x->to_file = 1;
   curl_off_t expected = x->length;
-  if (ok && expected >= 0 && expected != x->bytes) {
+  if (ok && !x->complete && expected >= 0 && expected != x->bytes) {
     ok = 0;
     x->code = CURLE_PARTIAL_FILE;
   }
-  if (ok && (fflush(x->file) != 0 || fsync(fileno(x->file)) != 0)) {
+  if (x->code == CURLE_OK && x->status >= 200 && x->status < 300 && !x->status_checked && !x->complete) {
+    x->empty = 1; /* a 2xx with no body: nothing to write, and a .part from before stays as it was */
     ok = 0;
-    x->io_error = 1;
-    x->io_errno = errno;
   }
-  if (fclose(x->file) != 0 && ok) {
+  if (ok && x->fd >= 0 && x->total >= 0 && x->part_size + (curl_off_t)x->wlen != x->total) {
     ok = 0;
-    x->io_error = 1;
-    x->io_errno = errno;
+    x->code = CURLE_PARTIAL_FILE;
   }
-  x->file = NULL;
+  close_part(x, 1); /* a kept .part holds verified bytes: on disk too */
+  if (x->io_error) ok = 0;
+  if (ok && x->part_size == 0) {
+    x->empty = 1;
+    ok = 0;
+  }
   if (ok && rename(x->part, x->path) != 0) {
     ok = 0;
-    x->io_error = 1;
-    x->io_errno = errno;
+    set_io_error(x, x->path, errno);
   }
-  /* A transfer that broke off keeps its .part, to go on from later (Range);
-   * one the server refused, or that was too big or not writable, does not. */
-  int resumable = !x->io_error && !x->too_large && !x->oom && x->code != CURLE_OK
-                  && (x->status == 0 || x->status == 200 || x->status == 206);
-  if (!ok && !resumable) remove(x->part);
+  if (ok) {
+    remove_meta(x);
+    fsync_dir(x);
+    if (x->io_error) ok = 0; /* the file is there, but its name may not be on disk */
+  }
+  if (!ok) {
+    /* The .part keeps what was verified, for a later run; it goes when it
+     * holds nothing this transfer put there, when the file is too big, or
+     * when the file host says the file is gone. */
+    int gone = x->too_large || (x->code == CURLE_OK && (x->status == 404 || x->status == 410));
+    if ((gone && (x->opened || x->resumed_from > 0)) || (x->opened && x->part_size == 0)) {
+      remove(x->part);
+      remove_meta(x);
+    }
+    x->to_file = 0;
+  }
   if (x->io_error && x->code == CURLE_OK) x->code = CURLE_WRITE_ERROR;
-  if (!x->status_checked && x->code == CURLE_OK && x->status >= 200 && x->status < 300) {
-    /* an empty body: the file exists, with nothing in it */
-    x->to_file = 1;
-  }
 }
 
 void kxfer_finish(kxfer *x, CURLcode code) {
@@ -324,7 +830,11 @@ void kxfer_finish(kxfer *x, CURLcode code) {
     curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &x->http_version);
     x->length = kxfer_length(x);
   }
-  if (x->file) finish_download(x);
+  if (x->path) {
+    if (code == CURLE_OPERATION_TIMEDOUT && x->deadline_at > 0 && kengine_now() >= x->deadline_at - 0.05)
+      x->deadline_hit = 1; /* this try was cut by the deadline, not by the low-speed rule */
+    finish_download(x);
+  }
 }
 
 void kxfer_rewind(kxfer *x) {
@@ -337,20 +847,31 @@ void kxfer_rewind(kxfer *x) {
   x->errbuf[0] = '\0';
   x->retry_after[0] = x->content_type[0] = x->content_length[0] = '\0';
   x->length = -1;
-  if (x->file) { /* go on from what the last try wrote */
-    long at = -1;
-    if (fflush(x->file) == 0 && fseek(x->file, 0, SEEK_END) == 0) at = ftell(x->file);
-    if (at < 0) x->io_error = 1;
-    else x->offset = (curl_off_t)at;
+  if (x->path) {
+    close_part(x, 0);
+    x->r_etag[0] = x->r_last_modified[0] = x->r_content_range[0] = '\0';
+    if (x->restart) { /* start over: forget the identity, the .part is truncated at the next first byte */
+      x->restart = 0;
+      x->restarts++;
+      x->total = -1;
+      x->etag[0] = x->last_modified[0] = '\0';
+      x->offset = 0;
+    } else {
+      /* go on from what the last tries wrote, when the whole length is known */
+      x->offset = x->total >= 0 ? x->part_size : 0;
+    }
   }
 }
 
 void kxfer_free(kxfer *x) {
   if (x == NULL) return;
-  if (x->file) {
-    fclose(x->file);
-    x->file = NULL;
-    if (x->part) remove(x->part);
+  if (x->path && x->fd >= 0) {
+    close(x->fd);
+    x->fd = -1;
+    if (x->opened && x->part_size == 0) {
+      remove(x->part);
+      remove_meta(x);
+    }
   }
   if (x->easy) curl_easy_cleanup(x->easy);
   curl_slist_free_all(x->headers);
@@ -359,6 +880,11 @@ void kxfer_free(kxfer *x) {
   free(x->req_body);
   free(x->path);
   free(x->part);
+  free(x->meta);
+  free(x->meta_tmp);
+  free(x->dir);
+  free(x->origin_url);
+  free(x->wbuf);
   free(x);
 }
 
@@ -368,6 +894,13 @@ const char *kxfer_error_kind(const kxfer *x, int *sent) {
   if (x->too_large) return "too_large";
   if (x->io_error) return "io";
   if (x->oom) return "memory";
+  if (x->path) {
+    if (x->deadline_hit) return "deadline";
+    if (x->redirect_error) return "redirect";
+    if (x->range_error) return "range";
+    if (x->empty) return "empty";
+    if (x->code == CURLE_OPERATION_TIMEDOUT && x->pretransfer > 0) return "slow";
+  }
   switch (x->code) {
   case CURLE_OK:
     return NULL;
@@ -405,8 +938,15 @@ void kxfer_error_message(const kxfer *x, char *out, size_t outlen) {
   if (x->aborted) snprintf(out, outlen, "transfer aborted");
   else if (x->too_large && x->path) snprintf(out, outlen, "download larger than the %lld-byte cap", (long long)x->max_bytes);
   else if (x->too_large) snprintf(out, outlen, "answer larger than the %zu-byte cap", x->body.limit);
-  else if (x->io_error) snprintf(out, outlen, "cannot write '%s': %s", x->part ? x->part : "?", strerror(x->io_errno));
+  else if (x->io_error) snprintf(out, outlen, "cannot write '%s': %s", x->io_path ? x->io_path : "?", strerror(x->io_errno));
   else if (x->oom) snprintf(out, outlen, "out of memory");
+  else if (x->path && x->deadline_hit)
+    snprintf(out, outlen, "the download did not finish before its deadline (%lld bytes kept in the .part)",
+             (long long)x->part_size);
+  else if (x->path && (x->redirect_error || x->range_error)) snprintf(out, outlen, "%s", x->problem);
+  else if (x->path && x->empty) snprintf(out, outlen, "the file host sent an empty body (HTTP %ld)", x->status);
+  else if (x->path && x->code == CURLE_OPERATION_TIMEDOUT && x->pretransfer > 0)
+    snprintf(out, outlen, "the download was too slow: under %ld bytes/s for %ld s", x->low_speed_limit, x->low_speed_time);
   else if (x->code == CURLE_PARTIAL_FILE) snprintf(out, outlen, "transfer ended after %lld bytes, before the announced length", (long long)x->bytes);
   else if (x->errbuf[0]) snprintf(out, outlen, "%s", x->errbuf);
   else snprintf(out, outlen, "%s", curl_easy_strerror(x->code));

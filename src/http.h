@@ -33,7 +33,18 @@ typedef struct kx_spec {
   curl_off_t max_bytes; /* downloads: refuse more than this; 0 = no cap */
   int retry;            /* KX_RETRY_NONE, _SAFE (may be repeated) or _SUBMIT (only if it never arrived, or 429) */
   int resume;           /* downloads: go on from an existing path.part (HTTP Range) */
+  long low_speed_limit; /* downloads: a try ends below this many bytes/s ... (0 = 1024) */
+  long low_speed_time;  /* ... kept up for this many seconds (0 = timeout_ms, else 30) */
+  double deadline;      /* downloads: seconds for the whole download, retries included; 0 = none */
 } kx_spec;
+
+/* What went wrong when kxfer_new refuses: a local file problem (io = 1, with
+ * the path and errno) or anything else (io = 0). */
+typedef struct kx_new_error {
+  int io;
+  int errnum;
+  char path[1024];
+} kx_new_error;
 
 enum { KX_RETRY_NONE = 0, KX_RETRY_SAFE, KX_RETRY_SUBMIT };
 
@@ -60,14 +71,38 @@ typedef struct kxfer {
   struct kxfer *next_done; /* the engine's owned_done list */
 
   kbuf body;               /* response body (or an error body of a download) */
-  FILE *file;              /* download sink while running */
   char *path, *part;       /* download destination and its .part file */
+  char *meta, *meta_tmp;   /* the .part's sidecar (path.part.meta) and its temporary */
+  char *dir;               /* the directory of path */
+  char *origin_url;        /* downloads: the URL the caller gave (redirects change url) */
+  int fd;                  /* downloads: the .part while a try writes into it, else -1 */
+  int opened;              /* downloads: this transfer created or truncated the .part */
+  char *wbuf;              /* downloads: bytes received, not yet written to the .part */
+  size_t wlen;
+  curl_off_t part_size;    /* downloads: verified bytes in the .part (its length) */
   int to_file;             /* this response's body goes to the file */
   int status_checked;
   curl_off_t bytes;        /* body bytes received by this try (file or memory) */
-  curl_off_t offset;       /* downloads: bytes already in the .part when this try began */
+  curl_off_t offset;       /* downloads: where this try's range starts (0: the whole file) */
   curl_off_t resumed_from; /* downloads: bytes that were there before the first try */
   curl_off_t written_back; /* downloads: bytes handed to the kernel's writeback */
+  /* downloads: what identifies the file (from the .part's sidecar, or the first answer) */
+  curl_off_t total;        /* its whole length, -1 unknown */
+  char etag[256];          /* its ETag as sent ("" none; "\1" unusable) */
+  char last_modified[64];  /* its Last-Modified ("" none) */
+  /* downloads: this answer's headers */
+  char r_etag[256], r_last_modified[64], r_content_range[128];
+  long low_speed_limit, low_speed_time;
+  double deadline_at;      /* kengine_now() past which no try starts; 0 = none */
+  int deadline_hit;
+  int restart;             /* the answer cannot be appended: start over from 0 */
+  int restarts, hops;      /* starts over and redirects followed so far */
+  int complete;            /* a 416 said the .part already holds the whole file */
+  int empty;               /* a 2xx answer with no body and nothing in the .part */
+  int range_error;         /* the file host's range answers kept not matching */
+  int redirect_error;      /* a redirect was refused (redirect_msg says why) */
+  char problem[640];       /* what the last range or redirect problem was */
+  const char *io_path;     /* which file an io_error is about */
   long http_version;       /* CURL_HTTP_VERSION_* of the answer */
   curl_off_t max_bytes;
 
@@ -86,10 +121,22 @@ typedef struct kxfer {
   char content_length[32];
 } kxfer;
 
-/* Allocates a transfer and keeps a copy of the request (a download's file is
- * opened here); the easy handle comes at kxfer_begin. On failure returns
- * NULL and writes a reason into err (size errlen). */
+/* Allocates a transfer and keeps a copy of the request; the easy handle comes
+ * at kxfer_begin. A download checks here that its directory can be written
+ * and reads the .part's sidecar (see http.c), but creates no file: the .part
+ * is opened when the first verified byte arrives. On failure returns NULL
+ * and writes a reason into err (size errlen); kxfer_new_ex also says whether
+ * it is a local file problem (why may be NULL). */
 kxfer *kxfer_new(struct kengine *e, const kx_spec *spec, char *err, size_t errlen);
+kxfer *kxfer_new_ex(struct kengine *e, const kx_spec *spec, char *err, size_t errlen, kx_new_error *why);
+/* Called by the engine when a download's try has ended, before it decides
+ * whether to try again: follows a redirect (the target judged as the URL
+ * itself would be: kengine_check_url, and https never goes to http), reads a
+ * 416, and asks to start over after a range answer that did not match.
+ * Returns KX_NEXT_HOP or KX_START_OVER when the transfer must go out again
+ * at once (the easy handle still attached), else 0. */
+int kxfer_review(kxfer *x, struct kengine *e, long status);
+enum { KX_NEXT_HOP = 1, KX_START_OVER = 2 };
 /* Configures easy (fresh or reset) for the transfer and takes it. 0 or -1. */
 int kxfer_begin(kxfer *x, struct kengine *e, CURL *easy);
 /* Called by the engine when libcurl reports the transfer done. */

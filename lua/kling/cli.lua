@@ -106,22 +106,41 @@ local function join(dir, name)
   return dir .. "/" .. name
 end
 
---- "1.2 MiB"
+-- A number that can be printed as one: not nil, NaN or infinite.
+local function finite(n)
+  return type(n) == "number" and n == n and n > -math.huge and n < math.huge
+end
+
+--- "1.2 MiB", "45 B" (sizes and rates: an integer or a float, "?" for what is not a
+-- finite number >= 0).
 function M.human_bytes(n)
-  if not n then return "?" end
-  local units = { "B", "KiB", "MiB", "GiB", "TiB" }
+  if not finite(n) or n < 0 then return "?" end
+  local units = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" }
   local i, v = 1, n
   while v >= 1024 and i < #units do v, i = v / 1024, i + 1 end
-  if i == 1 then return string.format("%d B", n) end
+  if i == 1 then return string.format("%d B", math.floor(v)) end
   return string.format(v >= 100 and "%.0f %s" or "%.1f %s", v, units[i])
 end
 
---- "0:07", "12:03", "1:02:03"
+--- "0:07", "12:03", "1:02:03" (elapsed times and ETAs: seconds as an integer or a
+-- float, rounded; "?" for what is not a finite number, 0:00 below zero).
 function M.human_time(s)
-  s = math.max(0, math.floor((s or 0) + 0.5))
+  if s == nil then s = 0 end
+  if not finite(s) then return "?" end
+  if s > 1e12 then return "?" end -- past any clock: not worth a number
+  s = math.max(0, math.floor(s + 0.5))
   local h, m = s // 3600, (s % 3600) // 60
   if h > 0 then return string.format("%d:%02d:%02d", h, m, s % 60) end
   return string.format("%d:%02d", m, s % 60)
+end
+
+--- The rate of `bytes` over `seconds` as text ("1.2 MiB/s"), or nil when it means nothing
+-- (no time elapsed, or not finite).
+function M.human_rate(bytes, seconds)
+  if not finite(bytes) or not finite(seconds) or seconds <= 0 then return nil end
+  local rate = bytes / seconds
+  if not finite(rate) or rate < 0 then return nil end
+  return M.human_bytes(rate) .. "/s"
 end
 
 -- Cuts a line to at most n characters (UTF-8 aware when the text is valid UTF-8).
@@ -170,6 +189,11 @@ local function usage(cmd, message)
   error(setmetatable({ cmd = cmd, message = message }, UsageError), 0)
 end
 
+-- A local file problem found before anything is sent: exit 8 (io), no usage hint.
+local function disk_error(cmd, message)
+  error(setmetatable({ cmd = cmd, message = message, code = 8 }, UsageError), 0)
+end
+
 local TOKEN_FLAG = "the token is never taken from a flag value (it would show in the process list and "
   .. "in your shell history): set RUNCOMFY_TOKEN (or RUNCOMFY_API_TOKEN), or pass --token-file PATH"
 
@@ -193,6 +217,8 @@ local GROUPS = {
     ["output"] = "string", ["o"] = "=output", ["out-dir"] = "string", ["force"] = "flag",
   },
   wait = { ["timeout"] = "positive" },
+  -- how long a download may take: see job:download's stall_timeout, min_rate and deadline
+  dl = { ["stall-timeout"] = "positive", ["min-rate"] = "count", ["download-deadline"] = "positive" },
   model = { ["model"] = "string" },
 }
 
@@ -405,13 +431,14 @@ local function bar(frac, width)
   return "[" .. string.rep("#", full) .. string.rep("-", width - full) .. "]"
 end
 
-function M.download_text(dl)
-  if not dl or not dl.got then return "downloading" end
-  local dt = now() - dl.t0
-  local rate = dt > 0.05 and (dl.got - dl.got0) / dt or nil
+function M.download_text(dl, at)
+  if not dl or not finite(dl.got) then return "downloading" end
+  local dt = (at or now()) - dl.t0
+  local rate = dt > 0.05 and (dl.got - (dl.got0 or 0)) / dt or nil
+  if not finite(rate) then rate = nil end
   local parts = { "downloading" }
-  if dl.total and dl.total > 0 then
-    local frac = math.min(1, dl.got / dl.total)
+  if finite(dl.total) and dl.total > 0 then
+    local frac = math.max(0, math.min(1, dl.got / dl.total))
     parts[#parts + 1] = bar(frac, 20)
     parts[#parts + 1] = string.format("%3d%%", math.floor(frac * 100))
     parts[#parts + 1] = M.human_bytes(dl.got) .. "/" .. M.human_bytes(dl.total)
@@ -420,7 +447,7 @@ function M.download_text(dl)
   end
   if rate and rate > 0 then
     parts[#parts + 1] = M.human_bytes(rate) .. "/s"
-    if dl.total and dl.total > dl.got then
+    if finite(dl.total) and dl.total > dl.got then
       parts[#parts + 1] = "ETA " .. M.human_time((dl.total - dl.got) / rate)
     end
   end
@@ -654,8 +681,13 @@ function Ctx:result(text)
 end
 
 -- Hints printed under an error.
-function Ctx:hint(err, job)
+function Ctx:hint(err, job, fields)
   local kind = err and err.kind
+  local path = fields and fields.path
+  if path and (err.transport == "slow" or err.transport == "deadline" or kind == "io") and file_exists(path .. ".part") then
+    return "what arrived is kept in " .. path .. ".part; the same command goes on from it"
+      .. (kind == "io" and " once the file can be written" or "")
+  end
   if kind == "auth" then
     return "set RUNCOMFY_TOKEN (or RUNCOMFY_API_TOKEN), or pass --token-file PATH"
   elseif kind == "timeout" and job then
@@ -672,7 +704,7 @@ end
 function Ctx:fail(err, job, row, fields)
   local code = code_for(err)
   if self.interrupted then return code end
-  local hint = self:hint(err, job)
+  local hint = self:hint(err, job, fields)
   if row and self.mode ~= "json" then
     local text = row.label .. "  " .. tostring(err):gsub("^kling: ", "")
     self.display:finish(row, text .. (hint and ("\n  " .. hint) or ""))
@@ -736,7 +768,7 @@ function Ctx:follow(job, target, opts)
   local t0 = now()
   local saved, bytes = job:download(path, {
     on_progress = function(got, total) d:progress(row, got, total) end,
-    force = self.o.force or opts.force,
+    stall_timeout = self.o.stall_timeout, min_rate = self.o.min_rate, deadline = self.o.download_deadline,
   })
   self.downloading[job] = nil
   if self.interrupted then return 130 end
@@ -745,10 +777,9 @@ function Ctx:follow(job, target, opts)
     for k, v in pairs(opts.fields or {}) do f[k] = v end
     return self:fail(bytes, job, row, f)
   end
-  local dt = now() - t0
-  local rate = dt > 0 and bytes / dt or nil
+  local rate = M.human_rate(bytes, now() - t0)
   d:finish(row, string.format("%s  saved %s (%s%s) after %s", label, saved, M.human_bytes(bytes),
-    rate and (", " .. M.human_bytes(rate) .. "/s") or "", M.human_time(now() - row.t0)))
+    rate and (", " .. rate) or "", M.human_time(now() - row.t0)))
   self:result((opts.prefix or "") .. saved)
   local f = { path = saved, bytes = bytes }
   for k, v in pairs(opts.fields or {}) do f[k] = v end
@@ -945,22 +976,41 @@ local function command(name, def)
   ORDER[#ORDER + 1] = name
 end
 
+-- Can a file be created in dir? Tried with a probe file (removed at once), so that a
+-- read-only or full directory is found before a job is paid for. Exit 8 when not.
+local function check_writable(cmd, dir)
+  local probe = join(dir, string.format(".kling-probe-%d-%06d", os.time(), math.random(0, 999999)))
+  local f, err = io.open(probe, "wb")
+  if not f then
+    disk_error(cmd, "cannot write in " .. dir .. ": " .. tostring(err):gsub("^.-: ([^:]+)$", "%1"))
+  end
+  f:close()
+  os.remove(probe)
+end
+
 local function output_target(ctx, o, default_dir)
   local cmd = ctx.cmd
   if o.no_download and (o.output or o.out_dir) then usage(cmd, "--no-download contradicts -o/--out-dir") end
   if o.output and o.out_dir then usage(cmd, "give -o FILE or --out-dir DIR, not both") end
   if o.no_download then return nil end
   if o.output then
-    if is_dir(o.output) then return { dir = o.output } end
+    if is_dir(o.output) then
+      check_writable(cmd, o.output)
+      return { dir = o.output }
+    end
     if file_exists(o.output) and not o.force then
       usage(cmd, o.output .. " exists; pass --force to overwrite it")
     end
-    if not is_dir(dirname(o.output)) then usage(cmd, "the directory of " .. o.output .. " does not exist") end
+    if not is_dir(dirname(o.output)) then
+      disk_error(cmd, "cannot write " .. o.output .. ": its directory " .. dirname(o.output) .. " does not exist")
+    end
+    check_writable(cmd, dirname(o.output))
     return { file = o.output }
   end
   local dir = o.out_dir or default_dir
   if not dir then return nil end
-  if not is_dir(dir) and not mkdir_p(dir) then usage(cmd, "cannot create the directory " .. dir) end
+  if not is_dir(dir) and not mkdir_p(dir) then disk_error(cmd, "cannot create the directory " .. dir) end
+  check_writable(cmd, dir)
   return { dir = dir }
 end
 
@@ -1021,7 +1071,7 @@ local function submit_like(o, pos, cmd, submit_only)
 end
 
 command("generate", {
-  flags = flagset("api", "out", "input", "target", "wait", { ["no-download"] = "flag", ["no-wait"] = "flag" }),
+  flags = flagset("api", "out", "input", "target", "wait", "dl", { ["no-download"] = "flag", ["no-wait"] = "flag" }),
   summary = "submit a job, wait for it and download the video",
   usage = [[
 Usage: kling generate [PROMPT] [options]
@@ -1048,6 +1098,11 @@ Output:
   --no-wait                print the request id once submitted, and exit
   --force                  overwrite an existing output file
   --timeout S              give up waiting after S seconds (default 1800; the job goes on)
+  --stall-timeout S        a download try that stays under --min-rate for S seconds ends
+                           (default 30); the next goes on from FILE.part
+  --min-rate N             bytes per second below which a try is too slow (default 1024)
+  --download-deadline S    give up the download after S seconds, retries included
+                           (default none; exit 6, FILE.part is kept)
   --json                   one JSON object per job on stdout
   -q, --quiet              plain log lines instead of the live display
 
@@ -1156,7 +1211,7 @@ local function follow_ids(ctx, ids, target)
 end
 
 command("wait", {
-  flags = flagset("api", "out", "wait", "target", "model"),
+  flags = flagset("api", "out", "wait", "target", "model", "dl"),
   summary = "wait for jobs to end (and download with -o/--out-dir)",
   usage = [[
 Usage: kling wait ID... [options]
@@ -1165,6 +1220,8 @@ Waits until each job ends, with the live display, and prints the video URL, or
 downloads the video with -o FILE (one job) or --out-dir DIR.
 
   --timeout S          give up after S seconds (default 1800; exit 6, the job goes on)
+  --stall-timeout S, --min-rate N, --download-deadline S
+                       how long a download may take (see kling download --help)
   -o, --output FILE    download the video to FILE (one id only)
   --out-dir DIR        download into DIR (file name from the URL)
   --force              overwrite an existing output file
@@ -1244,7 +1301,7 @@ cancelled: exit code 5 (it keeps running; kling wait ID collects it).
 })
 
 command("download", {
-  flags = flagset("api", "out", "target", "wait", "model"),
+  flags = flagset("api", "out", "target", "wait", "model", "dl"),
   summary = "download a job's video (waiting for it first)",
   usage = [[
 Usage: kling download ID... [-o FILE | --out-dir DIR] [--force]
@@ -1258,6 +1315,17 @@ overwritten without --force (another name is chosen in a directory).
   --out-dir DIR        the directory (default .)
   --force              overwrite an existing file
   --timeout S          how long to wait for a job that has not ended (default 1800)
+  --stall-timeout S    a try that stays under --min-rate bytes/s for S seconds ends
+                       (default 30); the next try goes on from FILE.part
+  --min-rate N         bytes per second (default 1024)
+  --download-deadline S  give up the download after S seconds, retries included
+                       (default none); exit 6, FILE.part is kept for the next run
+
+FILE.part is gone on from only when it is known to be the same file (its
+sidecar FILE.part.meta: the URL without its query string, the length, the
+file host's ETag or Last-Modified; the request carries If-Range); otherwise
+the download starts over. A local disk error (full, read-only, too large)
+exits 8 and keeps what arrived in FILE.part.
   --json, -q/--quiet, --model ID, --token-file PATH, --base-url URL, --journal PATH, --no-journal
 ]],
   run = function(o, pos)
@@ -1432,7 +1500,7 @@ A journal that cannot be read gives exit code 8.
 })
 
 command("resume", {
-  flags = flagset("api", "out", "wait", { ["out-dir"] = "string", ["no-download"] = "flag", ["force"] = "flag" }),
+  flags = flagset("api", "out", "wait", "dl", { ["out-dir"] = "string", ["no-download"] = "flag", ["force"] = "flag" }),
   summary = "wait for (and download) every unfinished job of the journal",
   usage = [[
 Usage: kling resume [--out-dir DIR | --no-download] [options]
@@ -1447,6 +1515,8 @@ Jobs submitted to another API (--base-url) are left alone.
   --no-download      print each video's URL instead
   --force            overwrite existing files
   --timeout S        how long to wait (default 1800)
+  --stall-timeout S, --min-rate N, --download-deadline S
+                     how long each download may take (see kling download --help)
   --json, -q/--quiet, --token-file PATH, --base-url URL, --journal PATH
 
 Ctrl-C stops waiting; nothing is cancelled.
@@ -1753,7 +1823,7 @@ Flags: kling emulator --help.
 })
 
 command("batch", {
-  flags = flagset("api", "out", "wait", "model", {
+  flags = flagset("api", "out", "wait", "model", "dl", {
     ["concurrency"] = "count", ["out-dir"] = "string", ["retry-failed"] = "flag",
     ["retry-unknown"] = "flag",
   }),
@@ -1776,6 +1846,8 @@ line is sent twice.
   --concurrency N      jobs in flight at once (default 4)
   --model ID           the model of lines that name none (default kling/kling-3.0/pro/text-to-video)
   --timeout S          how long to wait for each job (default 1800)
+  --stall-timeout S, --min-rate N, --download-deadline S
+                       how long each download may take (see kling download --help)
   --retry-failed       submit again the lines whose job failed or was cancelled
   --retry-unknown      submit again the lines whose earlier submit has an unknown
                        outcome (it may have created a billed job)
@@ -1916,6 +1988,10 @@ function M.main(argv)
   local e = code
   if getmetatable(e) == UsageError then
     local who = e.cmd and ("kling " .. e.cmd) or "kling"
+    if e.code then -- a local file problem: nothing was sent
+      io.stderr:write(who, ": ", e.message, "\n")
+      return e.code
+    end
     io.stderr:write(who, ": ", e.message, "\n",
       "Try '", who, " --help'.\n")
     return 2

@@ -218,7 +218,8 @@ end
 local TRANSPORT_KIND = {
   resolve = "network", connect = "network", tls = "network", network = "network",
   redirect = "network", truncated = "network", aborted = "network",
-  timeout = "timeout", too_large = "protocol", io = "network", memory = "network",
+  timeout = "timeout", too_large = "protocol", io = "io", memory = "network",
+  slow = "timeout", deadline = "timeout", range = "protocol", empty = "protocol",
 }
 
 -- One transfer, awaited; returns the raw result table, or nil, err.
@@ -466,14 +467,82 @@ function Client:job(request_id, model_id)
   return require("kling.job").new(self, request_id, model_id, nil)
 end
 
---- Streams url to path in C (no token is sent). Returns path, bytes | nil, err.
+--- Default low-speed rule of downloads: a try that stays under MIN_RATE
+-- bytes/s for stall_timeout seconds (default: the client's timeout, 30 s)
+-- ends, and the next try goes on from the .part. 1 KiB/s is far below any
+-- working file host (a 5 s clip is megabytes; at 1 KiB/s it would take
+-- hours) and far above a host that trickles bytes to keep a connection up;
+-- 30 s rides out a congested link or a brief outage without giving up.
+M.DOWNLOAD_MIN_RATE = 1024
+
+local function check_download_opts(opts, who)
+  for _, k in ipairs { "stall_timeout", "deadline" } do
+    local v = opts[k]
+    if v ~= nil and (type(v) ~= "number" or not (v > 0) or v > 1e7) then
+      error(who .. ": opts." .. k .. " must be a number of seconds > 0", 3)
+    end
+  end
+  local r = opts.min_rate
+  if r ~= nil and (math.type(r) ~= "integer" and not (type(r) == "number" and r == math.floor(r))
+      or not (r >= 1) or r > 1e12) then
+    error(who .. ": opts.min_rate must be a whole number of bytes per second >= 1", 3)
+  end
+  if opts.max_bytes ~= nil and (type(opts.max_bytes) ~= "number" or not (opts.max_bytes >= 0)) then
+    error(who .. ": opts.max_bytes must be a number of bytes >= 0", 3)
+  end
+end
+M.check_download_opts = check_download_opts
+
+--- Streams url to path in C (no token is sent): to path..".part", renamed
+-- to path when the whole file has arrived (and is on disk).
+--
+-- Resuming: a transfer that breaks off is tried again from where it
+-- stopped, and a .part left by a failed download is gone on from by a later
+-- one (in this process or another) only when it is known to be the same
+-- file: its sidecar path..".part.meta" names the same URL (the query string
+-- aside: file hosts pre-sign their URLs anew on each fetch) and the file's
+-- length and validators (ETag, Last-Modified); the request then carries
+-- `Range` and `If-Range`, and a range answer is appended only when its
+-- Content-Range starts where the .part ends and its total is the file's.
+-- Anything else starts over from 0. A 416 whose `bytes */N` is the .part's
+-- length completes the download. resume = false always starts over.
+--
+-- Time: a try ends when it stays under min_rate bytes/s for stall_timeout
+-- seconds (then the next goes on from the .part, up to the client's
+-- retries); deadline bounds the whole download, retries included.
+--
+-- Redirects are followed (at most 5), each target judged as the URL itself
+-- would be: https never goes to plain http, and plain http only to loopback
+-- (or with allow_insecure_http).
+--
+-- opts: on_progress(bytes, total) (total nil when unknown), max_bytes
+-- (refuse a bigger file), stall_timeout (seconds, default the client's
+-- timeout), min_rate (bytes/s, default 1024), deadline (seconds for the
+-- whole download, default none), resume (default true).
+-- Returns path, bytes | nil, err. Errors: kind "io" (err.path: the file, and
+-- the system's reason; not retryable; a .part holding verified bytes is
+-- kept), "timeout" (too slow after the retries, or past the deadline),
+-- "protocol" (an empty body, range answers that keep not matching, over
+-- max_bytes), "network", "not_found" and the other kinds of an HTTP status.
+-- Nothing is left behind by a download that received nothing.
 function Client:download_url(url, path, opts)
+  if type(url) ~= "string" then error("client:download_url: url must be a string", 2) end
+  if type(path) ~= "string" or path == "" then error("client:download_url: path must be a non-empty string", 2) end
   opts = opts or {}
-  local x, msg = self._engine:request {
-    url = url, download = path, timeout = opts.stall_timeout, max_bytes = opts.max_bytes, retry = "safe",
+  check_download_opts(opts, "client:download_url")
+  local x, msg, bad_path = self._engine:request {
+    url = url, download = path, max_bytes = opts.max_bytes, retry = "safe",
     resume = opts.resume ~= false,
+    low_speed_time = opts.stall_timeout or self.request_timeout,
+    low_speed_limit = opts.min_rate or M.DOWNLOAD_MIN_RATE,
+    deadline = opts.deadline,
   }
-  if not x then return nil, errors.new("network", self:scrub(msg)) end
+  if not x then
+    if bad_path then
+      return nil, errors.new("io", "download failed: " .. msg, { retryable = false, path = bad_path })
+    end
+    return nil, errors.new("network", self:scrub(msg), { retryable = false })
+  end
   local on_progress = opts.on_progress
   local last
   self:_await(x, on_progress and function()
@@ -487,11 +556,14 @@ function Client:download_url(url, path, opts)
   x:close()
   if res.error then
     local kind = TRANSPORT_KIND[res.error.kind] or "network"
-    return nil, errors.new(kind, "download failed: " .. self:scrub(res.error.message),
-      { retryable = kind ~= "protocol", transport = res.error.kind })
+    -- the path of an io error is the user's own: never through the scrubber
+    local message = kind == "io" and res.error.message or self:scrub(res.error.message)
+    return nil, errors.new(kind, "download failed: " .. message,
+      { retryable = kind ~= "protocol" and kind ~= "io", transport = res.error.kind, path = res.error.path })
   end
-  if res.status < 200 or res.status > 299 then
+  if not res.path then
     local e = errors.from_answer(res.status, nil, function(s) return s end)
+      or errors.new("protocol", "", { status = res.status, retryable = false })
     e.message = "download failed: the file host answered HTTP " .. res.status
     return nil, e
   end

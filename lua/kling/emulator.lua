@@ -53,7 +53,8 @@ local REASONS = {
   [100] = "Continue", [200] = "OK", [206] = "Partial Content", [400] = "Bad Request",
   [401] = "Unauthorized", [402] = "Payment Required", [403] = "Forbidden",
   [404] = "Not Found", [405] = "Method Not Allowed", [408] = "Request Timeout",
-  [411] = "Length Required", [413] = "Content Too Large", [416] = "Range Not Satisfiable",
+  [301] = "Moved Permanently", [302] = "Found", [303] = "See Other",
+  [307] = "Temporary Redirect", [308] = "Permanent Redirect", [411] = "Length Required", [413] = "Content Too Large", [416] = "Range Not Satisfiable",
   [422] = "Unprocessable Entity", [429] = "Too Many Requests",
   [431] = "Request Header Fields Too Large", [500] = "Internal Server Error",
   [501] = "Not Implemented", [502] = "Bad Gateway", [503] = "Service Unavailable",
@@ -214,6 +215,14 @@ local FAULTS = {
   malformed_json = { routes = API_KINDS, acts = true },
   error200 = { routes = API_KINDS },
   cut = { routes = { download = true }, acts = true },
+  -- the file host's range answers gone wrong (only a GET with a satisfiable Range)
+  range_start = { routes = { download = true }, acts = true },
+  range_total = { routes = { download = true }, acts = true },
+  range_none = { routes = { download = true }, acts = true },
+  range_ignore = { routes = { download = true }, acts = true },
+  -- a body sent at ARG bytes a second; a 200 with no body
+  trickle = { routes = { download = true }, arg = "rate", default = 2, acts = true },
+  empty = { routes = { download = true }, acts = true },
 }
 M.FAULTS = {}
 for name in pairs(FAULTS) do M.FAULTS[#M.FAULTS + 1] = name end
@@ -243,11 +252,13 @@ local function fault_entry(route, fault, rate, arg)
   if arg ~= nil then
     local n = tonumber(arg)
     if not kind.arg then return nil, where .. ": " .. fault .. " takes no argument" end
-    if not finite_seconds(n) or (kind.arg == "integer" and n ~= floor(n)) then
+    local whole = kind.arg == "integer" or kind.arg == "rate"
+    if not finite_seconds(n) or (whole and n ~= floor(n)) or (kind.arg == "rate" and n < 1) then
       return nil, format("%s: bad argument %s (%s)", where, tostring(arg),
-        kind.arg == "integer" and "whole seconds >= 0" or "seconds >= 0")
+        kind.arg == "integer" and "whole seconds >= 0" or kind.arg == "rate" and "whole bytes per second >= 1"
+        or "seconds >= 0")
     end
-    arg = kind.arg == "integer" and floor(n) or n
+    arg = whole and floor(n) or n
   end
   local spec = format("%s:%s:%s", route, fault, number_text(rate))
   if arg then spec = spec .. ":" .. number_text(arg) end
@@ -534,6 +545,11 @@ local function job_time(directive, lo, hi, u)
   return micro(lo + (hi - lo) * u)
 end
 
+-- @emu:validators=...: which validators the file host sends with the job's file
+local VALIDATOR_SETS = { both = true, etag = true, lastmod = true, weak = true, none = true }
+local REDIRECT_CODES = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
+local MAX_FILE_REQUESTS = 100   -- requests of a job's file kept in its record
+
 local function job_duration(input)
   local d = tonumber(input.duration)
   if d and d > 0 and d < 1e6 then return d end
@@ -551,6 +567,16 @@ function Server:create_job(model_id, body, input, directives, headers)
   end
   local bytes = tonumber(directives.bytes) or tonumber(self.video_bytes)
   if bytes then bytes = max(0, floor(bytes)) end
+  local shift = tonumber(directives.pattern)
+  shift = shift and shift >= 0 and shift < 2 ^ 31 and floor(shift) or 0
+  if directives.pattern and not bytes then bytes = #video() end
+  local redirect = tonumber(directives.redirect)
+  redirect = redirect and redirect >= 0 and redirect <= 50 and floor(redirect) or nil
+  local redirect_to = type(directives.redirect_to) == "string" and directives.redirect_to ~= "" and directives.redirect_to or nil
+  if redirect_to and not redirect then redirect = 1 end
+  local redirect_code = tonumber(directives.redirect_code)
+  if not (redirect_code and REDIRECT_CODES[redirect_code]) then redirect_code = 302 end
+  local validators = type(directives.validators) == "string" and VALIDATOR_SETS[directives.validators] and directives.validators or "both"
   local rand = self.timing_random
   local uq, ur = unit(rand), unit(rand)
   local created = micro(self.clock())
@@ -573,6 +599,16 @@ function Server:create_job(model_id, body, input, directives, headers)
     alt = directives.spell == "alt",
     nourls = directives.nourls and true or false,
     bytes = bytes,
+    shift = shift,
+    version = 0,
+    validators = validators,
+    ifrange_ignore = directives.ifrange == "ignore",
+    redirect = redirect ~= 0 and redirect or nil,
+    redirect_to = redirect_to,
+    redirect_code = redirect_code,
+    signed = directives.signed and true or false,
+    signatures = 0,
+    file_requests = {},
     duration = job_duration(input),
     instance_id = format("emu-%08x", self.random() & 0xFFFFFFFF),
     polls = { status = 0, result = 0, cancel = 0 },
@@ -621,8 +657,16 @@ function Server:job_urls(job)
   return base .. "/status", base .. "/result", base .. "/cancel"
 end
 
+-- The video URL a result answer gives: through N redirect hops with @emu:redirect=N, and
+-- pre-signed (a query string that changes on every answer) with @emu:signed.
 function Server:video_url(job)
-  return self.files_url .. "/v/" .. job.id .. ".mp4"
+  local url = self.files_url .. "/v/" .. job.id .. ".mp4"
+  if job.redirect then url = format("%s/r/%d/%s.mp4", self.files_url, job.redirect, job.id) end
+  if job.signed then
+    job.signatures = job.signatures + 1
+    url = format("%s?X-Expires=3600&X-Signature=%08x", url, (job.signatures * 2654435761) & 0xFFFFFFFF)
+  end
+  return url
 end
 
 function Server:status_body(job, state, position)
@@ -892,6 +936,10 @@ function handlers.job_record(self, _, id)
     spell = job.alt and "alt" or "standard",
     nourls = job.nourls,
     video_bytes = job.bytes or #video(),
+    file_version = job.version,
+    file_etag = self:file_validators(job),
+    file_last_modified = select(2, self:file_validators(job)),
+    file_requests = array(job.file_requests),
     duration = job.duration,
     cancelled = job.cancelled_at ~= nil,
     created_at_clock = job.created,
@@ -959,13 +1007,34 @@ function handlers.clock(self)
   }
 end
 
--- The byte source of a job's video: { size = n, read = function(offset, n) -> string }
+-- The byte source of a job's video: { size = n, read = function(offset, n) -> string }.
+-- Pattern bytes start at the job's shift (@emu:pattern=K), moved on by 7 for each change of
+-- the file (POST /__emulator/jobs/{id}/change), so that every version differs at every byte.
 local function video_source(job)
   if job.bytes then
-    return { size = job.bytes, read = pattern_chunk }
+    local shift = job.shift + 7 * job.version
+    if shift == 0 then return { size = job.bytes, read = pattern_chunk } end
+    return { size = job.bytes, read = function(offset, n) return pattern_chunk(offset + shift, n) end }
   end
   local data = video()
   return { size = #data, read = function(offset, n) return data:sub(offset + 1, offset + n) end }
+end
+
+--- The ETag and Last-Modified the file host gives for a job's file now (nil when
+-- @emu:validators leaves one out; a weak ETag with validators=weak). Both change when the
+-- file changes.
+function Server:file_validators(job)
+  local size = job.bytes or #video()
+  local which = job.validators
+  local etag, lastmod
+  if which == "both" or which == "etag" or which == "weak" then
+    etag = format('"%s-%d-%d"', job.id:sub(1, 8), job.version, size)
+    if which == "weak" then etag = "W/" .. etag end
+  end
+  if which == "both" or which == "lastmod" then
+    lastmod = http_date(floor(self:wall(job.ends)) + job.version)
+  end
+  return etag, lastmod
 end
 
 -- Parse a single-range Range header against size.
@@ -988,30 +1057,104 @@ local function parse_range(header, size)
   return first, min(last or size - 1, size - 1)
 end
 
+-- Does an If-Range value still name the file? A strong ETag compared whole, or the exact
+-- Last-Modified date (RFC 9110 13.1.5: a weak ETag never matches).
+local function if_range_holds(value, etag, lastmod)
+  if not value then return true end
+  value = value:match("^%s*(.-)%s*$")
+  if value:sub(1, 1) == '"' then return etag ~= nil and etag:sub(1, 1) == '"' and value == etag end
+  if value:sub(1, 2) == "W/" then return false end
+  return lastmod ~= nil and value == lastmod
+end
+
+-- Notes a request of a job's file in its record (the last MAX_FILE_REQUESTS).
+local function note_file_request(job, req)
+  local list = job.file_requests
+  if #list >= MAX_FILE_REQUESTS then table.remove(list, 1) end
+  local entry = { method = req.method, path = req.path, range = req.headers.range or null,
+    if_range = req.headers["if-range"] or null, status = null, fault = null }
+  list[#list + 1] = entry
+  return entry
+end
+
 function handlers.download(self, req, id)
   local job = id:match(ID_PATTERN) and self.jobs[id]
   if not job or job_state(job, self.clock()) ~= "completed" then
     return not_found("File not found")
   end
+  local record = note_file_request(job, req)
   local source = video_source(job)
   local size = source.size
+  local etag, lastmod = self:file_validators(job)
   local headers = { { "Accept-Ranges", "bytes" } }
+  if etag then headers[#headers + 1] = { "ETag", etag } end
+  if lastmod then headers[#headers + 1] = { "Last-Modified", lastmod } end
   local first, last = parse_range(req.headers.range, size)
+  -- If-Range that no longer holds: the Range is ignored and the whole file comes (200)
+  if first ~= nil and not job.ifrange_ignore and not if_range_holds(req.headers["if-range"], etag, lastmod) then
+    first, last = nil, nil
+  end
   if first == false then
     headers[#headers + 1] = { "Content-Range", format("bytes */%d", size) }
-    return { status = 416, body = "", type = "video/mp4", headers = headers }
+    record.status = 416
+    return { status = 416, body = "", type = "video/mp4", headers = headers, record = record }
   end
-  local status = 200
+  local status, range = 200, nil
   if first then
     status = 206
+    range = { first = first, last = last, size = size }
     headers[#headers + 1] = { "Content-Range", format("bytes %d-%d/%d", first, last, size) }
   else
     first, last = 0, size - 1
   end
+  record.status = status
   return {
-    status = status, type = "video/mp4", headers = headers,
+    status = status, type = "video/mp4", headers = headers, range = range, record = record,
     source = source, offset = first, length = last - first + 1,
   }
+end
+
+-- /r/N/{id}.mp4 (@emu:redirect=N): a redirect to /r/N-1/..., then to /v/{id}.mp4 (or to
+-- @emu:redirect_to's URL), alternating between 127.0.0.1 and localhost when bound to
+-- 127.0.0.1, so every hop goes to another loopback URL.
+function handlers.redirect(self, req, capture)
+  local n, id = capture:match("^(%d+)/([^/]*)$")
+  local job = id and id:match(ID_PATTERN) and self.jobs[id]
+  if not job or job_state(job, self.clock()) ~= "completed" then
+    return not_found("File not found")
+  end
+  local record = note_file_request(job, req)
+  n = tonumber(n)
+  local base = self.files_url
+  if self.host == "127.0.0.1" and n % 2 == 1 then base = base:gsub("^http://127%.0%.0%.1:", "http://localhost:") end
+  local target
+  if n <= 1 then
+    target = job.redirect_to or (base .. "/v/" .. id .. ".mp4")
+  else
+    target = format("%s/r/%d/%s.mp4", base, n - 1, id)
+  end
+  local query = req.target:match("%?(.*)$")
+  if query and not job.redirect_to then target = target .. "?" .. query end
+  record.status = job.redirect_code
+  return { status = job.redirect_code, body = "", type = "text/plain", headers = { { "Location", target } }, record = record }
+end
+
+-- POST /__emulator/jobs/{id}/change: the job's file becomes another (a new version: other
+-- bytes, another ETag and Last-Modified), of {"bytes": N} bytes when given.
+function handlers.change_file(self, req, id)
+  local job = self.jobs[id]
+  if not job then return not_found("Request not found") end
+  local ok, body = pcall(json.decode, req.body ~= "" and req.body or "{}")
+  if not ok or type(body) ~= "table" then return error_reply(400, 400001, "Expected a JSON object") end
+  local bytes = body.bytes
+  if bytes ~= nil and (type(bytes) ~= "number" or bytes < 0 or bytes ~= floor(bytes)) then
+    return error_reply(400, 400001, "bytes: expected a whole number >= 0")
+  end
+  job.version = job.version + 1
+  job.bytes = bytes and floor(bytes) or job.bytes or #video()
+  local etag, lastmod = self:file_validators(job)
+  return json_reply(200, { request_id = job.id, file_version = job.version, video_bytes = job.bytes,
+    etag = etag or null, last_modified = lastmod or null })
 end
 
 -- ---------------------------------------------------------------------------------------
@@ -1096,6 +1239,64 @@ fault_replies.cut = function(_, _, reply, req)
   return reply
 end
 
+-- The headers of a reply, without Content-Range, plus the one given (if any).
+local function with_content_range(reply, value)
+  local headers = {}
+  for _, h in ipairs(reply.headers or {}) do
+    if h[1] ~= "Content-Range" then headers[#headers + 1] = h end
+  end
+  if value then headers[#headers + 1] = { "Content-Range", value } end
+  return headers
+end
+
+-- Range faults act only on a 206 (a GET whose Range the file host honoured).
+local function range_fault(shape)
+  return function(_, _, reply, req)
+    if reply.status ~= 206 or not reply.range or req.method == "HEAD" then return nil end
+    reply = copy(reply)
+    shape(reply, reply.range)
+    return reply
+  end
+end
+
+-- the body and its Content-Range start one byte off the offset asked for
+fault_replies.range_start = range_fault(function(reply, r)
+  local first = r.first > 0 and r.first - 1 or r.first + 1
+  reply.offset, reply.length = first, r.last - first + 1
+  reply.headers = with_content_range(reply, format("bytes %d-%d/%d", first, r.last, r.size))
+end)
+
+-- the asked-for bytes, labelled with a total that is not the file's
+fault_replies.range_total = range_fault(function(reply, r)
+  reply.headers = with_content_range(reply, format("bytes %d-%d/%d", r.first, r.last, r.size + 1000))
+end)
+
+-- a 206 without any Content-Range
+fault_replies.range_none = range_fault(function(reply)
+  reply.headers = with_content_range(reply, nil)
+end)
+
+-- the Range ignored: 200 with the whole file
+fault_replies.range_ignore = range_fault(function(reply, r)
+  reply.status, reply.offset, reply.length = 200, 0, r.size
+  reply.headers = with_content_range(reply, nil)
+end)
+
+fault_replies.trickle = function(_, entry, reply, req)
+  if not reply.source or reply.length < 1 or req.method == "HEAD" then return nil end
+  reply = copy(reply)
+  reply.trickle = entry.arg or FAULTS.trickle.default
+  return reply
+end
+
+fault_replies.empty = function(_, _, reply, req)
+  if not reply.source or req.method == "HEAD" then return nil end
+  reply = copy(reply)
+  reply.status, reply.source, reply.body, reply.length = 200, nil, "", nil
+  reply.headers = with_content_range(reply, nil)
+  return reply
+end
+
 --- Replace the fault table (and, with seed, restart the faults' generator as --seed does).
 -- @param faults as for parse_faults; @return the table | nil, err (the table is unchanged)
 function Server:set_faults(faults, seed)
@@ -1145,6 +1346,10 @@ function Server:faulted(kind, name, req, capture)
   end
   local faulted = fault_replies[fault](self, entry, reply, req)
   if not faulted then return reply end
+  if faulted.record then
+    faulted.record.status = faulted.status
+    faulted.record.fault = fault
+  end
   local injected = counts.injected
   local by_fault = injected[kind]
   if not by_fault then
@@ -1204,6 +1409,7 @@ M.API_ROUTES = {
   { pattern = "^/__emulator/stats$", kind = "stats", methods = { GET = "stats" } },
   { pattern = "^/__emulator/reset$", kind = "stats", methods = { POST = "reset" } },
   { pattern = "^/__emulator/jobs/([^/]*)$", kind = "stats", methods = { GET = "job_record" } },
+  { pattern = "^/__emulator/jobs/([^/]*)/change$", kind = "stats", methods = { POST = "change_file" } },
   { pattern = "^/__emulator/jobs$", kind = "stats", methods = { GET = "jobs" } },
   { pattern = "^/__emulator/clock$", kind = "stats", methods = { GET = "clock" } },
   { pattern = "^/__emulator/faults$", kind = "stats", methods = { GET = "faults_get", POST = "faults_set" } },
@@ -1211,6 +1417,7 @@ M.API_ROUTES = {
 
 M.FILE_ROUTES = {
   { pattern = "^/v/([^/]*)%.mp4$", kind = "download", methods = { GET = "download", HEAD = "download" } },
+  { pattern = "^/r/(%d+/[^/]*)%.mp4$", kind = "download", methods = { GET = "redirect", HEAD = "redirect" } },
 }
 
 function Server:check_auth(req)
@@ -1427,8 +1634,13 @@ function Server:write_reply(con, req, reply)
   -- a cut download announces the whole length and sends about half of it (the caller closes)
   local source, offset, left, sent = reply.source, reply.offset, reply.cut and length // 2 or length, 0
   local files = self.counters.files
+  local trickle = reply.trickle
   while left > 0 do
     local n = min(left, CHUNK)
+    if trickle then -- ARG bytes, then a second's pause, until the client gives up
+      if sent > 0 then cqueues.sleep(1) end
+      n = min(left, trickle)
+    end
     ok, err = con:xwrite(source.read(offset, n), "bn")
     if not ok then return nil, err end
     offset, left, sent = offset + n, left - n, sent + n
@@ -1532,8 +1744,10 @@ A local stand-in for RunComfy's Model API (for tests and offline development).
   --faults SPEC          inject faults, SPEC = ROUTE:FAULT:RATE[:ARG] (repeatable, or
                          comma-separated); ROUTE: submit status result cancel download all;
                          FAULT: 429 429date 500 502 503 504 reset drop_after_create slow
-                         truncated_json malformed_json error200 cut; RATE: 0 to 1; ARG:
-                         Retry-After seconds (429, 429date, 5xx) or delay (slow, default 5)
+                         truncated_json malformed_json error200 cut range_start range_total
+                         range_none range_ignore trickle empty; RATE: 0 to 1; ARG:
+                         Retry-After seconds (429, 429date, 5xx), delay (slow, default 5)
+                         or bytes per second (trickle, default 2)
                          e.g. --faults status:503:0.2 --faults all:429:0.1:2
   --exit-on-stdin-eof    exit when standard input reaches end of file
   --quiet                no per-request log lines on stderr

@@ -287,16 +287,24 @@ function Job:cancel()
   return nil, errors.new("protocol", "unexpected cancel outcome '" .. tostring(outcome) .. "'", { request_id = self.id })
 end
 
---- Downloads the job's video to path (waiting for the job first when needed).
--- Streams to path..".part" in C and renames it when complete; sends no token.
--- A transfer that breaks off keeps its .part; the next download of the same
--- path goes on from it with an HTTP Range (resume = false starts over).
--- opts: on_progress(bytes, total), stall_timeout (give up after this many
--- seconds without a byte; default the client's timeout), max_bytes, resume,
--- and the wait options (timeout, on_update) for a job that has not ended. Returns path, bytes | nil, err.
+--- Downloads the job's video to path (waiting for the job first when needed),
+-- as client:download_url does: streams to path..".part" in C and renames it
+-- when complete; sends no token. A .part left by an earlier download is gone
+-- on from (HTTP Range with If-Range) only when its sidecar path..".part.meta"
+-- shows it is the same file (URL without its query string, length, ETag or
+-- Last-Modified), and a range answer is appended only when its Content-Range
+-- matches; otherwise the download starts over (resume = false always does).
+-- opts: on_progress(bytes, total), max_bytes, resume, stall_timeout and
+-- min_rate (a try ends when it stays under min_rate bytes/s, default 1024,
+-- for stall_timeout seconds, default the client's timeout, 30 s), deadline
+-- (seconds for the whole download, retries included; default none), and the
+-- wait options (timeout, on_update) for a job that has not ended.
+-- Returns path, bytes | nil, err (kind "io" for a local file or disk error,
+-- with err.path; see client:download_url for the others).
 function Job:download(path, opts)
   if type(path) ~= "string" or path == "" then error("job:download: path must be a non-empty string", 2) end
   opts = opts or {}
+  require("kling.client").check_download_opts(opts, "job:download")
   if not self.output then
     local out, err = self:wait(opts)
     if not out then return nil, err end
@@ -307,7 +315,7 @@ function Job:download(path, opts)
   end
   return self.client:download_url(url, path,
     { on_progress = opts.on_progress, max_bytes = opts.max_bytes, stall_timeout = opts.stall_timeout,
-      resume = opts.resume })
+      min_rate = opts.min_rate, deadline = opts.deadline, resume = opts.resume })
 end
 
 return M

@@ -1,0 +1,346 @@
+-- The command-line tool's downloads (issue 9, part 2): a .part of another video is never
+-- gone on from, a complete .part is finished, local disk errors exit 8 and keep the .part,
+-- an empty body is an error, redirects between loopback URLs work, the download flags
+-- (--stall-timeout, --min-rate, --download-deadline) on every command that downloads, and
+-- every number the tool prints is formatted safely.
+local helpers = require "helpers"
+local cjson = require "cjson"
+local emulator = require "kling.emulator"
+local cli = require "kling.cli"
+
+local q = helpers.quote
+local TOKEN = "cli-download-token-5e02"
+local POLL = "initial=0.05,min=0.05,near=0.2,max=0.3"
+
+local emu, dir, state, n_runs
+
+local function pattern(n, shift)
+  return emulator.pattern_bytes(shift or 0, n)
+end
+
+--- Runs bin/kling to the end: { code, out, err }. opts: env (map), prefix (shell words run
+-- before lua5.4, e.g. a ulimit).
+local function kling(args, opts)
+  opts = opts or {}
+  n_runs = n_runs + 1
+  local base = dir .. "/run" .. n_runs
+  local vars = {
+    "RUNCOMFY_MODEL_API_BASE=" .. q(emu.api), "XDG_STATE_HOME=" .. q(state), "KLING_POLL=" .. POLL,
+    "RUNCOMFY_TOKEN=" .. q(TOKEN),
+  }
+  for k, v in pairs(opts.env or {}) do vars[#vars + 1] = k .. "=" .. q(v) end
+  local words = {}
+  for _, a in ipairs(args) do words[#words + 1] = q(a) end
+  local inner = string.format("exec env -u LUA_PATH -u LUA_CPATH %s lua5.4 %s %s",
+    table.concat(vars, " "), q(helpers.root .. "/bin/kling"), table.concat(words, " "))
+  if opts.prefix then inner = opts.prefix .. "; " .. inner end
+  local cmd = string.format("cd %s && sh -c %s >%s 2>%s </dev/null", q(dir), q(inner), q(base .. ".out"), q(base .. ".err"))
+  local ok, how, code = os.execute(cmd)
+  local res = { out = helpers.read_file(base .. ".out") or "", err = helpers.read_file(base .. ".err") or "" }
+  res.code = ok and 0 or (how == "exit" and code or 128 + code)
+  return res
+end
+
+local function trim(s) return (s:gsub("%s+$", "")) end
+
+-- Submits through the CLI and waits (in the emulator) until the job has completed.
+local function completed(prompt)
+  local res = kling { "submit", prompt .. " @emu:queue=0 @emu:run=0" }
+  assert.equals(0, res.code, res.err)
+  local id = trim(res.out)
+  local limit = os.time() + 10
+  while emu:job_record(id).state ~= "completed" do
+    assert(os.time() <= limit, "the job did not complete")
+    helpers.sleep(0.02)
+  end
+  return id
+end
+
+local function size_of(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+local function mounted(path, opts)
+  os.execute("mkdir -p " .. q(path))
+  return os.execute("mount -t tmpfs -o " .. opts .. " tmpfs " .. q(path) .. " 2>/dev/null") == true
+end
+
+describe("kling downloads (command line)", function()
+  setup(function()
+    emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0", "--run", "0", "--seed", "4" }
+    dir = helpers.tmpdir()
+    state = dir .. "/state"
+    n_runs = 0
+  end)
+
+  teardown(function()
+    if emu then emu:stop() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  after_each(function() emu:set_faults {} end)
+
+  -- kling download ID -o path with the file host cutting every answer: exit 7, a .part kept.
+  local function cut_download(id, path)
+    emu:set_faults { "download:cut:1" }
+    local res = kling { "download", id, "-o", path }
+    emu:set_faults {}
+    assert.equals(7, res.code, res.err)
+    return assert(helpers.read_file(path .. ".part"))
+  end
+
+  it("never goes on from the .part of another video: the second video is saved whole", function()
+    local a = completed("video A @emu:bytes=600000 @emu:pattern=1")
+    local b = completed("video B @emu:bytes=600000")
+    local path = dir .. "/clip.mp4"
+    local part = cut_download(a, path)
+    assert.equals(pattern(#part, 1), part)
+    local res = kling { "download", b, "-o", path, "--json" }
+    assert.equals(0, res.code, res.err)
+    assert.equals(600000, cjson.decode(res.out).bytes)
+    assert.equals(pattern(600000), helpers.read_file(path))
+    assert.is_nil(size_of(path .. ".part"))
+    assert.is_nil(size_of(path .. ".part.meta"))
+  end)
+
+  it("batch: a line whose input changed gets its new video whole in KEY.mp4, not onto the old .part", function()
+    local file, out = dir .. "/changed.jsonl", dir .. "/batch-changed"
+    helpers.write_file(file, '{"prompt":"first take @emu:bytes=600000 @emu:pattern=3 @emu:queue=0 @emu:run=0","name":"k"}\n')
+    emu:set_faults { "download:cut:1" }
+    local res = kling { "batch", file, "--out-dir", out }
+    emu:set_faults {}
+    assert.equals(7, res.code, res.err)
+    local part = assert(helpers.read_file(out .. "/k.mp4.part"))
+    assert.equals(pattern(#part, 3), part)
+    helpers.write_file(file, '{"prompt":"second take @emu:bytes=600000 @emu:queue=0 @emu:run=0","name":"k"}\n')
+    res = kling { "batch", file, "--out-dir", out }
+    assert.equals(0, res.code, res.err)
+    assert.equals(pattern(600000), helpers.read_file(out .. "/k.mp4"))
+  end)
+
+  it("finishes a .part that already holds the whole file (416), exit 0", function()
+    local id = completed("complete @emu:bytes=600000")
+    local path = dir .. "/complete.mp4"
+    local part = cut_download(id, path)
+    local f = assert(io.open(path .. ".part", "ab"))
+    f:write(pattern(600000):sub(#part + 1))
+    f:close()
+    local sent = emu:stats().files.bytes_sent
+    local res = kling { "download", id, "-o", path, "--json" }
+    assert.equals(0, res.code, res.err)
+    local o = cjson.decode(res.out)
+    assert.equals(600000, o.bytes)
+    assert.equals(path, o.path)
+    assert.equals(pattern(600000), helpers.read_file(path))
+    assert.equals(sent, emu:stats().files.bytes_sent)
+    assert.is_nil(size_of(path .. ".part"))
+  end)
+
+  it("refuses an empty body: exit 7, kind protocol, no file, nothing said to be saved", function()
+    local id = completed("empty @emu:bytes=0")
+    local path = dir .. "/empty.mp4"
+    local res = kling { "download", id, "-o", path }
+    assert.equals(7, res.code, res.err)
+    assert.matches("the file host sent an empty body", res.err, 1, true)
+    assert.is_nil(res.err:find("saved", 1, true))
+    assert.equals("", res.out)
+    assert.is_nil(size_of(path))
+    assert.is_nil(size_of(path .. ".part"))
+    res = kling { "download", id, "-o", path, "--json" }
+    assert.equals(7, res.code)
+    assert.equals("protocol", cjson.decode(res.out).error.kind)
+    -- generate, too
+    res = kling { "generate", "empty again @emu:bytes=0 @emu:queue=0 @emu:run=0", "-o", dir .. "/empty2.mp4" }
+    assert.equals(7, res.code, res.err)
+    assert.is_nil(size_of(dir .. "/empty2.mp4"))
+  end)
+
+  it("follows redirects between loopback http URLs", function()
+    local id = completed("redirected @emu:bytes=50000 @emu:redirect=2")
+    local path = dir .. "/redirected.mp4"
+    local res = kling { "download", id, "-o", path }
+    assert.equals(0, res.code, res.err)
+    assert.equals(pattern(50000), helpers.read_file(path))
+    res = kling { "wait", id, "-o", dir .. "/redirected-wait.mp4" }
+    assert.equals(0, res.code, res.err)
+    assert.equals(pattern(50000), helpers.read_file(dir .. "/redirected-wait.mp4"))
+  end)
+
+  describe("local disk errors exit 8", function()
+    it("on a full disk, naming the .part and the reason; the .part is kept and the next run goes on", function()
+      local full = dir .. "/full"
+      if not mounted(full, "size=64k") then
+        pending("cannot mount a tmpfs here (needs root): not tested")
+        return
+      end
+      finally(function() os.execute("umount " .. q(full)) end)
+      local id = completed("full @emu:bytes=300000")
+      local path = full .. "/clip.mp4"
+      local res = kling { "download", id, "-o", path }
+      assert.equals(8, res.code, res.err)
+      assert.matches("io: download failed: cannot write '" .. path .. ".part': No space left on device", res.err, 1, true)
+      assert.matches("kept in " .. path .. ".part", res.err, 1, true)
+      local part = assert(helpers.read_file(path .. ".part"))
+      assert.equals(pattern(#part), part)
+      res = kling { "download", id, "-o", path, "--json" }
+      assert.equals(8, res.code)
+      local o = cjson.decode(res.out)
+      assert.equals("io", o.error.kind)
+      assert(os.execute("mount -o remount,size=1m tmpfs " .. q(full)))
+      res = kling { "download", id, "-o", path }
+      assert.equals(0, res.code, res.err)
+      assert.equals(pattern(300000), helpers.read_file(path))
+    end)
+
+    it("on a file size limit (EFBIG), with generate too", function()
+      local path = dir .. "/efbig.mp4"
+      local res = kling({ "generate", "big @emu:bytes=300000 @emu:queue=0 @emu:run=0", "-o", path },
+        { prefix = "ulimit -f 200; trap '' XFSZ" })
+      assert.equals(8, res.code, res.err)
+      assert.matches("File too large", res.err, 1, true)
+      assert.equals(102400, size_of(path .. ".part"))
+      assert.equals(pattern(102400), helpers.read_file(path .. ".part"))
+    end)
+
+    it("on a read-only directory, before anything is downloaded, or submitted by generate", function()
+      local ro = dir .. "/ro"
+      if not mounted(ro, "ro,size=64k") then
+        pending("cannot mount a read-only tmpfs here (needs root): not tested")
+        return
+      end
+      finally(function() os.execute("umount " .. q(ro)) end)
+      local id = completed("read-only @emu:bytes=1000")
+      local before = emu:stats()
+      for _, args in ipairs {
+        { "download", id, "--out-dir", ro }, { "download", id, "-o", ro .. "/x.mp4" }, { "download", id, "-o", ro },
+        { "wait", id, "-o", ro .. "/x.mp4" }, { "generate", "never paid for", "-o", ro .. "/x.mp4" },
+        { "generate", "never paid for", "--out-dir", ro },
+      } do
+        local res = kling(args)
+        assert.equals(8, res.code, res.err)
+        assert.matches("cannot write in " .. ro .. ": Read-only file system", res.err, 1, true)
+        assert.is_nil(res.err:find("--help", 1, true))
+      end
+      local after = emu:stats()
+      assert.equals(before.files.requests, after.files.requests)
+      assert.equals(before.jobs_created, after.jobs_created) -- generate sent nothing
+    end)
+
+    it("on a missing directory for -o, before anything is sent", function()
+      local id = completed("no dir @emu:bytes=1000")
+      local before = emu:stats()
+      local res = kling { "download", id, "-o", dir .. "/no/such/x.mp4" }
+      assert.equals(8, res.code, res.err)
+      assert.matches("its directory " .. dir .. "/no/such does not exist", res.err, 1, true)
+      res = kling { "generate", "never paid for", "-o", dir .. "/no/such/x.mp4" }
+      assert.equals(8, res.code, res.err)
+      local after = emu:stats()
+      assert.equals(before.files.requests, after.files.requests)
+      assert.equals(before.jobs_created, after.jobs_created)
+    end)
+  end)
+
+  describe("download flags", function()
+    it("--download-deadline ends a download that trickles: exit 6, the .part kept", function()
+      local id = completed("deadline @emu:bytes=100000")
+      local path = dir .. "/deadline.mp4"
+      emu:set_faults { "download:trickle:1:2" }
+      local t0 = os.time()
+      local res = kling { "download", id, "-o", path, "--download-deadline", "2" }
+      assert.equals(6, res.code, res.err)
+      assert.matches("deadline", res.err, 1, true)
+      assert.is_true(os.time() - t0 < 20)
+      assert.truthy(size_of(path .. ".part"))
+    end)
+
+    it("are taken by generate, wait, download, resume and batch, and refused when wrong", function()
+      local flags = { "--stall-timeout", "5", "--min-rate", "10", "--download-deadline", "60" }
+      local function with(args)
+        for _, f in ipairs(flags) do args[#args + 1] = f end
+        return args
+      end
+      local res = kling(with { "generate", "flags @emu:bytes=2000 @emu:queue=0 @emu:run=0", "-o", dir .. "/f1.mp4" })
+      assert.equals(0, res.code, res.err)
+      local id = completed("flags two @emu:bytes=2000")
+      res = kling(with { "wait", id, "-o", dir .. "/f2.mp4" })
+      assert.equals(0, res.code, res.err)
+      res = kling(with { "download", id, "-o", dir .. "/f3.mp4" })
+      assert.equals(0, res.code, res.err)
+      helpers.write_file(dir .. "/flags.jsonl", '{"prompt":"batch flags @emu:bytes=2000 @emu:queue=0 @emu:run=0","name":"b"}\n')
+      res = kling(with { "batch", dir .. "/flags.jsonl", "--out-dir", dir .. "/fb" })
+      assert.equals(0, res.code, res.err)
+      assert.equals(pattern(2000), helpers.read_file(dir .. "/fb/b.mp4"))
+      res = kling(with { "resume", "--out-dir", dir .. "/fr" })
+      assert.equals(0, res.code, res.err)
+      for _, bad in ipairs { { "--min-rate", "0" }, { "--min-rate", "1.5" }, { "--stall-timeout", "-1" },
+        { "--download-deadline", "0" }, { "--download-deadline", "inf" } } do
+        res = kling { "download", id, "-o", dir .. "/never.mp4", bad[1], bad[2] }
+        assert.equals(2, res.code, bad[1] .. " " .. bad[2])
+      end
+      res = kling { "download", "--help" }
+      assert.matches("--download-deadline S", res.out, 1, true)
+      assert.matches("FILE.part.meta", res.out, 1, true)
+    end)
+  end)
+
+  describe("numbers printed", function()
+    it("prints the rate of a 45-byte file that takes a second (a float rate under 1 KiB/s)", function()
+      local id = completed("tiny @emu:bytes=45")
+      emu:set_faults { "download:trickle:1:40" }
+      local res = kling { "download", id, "-o", dir .. "/tiny.mp4" }
+      assert.equals(0, res.code, res.err)
+      assert.matches("saved " .. dir:gsub("%p", "%%%0") .. "/tiny%.mp4 %(45 B, %d+ B/s%) after %d:%d%d", res.err)
+      assert.equals(dir .. "/tiny.mp4\n", res.out)
+    end)
+
+    it("draws the live display of such a download without failing", function()
+      local id = completed("tiny live @emu:bytes=45")
+      emu:set_faults { "download:trickle:1:40" }
+      local res = kling({ "download", id, "-o", dir .. "/tiny-live.mp4" }, { env = { KLING_TTY = "1", COLUMNS = "120" } })
+      assert.equals(0, res.code, res.err)
+      assert.matches("downloading", res.out, 1, true)
+      assert.matches("saved " .. dir .. "/tiny-live.mp4 (45 B", res.out, 1, true)
+    end)
+
+    it("formats sizes, rates, times and ETAs of any number", function()
+      assert.equals("150 B", cli.human_bytes(45 / 0.3))
+      assert.equals("0 B", cli.human_bytes(0))
+      assert.equals("0 B", cli.human_bytes(0.4))
+      assert.equals("1023 B", cli.human_bytes(1023.99))
+      assert.equals("1.0 KiB", cli.human_bytes(1024))
+      assert.equals("4.0 MiB", cli.human_bytes(4194304))
+      assert.equals("8.0 EiB", cli.human_bytes(2 ^ 63))
+      assert.equals("8.0 EiB", cli.human_bytes(math.maxinteger))
+      for _, bad in ipairs { 0 / 0, 1 / 0, -1 / 0, -1, "12" } do assert.equals("?", cli.human_bytes(bad)) end
+      assert.equals("?", cli.human_bytes(nil))
+      assert.equals("0:00", cli.human_time(0))
+      assert.equals("0:00", cli.human_time(0.3))
+      assert.equals("0:01", cli.human_time(0.5))
+      assert.equals("0:00", cli.human_time(-3))
+      assert.equals("1:00", cli.human_time(59.6))
+      assert.equals("1:00:00", cli.human_time(3600))
+      assert.equals("277777:46:40", cli.human_time(1e9))
+      for _, bad in ipairs { 0 / 0, 1 / 0, -1 / 0, 1e300 } do assert.equals("?", cli.human_time(bad)) end
+      assert.equals("150 B/s", cli.human_rate(45, 0.3))
+      assert.is_nil(cli.human_rate(45, 0))
+      assert.is_nil(cli.human_rate(45, -1))
+      assert.is_nil(cli.human_rate(0 / 0, 1))
+      assert.is_nil(cli.human_rate(45, 1e-320)) -- inf
+      for _, dl in ipairs {
+        { t0 = 0, got = 40, got0 = 0, total = 45 }, { t0 = 0, got = 40, got0 = 0, total = 0 },
+        { t0 = 0, got = 40, got0 = 0 }, { t0 = 0, got = 0, got0 = 0, total = 45 },
+        { t0 = 0.3, got = 40, got0 = 0, total = 45 }, { t0 = 0, got = 50, got0 = 0, total = 45 },
+        { t0 = 0, got = 0 / 0, got0 = 0, total = 45 }, { t0 = 0, got = 40, got0 = 0, total = 1 / 0 },
+      } do
+        local ok, text = pcall(cli.download_text, dl, 0.3)
+        assert.is_true(ok, tostring(text))
+        assert.matches("^downloading", text)
+      end
+      assert.matches("ETA 0:00", cli.download_text({ t0 = 0, got = 40, got0 = 0, total = 45 }, 0.3), 1, true)
+    end)
+  end)
+end)

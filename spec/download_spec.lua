@@ -1,0 +1,959 @@
+-- Downloads never append bytes they have not verified (issue 9, part 2): the .part's
+-- sidecar and If-Range, Content-Range checks, 416 on a complete .part, no empty .part,
+-- the low-speed rule and the deadline, redirects judged as URLs, local disk errors as
+-- kind io, empty bodies; and the emulator's file host that the specs drive.
+local helpers = require "helpers"
+local kling = require "kling"
+local core = require "kling.core"
+local emulator = require "kling.emulator"
+local cjson = require "cjson"
+
+local q = helpers.quote
+local TOKEN = "download-spec-token-91b4"
+local null = cjson.null
+
+local function size_of(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+local function pattern(n, shift)
+  return emulator.pattern_bytes(shift or 0, n)
+end
+
+local function append_file(path, data)
+  local f = assert(io.open(path, "ab"))
+  f:write(data)
+  f:close()
+end
+
+-- Fails once a download runs past `limit` seconds (so that, on code without the rule
+-- under test, the spec fails instead of running for hours).
+local function guard(limit)
+  local t0 = core.now()
+  return function()
+    if core.now() - t0 > limit then error("the download still runs after " .. limit .. " s", 0) end
+  end
+end
+
+describe("downloads", function()
+  local emu, dir, n
+
+  setup(function()
+    emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0", "--run", "0", "--seed", "11" }
+    dir = helpers.tmpdir()
+    n = 0
+  end)
+
+  teardown(function()
+    if emu then emu:stop() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  after_each(function() emu:set_faults {} end)
+
+  local function client(extra)
+    local opts = { base_url = emu.api, token = TOKEN, retries = { max = 3, base = 0.01, cap = 0.05 },
+      poll = { initial = 0.02, min = 0.02, near = 0.05, max = 0.1 } }
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    return kling.new(opts)
+  end
+
+  -- A completed job of the emulator (its video's URL known).
+  local function done_job(c, prompt)
+    local job = assert(c:generate { prompt = prompt })
+    assert(job:wait { timeout = 10 })
+    return job
+  end
+
+  local function fresh_path(name)
+    n = n + 1
+    return dir .. "/" .. n .. "-" .. name
+  end
+
+  local function requests(job)
+    return emu:job_record(job.id).file_requests
+  end
+
+  local function change(job, bytes)
+    local res = helpers.http("POST", emu.root .. "/__emulator/jobs/" .. job.id .. "/change",
+      { body = bytes and cjson.encode { bytes = bytes } or "{}" })
+    assert.equals(200, res.status, res.body)
+    return helpers.json(res.body)
+  end
+
+  -- Leaves path.part (and its sidecar) holding about half of the job's file: a download
+  -- cut by the file host, with no retry.
+  local function cut_part(job, path)
+    emu:set_faults { "download:cut:1" }
+    local c = client { retries = false }
+    local got, err = c:download_url(job.output.video, path)
+    c:close()
+    emu:set_faults {}
+    assert.is_nil(got)
+    assert.equals("network", err.kind)
+    local part = assert(helpers.read_file(path .. ".part"))
+    assert.is_true(#part > 0)
+    return part
+  end
+
+  local function no_files(path)
+    assert.is_nil(size_of(path), path)
+    assert.is_nil(size_of(path .. ".part"), path .. ".part")
+    assert.is_nil(size_of(path .. ".part.meta"), path .. ".part.meta")
+  end
+
+  describe("a .part of another file", function()
+    it("starts over instead of going on from the .part of another video at the same path", function()
+      local c = client()
+      local a = done_job(c, "video A @emu:bytes=300000 @emu:pattern=1")
+      local b = done_job(c, "video B @emu:bytes=300000")
+      local path = fresh_path("clip.mp4")
+      local part = cut_part(a, path)
+      assert.equals(pattern(#part, 1), part) -- A's bytes
+      local got, bytes = assert(b:download(path))
+      assert.equals(path, got)
+      assert.equals(300000, bytes)
+      assert.equals(pattern(300000), helpers.read_file(path)) -- B, every byte
+      assert.is_nil(size_of(path .. ".part"))
+      assert.is_nil(size_of(path .. ".part.meta"))
+      local reqs = requests(b)
+      assert.equals(1, #reqs)
+      assert.equals(null, reqs[1].range) -- from 0: nothing of A was kept
+      c:close()
+    end)
+
+    it("goes on from a .part of the same file after its pre-signed URL changed (query aside)", function()
+      local c = client()
+      local job = done_job(c, "signed @emu:bytes=300000 @emu:signed")
+      local path = fresh_path("signed.mp4")
+      local part = cut_part(job, path)
+      local meta = assert(helpers.read_file(path .. ".part.meta"))
+      assert.matches("^kling%-part 1\n", meta)
+      assert.is_nil(meta:find("?", 1, true)) -- the query string is not part of the identity
+      -- a later run: the result again, with another signature
+      local again = assert(c:job(job.id))
+      local out = assert(again:result())
+      assert.are_not.equal(job.output.video, out.video)
+      assert.equals(job.output.video:gsub("%?.*", ""), (out.video:gsub("%?.*", "")))
+      local sent = emu:stats().files.bytes_sent
+      local _, bytes = assert(again:download(path))
+      assert.equals(300000, bytes)
+      assert.equals(pattern(300000), helpers.read_file(path))
+      assert.equals(300000 - #part, emu:stats().files.bytes_sent - sent) -- only the rest
+      local reqs = requests(job)
+      local last = reqs[#reqs]
+      assert.equals("bytes=" .. #part .. "-", last.range)
+      assert.equals(emu:job_record(job.id).file_etag, last.if_range) -- the strong ETag
+      assert.equals(206, last.status)
+      c:close()
+    end)
+
+    it("starts over when the file changed at the same URL (If-Range answered with the whole file)", function()
+      local c = client()
+      local job = done_job(c, "changes @emu:bytes=300000")
+      local path = fresh_path("changed.mp4")
+      local part = cut_part(job, path)
+      local old_etag = emu:job_record(job.id).file_etag
+      change(job)
+      local _, bytes = assert(job:download(path))
+      assert.equals(300000, bytes)
+      assert.equals(pattern(300000, 7), helpers.read_file(path)) -- the new file, every byte
+      local last = requests(job)[#requests(job)]
+      assert.equals("bytes=" .. #part .. "-", last.range)
+      assert.equals(old_etag, last.if_range)
+      assert.equals(200, last.status)
+      c:close()
+    end)
+
+    it("starts over when a host that ignores If-Range sends a 206 of the changed file (another ETag)", function()
+      local c = client()
+      local job = done_job(c, "liar @emu:bytes=300000 @emu:ifrange=ignore")
+      local path = fresh_path("liar.mp4")
+      local part = cut_part(job, path)
+      change(job)
+      assert(job:download(path))
+      assert.equals(pattern(300000, 7), helpers.read_file(path))
+      local reqs = requests(job)
+      assert.equals("bytes=" .. #part .. "-", reqs[#reqs - 1].range)
+      assert.equals(206, reqs[#reqs - 1].status) -- refused: not appended
+      assert.equals(null, reqs[#reqs].range)     -- then from 0
+      assert.equals(200, reqs[#reqs].status)
+      c:close()
+    end)
+
+    it("starts over when the changed file is shorter than the .part (a 416 that does not match)", function()
+      local c = client()
+      local job = done_job(c, "shrinks @emu:bytes=300000 @emu:ifrange=ignore")
+      local path = fresh_path("shorter.mp4")
+      cut_part(job, path)
+      change(job, 100000)
+      local _, bytes = assert(job:download(path))
+      assert.equals(100000, bytes)
+      assert.equals(pattern(100000, 7), helpers.read_file(path))
+      local reqs = requests(job)
+      assert.equals(416, reqs[#reqs - 1].status)
+      assert.equals(null, reqs[#reqs].range)
+      c:close()
+    end)
+
+    it("starts over when the changed file is longer (a 206 whose total is not the file's)", function()
+      local c = client()
+      local job = done_job(c, "grows @emu:bytes=300000 @emu:ifrange=ignore @emu:validators=lastmod")
+      local path = fresh_path("longer.mp4")
+      cut_part(job, path)
+      change(job, 400000)
+      local _, bytes = assert(job:download(path))
+      assert.equals(400000, bytes)
+      assert.equals(pattern(400000, 7), helpers.read_file(path))
+      local reqs = requests(job)
+      assert.equals(206, reqs[#reqs - 1].status)
+      assert.equals(null, reqs[#reqs].range)
+      c:close()
+    end)
+
+    it("does not trust a .part without its sidecar, or with one that is torn, foreign or wrong", function()
+      local c = client()
+      local job = done_job(c, "sidecars @emu:bytes=200000")
+      local damage = {
+        missing = function(meta) os.remove(meta) end,
+        garbage = function(meta) helpers.write_file(meta, "\0\1garbage") end,
+        torn = function(meta) helpers.write_file(meta, (helpers.read_file(meta):gsub("\n[^\n]*\n$", "\nlast-mod"))) end,
+        other_url = function(meta) helpers.write_file(meta, (helpers.read_file(meta):gsub("/v/[^\n]*", "/v/other.mp4"))) end,
+        short_length = function(meta) helpers.write_file(meta, (helpers.read_file(meta):gsub("length %d+", "length 10"))) end,
+        no_validator = function(meta)
+          helpers.write_file(meta, (helpers.read_file(meta):gsub("etag [^\n]*", "etag "):gsub("last%-modified [^\n]*", "last-modified ")))
+        end,
+      }
+      for name, spoil in pairs(damage) do
+        local path = fresh_path(name .. ".bin")
+        cut_part(job, path)
+        spoil(path .. ".part.meta")
+        local sent = emu:stats().files.bytes_sent
+        local _, bytes = assert(job:download(path))
+        assert.equals(200000, bytes)
+        assert.equals(pattern(200000), helpers.read_file(path), name)
+        assert.equals(200000, emu:stats().files.bytes_sent - sent, name) -- the whole file again
+        assert.equals(null, requests(job)[#requests(job)].range, name)
+        assert.is_nil(size_of(path .. ".part.meta"), name)
+      end
+      c:close()
+    end)
+
+    it("goes on across runs only with a validator for If-Range: a strong ETag, else Last-Modified", function()
+      local c = client()
+      local cases = {
+        { "both", "etag" }, { "etag", "etag" }, { "lastmod", "lastmod" }, { "weak", nil }, { "none", nil },
+      }
+      for _, case in ipairs(cases) do
+        local job = done_job(c, "validators @emu:bytes=200000 @emu:validators=" .. case[1])
+        local path = fresh_path(case[1] .. ".bin")
+        local part = cut_part(job, path)
+        local record = emu:job_record(job.id)
+        if case[2] then
+          assert.truthy(size_of(path .. ".part.meta"), case[1])
+        else
+          assert.is_nil(size_of(path .. ".part.meta"), case[1]) -- nothing to tell the file by
+        end
+        assert(job:download(path))
+        assert.equals(pattern(200000), helpers.read_file(path), case[1])
+        local last = requests(job)[#requests(job)]
+        if case[2] == "etag" then
+          assert.equals("bytes=" .. #part .. "-", last.range)
+          assert.equals(record.file_etag, last.if_range)
+        elseif case[2] == "lastmod" then
+          assert.equals("bytes=" .. #part .. "-", last.range)
+          assert.equals(record.file_last_modified, last.if_range)
+        else
+          assert.equals(null, last.range, case[1])
+        end
+      end
+      c:close()
+    end)
+
+    it("starts over from a trusted .part with resume = false", function()
+      local c = client()
+      local job = done_job(c, "no resume @emu:bytes=200000")
+      local path = fresh_path("noresume.bin")
+      cut_part(job, path)
+      assert(job:download(path, { resume = false }))
+      assert.equals(pattern(200000), helpers.read_file(path))
+      assert.equals(null, requests(job)[#requests(job)].range)
+      c:close()
+    end)
+  end)
+
+  describe("range answers must match the request", function()
+    local cases = {
+      { "range_start", "starts one byte off the offset asked for" },
+      { "range_total", "gives a total length that is not the file's" },
+      { "range_none", "has no Content-Range" },
+    }
+    for _, case in ipairs(cases) do
+      it("starts over from 0 when a 206 " .. case[2] .. ", never appending it", function()
+        local c = client()
+        local job = done_job(c, "ranges " .. case[1] .. " @emu:bytes=300000")
+        local path = fresh_path(case[1] .. ".bin")
+        local part = cut_part(job, path)
+        emu:set_faults { "download:" .. case[1] .. ":1" }
+        local _, bytes = assert(job:download(path))
+        assert.equals(300000, bytes)
+        assert.equals(pattern(300000), helpers.read_file(path))
+        local reqs = requests(job)
+        assert.equals("bytes=" .. #part .. "-", reqs[#reqs - 1].range)
+        assert.equals(case[1], reqs[#reqs - 1].fault)
+        assert.equals(null, reqs[#reqs].range)
+        assert.equals(200, reqs[#reqs].status)
+        c:close()
+      end)
+    end
+
+    it("starts over when the file host ignores the Range and sends the whole file (200)", function()
+      local c = client()
+      local job = done_job(c, "ranges ignored @emu:bytes=300000")
+      local path = fresh_path("ignored.bin")
+      local part = cut_part(job, path)
+      emu:set_faults { "download:range_ignore:1" }
+      local sent = emu:stats().files.bytes_sent
+      assert(job:download(path))
+      assert.equals(pattern(300000), helpers.read_file(path))
+      assert.equals(300000, emu:stats().files.bytes_sent - sent)
+      local last = requests(job)[#requests(job)]
+      assert.equals("bytes=" .. #part .. "-", last.range)
+      assert.equals(200, last.status)
+      c:close()
+    end)
+
+    it("yields exactly the file through cuts and wrong ranges mixed over many tries", function()
+      local c = client { retries = { max = 30, base = 0.001, cap = 0.01 } }
+      local job = done_job(c, "mixed @emu:bytes=500000")
+      local path = fresh_path("mixed.bin")
+      emu:set_faults({ "download:cut:0.5", "download:range_start:0.15", "download:range_total:0.15",
+        "download:range_none:0.1" }, 3)
+      local _, bytes = assert(job:download(path))
+      assert.equals(500000, bytes)
+      assert.equals(pattern(500000), helpers.read_file(path))
+      local injected = emu:stats().faults.injected.download
+      assert.is_true((injected.cut or 0) >= 1)
+      c:close()
+    end)
+  end)
+
+  describe("a .part that already holds the whole file", function()
+    it("is renamed into place when the 416's bytes */N is its length, with no byte sent", function()
+      local c = client()
+      local job = done_job(c, "complete @emu:bytes=300000")
+      local path = fresh_path("complete.bin")
+      local part = cut_part(job, path)
+      -- the rest arrived, but the process died before the rename
+      append_file(path .. ".part", pattern(300000):sub(#part + 1))
+      local sent = emu:stats().files.bytes_sent
+      local got, bytes = job:download(path)
+      assert.equals(path, got, tostring(bytes))
+      assert.equals(300000, bytes)
+      assert.equals(pattern(300000), helpers.read_file(path))
+      assert.is_nil(size_of(path .. ".part"))
+      assert.is_nil(size_of(path .. ".part.meta"))
+      assert.equals(0, emu:stats().files.bytes_sent - sent)
+      local last = requests(job)[#requests(job)]
+      assert.equals("bytes=300000-", last.range)
+      assert.equals(emu:job_record(job.id).file_etag, last.if_range)
+      assert.equals(416, last.status)
+      c:close()
+    end)
+
+    it("reports the progress of a complete .part as the whole file", function()
+      local c = client()
+      local job = done_job(c, "complete progress @emu:bytes=100000")
+      local path = fresh_path("complete2.bin")
+      local part = cut_part(job, path)
+      append_file(path .. ".part", pattern(100000):sub(#part + 1))
+      local seen
+      assert(job:download(path, { on_progress = function(got, total) seen = { got, total } end }))
+      assert.same({ 100000, 100000 }, seen)
+      c:close()
+    end)
+  end)
+
+  describe("nothing received, nothing left", function()
+    it("leaves no .part when the connection is refused", function()
+      local c = client { retries = false }
+      local path = fresh_path("refused.mp4")
+      local got, err = c:download_url("http://127.0.0.1:1/v/x.mp4", path)
+      assert.is_nil(got)
+      assert.equals("network", err.kind)
+      no_files(path)
+      c:close()
+    end)
+
+    it("leaves no .part when the TLS handshake fails", function()
+      local c = client { retries = false }
+      local path = fresh_path("handshake.mp4")
+      local got, err = c:download_url((emu.files:gsub("^http:", "https:")) .. "/v/x.mp4", path)
+      assert.is_nil(got)
+      assert.equals("network", err.kind)
+      no_files(path)
+      c:close()
+    end)
+
+    it("leaves no .part when the file host answers 503 after the retries, or 404", function()
+      local c = client { retries = { max = 1, base = 0.01 } }
+      local job = done_job(c, "unavailable @emu:bytes=1000")
+      local path = fresh_path("503.mp4")
+      emu:set_faults { "download:503:1" }
+      local got, err = job:download(path)
+      assert.is_nil(got)
+      assert.equals("server", err.kind)
+      no_files(path)
+      emu:set_faults {}
+      got, err = c:download_url(emu.files .. "/v/no-such-job.mp4", path)
+      assert.is_nil(got)
+      assert.equals("not_found", err.kind)
+      no_files(path)
+      c:close()
+    end)
+
+    it("creates the .part only when the first verified byte arrives", function()
+      local c = client()
+      local job = done_job(c, "lazy @emu:bytes=200000")
+      local path = fresh_path("lazy.bin")
+      local x = assert(c._engine:request { url = job.output.video, download = path })
+      assert.is_nil(size_of(path .. ".part")) -- nothing arrived yet
+      while not x:done() do c._engine:step(0.05) end
+      assert.equals(path, x:result().path)
+      assert.equals(pattern(200000), helpers.read_file(path))
+      x:close()
+      c:close()
+    end)
+
+    it("keeps a trusted .part as it was when a later try receives nothing, and goes on from it after", function()
+      local c = client { retries = false }
+      local job = done_job(c, "keeps @emu:bytes=300000")
+      local path = fresh_path("keeps.bin")
+      local part = cut_part(job, path)
+      local meta = helpers.read_file(path .. ".part.meta")
+      emu:set_faults { "download:503:1" }
+      local got, err = job:download(path)
+      assert.is_nil(got)
+      assert.equals("server", err.kind)
+      assert.equals(part, helpers.read_file(path .. ".part"))
+      assert.equals(meta, helpers.read_file(path .. ".part.meta"))
+      emu:set_faults {}
+      local sent = emu:stats().files.bytes_sent
+      assert(job:download(path))
+      assert.equals(pattern(300000), helpers.read_file(path))
+      assert.equals(300000 - #part, emu:stats().files.bytes_sent - sent)
+      c:close()
+    end)
+  end)
+
+  describe("empty bodies", function()
+    it("refuses a 200 with an empty body as kind protocol, leaving nothing behind", function()
+      local c = client()
+      local job = done_job(c, "empty video @emu:bytes=0")
+      local path = fresh_path("empty.mp4")
+      local got, err = job:download(path)
+      assert.is_nil(got)
+      assert.equals("protocol", err.kind)
+      assert.matches("the file host sent an empty body", err.message, 1, true)
+      assert.is_false(err.retryable)
+      no_files(path)
+      c:close()
+    end)
+
+    it("refuses an empty 200 for a file that is not empty (fault empty)", function()
+      local c = client()
+      local job = done_job(c, "emptied @emu:bytes=5000")
+      local path = fresh_path("emptied.mp4")
+      emu:set_faults { "download:empty:1" }
+      local got, err = job:download(path)
+      assert.is_nil(got)
+      assert.equals("protocol", err.kind)
+      no_files(path)
+      c:close()
+    end)
+
+    it("leaves a trusted .part as it was when an empty 200 answers the range request", function()
+      local c = client()
+      local job = done_job(c, "emptied later @emu:bytes=300000")
+      local path = fresh_path("emptylater.bin")
+      local part = cut_part(job, path)
+      emu:set_faults { "download:empty:1" }
+      local got, err = job:download(path)
+      assert.is_nil(got)
+      assert.equals("protocol", err.kind)
+      assert.equals(part, helpers.read_file(path .. ".part"))
+      emu:set_faults {}
+      assert(job:download(path))
+      assert.equals(pattern(300000), helpers.read_file(path))
+      c:close()
+    end)
+  end)
+
+  describe("bounded time", function()
+    it("ends a try that stays under min_rate for stall_timeout, and keeps what arrived for later", function()
+      local c = client { retries = false }
+      local job = done_job(c, "trickle @emu:bytes=100000")
+      local path = fresh_path("trickle.bin")
+      emu:set_faults { "download:trickle:1:2" }
+      local t0 = core.now()
+      local got, err = job:download(path, { stall_timeout = 1, on_progress = guard(30) })
+      local took = core.now() - t0
+      assert.is_nil(got)
+      assert.equals("timeout", err.kind)
+      assert.equals("slow", err.transport)
+      assert.matches("too slow: under 1024 bytes/s for 1 s", err.message, 1, true)
+      assert.is_true(err.retryable)
+      assert.is_true(took < 15, "took " .. took)
+      local part = assert(helpers.read_file(path .. ".part"))
+      assert.equals(pattern(#part), part)
+      emu:set_faults {}
+      assert(job:download(path))
+      assert.equals(pattern(100000), helpers.read_file(path))
+      assert.equals("bytes=" .. #part .. "-", requests(job)[#requests(job)].range)
+      c:close()
+    end)
+
+    it("goes on from the .part in each retry of a slow download, and still ends", function()
+      local c = client { retries = { max = 1, base = 0.01 } }
+      local job = done_job(c, "trickle twice @emu:bytes=100000")
+      local path = fresh_path("trickle2.bin")
+      emu:set_faults { "download:trickle:1:2" }
+      local got, err = job:download(path, { stall_timeout = 1, min_rate = 4096, on_progress = guard(30) })
+      assert.is_nil(got)
+      assert.equals("slow", err.transport)
+      assert.matches("under 4096 bytes/s", err.message, 1, true)
+      local reqs = requests(job)
+      assert.equals(2, #reqs)
+      assert.equals(null, reqs[1].range)
+      assert.matches("^bytes=%d+%-$", reqs[2].range)
+      c:close()
+    end)
+
+    it("stops at the deadline, retries included, keeping the .part", function()
+      local c = client { retries = { max = 50, base = 0.01, cap = 0.02 } }
+      local job = done_job(c, "deadline @emu:bytes=100000")
+      local path = fresh_path("deadline.bin")
+      emu:set_faults { "download:trickle:1:300" }
+      local t0 = core.now()
+      local got, err = job:download(path, { deadline = 1.5, min_rate = 1, on_progress = guard(30) })
+      local took = core.now() - t0
+      assert.is_nil(got)
+      assert.equals("timeout", err.kind)
+      assert.equals("deadline", err.transport)
+      assert.matches("deadline", err.message, 1, true)
+      assert.is_true(took >= 1.4, "took " .. took)
+      assert.is_true(took < 15, "took " .. took)
+      local part = assert(helpers.read_file(path .. ".part"))
+      assert.equals(pattern(#part), part)
+      assert.truthy(size_of(path .. ".part.meta"))
+      c:close()
+    end)
+
+    it("refuses bad values of stall_timeout, min_rate and deadline", function()
+      local c = client()
+      for _, opts in ipairs {
+        { stall_timeout = 0 }, { stall_timeout = "3" }, { min_rate = 0 }, { min_rate = 1.5 },
+        { deadline = -1 }, { deadline = 0 / 0 }, { max_bytes = "x" },
+      } do
+        assert.has_error(function() c:download_url(emu.files .. "/v/x.mp4", dir .. "/bad.bin", opts) end)
+      end
+      local job = assert(c:job("some-id"))
+      assert.has_error(function() job:download(dir .. "/bad.bin", { min_rate = -5 }) end)
+      c:close()
+    end)
+  end)
+
+  describe("redirects", function()
+    it("follows a redirect from a loopback http file host to another loopback http URL", function()
+      local c = client()
+      local job = done_job(c, "redirected @emu:bytes=50000 @emu:redirect=1")
+      assert.matches("/r/1/", job.output.video)
+      local path = fresh_path("redirected.bin")
+      local _, bytes = assert(job:download(path))
+      assert.equals(50000, bytes)
+      assert.equals(pattern(50000), helpers.read_file(path))
+      local reqs = requests(job)
+      assert.equals(302, reqs[1].status)
+      assert.matches("^/r/1/", reqs[1].path)
+      assert.equals(200, reqs[2].status)
+      assert.matches("^/v/", reqs[2].path)
+      c:close()
+    end)
+
+    it("follows five hops between loopback hosts, and goes on with Range after cuts", function()
+      local c = client { retries = { max = 20, base = 0.001, cap = 0.01 } }
+      local job = done_job(c, "hops @emu:bytes=300000 @emu:redirect=5 @emu:redirect_code=307 @emu:signed")
+      local path = fresh_path("hops.bin")
+      emu:set_faults { "download:cut:0.5" }
+      assert(job:download(path))
+      assert.equals(pattern(300000), helpers.read_file(path))
+      local hops = 0
+      for _, r in ipairs(requests(job)) do if r.status == 307 then hops = hops + 1 end end
+      assert.is_true(hops >= 5)
+      c:close()
+    end)
+
+    it("refuses a sixth redirect", function()
+      local c = client()
+      local job = done_job(c, "too many @emu:bytes=1000 @emu:redirect=6")
+      local path = fresh_path("six.bin")
+      local got, err = job:download(path)
+      assert.is_nil(got)
+      assert.equals("network", err.kind)
+      assert.matches("more than 5 redirects", err.message, 1, true)
+      no_files(path)
+      c:close()
+    end)
+
+    it("refuses a redirect to plain http on a host that is not loopback, without connecting to it", function()
+      local c = client()
+      local job = done_job(c, "elsewhere @emu:bytes=1000 @emu:redirect_to=http://192.0.2.1/x.mp4?sig=1")
+      local path = fresh_path("elsewhere.bin")
+      local t0 = core.now()
+      local got, err = job:download(path)
+      assert.is_nil(got)
+      assert.equals("network", err.kind)
+      assert.matches("refusing the redirect to http://192.0.2.1/x.mp4", err.message, 1, true)
+      assert.matches("plain http", err.message, 1, true)
+      assert.is_nil(err.message:find("sig=1", 1, true)) -- a signed query is not repeated
+      assert.is_true(core.now() - t0 < 5)
+      no_files(path)
+      c:close()
+    end)
+
+    it("refuses a redirect to a scheme other than http and https", function()
+      local c = client()
+      local job = done_job(c, "ftp @emu:bytes=1000 @emu:redirect_to=ftp://127.0.0.1/x.mp4")
+      local path = fresh_path("ftp.bin")
+      local got, err = job:download(path)
+      assert.is_nil(got)
+      assert.equals("network", err.kind)
+      assert.matches("scheme 'ftp'", err.message, 1, true)
+      no_files(path)
+      c:close()
+    end)
+
+    it("never sends the token on any hop, even one to the API's own origin", function()
+      local c = client()
+      local job = done_job(c, "to the api @emu:bytes=1000")
+      local target = done_job(c, "api hop @emu:bytes=1000 @emu:redirect=2 @emu:redirect_to="
+        .. emu.api .. "/requests/" .. job.id .. "/result")
+      local before = emu:stats()
+      local got, err = target:download(fresh_path("api.bin"))
+      assert.is_nil(got)
+      assert.equals("auth", err.kind) -- the API refused a request without the token
+      local after = emu:stats()
+      assert.equals(before.auth_failures + 1, after.auth_failures)
+      assert.equals(0, after.files.authorization_headers)
+      c:close()
+    end)
+  end)
+
+  describe("local disk errors", function()
+    local function mounted(path, opts)
+      os.execute("mkdir -p " .. q(path))
+      return os.execute("mount -t tmpfs -o " .. opts .. " tmpfs " .. q(path) .. " 2>/dev/null") == true
+    end
+
+    it("reports a missing directory as kind io, with the path, before sending anything", function()
+      local c = client()
+      local job = done_job(c, "no dir @emu:bytes=1000")
+      local before = emu:stats().files.requests
+      local got, err = job:download(dir .. "/no/such/dir/x.mp4")
+      assert.is_nil(got)
+      assert.equals("io", err.kind)
+      assert.equals(dir .. "/no/such/dir", err.path)
+      assert.matches("No such file or directory", err.message, 1, true)
+      assert.is_false(err.retryable)
+      assert.equals(before, emu:stats().files.requests)
+      c:close()
+    end)
+
+    it("reports a target that is a directory as kind io, before sending anything", function()
+      local c = client()
+      local job = done_job(c, "a dir @emu:bytes=1000")
+      local target = fresh_path("isdir")
+      os.execute("mkdir -p " .. q(target))
+      local before = emu:stats().files.requests
+      local got, err = job:download(target)
+      assert.is_nil(got)
+      assert.equals("io", err.kind)
+      assert.equals(target, err.path)
+      assert.matches("Is a directory", err.message, 1, true)
+      assert.equals(before, emu:stats().files.requests)
+      assert.is_nil(size_of(target .. ".part"))
+      c:close()
+    end)
+
+    it("reports a directory where no file can be created as kind io when the first byte comes", function()
+      local c = client()
+      local job = done_job(c, "proc @emu:bytes=1000")
+      local got, err = job:download("/proc/kling-download-spec.mp4")
+      assert.is_nil(got)
+      assert.equals("io", err.kind)
+      assert.equals("/proc/kling-download-spec.mp4.part", err.path)
+      c:close()
+    end)
+
+    it("reports a read-only directory as kind io, before sending anything", function()
+      local ro = dir .. "/ro"
+      if not mounted(ro, "ro,size=64k") then
+        pending("cannot mount a read-only tmpfs here (needs root): not tested")
+        return
+      end
+      finally(function() os.execute("umount " .. q(ro)) end)
+      local c = client()
+      local job = done_job(c, "read-only @emu:bytes=1000")
+      local before = emu:stats().files.requests
+      local got, err = job:download(ro .. "/x.mp4")
+      assert.is_nil(got)
+      assert.equals("io", err.kind)
+      assert.equals(ro, err.path)
+      assert.matches("Read-only file system", err.message, 1, true)
+      assert.equals(before, emu:stats().files.requests)
+      c:close()
+    end)
+
+    it("reports a full disk as kind io, keeping the verified bytes for a later run to go on", function()
+      local full = dir .. "/full"
+      if not mounted(full, "size=64k") then
+        pending("cannot mount a tmpfs here (needs root): not tested")
+        return
+      end
+      finally(function() os.execute("umount " .. q(full)) end)
+      local c = client()
+      local job = done_job(c, "full disk @emu:bytes=300000")
+      local path = full .. "/clip.bin"
+      local got, err = job:download(path)
+      assert.is_nil(got)
+      assert.equals("io", err.kind)
+      assert.equals(path .. ".part", err.path)
+      assert.matches("No space left on device", err.message, 1, true)
+      assert.is_false(err.retryable)
+      local part = assert(helpers.read_file(path .. ".part"))
+      assert.is_true(#part > 0)
+      assert.equals(pattern(#part), part) -- a verified prefix, nothing else
+      assert.truthy(size_of(path .. ".part.meta"))
+      assert(os.execute("mount -o remount,size=1m tmpfs " .. q(full)))
+      local sent = emu:stats().files.bytes_sent
+      assert(job:download(path))
+      assert.equals(pattern(300000), helpers.read_file(path))
+      assert.equals(300000 - #part, emu:stats().files.bytes_sent - sent)
+      c:close()
+    end)
+
+    it("reports a file size limit (EFBIG) as kind io, keeping the bytes written", function()
+      local c = client()
+      local job = done_job(c, "too big for ulimit @emu:bytes=300000")
+      local path = fresh_path("efbig.bin")
+      local script = dir .. "/efbig.lua"
+      helpers.write_file(script, string.format([[
+        package.path = %q .. "/lua/?.lua;" .. package.path
+        package.cpath = %q .. "/build/?.so;" .. package.cpath
+        local kling = require "kling"
+        local c = kling.new { base_url = %q, token = %q }
+        local got, err = c:download_url(%q, %q)
+        io.write(tostring(got), "|", err and err.kind or "", "|", err and tostring(err.path) or "", "|",
+          err and err.message or "", "\n")
+      ]], helpers.root, helpers.root, emu.api, TOKEN, job.output.video, path))
+      -- dash counts ulimit -f in 512-byte blocks: 102400 bytes
+      local p = io.popen("sh -c " .. q("ulimit -f 200; trap '' XFSZ; exec lua5.4 " .. q(script)) .. " 2>&1")
+      local out = p:read("a")
+      p:close()
+      local got, kind, epath, msg = out:match("^([^|]*)|([^|]*)|([^|]*)|([^\n]*)")
+      assert.equals("nil", got, out)
+      assert.equals("io", kind, out)
+      assert.equals(path .. ".part", epath)
+      assert.matches("File too large", msg, 1, true)
+      local part = assert(helpers.read_file(path .. ".part"))
+      assert.equals(102400, #part)
+      assert.equals(pattern(#part), part)
+      assert(job:download(path))
+      assert.equals(pattern(300000), helpers.read_file(path))
+      c:close()
+    end)
+  end)
+end)
+
+describe("the emulator's file host", function()
+  local emu
+
+  setup(function()
+    emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0", "--run", "0" }
+  end)
+  teardown(function() if emu then emu:stop() end end)
+  after_each(function() emu:set_faults {} end)
+
+  local function submit(prompt)
+    local res = emu:call("POST", "/models/kling/kling-3.0/pro/text-to-video", { body = cjson.encode { prompt = prompt } })
+    assert.equals(200, res.status, res.body)
+    local id = helpers.json(res.body).request_id
+    local r
+    repeat
+      r = emu:call("GET", "/requests/" .. id .. "/result")
+    until helpers.json(r.body).status == "completed"
+    return id, helpers.json(r.body).output.video
+  end
+
+  local function get(url, headers, args)
+    return helpers.http("GET", url, { headers = headers, args = args })
+  end
+
+  it("sends a strong ETag and Last-Modified, and honours a Range only while If-Range holds", function()
+    local id, url = submit("validators @emu:bytes=1000")
+    local res = get(url)
+    assert.equals(200, res.status)
+    local etag, lastmod = res.headers.etag, res.headers["last-modified"]
+    assert.matches('^"[%w]+%-0%-1000"$', etag)
+    assert.matches("^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$", lastmod)
+    local record = emu:job_record(id)
+    assert.equals(etag, record.file_etag)
+    assert.equals(lastmod, record.file_last_modified)
+    for _, case in ipairs {
+      { etag, 206 }, { lastmod, 206 }, { '"other"', 200 }, { "W/" .. etag, 200 }, { "Mon, 01 Jan 2001 00:00:00 GMT", 200 },
+    } do
+      res = get(url, { "Range: bytes=600-", "If-Range: " .. case[1] })
+      assert.equals(case[2], res.status, case[1])
+      if case[2] == 206 then
+        assert.equals("bytes 600-999/1000", res.headers["content-range"])
+        assert.equals(pattern(400, 600), res.body)
+      else
+        assert.equals(pattern(1000), res.body)
+      end
+    end
+    res = get(url, { "Range: bytes=1000-", "If-Range: " .. etag })
+    assert.equals(416, res.status)
+    assert.equals("bytes */1000", res.headers["content-range"])
+  end)
+
+  it("changes a job's file on POST /__emulator/jobs/ID/change: other bytes, ETag and Last-Modified", function()
+    local id, url = submit("change me @emu:bytes=1000")
+    local before = get(url)
+    local res = helpers.http("POST", emu.root .. "/__emulator/jobs/" .. id .. "/change", { body = '{"bytes":800}' })
+    assert.equals(200, res.status, res.body)
+    local o = helpers.json(res.body)
+    assert.equals(1, o.file_version)
+    assert.equals(800, o.video_bytes)
+    local after = get(url)
+    assert.equals(pattern(800, 7), after.body)
+    assert.are_not.equal(before.headers.etag, after.headers.etag)
+    assert.are_not.equal(before.headers["last-modified"], after.headers["last-modified"])
+    assert.equals(o.etag, after.headers.etag)
+    res = get(url, { "Range: bytes=500-", "If-Range: " .. before.headers.etag })
+    assert.equals(200, res.status) -- the old validator no longer holds
+    res = helpers.http("POST", emu.root .. "/__emulator/jobs/" .. id .. "/change", { body = '{"bytes":-1}' })
+    assert.equals(400, res.status)
+    res = helpers.http("POST", emu.root .. "/__emulator/jobs/no-such-job/change", { body = "{}" })
+    assert.equals(404, res.status)
+  end)
+
+  it("gives the validators @emu:validators asks for, and ignores If-Range with @emu:ifrange=ignore", function()
+    local expect = {
+      both = { true, true }, etag = { true, false }, lastmod = { false, true }, weak = { "weak", false }, none = { false, false },
+    }
+    for which, want in pairs(expect) do
+      local _, url = submit("v @emu:bytes=100 @emu:validators=" .. which)
+      local res = get(url)
+      if want[1] == "weak" then
+        assert.matches('^W/"', res.headers.etag, nil, false)
+      else
+        assert.equals(want[1], res.headers.etag ~= nil, which)
+      end
+      assert.equals(want[2], res.headers["last-modified"] ~= nil, which)
+    end
+    local _, url = submit("liar @emu:bytes=100 @emu:ifrange=ignore")
+    local res = get(url, { "Range: bytes=50-", 'If-Range: "not-this-file"' })
+    assert.equals(206, res.status)
+  end)
+
+  it("shapes only 206 answers with the range faults; trickles; sends empty bodies", function()
+    local _, url = submit("faults @emu:bytes=1000")
+    local cases = {
+      range_start = function(res)
+        assert.equals(206, res.status)
+        assert.equals("bytes 599-999/1000", res.headers["content-range"])
+        assert.equals(pattern(401, 599), res.body)
+      end,
+      range_total = function(res)
+        assert.equals("bytes 600-999/2000", res.headers["content-range"])
+        assert.equals(pattern(400, 600), res.body)
+      end,
+      range_none = function(res)
+        assert.equals(206, res.status)
+        assert.is_nil(res.headers["content-range"])
+      end,
+      range_ignore = function(res)
+        assert.equals(200, res.status)
+        assert.equals(pattern(1000), res.body)
+      end,
+    }
+    for fault, check in pairs(cases) do
+      emu:set_faults { "download:" .. fault .. ":1" }
+      check(get(url, { "Range: bytes=600-" }))
+      local whole = get(url) -- no Range: nothing to shape
+      assert.equals(200, whole.status, fault)
+      assert.equals(pattern(1000), whole.body, fault)
+    end
+    emu:set_faults { "download:empty:1" }
+    local res = get(url)
+    assert.equals(200, res.status)
+    assert.equals("0", res.headers["content-length"])
+    assert.equals("", res.body)
+    emu:set_faults { "download:trickle:1:2" }
+    res = get(url, nil, { "--max-time", "2.5" })
+    assert.is_true(#res.body >= 2 and #res.body <= 6, "got " .. #res.body .. " bytes")
+    assert.equals(pattern(#res.body), res.body)
+  end)
+
+  it("redirects @emu:redirect=N times between 127.0.0.1 and localhost, and signs URLs with @emu:signed", function()
+    local id, url = submit("hops @emu:bytes=100 @emu:redirect=2 @emu:signed")
+    assert.matches("/r/2/" .. id:gsub("%-", "%%-") .. "%.mp4%?X%-Expires=3600&X%-Signature=%x+$", url)
+    local _, url2 = submit("x") -- another job's answer does not sign
+    assert.is_nil(url2:find("?", 1, true))
+    local again = helpers.json(emu:call("GET", "/requests/" .. id .. "/result").body).output.video
+    assert.are_not.equal(url, again)
+    local res = get(url)
+    assert.equals(302, res.status)
+    assert.equals(emu.files .. "/r/1/" .. id .. ".mp4" .. url:match("%?.*$"), res.headers.location)
+    res = get(res.headers.location)
+    assert.equals(302, res.status)
+    assert.matches("^http://localhost:%d+/v/" .. id:gsub("%-", "%%-") .. "%.mp4%?", res.headers.location)
+    res = get(url, nil, { "-L" })
+    assert.equals(200, res.status)
+    assert.equals(pattern(100), res.body)
+    local _, to = submit("away @emu:bytes=100 @emu:redirect_to=http://192.0.2.1/x.mp4 @emu:redirect_code=308")
+    res = get(to)
+    assert.equals(308, res.status)
+    assert.equals("http://192.0.2.1/x.mp4", res.headers.location)
+  end)
+
+  it("records each request of a job's file in its record", function()
+    local id, url = submit("recorded @emu:bytes=100")
+    get(url, { "Range: bytes=10-", "If-Range: \"x\"" })
+    emu:set_faults { "download:range_none:1" }
+    get(url, { "Range: bytes=20-" })
+    local reqs = emu:job_record(id).file_requests
+    assert.equals(2, #reqs)
+    assert.same({ method = "GET", path = "/v/" .. id .. ".mp4", range = "bytes=10-", if_range = '"x"', status = 200,
+      fault = null }, reqs[1])
+    assert.equals(206, reqs[2].status)
+    assert.equals("range_none", reqs[2].fault)
+  end)
+
+  it("parses the new faults, only for downloads, and trickle's ARG as whole bytes a second", function()
+    for _, f in ipairs { "range_start", "range_total", "range_none", "range_ignore", "empty", "trickle" } do
+      assert.truthy(emulator.parse_fault("download:" .. f .. ":1"))
+      local none, err = emulator.parse_fault("status:" .. f .. ":1")
+      assert.is_nil(none)
+      assert.matches("does not apply to status", err, 1, true)
+    end
+    assert.equals("download:trickle:1:300", emulator.parse_fault("download:trickle:1:300").spec)
+    assert.is_nil((emulator.parse_fault("download:trickle:1:0.5")))
+    assert.is_nil((emulator.parse_fault("download:trickle:1:0")))
+    assert.is_nil((emulator.parse_fault("download:empty:1:3")))
+  end)
+end)
