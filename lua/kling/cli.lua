@@ -630,7 +630,7 @@ function Ctx:emit(job, fields)
   if job then self.emitted[job] = true end
   local obj = job and M.job_object(job, fields) or fields
   if obj.error and getmetatable(obj.error) ~= nil then obj.error = error_object(obj.error) end
-  io.stdout:write(json.encode(obj), "\n")
+  io.stdout:write(json.encode_display(obj), "\n")
   io.stdout:flush()
 end
 
@@ -870,9 +870,10 @@ local function read_source(cmd, path, what)
   return text or ""
 end
 
+-- JSON the user gave, read as it is written (integers stay integers, [] stays an array).
 local function decode_object(text)
-  local ok, v = pcall(json.decode, text)
-  if not ok then return nil, "not valid JSON: " .. tostring(v):gsub("^.-: ", "") end
+  local v, err = json.decode_input(text)
+  if v == nil then return nil, "not valid JSON: " .. tostring(err):gsub("^.-: ", "") end
   if type(v) ~= "table" or not trim(text):match("^{") then return nil, "not a JSON object" end
   return v
 end
@@ -968,7 +969,7 @@ local function submit_like(o, pos, cmd, submit_only)
     return 3
   end
   if o.dry_run then
-    io.stdout:write(json.encode(sent), "\n")
+    io.stdout:write(assert(json.encode_wire(sent)), "\n") -- validated: it has a JSON form
     return 0
   end
   ctx:make_client()
@@ -1179,7 +1180,7 @@ exit code 6; a failed or cancelled one exit code 5.
       if ctx.mode == "json" then
         ctx:emit(job)
       else
-        io.stdout:write(tostring(job.video_url or video_of(out) or json.encode(out)), "\n")
+        io.stdout:write(tostring(job.video_url or video_of(out) or json.encode_display(out)), "\n")
       end
       return 0
     end)
@@ -1329,7 +1330,7 @@ Lists the jobs in the journal (default $XDG_STATE_HOME/kling/jobs.jsonl, or
     end
     if ctx.mode == "json" then
       for _, j in ipairs(shown) do
-        io.stdout:write(json.encode {
+        io.stdout:write(json.encode_display {
           id = j.id, model = j.model, status = j.status or "unfinished", live_status = live[j.id],
           submitted_at = j.t, ended_at = j.ended_t, output = j.output, video = video_of(j.output),
           error = j.error and { message = j.error } or nil,
@@ -1480,8 +1481,8 @@ problem with its path (exit 3), e.g.
     local path = pos[1] or "-"
     local text = read_source("validate", path, path == "-" and "stdin" or path)
     local items = {}
-    local whole_ok, whole = pcall(json.decode, text)
-    if whole_ok and type(whole) == "table" and trim(text):match("^{") then
+    local whole = json.decode_input(text)
+    if type(whole) == "table" and trim(text):match("^{") then
       items[1] = { obj = whole }
     else
       for _, l in ipairs(read_lines(text)) do

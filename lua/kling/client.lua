@@ -238,10 +238,10 @@ function Client:_api(method, url, body, opts)
   end
   local encoded
   if body ~= nil then
-    local ok, s = pcall(json.encode, body)
-    if not ok then
-      return nil, errors.new("validation", "input cannot be encoded as JSON: " .. tostring(s):gsub("^.-: ", ""),
-        { errors = { { path = "/", message = tostring(s) } } })
+    local s, why, path = json.encode_wire(body)
+    if not s then -- nothing sent: the body has no exact JSON form
+      return nil, errors.new("validation", "input cannot be sent as JSON: " .. path .. ": " .. why,
+        { errors = { { path = path, message = why } } })
     end
     encoded = s
   end
