@@ -149,6 +149,17 @@ describe("the JSON writer", function()
     assert.is_table(cjson.decode(s))
   end)
 
+  it("writes an integral float below 2^53 as an integer in text and display modes, as lua-cjson read it", function()
+    local answer = cjson.decode('{"queue_position":3,"seed":156680208700286,"t":1700000000,"f":2.5,"z":-0.0}')
+    assert.equals("float", math.type(answer.seed))
+    local want = '{"f":2.5,"queue_position":3,"seed":156680208700286,"t":1700000000,"z":-0.0}'
+    assert.equals(want, json.encode(answer))
+    assert.equals(want, json.encode_display(answer))
+    assert.equals('{"big":1e+20,"two53":9007199254740992.0}', json.encode { big = 1e20, two53 = 2.0 ^ 53 })
+    -- on the wire a float stays a float
+    assert.equals('{"f":2.5,"queue_position":3.0,"seed":156680208700286.0,"t":1700000000.0,"z":-0.0}', text_of(answer))
+  end)
+
   it("writes NaN and infinities as null in display mode; text mode refuses them", function()
     assert.equals('{"a":null,"b":null,"c":null,"d":1.5}',
       json.encode_display { a = 0 / 0, b = math.huge, c = -math.huge, d = 1.5 })
@@ -373,7 +384,7 @@ local function serve(con)
       answer(con, "400 Bad Request", '{"error_code":400001,"error_message":"bad \255\254 input \27]0;title\7 and \27[2J end"}')
     elseif path:match("^/v1/requests/odd%-1/") then
       answer(con, "200 OK", '{"request_id":"odd-1","status":"completed","output":{"video":"http://127.0.0.1:'
-        .. port .. '/v/odd.mp4","note":"caf\195 \255 \27[2J","big":1e400,"list":[1,2]}}')
+        .. port .. '/v/odd.mp4","note":"caf\195 \255 \27[2J","big":1e400,"list":[1,2],"seed":156680208700286}}')
     else
       answer(con, "404 Not Found", '{"error_code":404001,"error_message":"not found"}')
     end
@@ -586,6 +597,9 @@ describe("the command-line tool's JSON in and out", function()
       assert.equals("caf\u{FFFD} \u{FFFD} \27[2J", obj.output.note)
       assert.equals(cjson.null, obj.output.big)
       assert.same({ 1, 2 }, obj.output.list)
+      -- numbers as the server wrote them (lua-cjson read them as floats)
+      assert.matches('"list":[1,2]', res.out, 1, true)
+      assert.matches('"seed":156680208700286', res.out, 1, true)
     end)
   end)
 end)

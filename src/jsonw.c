@@ -8,8 +8,11 @@
  * refused. "text" (journal lines, batch state, the CLI's output) is the same
  * except that a string or field name that is not valid UTF-8 gets U+FFFD for
  * every byte that cannot begin or continue a character, so the result is
- * always valid UTF-8 JSON. "display" is "text" that also writes NaN and the
- * infinities as null, for showing values that came from a server.
+ * always valid UTF-8 JSON, and that an integral float below 2^53 is written
+ * as an integer: the values written there mostly come from lua-cjson, which
+ * reads every JSON number as a float (a server's "queue_position": 3 stays 3).
+ * "display" is "text" that also writes NaN and the infinities as null, for
+ * showing values that came from a server.
  * A refusal is an answer (nil, reason, path), never a Lua error; only running
  * out of memory raises.
  *
@@ -19,8 +22,8 @@
  * - a Lua integer -> its decimal digits, all 64 bits of it.
  * - a float -> the shortest of %.15g, %.16g, %.17g that reads back as the
  *   same double; an integral float keeps a ".0" (or its exponent), so that it
- *   reads back as a float, and -0.0 stays "-0.0". NaN and the infinities
- *   are refused (null in display mode).
+ *   reads back as a float (on the wire; see above for text), and -0.0 stays
+ *   "-0.0". NaN and the infinities are refused (null in display mode).
  * - a string -> quoted, with '"', '\\', U+0000-U+001F and U+007F escaped
  *   (\" \\ \b \f \n \r \t, else \u00XX) and every other byte as it is.
  * - a table marked with the array metatable (core.array_mt: kling.array,
@@ -61,7 +64,8 @@
 
 enum { JW_WIRE, JW_TEXT, JW_DISPLAY };
 
-/* A field name being written: its bytes and the stack slot that anchors it. */
+/* A field name being written: its bytes and the stack slot that anchors it
+ * (its value is in the slot above). */
 typedef struct {
   const char *s;
   size_t len;
@@ -208,13 +212,55 @@ static int put_integer(jw *w, lua_Integer v) {
   return put(w, p, (size_t)(end - p));
 }
 
+/* The common case of put_float, without snprintf and strtod: a float of at
+ * most 15 significant digits written in plain notation (what %.15g writes for
+ * 1e-4 <= |d| < 1e15): the smallest k <= 15 with d * 10^k an integer m such
+ * that m / 10^k gives d back (both operations correctly rounded, so strtod
+ * reads the text "m / 10^k" as d). Writes it into out; returns its length, or
+ * 0 when it does not apply. */
+static size_t short_float(double d, char *out) {
+  static const double P10[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15 };
+  double a = fabs(d);
+  if (!(a >= 1e-4 && a < 1e15)) return 0;
+  for (int k = 0; k <= 15; k++) {
+    double m = a * P10[k];
+    if (m >= 1e15) return 0;
+    m = floor(m + 0.5);
+    if (m / P10[k] != a) continue;
+    unsigned long long u = (unsigned long long)m;
+    char digits[24];
+    int nd = 0;
+    do {
+      digits[nd++] = (char)('0' + u % 10);
+      u /= 10;
+    } while (u);
+    while (nd <= k) digits[nd++] = '0'; /* 0.005: at least one digit before the point */
+    size_t n = 0;
+    if (d < 0) out[n++] = '-';
+    for (int i = nd - 1; i >= 0; i--) {
+      out[n++] = digits[i];
+      if (i == k && k > 0) out[n++] = '.';
+    }
+    if (k == 0) { /* integral: stays a float when read back */
+      out[n++] = '.';
+      out[n++] = '0';
+    }
+    return n;
+  }
+  return 0;
+}
+
 static int put_float(jw *w, double d) {
   if (!isfinite(d)) {
     if (w->mode == JW_DISPLAY) return put(w, "null", 4);
     return refuse(w, "%s has no JSON form (numbers must be finite)",
                   isnan(d) ? "NaN" : d < 0 ? "-infinity" : "infinity");
   }
+  if (w->mode != JW_WIRE && d == floor(d) && fabs(d) < 9007199254740992.0 && !(d == 0 && signbit(d)))
+    return put_integer(w, (lua_Integer)d); /* text, display: lua-cjson read it from an integer */
   char tmp[48], out[56];
+  size_t fast = short_float(d, out);
+  if (fast) return put(w, out, fast);
   int n = 0;
   for (int prec = 15; prec <= 17; prec++) {
     n = snprintf(tmp, sizeof tmp, "%.*g", prec, d);
@@ -247,8 +293,23 @@ static const char HEX[] = "0123456789abcdef";
 /* A JSON string. key: it is a field name (only for the reason of a refusal). */
 static int put_string(jw *w, const char *str, size_t n, int key) {
   const unsigned char *s = (const unsigned char *)str;
-  if (put(w, "\"", 1)) return -1;
   size_t i = 0;
+  if (n < 256) { /* the common case: printable ASCII only, copied in one go */
+    char *o = reserve(w, n + 2);
+    if (o == NULL) return -1;
+    o[0] = '"';
+    while (i < n && s[i] >= 0x20 && s[i] < 0x7F && s[i] != '"' && s[i] != '\\') {
+      o[i + 1] = (char)s[i];
+      i++;
+    }
+    if (i == n) {
+      o[n + 1] = '"';
+      w->b->out.len += n + 2;
+      return 0;
+    }
+    i = 0; /* something to escape or check: the general way */
+  }
+  if (put(w, "\"", 1)) return -1;
   while (i < n) {
     size_t j = i; /* a run of bytes that go out as they are */
     while (j < n) {
@@ -368,8 +429,7 @@ static int put_array(jw *w, int t, lua_Integer n) {
   return put(w, "]", 1);
 }
 
-static int put_object(jw *w, int t, size_t kbase, size_t n) {
-  lua_State *L = w->L;
+static int put_object(jw *w, size_t kbase, size_t n) {
   sort_keys(w->b->keys + kbase, n);
   if (put(w, "{", 1)) return -1;
   for (size_t j = 0; j < n; j++) {
@@ -379,10 +439,7 @@ static int put_object(jw *w, int t, size_t kbase, size_t n) {
       if (!w->oom) prepend_key(w, k.s, k.len);
       return -1;
     }
-    lua_pushvalue(L, k.idx);
-    lua_rawget(L, t);
-    int r = put_value(w, lua_gettop(L));
-    lua_pop(L, 1);
+    int r = put_value(w, k.idx + 1);
     if (r) {
       prepend_key(w, k.s, k.len);
       return -1;
@@ -408,18 +465,20 @@ static int put_table(jw *w, int t) {
   int low = 0; /* an integer key below 1 */
   lua_pushnil(L);
   while (lua_next(L, t) != 0) {
-    lua_pop(L, 1);
-    int kt = lua_type(L, -1);
+    int kt = lua_type(L, -2);
     if (kt == LUA_TSTRING) {
-      /* a copy of the key stays on the stack (it anchors the bytes and finds
-       * the value later); the iteration goes on from the one on top */
+      /* the key and its value stay on the stack (the key anchors the bytes);
+       * the iteration goes on from a copy of the key on top */
       if (!lua_checkstack(L, 4)) return refuse(w, "a table with too many fields for the Lua stack has no JSON form");
-      lua_pushvalue(L, -1);
+      lua_pushvalue(L, -2);
       size_t len;
-      const char *s = lua_tolstring(L, -2, &len);
-      if (add_key(w, s, len, lua_gettop(L) - 1)) return -1;
+      const char *s = lua_tolstring(L, -3, &len);
+      if (add_key(w, s, len, lua_gettop(L) - 2)) return -1;
       nstr++;
-    } else if (kt == LUA_TNUMBER && lua_isinteger(L, -1)) {
+      continue;
+    }
+    lua_pop(L, 1);
+    if (kt == LUA_TNUMBER && lua_isinteger(L, -1)) {
       lua_Integer k = lua_tointeger(L, -1);
       if (k < 1) low = 1;
       else {
@@ -448,7 +507,7 @@ static int put_table(jw *w, int t) {
   } else if (nstr > 0 && (nint > 0 || low)) {
     r = refuse(w, "a table with both field names and integer keys has no JSON form (it is an object or a list)");
   } else if (nstr > 0) {
-    r = put_object(w, t, kbase, nstr);
+    r = put_object(w, kbase, nstr);
   } else if (low || maxint != nint) {
     r = refuse(w, "a table whose integer keys are not 1..n (a list with holes) has no JSON form");
   } else if (nint > 0 || marked) {

@@ -1514,7 +1514,8 @@ problem with its path (exit 3), e.g.
           for _, line in ipairs(validation_lines(sent, prefix)) do io.stderr:write(line, "\n") end
         end
       end
-      if o.json then io.stdout:write(json.encode(result), "\n") end
+      -- valid: the input exactly as it would be sent (the wire's rules)
+      if o.json then io.stdout:write(result.valid and json.encode_wire(result) or json.encode(result), "\n") end
     end
     if not o.json then
       if bad == 0 then

@@ -46,8 +46,10 @@ M.encode_wire = wire
 
 --- Writes v as JSON text for files and output (journal lines, batch state,
 -- the CLI): bytes that are not UTF-8 become U+FFFD, so the text is always
--- valid UTF-8 JSON. Returns the text; raises "kling.json: PATH: reason" for
--- a value that has no JSON form (NaN, a function, a sparse table...).
+-- valid UTF-8 JSON, and an integral float below 2^53 is written as an integer
+-- (lua-cjson reads every number as a float: what it read as 3.0 was 3).
+-- Returns the text; raises "kling.json: PATH: reason" for a value that has
+-- no JSON form (NaN, a function, a sparse table...).
 function M.encode(v)
   local s, why, path = text(v)
   if not s then error("kling.json: " .. path .. ": " .. why, 2) end
