@@ -205,7 +205,7 @@ local function build(bytes)
     stack[#stack] = nil
     return v
   end
-  while pos <= #bytes and made < 4000 do
+  while pos <= #bytes and made < 400 do
     made = made + 1
     local op = byte() % 12
     if op == 0 then stack[#stack + 1] = string.unpack("<i8", take(8))
@@ -234,8 +234,9 @@ local function build(bytes)
         elseif what == 4 then rawset(t, "name", t)
         else rawset(t, #t + 1, "more") end
       end
-    elseif op == 10 then -- nesting, deep enough to reach the limit now and then
-      local n = byte() * (byte() % 2 == 0 and 1 or 17) + 1
+    elseif op == 10 then -- nesting: a few levels, or (rarely) right at the writer's limit
+      local b = byte()
+      local n = b == 255 and MAX_DEPTH - 2 + byte() % 4 or b % 8 + 1
       local v = pop()
       for _ = 1, n do v = { v } end
       stack[#stack + 1] = v
