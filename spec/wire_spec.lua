@@ -379,8 +379,10 @@ local function serve(con)
       if h == "" then break end
       len = tonumber(h:lower():match("^content%-length:%s*(%d+)")) or len
     end
-    if len > 0 then con:read(len) end
-    if method == "POST" and path:match("^/v1/models/") then
+    local body = len > 0 and con:read(len) or ""
+    if method == "POST" and path:match("^/v1/models/") and body:find("@unknown", 1, true) then
+      answer(con, "500 Internal Server Error", '{"error_code":500001,"error_message":"boom \255 \27[2J"}')
+    elseif method == "POST" and path:match("^/v1/models/") then
       answer(con, "400 Bad Request", '{"error_code":400001,"error_message":"bad \255\254 input \27]0;title\7 and \27[2J end"}')
     elseif path:match("^/v1/requests/odd%-1/") then
       answer(con, "200 OK", '{"request_id":"odd-1","status":"completed","output":{"video":"http://127.0.0.1:'
@@ -588,6 +590,16 @@ describe("the command-line tool's JSON in and out", function()
       local obj = json_lines(res.out)[1]
       assert.equals("bad_request", obj.error.kind)
       assert.matches("bad \u{FFFD}\u{FFFD} input \27]0;title\7 and \27[2J end", obj.error.message, 1, true)
+    end)
+
+    it("writes journal lines as valid UTF-8 JSON when the server's message holds invalid bytes", function()
+      local journal = dir .. "/odd-journal.jsonl"
+      local res = run({ "submit", "@unknown outcome", "--journal", journal, "--json" }, { base = base })
+      assert.is_not.equals(0, res.code)
+      json_lines(res.out)
+      local text = assert(helpers.read_file(journal))
+      assert.truthy(text:find("boom \u{FFFD}", 1, true), text)
+      json_lines(text)
     end)
 
     it("kling result --json prints valid UTF-8 JSON for an output with invalid bytes and an infinity", function()
