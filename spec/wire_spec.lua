@@ -321,6 +321,23 @@ describe("the bytes that reach the service", function()
     assert.equals('{"extra":{"l":[],"seed":156680208700286},"n":5,"prompt":"open"}', body_of(job))
   end)
 
+  it("refuses a list (an array from JSON, or kling.array) where the schema wants an object", function()
+    kling.register_model("acme/with-options", [[{ "type": "object", "required": ["prompt"],
+      "properties": { "prompt": { "type": "string" },
+        "options": { "type": "object", "properties": { "steps": { "type": "integer" } } } } }]])
+    local before = { submits() }
+    for _, make in ipairs { function() return { prompt = "p", options = kling.array {} } end,
+      function() return json.decode_input('{"prompt":"p","options":[]}') end } do
+      local job, err = client:submit("acme/with-options", make())
+      assert.is_nil(job)
+      assert.equals("/options", err.errors[1].path)
+      assert.matches("got a list", err.errors[1].message, 1, true)
+    end
+    assert.same(before, { submits() })
+    local job = assert(client:submit("acme/with-options", json.decode_input('{"prompt":"p","options":{}}')))
+    assert.equals('{"options":{},"prompt":"p"}', body_of(job))
+  end)
+
   it("refuses NaN, a function, a sparse list or invalid UTF-8 before sending anything", function()
     local sparse = { "a" }
     sparse[3] = "c"
