@@ -22,12 +22,12 @@ PKG_CFLAGS    = $(shell $(PKG_CONFIG) --cflags lua5.4 libcurl 2>/dev/null)
 PKG_LIBS      = $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null)
 SAN           = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-SRC  = src/buf.c src/http.c src/engine.c src/poller.c src/schema.c src/journal.c src/core.c
-HDR  = src/buf.h src/http.h src/engine.h src/poller.h src/schema.h src/journal.h src/core.h
+SRC  = src/buf.c src/http.c src/engine.c src/poller.c src/schema.c src/jsonw.c src/journal.c src/core.c
+HDR  = src/buf.h src/http.h src/engine.h src/poller.h src/schema.h src/jsonw.h src/journal.h src/core.h
 LUA_MODULES = $(wildcard lua/kling/*.lua)
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libcurl4-openssl-dev pkg-config gcc make curl \
-               lua-cjson lua-busted lua-cqueues lua-luv luarocks ca-certificates \
+               lua-cjson lua-dkjson lua-busted lua-cqueues lua-luv luarocks ca-certificates \
                nginx-light openssl lua-socket tmux
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -97,7 +97,7 @@ clean:
 # ---------------------------------------------------------------------------
 # Fuzzing and valgrind (fuzz/).
 #
-#   make fuzz-build   build-fuzz/schema_fuzz and build-fuzz/answer_fuzz: libFuzzer
+#   make fuzz-build   build-fuzz/schema_fuzz, answer_fuzz and jsonw_fuzz: libFuzzer
 #                     targets (clang, ASan + UBSan) linking src/*.c with -DKLING_FUZZ
 #   make fuzz         run each for FUZZ_SECONDS (default 60) on a copy of its seed
 #                     corpus (fuzz/corpus/<name>) in build-fuzz/corpus/; fails on any
@@ -113,16 +113,18 @@ FUZZ_SECONDS ?= 60
 FUZZ_RSS_MB  ?= 2048
 FUZZ_TIMEOUT ?= 10
 FUZZ_DIR      = build-fuzz
-FUZZ_TARGETS  = schema answer
+FUZZ_TARGETS  = schema answer jsonw
 FUZZ_CMOD    ?= $(shell $(PKG_CONFIG) --variable=INSTALL_CMOD lua5.4 2>/dev/null)
+FUZZ_LMOD    ?= $(shell $(PKG_CONFIG) --variable=INSTALL_LMOD lua5.4 2>/dev/null)
 FUZZ_CFLAGS   = -std=c99 -Wall -Wextra -pedantic -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -DKLING_FUZZ \
-                -DKLING_FUZZ_ROOT='"$(CURDIR)"' -DKLING_FUZZ_CPATH='"$(FUZZ_CMOD)/?.so"'
+                -DKLING_FUZZ_ROOT='"$(CURDIR)"' -DKLING_FUZZ_CPATH='"$(FUZZ_CMOD)/?.so"' \
+                -DKLING_FUZZ_LPATH='"$(FUZZ_LMOD)/?.lua"'
 FUZZ_LIBS     = $(shell $(PKG_CONFIG) --libs lua5.4 libcurl 2>/dev/null) -lm
 FUZZ_DEB_PACKAGES = clang libclang-rt-14-dev valgrind
 
 VALGRIND       ?= valgrind
-VALGRIND_SPECS  = spec/core_spec.lua spec/validation_spec.lua spec/engine_spec.lua spec/journal_spec.lua
+VALGRIND_SPECS  = spec/core_spec.lua spec/validation_spec.lua spec/engine_spec.lua spec/journal_spec.lua spec/wire_spec.lua
 # A CPU-time budget, not a memory property: valgrind's slowdown alone breaks it.
 VALGRIND_SKIP   = waits in the kernel: little CPU
 VALGRIND_FLAGS  = --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 \

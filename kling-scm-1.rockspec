@@ -21,6 +21,7 @@ streaming downloads, and a local emulator of the API for offline work.
 dependencies = {
   "lua >= 5.4, < 5.5",
   "lua-cjson >= 2.1",
+  "dkjson >= 2.5", -- JSON input files and batch lines: integers and empty arrays kept
   "cqueues", -- the emulator, and Ctrl-C in the command-line tool
 }
 
@@ -37,7 +38,7 @@ build = {
   type = "builtin",
   modules = {
     ["kling.core"] = {
-      sources = { "src/buf.c", "src/http.c", "src/engine.c", "src/poller.c", "src/schema.c", "src/journal.c", "src/core.c" },
+      sources = { "src/buf.c", "src/http.c", "src/engine.c", "src/poller.c", "src/schema.c", "src/jsonw.c", "src/journal.c", "src/core.c" },
       libraries = { "curl" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },

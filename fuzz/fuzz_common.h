@@ -1,13 +1,15 @@
 /*
  * fuzz_common.h - what the libFuzzer targets of kling share: one Lua state
  * per process with the standard libraries, Debian's lua-cjson reachable
- * through package.cpath, the repository's Lua layer (lua/) and fuzz/
- * through package.path, and the C core linked into the target itself,
+ * through package.cpath, the repository's Lua layer (lua/), fuzz/ and
+ * Debian's pure-Lua modules (dkjson) through package.path, and the C core
+ * linked into the target itself,
  * registered as package.loaded["kling.core"] (so no core.so is ever loaded).
  *
  * Paths come from the build (make fuzz-build):
  *   KLING_FUZZ_ROOT   the repository root (absolute)
  *   KLING_FUZZ_CPATH  where lua-cjson lives, as a package.cpath template
+ *   KLING_FUZZ_LPATH  where dkjson lives, as a package.path template
  * and can be overridden at run time with the environment variables of the
  * same names.
  */
@@ -26,6 +28,9 @@
 #endif
 #ifndef KLING_FUZZ_CPATH
 #define KLING_FUZZ_CPATH "/usr/lib/x86_64-linux-gnu/lua/5.4/?.so"
+#endif
+#ifndef KLING_FUZZ_LPATH
+#define KLING_FUZZ_LPATH "/usr/share/lua/5.4/?.lua"
 #endif
 
 int luaopen_kling_core(lua_State *L);
@@ -55,8 +60,9 @@ static lua_State *fuzz_new_state(void) {
   luaL_openlibs(L);
   const char *root = fuzz_setting("KLING_FUZZ_ROOT", KLING_FUZZ_ROOT);
   const char *cpath = fuzz_setting("KLING_FUZZ_CPATH", KLING_FUZZ_CPATH);
+  const char *lpath = fuzz_setting("KLING_FUZZ_LPATH", KLING_FUZZ_LPATH);
   lua_getglobal(L, "package");
-  lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/fuzz/?.lua", root, root, root);
+  lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/fuzz/?.lua;%s", root, root, root, lpath);
   lua_setfield(L, -2, "path");
   lua_pushstring(L, cpath);
   lua_setfield(L, -2, "cpath");

@@ -5,7 +5,9 @@
 -- (Lua integers, NaN and infinities in odd places, non-string keys, holes,
 -- functions, userdata, metatables, cycles...), are validated against the
 -- shipped Kling 3.0 Pro schema through kling.models.validate, the path every
--- submit takes. Each answer is compared with a model of the rules written
+-- submit takes; what it accepts is written with the wire writer
+-- (kling.json.encode_wire) and read back (kling.json.decode_input): it must
+-- come back equal, integers as integers, floats as floats. Each answer is compared with a model of the rules written
 -- here from README.md ("Validation"): accepted exactly when the model
 -- accepts, sent in the documented form (integral floats as integers, the
 -- total filled in from the segments, an empty list marked as an array, the
@@ -15,6 +17,7 @@
 local cjson = require("cjson").new()
 local core = require "kling.core"
 local models = require "kling.models"
+local json = require "kling.json"
 
 local ARRAY_MT = core.array_mt
 local mtype, floor, huge = math.type, math.floor, math.huge
@@ -130,7 +133,7 @@ local function sequence_len(t)
 end
 
 local function item_ok(it)
-  if type(it) ~= "table" then return false end
+  if type(it) ~= "table" or getmetatable(it) == ARRAY_MT then return false end
   for k in next, it do
     if k ~= "prompt" and k ~= "duration" then return false end
   end
@@ -140,6 +143,7 @@ end
 -- Does the model accept v? Returns true, or false and the rule it breaks.
 local function accepts(v)
   if type(v) ~= "table" then return false, "input is not a table" end
+  if getmetatable(v) == ARRAY_MT then return false, "input is marked as a list" end
   for k in next, v do
     if type(k) ~= "string" or not FIELDS[k] then return false, "unknown key " .. show(k) end
   end
@@ -244,6 +248,13 @@ local function check(v, label)
   local ok2, res2 = models.validate(res) -- what goes out validates again, unchanged
   if not ok2 then oracle("%s: the normalised input is refused: %s", label, show(res2 and res2.errors)) end
   if not same(res, res2) then oracle("%s: normalising twice changed %s into %s", label, show(res), show(res2)) end
+  -- what goes out has a JSON form, and reads back as exactly what was sent
+  local text, why, path = json.encode_wire(res)
+  if not text then oracle("%s: an accepted input cannot be written: %s: %s: %s", label, path, why, show(res)) end
+  local back = json.decode_input(text)
+  if not same(res, back) or (mp ~= nil and not json.is_array(rawget(back, "multi_prompt"))) then
+    oracle("%s: %s reads back as %s", label, text, show(back))
+  end
 end
 
 ------------------------------------------------------------------ variants

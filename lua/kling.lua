@@ -56,6 +56,9 @@ end
 -- (for inputs of models without a schema; validated inputs are marked for you).
 M.array = json.array
 
+--- The value that stands for JSON null in an input (cjson.null; dkjson.null is also read as null).
+M.null = json.null
+
 --- True when v is an error object of kling.
 M.is_error = errors.is
 

@@ -1,8 +1,9 @@
--- The schema fuzzer's corpus, replayed by the suite on the plain build: every
+-- The fuzzers' corpora, replayed by the suite on the plain build. The schema fuzzer's: every
 -- seed in fuzz/corpus/schema goes through fuzz/schema_harness.lua (the same
 -- variants and the same model of the rules as build-fuzz/schema_fuzz), so an
 -- input the fuzzer once broke validation with fails `make test` and
--- `make check` too, without clang.
+-- `make check` too, without clang. The JSON writer's: every seed in
+-- fuzz/corpus/jsonw goes through fuzz/jsonw_harness.lua (as build-fuzz/jsonw_fuzz).
 local helpers = require "helpers"
 local kling = require "kling"
 
@@ -49,4 +50,24 @@ describe("the schema fuzz corpus", function()
     assert.is_nil(ok)
     assert.equals("/multi_prompt/1", err.errors[1].path)
   end)
+end)
+
+describe("the JSON writer's fuzz corpus", function()
+  local run = dofile(helpers.root .. "/fuzz/jsonw_harness.lua")
+  local dir = helpers.root .. "/fuzz/corpus/jsonw"
+  local p = assert(io.popen("ls " .. helpers.quote(dir)))
+  local names = {}
+  for name in p:lines() do names[#names + 1] = name end
+  p:close()
+
+  it("is there", function()
+    assert.is_true(#names >= 10)
+  end)
+
+  for _, name in ipairs(names) do
+    it("replays " .. name, function()
+      local data = assert(helpers.read_file(dir .. "/" .. name))
+      run(data, seed_of(data))
+    end)
+  end
 end)

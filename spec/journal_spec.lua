@@ -590,8 +590,11 @@ describe("the journal", function()
       assert.equals(100, depth)
       local ended = of_kind(events(path), "ended")[1]
       assert.equals("completed", ended.status)
-      assert.matches(string.rep("[", 100) .. "1" .. string.rep("]", 100), ended.output_text, 1, true)
-      assert.is_string(ended.output_note)
+      -- the journal's writer holds 100 levels: the output is kept as it came
+      depth, v = 0, ended.output.extra
+      while type(v) == "table" do depth, v = depth + 1, v[1] end
+      assert.equals(100, depth)
+      assert.is_nil(ended.output_note)
       c:close()
     end)
 

@@ -12,6 +12,7 @@
  *   eng:scrub(s)       -> s with the token masked
  *   x:done(), x:result() -> table, x:progress() -> bytes, total, x:abort()
  *   core.now() -> monotonic seconds
+ *   core.json_encoder(mode [, null2]) -> encode: the JSON writer (jsonw.c)
  *
  * Bad arguments raise; transport failures come back as data in x:result().
  * No Lua code ever runs inside a libcurl callback.
@@ -28,6 +29,7 @@
 #include "core.h"
 #include "http.h"
 #include "journal.h"
+#include "jsonw.h"
 #include "schema.h"
 
 #define XFER_MT "kling.core.transfer"
@@ -514,6 +516,7 @@ int luaopen_kling_core(lua_State *L) {
   kcore_class(L, XFER_MT, xfer_meta, xfer_methods);
   luaL_newlib(L, functions);
   kschema_open(L);
+  kjsonw_open(L);
   kjournal_open(L);
   curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
   lua_pushstring(L, v->version);

@@ -939,6 +939,15 @@ static int validate_object(vctx *c, const knode *n, int vi) {
     fail_value(c, vi, type_rule(KT_OBJECT));
     return V_BAD;
   }
+  if (lua_getmetatable(L, vi)) { /* [] from JSON, or kling.array {}: a list, not an object */
+    luaL_getmetatable(L, KLING_ARRAY_MT);
+    int list = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (list) {
+      fail_msg(c, "%s, got a list (a table marked as an array)", type_rule(KT_OBJECT));
+      return V_BAD;
+    }
+  }
   if (n->nprops > MAX_PROPS) {
     fail_msg(c, "has a schema with too many fields");
     return V_BAD;
@@ -990,6 +999,19 @@ static int validate_object(vctx *c, const knode *n, int vi) {
     } else if (r == V_CHANGED) {
       changed = 1;
       if (c->build) lua_setfield(L, out, p->name);
+    }
+  }
+  if (ok && c->build && n->allow_unknown) { /* the copy keeps the fields the schema lets through */
+    lua_pushnil(L);
+    while (lua_next(L, vi) != 0) {
+      if (lua_type(L, -2) == LUA_TSTRING && strlen(lua_tostring(L, -2)) == lua_rawlen(L, -2) &&
+          find_prop(n, lua_tostring(L, -2), NULL)) {
+        lua_pop(L, 1);
+        continue;
+      }
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, out);
     }
   }
   if (!ok) {
@@ -1230,6 +1252,7 @@ static void describe_node(lua_State *L, const knode *n) {
   }
   if (n->sum_array) { lua_pushfstring(L, "%s.%s", n->sum_array, n->sum_field); lua_setfield(L, -2, "sum_of"); }
   if (n->type == KT_OBJECT) { describe_props(L, n); lua_setfield(L, -2, "fields"); }
+  if (n->type == KT_OBJECT && n->allow_unknown) { lua_pushboolean(L, 1); lua_setfield(L, -2, "allow_unknown"); }
   if (n->items) { describe_node(L, n->items); lua_setfield(L, -2, "items"); }
 }
 
@@ -1245,8 +1268,6 @@ void kschema_open(lua_State *L) {
   static const luaL_Reg meta[] = { { "__gc", l_schema_gc }, { NULL, NULL } };
   kcore_class(L, SCHEMA_MT, meta, methods);
   luaL_newmetatable(L, KLING_ARRAY_MT);
-  lua_pushliteral(L, "array");
-  lua_setfield(L, -2, "__jsontype");
   lua_setfield(L, -2, "array_mt"); /* core.array_mt */
   lua_pushcfunction(L, l_compile);
   lua_setfield(L, -2, "compile_schema");

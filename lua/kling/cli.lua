@@ -667,8 +667,16 @@ function Ctx:emit(job, fields)
   if job then self.emitted[job] = true end
   local obj = job and M.job_object(job, fields) or fields
   if obj.error and getmetatable(obj.error) ~= nil then obj.error = error_object(obj.error) end
-  -- an output JSON cannot hold (1e400, deep nesting) goes out as text, as the journal keeps it
-  io.stdout:write(journal.encode_event(obj), "\n")
+  -- server text shown as JSON: always valid UTF-8. Numbers JSON cannot write (beyond a
+  -- double's range, NaN) are shown as null, and the object says so; a value even the
+  -- display writer refuses goes out as the journal keeps it (as text)
+  local ok, text = pcall(json.encode, obj)
+  if not ok then
+    obj.output_note = "numbers JSON cannot write (beyond the range of a double, NaN) are shown as null"
+    ok, text = pcall(json.encode_display, obj)
+    if not ok then text = journal.encode_event(obj) end
+  end
+  io.stdout:write(text, "\n")
   io.stdout:flush()
 end
 
@@ -914,9 +922,10 @@ local function read_source(cmd, path, what)
   return text or ""
 end
 
+-- JSON the user gave, read as it is written (integers stay integers, [] stays an array).
 local function decode_object(text)
-  local ok, v = pcall(json.decode, text)
-  if not ok then return nil, "not valid JSON: " .. tostring(v):gsub("^.-: ", "") end
+  local v, err = json.decode_input(text)
+  if v == nil then return nil, "not valid JSON: " .. tostring(err):gsub("^.-: ", "") end
   if type(v) ~= "table" or not trim(text):match("^{") then return nil, "not a JSON object" end
   return v
 end
@@ -1043,7 +1052,7 @@ local function submit_like(o, pos, cmd, submit_only)
     return 3
   end
   if o.dry_run then
-    io.stdout:write(json.encode(sent), "\n")
+    io.stdout:write(assert(json.encode_wire(sent)), "\n") -- validated: it has a JSON form
     return 0
   end
   ctx:make_client()
@@ -1266,7 +1275,7 @@ exit code 6; a failed or cancelled one exit code 5.
       if ctx.mode == "json" then
         ctx:emit(job)
       else
-        io.stdout:write(tostring(job.video_url or video_of(out) or json.encode(out)), "\n")
+        io.stdout:write(tostring(job.video_url or video_of(out) or json.encode_display(out)), "\n")
       end
       return 0
     end)
@@ -1465,7 +1474,7 @@ A journal that cannot be read gives exit code 8.
     end
     if ctx.mode == "json" then
       for _, j in ipairs(shown) do
-        io.stdout:write(json.encode {
+        io.stdout:write(json.encode_display {
           id = j.id, model = j.model, status = j.status or "unfinished", live_status = live[j.id],
           submitted_at = j.t, ended_at = j.ended_t, output = j.output, output_text = j.output_text,
           video = video_of(j.output), error = j.error and { message = j.error } or nil,
@@ -1618,8 +1627,8 @@ problem with its path (exit 3), e.g.
     local path = pos[1] or "-"
     local text = read_source("validate", path, path == "-" and "stdin" or path)
     local items = {}
-    local whole_ok, whole = pcall(json.decode, text)
-    if whole_ok and type(whole) == "table" and trim(text):match("^{") then
+    local whole = json.decode_input(text)
+    if type(whole) == "table" and trim(text):match("^{") then
       items[1] = { obj = whole }
     else
       for _, l in ipairs(read_lines(text)) do
@@ -1651,7 +1660,8 @@ problem with its path (exit 3), e.g.
           for _, line in ipairs(validation_lines(sent, prefix)) do io.stderr:write(line, "\n") end
         end
       end
-      if o.json then io.stdout:write(json.encode(result), "\n") end
+      -- valid: the input exactly as it would be sent (the wire's rules)
+      if o.json then io.stdout:write(result.valid and json.encode_wire(result) or json.encode(result), "\n") end
     end
     if not o.json then
       if bad == 0 then

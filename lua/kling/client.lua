@@ -234,12 +234,14 @@ function Client:_transfer(spec, on_tick)
   return res
 end
 
--- The JSON text of a request body: text | nil, err (kind validation).
+-- The JSON text of a request body, written exactly (json.encode_wire):
+-- text | nil, err (kind validation, naming the path of the value that has no
+-- exact JSON form; nothing is sent).
 function Client:_encode(body)
-  local ok, s = pcall(json.encode, body)
-  if not ok or type(s) ~= "string" then
-    return nil, errors.new("validation", "input cannot be encoded as JSON: " .. tostring(s):gsub("^.-: ", ""),
-      { errors = { { path = "/", message = tostring(s) } } })
+  local s, why, path = json.encode_wire(body)
+  if not s then
+    return nil, errors.new("validation", "input cannot be sent as JSON: " .. path .. ": " .. why,
+      { errors = { { path = path, message = why } } })
   end
   return s
 end

@@ -91,13 +91,24 @@ local function deep_copy(v)
   return t
 end
 
+-- True when a compiled schema (its description) lets some values through
+-- unchecked: a field of any type, a list without an items schema, an object
+-- that takes unknown fields. Those values may have no JSON form.
+local function lets_through(node)
+  if node.type == "any" or node.allow_unknown or (node.type == "array" and not node.items) then return true end
+  for _, f in ipairs(node.fields or {}) do
+    if lets_through(f) then return true end
+  end
+  return node.items ~= nil and lets_through(node.items)
+end
+
 -- Compiles and stores a schema (decoded table; text when it came as JSON).
 local function install(model_id, schema, text)
   local annotated = deep_copy(schema)
   if text then annotate_order(annotated, text, 1) end
   annotate_implicit(model_id, annotated)
   local compiled = core.compile_schema(annotated)
-  registry[model_id] = { schema = schema, compiled = compiled }
+  registry[model_id] = { schema = schema, compiled = compiled, loose = lets_through(compiled:describe()) }
   return registry[model_id]
 end
 
@@ -162,6 +173,16 @@ function M.describe(model_id)
   return e and e.compiled:describe()
 end
 
+--- Checks that an input has an exact JSON form (the writer's rules, README
+-- "JSON on the wire"): what a schema does not check is checked here.
+-- Returns true, input | nil, err (kind "validation", err.errors[1].path).
+function M.sendable(input, model_id)
+  local text, why, path = json.encode_wire(input)
+  if text then return true, input end
+  return nil, errors.new("validation", path .. ": " .. why,
+    { errors = { { path = path, message = why } }, model = model_id })
+end
+
 --- Validates an input for a model (default kling.DEFAULT_MODEL).
 -- Returns true, input as it would be sent | nil, err (kind "validation",
 -- err.errors = { { path =, message = }, ... } in schema order).
@@ -173,9 +194,10 @@ function M.validate(input, model_id)
       return nil, errors.new("validation", "input must be a table, got " .. type(input),
         { errors = { { path = "/", message = "input must be a table, got " .. type(input) } }, model = model_id })
     end
-    return true, input
+    return M.sendable(input, model_id)
   end
   local ok, result = e.compiled:validate(input)
+  if ok and e.loose then return M.sendable(result, model_id) end
   if ok then return true, result end
   local summary = #result == 1 and result[1].message
     or string.format("%d problems in the input for %s", #result, model_id)
