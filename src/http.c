@@ -29,6 +29,7 @@ static char *kx_strdup(const char *s) {
 }
 
 static void copy_header_value(char *dst, size_t dstlen, const char *v, size_t n) {
+  if (memchr(v, '\0', n) != NULL) n = 0; /* a value with a NUL byte is no value: never read it cut short */
   while (n > 0 && (*v == ' ' || *v == '\t')) { v++; n--; }
   while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
   if (n >= dstlen) n = dstlen - 1;
@@ -211,6 +212,13 @@ static int configure(kxfer *x, kengine *e) {
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
   if (e->user_agent) SETOPT(CURLOPT_USERAGENT, e->user_agent);
   if (x->fresh) SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+  /* Proxies (from the environment, as libcurl reads it): never for loopback nor
+   * for plain http carrying the token; always as a CONNECT tunnel, with no
+   * header of ours (the token) in the CONNECT request. */
+  SETOPT(CURLOPT_NOPROXY, e->no_proxy);
+  SETOPT(CURLOPT_HTTPPROXYTUNNEL, 1L);
+  SETOPT(CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE);
+  if (kengine_direct_only(x->url, x->is_api)) SETOPT(CURLOPT_PROXY, "");
   SETOPT(CURLOPT_OPENSOCKETFUNCTION, kengine_open_socket);
   SETOPT(CURLOPT_OPENSOCKETDATA, (void *)e);
   SETOPT(CURLOPT_CLOSESOCKETFUNCTION, kengine_close_socket);
@@ -323,6 +331,16 @@ void kxfer_finish(kxfer *x, CURLcode code) {
     curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &x->pretransfer);
     curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &x->http_version);
     x->length = kxfer_length(x);
+    long refused = code != CURLE_OK ? kengine_proxy_refusal(x->easy) : 0;
+    if (refused) { /* say it was the proxy, not the service, that refused */
+      char *ip = NULL;
+      long port = 0;
+      curl_easy_getinfo(x->easy, CURLINFO_PRIMARY_IP, &ip);
+      curl_easy_getinfo(x->easy, CURLINFO_PRIMARY_PORT, &port);
+      x->proxy_status = refused;
+      snprintf(x->errbuf, sizeof x->errbuf, "the proxy %s%s%s:%ld refused to open a tunnel (it answered the CONNECT with HTTP %ld)",
+               ip && strchr(ip, ':') ? "[" : "", ip && ip[0] ? ip : "?", ip && strchr(ip, ':') ? "]" : "", port, refused);
+    }
   }
   if (x->file) finish_download(x);
 }
@@ -333,6 +351,7 @@ void kxfer_rewind(kxfer *x) {
   x->status = 0;
   x->code = CURLE_OK;
   x->too_large = x->io_error = x->oom = 0;
+  x->proxy_status = 0;
   x->to_file = x->status_checked = 0;
   x->errbuf[0] = '\0';
   x->retry_after[0] = x->content_type[0] = x->content_length[0] = '\0';
@@ -368,11 +387,13 @@ const char *kxfer_error_kind(const kxfer *x, int *sent) {
   if (x->too_large) return "too_large";
   if (x->io_error) return "io";
   if (x->oom) return "memory";
+  if (x->code == CURLE_OK) return NULL;
+  if (x->proxy_status || x->code == CURLE_PROXY || x->code == CURLE_COULDNT_RESOLVE_PROXY) {
+    *sent = 0; /* the request never went past the proxy */
+    return "proxy";
+  }
   switch (x->code) {
-  case CURLE_OK:
-    return NULL;
   case CURLE_COULDNT_RESOLVE_HOST:
-  case CURLE_COULDNT_RESOLVE_PROXY:
     *sent = 0;
     return "resolve";
   case CURLE_COULDNT_CONNECT:

@@ -214,13 +214,15 @@ local TRANSPORT_KIND = {
   resolve = "network", connect = "network", tls = "network", network = "network",
   redirect = "network", truncated = "network", aborted = "network",
   timeout = "timeout", too_large = "protocol", io = "network", memory = "network",
+  proxy = "network", -- a proxy refused or failed: err.transport == "proxy", the message names it
 }
 
 -- One transfer, awaited; returns the raw result table, or nil, err.
 function Client:_transfer(spec, on_tick)
-  local x, msg = self._engine:request(spec)
+  local x, msg, is_local = self._engine:request(spec)
   if not x then
-    return nil, errors.new("network", self:scrub(msg), { retryable = false })
+    -- a message about the caller's own file is the caller's text: never masked
+    return nil, errors.new("network", is_local and msg or self:scrub(msg), { retryable = false })
   end
   self:_await(x, on_tick)
   local res = x:result()
@@ -261,6 +263,12 @@ function Client:_answer(res, opts)
     local kind = TRANSPORT_KIND[e.kind] or "network"
     local fields = { retryable = not opts.submit or not e.sent, request_id = opts.request_id, transport = e.kind }
     if e.kind == "tls" then e.message = "TLS: " .. e.message end
+    if e.kind == "proxy" then
+      -- the proxy's refusal, read by the one rule: a 503 may pass, a 403 will not
+      local _, again = core.answer_kind(e.proxy_status or 0)
+      fields.retryable = e.proxy_status ~= nil and again == true
+      fields.proxy_status = e.proxy_status
+    end
     if opts.submit and e.sent then
       return nil, errors.new("submit_unknown", self:scrub(e.message)
         .. ": the submit may or may not have reached the service; it was not sent again", fields)
@@ -388,11 +396,12 @@ end
 --- Streams url to path in C (no token is sent). Returns path, bytes | nil, err.
 function Client:download_url(url, path, opts)
   opts = opts or {}
-  local x, msg = self._engine:request {
+  local x, msg, is_local = self._engine:request {
     url = url, download = path, timeout = opts.stall_timeout, max_bytes = opts.max_bytes, retry = "safe",
     resume = opts.resume ~= false,
   }
-  if not x then return nil, errors.new("network", self:scrub(msg)) end
+  -- a message about the caller's own path is the caller's text: never masked
+  if not x then return nil, errors.new("network", is_local and msg or self:scrub(msg)) end
   local on_progress = opts.on_progress
   local last
   self:_await(x, on_progress and function()
@@ -406,7 +415,8 @@ function Client:download_url(url, path, opts)
   x:close()
   if res.error then
     local kind = TRANSPORT_KIND[res.error.kind] or "network"
-    return nil, errors.new(kind, "download failed: " .. self:scrub(res.error.message),
+    local text = res.error.kind == "io" and res.error.message or self:scrub(res.error.message) -- io: our path
+    return nil, errors.new(kind, "download failed: " .. text,
       { retryable = kind ~= "protocol", transport = res.error.kind })
   end
   if res.status < 200 or res.status > 299 then
