@@ -1,14 +1,17 @@
 -- A small HTTP proxy on loopback for the specs (run as a script with lua5.4):
---   lua5.4 spec/fake_proxy.lua PORT_FILE LOG_FILE MODE [TUNNEL_PORT]
+--   lua5.4 spec/fake_proxy.lua PORT_FILE LOG_FILE MODE [ARG]
 -- It writes its port to PORT_FILE, then appends every byte it receives from clients to
 -- LOG_FILE (so a spec can look for the token in it). MODE:
---   refuse  answer every request (a CONNECT or a plain proxied GET) with HTTP 403
---   tunnel  answer CONNECT with 200 and relay the bytes to 127.0.0.1:TUNNEL_PORT
+--   refuse  answer every request (a CONNECT or a plain proxied GET) with HTTP 403, or
+--           with the HTTP status ARG (e.g. 503)
+--   tunnel  answer CONNECT with 200 and relay the bytes to 127.0.0.1:ARG (a port)
 --           (whatever host the CONNECT names); anything else gets 403
 local cqueues = require "cqueues"
 local socket = require "cqueues.socket"
 
-local port_file, log_file, mode, tunnel_port = arg[1], arg[2], arg[3], tonumber(arg[4])
+local port_file, log_file, mode = arg[1], arg[2], arg[3]
+local tunnel_port = mode == "tunnel" and tonumber(arg[4]) or nil
+local refuse_status = mode == "refuse" and tonumber(arg[4]) or 403
 local srv = assert(socket.listen { host = "127.0.0.1", port = 0 })
 assert(srv:listen())
 local _, _, port = srv:localname()
@@ -22,8 +25,8 @@ local cq = cqueues.new()
 
 local function refuse(con)
   local body = "proxy says no\n"
-  con:write(string.format("HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-    .. "Connection: close\r\n\r\n%s", #body, body))
+  con:write(string.format("HTTP/1.1 %d No\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+    .. "Connection: close\r\n\r\n%s", refuse_status, #body, body))
   con:flush()
   con:close()
 end

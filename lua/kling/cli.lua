@@ -279,6 +279,7 @@ local TOKEN_FLAG = "the token is never taken from a flag value (it would show in
 local GROUPS = {
   api = {
     ["token-file"] = "string", ["base-url"] = "string", ["journal"] = "string", ["no-journal"] = "flag",
+    ["ca-file"] = "string",
   },
   out = { ["json"] = "flag", ["quiet"] = "flag", ["q"] = "=quiet" },
   input = {
@@ -611,6 +612,27 @@ local function poll_from_env(cmd)
   return poll
 end
 
+--- The CA bundle to verify the server with, as curl's own tool picks it: --ca-file,
+-- then $CURL_CA_BUNDLE, then $SSL_CERT_FILE (an empty variable counts as unset); nil
+-- for the system's bundle. A file that cannot be read is a usage error naming where it
+-- came from. TLS verification is never switched off.
+function M.ca_file(cmd, o)
+  local path, from = o.ca_file, "--ca-file"
+  for _, var in ipairs { "CURL_CA_BUNDLE", "SSL_CERT_FILE" } do
+    if path then break end
+    local v = os.getenv(var)
+    if v and v ~= "" then path, from = v, var end
+  end
+  if not path then return nil end
+  local f, err = io.open(path, "rb")
+  local first = f and f:read(1)
+  if f then f:close() end
+  if not first then
+    usage(cmd, from .. ": cannot read the CA bundle " .. path .. ": " .. (err or "empty, or not a file"))
+  end
+  return path
+end
+
 local Ctx = {}
 Ctx.__index = Ctx
 
@@ -650,7 +672,7 @@ function Ctx:make_client()
   end
   self.journal_path = jpath
   local opts = {
-    token = token, base_url = o.base_url, journal = jpath or false,
+    token = token, base_url = o.base_url, journal = jpath or false, ca_file = M.ca_file(cmd, o),
     on_warning = function(msg) self.display:warn("kling: warning: " .. msg) end,
   }
   opts.poll = poll_from_env(cmd)
@@ -1142,6 +1164,8 @@ Output:
 Connection:
   --token-file PATH        read the token from PATH (default: $RUNCOMFY_TOKEN, $RUNCOMFY_API_TOKEN)
   --base-url URL           the API (default: $RUNCOMFY_MODEL_API_BASE or RunComfy's)
+  --ca-file PATH           CA bundle to verify the server with (default: $CURL_CA_BUNDLE,
+                           then $SSL_CERT_FILE, then the system's); verification is never off
   --journal PATH           the job journal (default: $XDG_STATE_HOME/kling/jobs.jsonl)
   --no-journal             keep no journal
 
@@ -1166,7 +1190,7 @@ input flags are those of kling generate: --duration N, --aspect-ratio R,
 (repeatable), --input FILE.json|-, --model ID, --dry-run.
 
   --json                   {"id", "model", "status"} on stdout
-  --token-file PATH, --base-url URL, --journal PATH, --no-journal  (see kling generate --help)
+  --token-file PATH, --base-url URL, --ca-file PATH, --journal PATH, --no-journal  (see kling generate --help)
 
 Example:
   id=$(kling submit "a lighthouse in a storm" --duration 10) && kling wait "$id"
@@ -1256,7 +1280,7 @@ downloads the video with -o FILE (one job) or --out-dir DIR.
   -o, --output FILE    download the video to FILE (one id only)
   --out-dir DIR        download into DIR (file name from the URL)
   --force              overwrite an existing output file
-  --json, -q/--quiet, --model ID, --token-file PATH, --base-url URL, --journal PATH, --no-journal
+  --json, -q/--quiet, --model ID, --token-file PATH, --base-url URL, --ca-file PATH, --journal PATH, --no-journal
 
 Ctrl-C (and SIGTERM, SIGHUP) stops waiting; the jobs are not cancelled.
 ]],
@@ -1346,7 +1370,7 @@ overwritten without --force (another name is chosen in a directory).
   --out-dir DIR        the directory (default .)
   --force              overwrite an existing file
   --timeout S          how long to wait for a job that has not ended (default 1800)
-  --json, -q/--quiet, --model ID, --token-file PATH, --base-url URL, --journal PATH, --no-journal
+  --json, -q/--quiet, --model ID, --token-file PATH, --base-url URL, --ca-file PATH, --journal PATH, --no-journal
 ]],
   run = function(o, pos)
     need_ids("download", pos)
@@ -1394,7 +1418,7 @@ Lists the jobs in the journal (default $XDG_STATE_HOME/kling/jobs.jsonl, or
   --forget ID  mark jobs as ended in the journal (an expired id kling resume should skip)
   --compact    drop the jobs that have ended from the journal
   --json       one object per job: {"id", "model", "status", "submitted_at", "video", "error"}
-  --journal PATH, --token-file PATH, --base-url URL
+  --journal PATH, --token-file PATH, --base-url URL, --ca-file PATH
 ]],
   run = function(o, pos)
     if o.no_journal then usage("jobs", "--no-journal: jobs reads the journal") end
@@ -1498,7 +1522,7 @@ Jobs submitted to another API (--base-url) are left alone.
   --no-download      print each video's URL instead
   --force            overwrite existing files
   --timeout S        how long to wait (default 1800)
-  --json, -q/--quiet, --token-file PATH, --base-url URL, --journal PATH
+  --json, -q/--quiet, --token-file PATH, --base-url URL, --ca-file PATH, --journal PATH
 
 Ctrl-C (and SIGTERM, SIGHUP) stops waiting; nothing is cancelled.
 ]],
@@ -1833,7 +1857,7 @@ line is sent twice.
                        outcome (it may have created a billed job)
   --json               one object per line: {"line", "key", "id", "status", "path", "bytes", "error"}
   -q, --quiet          plain log lines instead of the live display
-  --token-file PATH, --base-url URL, --journal PATH, --no-journal
+  --token-file PATH, --base-url URL, --ca-file PATH, --journal PATH, --no-journal
 
 Ctrl-C (and SIGTERM, SIGHUP) stops submitting, cancels the queued jobs of this
 run (they are submitted again next time) and leaves the running ones to the next
