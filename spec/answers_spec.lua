@@ -260,6 +260,23 @@ describe("one rule for error answers", function()
       c:close()
     end)
 
+    it("the command line waits, cancels and downloads through retryable error bodies", function()
+      local dir = helpers.tmpdir()
+      local cli = require("cli_run").new { api = emu.api, token = TOKEN, dir = dir }
+      local res = cli.run { "generate", "cli @emu:error_status=500001*2 @emu:error_result=503001", "-o", dir .. "/c.mp4" }
+      assert.equals(0, res.code, res.err)
+      assert.equals(dir .. "/c.mp4\n", res.out)
+      res = cli.run { "submit", "cli cancel @emu:queue=30 @emu:error_cancel=500001" }
+      local id = res.out:gsub("%s+$", "")
+      res = cli.run { "cancel", id }
+      assert.equals(0, res.code, res.err)
+      assert.is_true(emu:job_record(id).cancelled)
+      res = cli.run { "submit", "cli payment @emu:error_status=402001" }
+      res = cli.run { "wait", (res.out:gsub("%s+$", "")) }
+      assert.equals(4, res.code, res.err)
+      os.execute("rm -rf " .. helpers.quote(dir))
+    end)
+
     it("kling.wait_all ends only the job whose error is not retryable", function()
       local c = client()
       local ok = assert(c:generate { prompt = "fine @emu:error_status=500001" })
