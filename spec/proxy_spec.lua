@@ -156,6 +156,25 @@ describe("proxies and CAs", function()
       assert.equals(0, emu:stats().files.authorization_headers)
     end)
 
+    it("keeps the user's no_proxy (a list, or \"*\") beside loopback", function()
+      local px = proxy("np", "refuse")
+      local code = string.format([[
+        local c = kling.new { base_url = "https://%s/v1", token = %q }
+        local _, err = assert(c:job("abc")):refresh()
+        print(cjson.encode { transport = err.transport })
+      ]], HOST, TOKEN)
+      for _, np in ipairs { "example.com," .. HOST, "*", " * " } do
+        local r = child(code, { https_proxy = px.url, no_proxy = np })
+        assert.equals("resolve", r.transport, np) -- straight to the host, which does not resolve
+      end
+      assert.equals("", px.log())
+      local r = child(code, { https_proxy = px.url, NO_PROXY = "example.com" })
+      assert.equals("proxy", r.transport)
+      -- and loopback still goes straight with a list of the user's
+      local res = cli.run({ "submit", "np loop" }, { env = { http_proxy = px.url, no_proxy = "example.com" } })
+      assert.equals(0, res.code, res.err)
+    end)
+
     it("says the proxy refused, with kind network: not auth, not a submit of unknown outcome", function()
       local px = proxy("no", "refuse")
       local r = child(string.format([[

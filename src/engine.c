@@ -213,10 +213,15 @@ int kengine_init(kengine *e, const kengine_opts *o, char *err, size_t errlen) {
     const char *np = getenv("no_proxy");
     if (np == NULL || np[0] == '\0') np = getenv("NO_PROXY");
     if (np == NULL) np = "";
-    size_t n = strlen(np);
-    e->no_proxy = malloc(n + sizeof loopback + 1);
+    size_t lead = strspn(np, " \t");
+    if (np[lead] == '*' && np[lead + 1 + strspn(np + lead + 1, " \t")] == '\0') {
+      e->no_proxy = dupstr("*"); /* no proxy for any host (libcurl reads "*" only alone) */
+    } else {
+      size_t n = strlen(np);
+      e->no_proxy = malloc(n + sizeof loopback + 1);
+      if (e->no_proxy) snprintf(e->no_proxy, n + sizeof loopback + 1, "%s%s%s", np, n ? "," : "", loopback);
+    }
     if (e->no_proxy == NULL) goto oom;
-    snprintf(e->no_proxy, n + sizeof loopback + 1, "%s%s%s", np, n ? "," : "", loopback);
   }
   if (o->user_agent && !(e->user_agent = dupstr(o->user_agent))) goto oom;
 
