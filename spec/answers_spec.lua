@@ -187,6 +187,27 @@ describe("one rule for error answers", function()
     end)
   end)
 
+  describe("a submit", function()
+    it("reads HTTP 200 with error_code 500001 as a submit of unknown outcome, sent once, as an HTTP 500", function()
+      local dir = helpers.tmpdir()
+      local c = client { journal = dir .. "/j.jsonl" }
+      local before = emu:stats().faults.submit_attempts
+      local job, err = c:generate { prompt = "paid @emu:error200=500001" }
+      assert.is_nil(job)
+      assert.equals("submit_unknown", err.kind)
+      assert.is_false(err.retryable)
+      assert.equals(500001, err.code)
+      assert.equals(1, emu:stats().faults.submit_attempts - before)
+      local _, unknown = c:resume()
+      assert.equals(1, #unknown)
+      -- a definite refusal inside a 200 stays what it is
+      local _, perr = c:generate { prompt = "broke @emu:error200=400002" }
+      assert.equals("payment", perr.kind)
+      c:close()
+      os.execute("rm -rf " .. helpers.quote(dir))
+    end)
+  end)
+
   describe("the other routes a wait uses", function()
     it("cancel: an HTTP 200 error body with error_code 500001 is tried again, then the wait ends cancelled", function()
       local c = client()

@@ -281,8 +281,9 @@ function Client:_answer(res, opts)
     if ok then decoded = v end
   end
   local err = errors.from_answer(res.status, decoded, function(s) return self:scrub(s) end, opts.request_id)
-  if err and opts.submit and (res.status >= 500 or res.status == 408) then
-    -- the server may have created the job before it failed: never resent, kind submit_unknown
+  if err and opts.submit and (err.kind == "server" or err.kind == "timeout") then
+    -- the server may have created the job before it failed (a 5xx or 408, as an HTTP status or
+    -- as an error_code's family in a 200, by the one rule): never resent, kind submit_unknown
     err.kind = "submit_unknown"
     err.retryable = false
     err.message = err.message .. " (HTTP " .. res.status .. "): the job may or may not exist; it was not sent again"
