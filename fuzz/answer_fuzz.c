@@ -64,7 +64,7 @@ static const char *const INITIAL[8] = {
 
 static const char *const KINDS[] = {
   "aborted", "too_large", "io", "memory", "resolve", "connect", "tls",
-  "timeout", "truncated", "redirect", "network", NULL,
+  "timeout", "truncated", "redirect", "network", "proxy", NULL,
 };
 
 static lua_State *L;

@@ -54,8 +54,10 @@ static const char *opt_string(lua_State *L, int t, const char *k) {
   const char *s = NULL;
   lua_getfield(L, t, k);
   if (!lua_isnil(L, -1)) {
+    size_t n;
     if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "option '%s' must be a string", k);
-    s = lua_tostring(L, -1);
+    s = lua_tolstring(L, -1, &n);
+    if (strlen(s) != n) luaL_error(L, "option '%s' must not hold a NUL byte", k);
   }
   lua_pop(L, 1); /* the string stays alive: it is referenced by the table */
   return s;
@@ -83,6 +85,102 @@ static int opt_bool(lua_State *L, int t, const char *k) {
 static long seconds_to_ms(lua_State *L, const char *k, double s) {
   if (!(s >= 0) || s > 1e7) luaL_error(L, "option '%s' must be between 0 and 1e7 seconds", k);
   return (long)(s * 1000.0 + 0.5);
+}
+
+int kcore_error_code(lua_State *L, int idx, long long *code) {
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    if (lua_isinteger(L, idx)) {
+      lua_Integer v = lua_tointeger(L, idx);
+      if (v < 0 || v > (lua_Integer)9007199254740992LL) return 0;
+      *code = (long long)v;
+      return 1;
+    }
+    double d = lua_tonumber(L, idx);
+    if (!(d >= 0) || d > 9007199254740992.0 || floor(d) != d) return 0;
+    *code = (long long)d;
+    return 1;
+  }
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    if (n < 1 || n > 15) return 0;
+    long long v = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (s[i] < '0' || s[i] > '9') return 0;
+      v = v * 10 + (s[i] - '0');
+    }
+    *code = v;
+    return 1;
+  }
+  return 0;
+}
+
+/* Run protected (no error can escape into the engine): the error_code of the
+ * body of the transfer at index 1 (a light userdata), or nothing. */
+static int protected_body_code(lua_State *L) {
+  const kxfer *x = lua_touserdata(L, 1);
+  lengine *le = lua_touserdata(L, 2);
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, le->p.decode_ref);
+  lua_pushlstring(L, x->body.data, x->body.len);
+  lua_call(L, 1, 1);
+  if (!lua_istable(L, -1)) return 0;
+  lua_getfield(L, -1, "error_code");
+  long long code;
+  if (!kcore_error_code(L, -1, &code)) return 0;
+  lua_pushinteger(L, (lua_Integer)code);
+  return 1;
+}
+
+/* The engine's body_code hook: reads an API answer's error_code with the
+ * poller's lua-cjson decoder, during eng:step (when a Lua state drives the
+ * engine; otherwise the status alone decides). The collector is held still
+ * meanwhile, so that no finalizer runs inside the engine. */
+static int body_error_code(void *ud, const kxfer *x, long long *code) {
+  lengine *le = ud;
+  lua_State *L = le->L;
+  if (L == NULL || x->body.len == 0 || le->p.decode_ref == LUA_NOREF || !lua_checkstack(L, 4)) return 0;
+  int gc = lua_gc(L, LUA_GCISRUNNING);
+  if (gc) lua_gc(L, LUA_GCSTOP);
+  int top = lua_gettop(L), has = 0;
+  lua_pushcfunction(L, protected_body_code);
+  lua_pushlightuserdata(L, (void *)x);
+  lua_pushlightuserdata(L, le);
+  if (lua_pcall(L, 2, 1, 0) == LUA_OK && lua_isinteger(L, -1)) {
+    *code = (long long)lua_tointeger(L, -1);
+    has = 1;
+  }
+  lua_settop(L, top);
+  if (gc) lua_gc(L, LUA_GCRESTART);
+  return has;
+}
+
+/* core.error_code(v) -> integer | nil: RunComfy's error_code of a decoded
+ * value, by the one rule (kcore_error_code). */
+static int l_error_code(lua_State *L) {
+  long long code;
+  luaL_checkany(L, 1);
+  if (kcore_error_code(L, 1, &code)) lua_pushinteger(L, (lua_Integer)code);
+  else lua_pushnil(L);
+  return 1;
+}
+
+/* core.answer_kind(status, code) -> kind, retryable | nil: what an answer with
+ * this HTTP status and error_code (an integer, or nil) is, by the one rule
+ * (kanswer_kind in engine.c); nil for a success. */
+static int l_answer_kind(lua_State *L) {
+  lua_Integer status = luaL_checkinteger(L, 1);
+  int has_code = !lua_isnoneornil(L, 2);
+  long long code = has_code ? (long long)luaL_checkinteger(L, 2) : 0;
+  int retryable;
+  const char *kind = kanswer_kind((long)status, has_code, code, &retryable);
+  if (kind == NULL) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pushstring(L, kind);
+  lua_pushboolean(L, retryable);
+  return 2;
 }
 
 /* core.new(opts) */
@@ -131,6 +229,9 @@ static int l_new(lua_State *L) {
   char err[256];
   if (kengine_init(&le->e, &o, err, sizeof err) != 0) return luaL_error(L, "%s", err);
   kpoller_init(L, &le->p, (int)(o.max_connections * 4));
+  le->L = NULL;
+  le->e.body_code = body_error_code;
+  le->e.body_code_ud = le;
   le->open = 1;
   return 1;
 }
@@ -161,8 +262,16 @@ static int l_request(lua_State *L) {
   memset(&s, 0, sizeof s);
   s.method = opt_string(L, 2, "method");
   if (s.method == NULL) s.method = "GET";
-  s.url = opt_string(L, 2, "url");
+  lua_getfield(L, 2, "url");
+  size_t url_len = 0;
+  s.url = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &url_len) : NULL;
+  lua_pop(L, 1);
   if (s.url == NULL) return luaL_argerror(L, 2, "field 'url' is required");
+  if (strlen(s.url) != url_len) { /* never cut a URL short at a NUL byte */
+    lua_pushnil(L);
+    lua_pushliteral(L, "not a valid URL (it holds a NUL byte)");
+    return 2;
+  }
   lua_getfield(L, 2, "body");
   if (!lua_isnil(L, -1)) {
     if (lua_type(L, -1) != LUA_TSTRING) return luaL_argerror(L, 2, "field 'body' must be a string");
@@ -200,14 +309,17 @@ static int l_request(lua_State *L) {
   kx_new_error why;
   kxfer *x = kxfer_new_ex(&le->e, &s, err, sizeof err, &why);
   if (x == NULL || kengine_add(&le->e, x, err, sizeof err) != 0) {
+    /* third value: true when the message is about the caller's own file (a
+     * download's path), not about the URL: the caller's text, never masked */
+    int is_api, local = x == NULL && s.download && kengine_check_url(&le->e, s.url, &is_api, NULL, 0) == 0;
     kxfer_free(x);
     lua_pushnil(L);
     lua_pushstring(L, err);
-    if (x == NULL && why.io) { /* a local file problem: its path, for err.path */
-      lua_pushstring(L, why.path);
-      return 3;
-    }
-    return 2;
+    /* third value: the path of a local file problem (err.path), else nil */
+    if (x == NULL && why.io) lua_pushstring(L, why.path);
+    else lua_pushnil(L);
+    lua_pushboolean(L, local);
+    return 4;
   }
   lx->x = x;
   return 1;
@@ -225,7 +337,9 @@ static int l_step(lua_State *L) {
   happened += kpoller_run(L, &le->p, &le->e, &owned); /* news from before, due polls */
   for (;;) {
     double left = deadline - kengine_now();
+    le->L = L; /* for the engine's body_code hook, during this call only */
     int n = kengine_step(&le->e, left > 0 ? left : 0);
+    le->L = NULL;
     happened += kpoller_run(L, &le->p, &le->e, &owned);
     happened += n - owned;
     if (happened > 0 || kengine_now() >= deadline || !le->open) break;
@@ -302,26 +416,40 @@ static int l_pending(lua_State *L) {
   return 1;
 }
 
-/* eng:scrub(s): every occurrence of the token replaced by "***" */
+/* The first occurrence of needle (nn bytes, nn > 0) in hay (hn bytes), or NULL.
+ * Byte strings: NUL bytes are bytes like any other. */
+static const char *find_bytes(const char *hay, size_t hn, const char *needle, size_t nn) {
+  while (hn >= nn) {
+    const char *c = memchr(hay, needle[0], hn - nn + 1);
+    if (c == NULL) return NULL;
+    if (memcmp(c, needle, nn) == 0) return c;
+    hn -= (size_t)(c - hay) + 1;
+    hay = c + 1;
+  }
+  return NULL;
+}
+
+/* eng:scrub(s): every occurrence of the token in the whole byte string s
+ * (past any NUL byte) replaced by "***". For text that came from a server. */
 static int l_scrub(lua_State *L) {
   lengine *le = luaL_checkudata(L, 1, ENGINE_MT);
   size_t n;
   const char *s = luaL_checklstring(L, 2, &n);
   const char *tok = le->open ? le->e.token : NULL;
-  if (tok == NULL || strstr(s, tok) == NULL) {
+  size_t tn = tok ? strlen(tok) : 0;
+  if (tn == 0 || find_bytes(s, n, tok, tn) == NULL) {
     lua_settop(L, 2);
     return 1;
   }
-  size_t tn = strlen(tok);
   luaL_Buffer b;
   luaL_buffinit(L, &b);
-  const char *p = s, *hit;
-  while ((hit = strstr(p, tok)) != NULL) {
+  const char *p = s, *end = s + n, *hit;
+  while ((hit = find_bytes(p, (size_t)(end - p), tok, tn)) != NULL) {
     luaL_addlstring(&b, p, (size_t)(hit - p));
     luaL_addstring(&b, "***");
     p = hit + tn;
   }
-  luaL_addstring(&b, p);
+  luaL_addlstring(&b, p, (size_t)(end - p));
   luaL_pushresult(&b);
   return 1;
 }
@@ -406,6 +534,10 @@ void kcore_push_result(lua_State *L, kxfer *x) {
       lua_pushstring(L, x->io_path);
       lua_setfield(L, -2, "path");
     }
+    if (x->proxy_status) {
+      lua_pushinteger(L, x->proxy_status);
+      lua_setfield(L, -2, "proxy_status");
+    }
     lua_setfield(L, -2, "error");
   } else if (x->path && x->to_file) {
     lua_pushstring(L, x->path);
@@ -489,7 +621,8 @@ static const luaL_Reg xfer_meta[] = {
   { "__tostring", l_xfer_tostring }, { NULL, NULL },
 };
 static const luaL_Reg functions[] = {
-  { "new", l_new }, { "now", l_now }, { "wait_fds", l_wait_fds }, { NULL, NULL },
+  { "new", l_new }, { "now", l_now }, { "wait_fds", l_wait_fds },
+  { "error_code", l_error_code }, { "answer_kind", l_answer_kind }, { NULL, NULL },
 };
 
 void kcore_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {

@@ -17,6 +17,7 @@ typedef struct lengine {
   kengine e;
   kpoller p;
   int open;
+  lua_State *L;            /* the state driving the engine, during eng:step only */
 } lengine;
 
 /* The open engine at stack index i (raises otherwise). */
@@ -25,6 +26,12 @@ lengine *kcore_check_engine(lua_State *L, int i);
 /* Makes the metatable `name` of a userdata class: the metamethods in meta,
  * the methods in methods as its __index. Leaves the stack as it was. */
 void kcore_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
+
+/* RunComfy's error_code of the value at index idx, by the one rule (see
+ * kanswer_kind in engine.c): a number without a fraction from 0 to 2^53, or a
+ * string of 1 to 15 ASCII digits. Returns 1 and sets *code, or 0 when the
+ * value is no error code (nil, null, 1.5, "12abc", "", a boolean, a table). */
+int kcore_error_code(lua_State *L, int idx, long long *code);
 
 /* Pushes the table x:result() returns for a finished transfer. */
 void kcore_push_result(lua_State *L, kxfer *x);

@@ -72,6 +72,16 @@ static int is_loopback(const char *host) {
   return dots == 2;
 }
 
+int kengine_direct_only(const char *url, int is_api) {
+  char *scheme, *host, *port;
+  if (url_origin(url, &scheme, &host, &port) != 0) return 1;
+  int direct = is_loopback(host) || (is_api && strcmp(scheme, "http") == 0);
+  curl_free(scheme);
+  curl_free(host);
+  curl_free(port);
+  return direct;
+}
+
 int kengine_check_url(const kengine *e, const char *url, int *is_api, char *err, size_t errlen) {
   char *scheme, *host, *port;
   *is_api = 0;
@@ -198,6 +208,21 @@ int kengine_init(kengine *e, const kengine_opts *o, char *err, size_t errlen) {
     memcpy(e->auth_header + sizeof prefix - 1, o->token, n + 1);
   }
   if (o->ca_file && !(e->ca_file = dupstr(o->ca_file))) goto oom;
+  { /* the user's no_proxy (as libcurl reads it), and loopback: never through a proxy */
+    static const char loopback[] = "localhost,127.0.0.0/8,::1";
+    const char *np = getenv("no_proxy");
+    if (np == NULL || np[0] == '\0') np = getenv("NO_PROXY");
+    if (np == NULL) np = "";
+    size_t lead = strspn(np, " \t");
+    if (np[lead] == '*' && np[lead + 1 + strspn(np + lead + 1, " \t")] == '\0') {
+      e->no_proxy = dupstr("*"); /* no proxy for any host (libcurl reads "*" only alone) */
+    } else {
+      size_t n = strlen(np);
+      e->no_proxy = malloc(n + sizeof loopback + 1);
+      if (e->no_proxy) snprintf(e->no_proxy, n + sizeof loopback + 1, "%s%s%s", np, n ? "," : "", loopback);
+    }
+    if (e->no_proxy == NULL) goto oom;
+  }
   if (o->user_agent && !(e->user_agent = dupstr(o->user_agent))) goto oom;
 
   e->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -256,8 +281,9 @@ void kengine_close(kengine *e) {
   free(e->api_port);
   free(e->ca_file);
   free(e->user_agent);
+  free(e->no_proxy);
   e->token = e->auth_header = e->api_scheme = e->api_host = e->api_port = NULL;
-  e->ca_file = e->user_agent = NULL;
+  e->ca_file = e->user_agent = e->no_proxy = NULL;
 }
 
 /* Refills the token bucket; true when a request may start now. */
@@ -433,8 +459,68 @@ double kengine_retry_after(const char *v) {
   return d > 0 ? d : 0;
 }
 
+/*
+ * The one rule for reading an answer of the service. Every layer reads answers
+ * with it: the engine (below: which exchanges to try again), the poller (a
+ * watched job's status and result answers), and the Lua layer (errors.lua,
+ * through kling.core.answer_kind and kling.core.error_code). README.md,
+ * "Errors", says the same in words.
+ *
+ * An answer is an error when its HTTP status is not 2xx, or when its body holds
+ * an error_code, whatever the HTTP status (RunComfy sometimes answers 200 with
+ * an error body). An error_code is a JSON number without a fraction, from 0 to
+ * 2^53, or a string of 1 to 15 ASCII digits; anything else (1.5, "12abc", "",
+ * null, true) is no error code, and the answer is read for what else it holds
+ * (kcore_error_code). The kind:
+ *   1. error_code 400002 is payment; 400004 and 403001 are auth; 404001 is
+ *      not_found, whatever the HTTP status;
+ *   2. otherwise the HTTP status decides when it is not 2xx; with a 2xx status
+ *      the error_code's family decides (code / 1000: 500001 -> 500), read as a
+ *      status;
+ *   3. 401 and 403 auth, 402 payment, 404 not_found, 408 timeout, 429
+ *      rate_limited, any other 4xx bad_request, any 5xx server; anything else
+ *      (a 1xx or 3xx status, a family such as 0 or 12) protocol.
+ * Retryable: timeout (408), rate_limited (429) and server (5xx), and nothing
+ * else: the same request is tried again (with backoff, honouring Retry-After)
+ * whether the error came as an HTTP status or inside a 2xx body. The paid
+ * submit has a stricter rule of its own (want_retry).
+ */
+static const struct { long lo, hi; const char *kind; int retryable; } ANSWER_STATUS[] = {
+  { 401, 401, "auth", 0 },     { 402, 402, "payment", 0 },        { 403, 403, "auth", 0 },
+  { 404, 404, "not_found", 0 }, { 408, 408, "timeout", 1 },       { 429, 429, "rate_limited", 1 },
+  { 400, 499, "bad_request", 0 }, { 500, 599, "server", 1 },
+};
+static const struct { long long code; const char *kind; } ANSWER_CODE[] = {
+  { 400002, "payment" }, { 400004, "auth" }, { 403001, "auth" }, { 404001, "not_found" },
+};
+
+const char *kanswer_kind(long status, int has_code, long long code, int *retryable) {
+  int ok2xx = status >= 200 && status <= 299;
+  if (retryable) *retryable = 0;
+  if (ok2xx && !has_code) return NULL;
+  if (has_code)
+    for (size_t i = 0; i < sizeof ANSWER_CODE / sizeof ANSWER_CODE[0]; i++)
+      if (ANSWER_CODE[i].code == code) return ANSWER_CODE[i].kind;
+  long long s = ok2xx ? code / 1000 : status;
+  for (size_t i = 0; i < sizeof ANSWER_STATUS / sizeof ANSWER_STATUS[0]; i++)
+    if (s >= ANSWER_STATUS[i].lo && s <= ANSWER_STATUS[i].hi) {
+      if (retryable) *retryable = ANSWER_STATUS[i].retryable;
+      return ANSWER_STATUS[i].kind;
+    }
+  return "protocol";
+}
+
+/* Did a proxy refuse to open the tunnel (CONNECT answered, not 2xx)? */
+long kengine_proxy_refusal(CURL *easy) {
+  long cc = 0;
+  if (easy == NULL || curl_easy_getinfo(easy, CURLINFO_HTTP_CONNECTCODE, &cc) != CURLE_OK) return 0;
+  return cc != 0 && (cc < 200 || cc > 299) ? cc : 0;
+}
+
 /* Should x be tried again after this outcome? Sets the delay. A submit only
- * when it provably never reached the server, or was refused with 429. */
+ * when it provably never reached the server, or was refused with 429; any
+ * other request when the transport failed on the way, or the answer is
+ * retryable by the one rule above (kanswer_kind). */
 static int want_retry(kengine *e, kxfer *x, CURLcode code, long status, double *delay) {
   if (x->retry == KX_RETRY_NONE || x->attempts > e->max_retries) return 0;
   if (x->too_large || x->io_error || x->oom || x->aborted) return 0;
@@ -444,10 +530,20 @@ static int want_retry(kengine *e, kxfer *x, CURLcode code, long status, double *
   int transient = never_sent || code == CURLE_OPERATION_TIMEDOUT || code == CURLE_RECV_ERROR
                   || code == CURLE_SEND_ERROR || code == CURLE_GOT_NOTHING || code == CURLE_PARTIAL_FILE
                   || code == CURLE_HTTP2 || code == CURLE_HTTP2_STREAM;
+  long refused = kengine_proxy_refusal(x->easy);
+  if (refused) { /* the proxy's own answer, read by the same rule; the request never left */
+    int again = 0;
+    kanswer_kind(refused, 0, 0, &again);
+    transient = never_sent = again;
+  }
   int ok;
   if (code != CURLE_OK) ok = x->retry == KX_RETRY_SUBMIT ? never_sent : transient;
   else if (x->retry == KX_RETRY_SUBMIT) ok = status == 429;
-  else ok = status == 408 || status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
+  else {
+    long long ecode = 0;
+    int has_code = x->is_api && !x->path && e->body_code && e->body_code(e->body_code_ud, x, &ecode);
+    kanswer_kind(status, has_code, ecode, &ok);
+  }
   if (!ok) return 0;
   double ceiling = e->retry_base * pow(2, x->attempts - 1);
   if (ceiling > e->retry_cap) ceiling = e->retry_cap;

@@ -51,6 +51,12 @@ typedef struct kengine {
   size_t max_body;         /* cap on in-memory response bodies */
   int allow_insecure_http;
   long max_connections;
+  /* Reads RunComfy's error_code from the body of an API answer (see
+   * kanswer_kind): returns 1 and sets *code, or 0 when the body holds none.
+   * Set by the Lua binding; NULL: the HTTP status alone decides. */
+  int (*body_code)(void *ud, const kxfer *x, long long *code);
+  void *body_code_ud;
+  char *no_proxy;          /* CURLOPT_NOPROXY of every transfer: the user's list and loopback */
   kxfer *inflight;         /* doubly linked */
   int ninflight;
   int completed;           /* finished during the current drive */
@@ -97,5 +103,24 @@ double kengine_now(void);
 
 /* A Retry-After value (delta-seconds or HTTP-date) as seconds from now, or -1. */
 double kengine_retry_after(const char *v);
+
+/* The one rule for reading an answer of the service; every layer uses it (the
+ * engine, the poller, and the Lua layer through kling.core.answer_kind). See
+ * the comment at its definition in engine.c.
+ * status: the HTTP status; has_code, code: RunComfy's error_code of the body
+ * (kcore_error_code says what counts as one). Returns NULL for a success,
+ * else the error kind ("auth", "payment", "not_found", "bad_request",
+ * "timeout", "rate_limited", "server", "protocol"); *retryable (may be NULL)
+ * says whether the same request may be tried again. */
+const char *kanswer_kind(long status, int has_code, long long code, int *retryable);
+
+/* Must a transfer to url go straight to its host, never through a proxy?
+ * Yes for loopback hosts, and for a plain-http request that carries the token
+ * (a proxy would read it in clear text). Returns 1 or 0. */
+int kengine_direct_only(const char *url, int is_api);
+
+/* The HTTP status a proxy answered a CONNECT with, when it refused to open the
+ * tunnel (not 2xx); 0 when no proxy refused (or none was used). */
+long kengine_proxy_refusal(CURL *easy);
 
 #endif

@@ -78,6 +78,7 @@ static char *kx_concat(const char *a, const char *b) {
 }
 
 static void copy_header_value(char *dst, size_t dstlen, const char *v, size_t n) {
+  if (memchr(v, '\0', n) != NULL) n = 0; /* a value with a NUL byte is no value: never read it cut short */
   while (n > 0 && (*v == ' ' || *v == '\t')) { v++; n--; }
   while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
   if (n >= dstlen) n = dstlen - 1;
@@ -599,7 +600,10 @@ kxfer *kxfer_new_ex(kengine *e, const kx_spec *s, char *err, size_t errlen, kx_n
                         : x->timeout_ms > 0 ? (x->timeout_ms + 999) / 1000 : KX_LOW_SPEED_TIME_DEFAULT;
     if (s->deadline > 0) x->deadline_at = kengine_now() + s->deadline;
     if (check_target(x, why) != 0) {
-      snprintf(err, errlen, "cannot write '%s': %s", why->path, strerror(why->errnum));
+      if (strcmp(why->path, x->part) == 0)
+        snprintf(err, errlen, "cannot write '%s': %s", x->part, strerror(why->errnum));
+      else /* the directory (or another file of the download) is the problem: name both */
+        snprintf(err, errlen, "cannot write '%s': '%s': %s", x->part, why->path, strerror(why->errnum));
       kxfer_free(x);
       return NULL;
     }
@@ -630,6 +634,13 @@ static int configure(kxfer *x, kengine *e) {
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
   if (e->user_agent) SETOPT(CURLOPT_USERAGENT, e->user_agent);
   if (x->fresh) SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+  /* Proxies (from the environment, as libcurl reads it): never for loopback nor
+   * for plain http carrying the token; always as a CONNECT tunnel, with no
+   * header of ours (the token) in the CONNECT request. */
+  SETOPT(CURLOPT_NOPROXY, e->no_proxy);
+  SETOPT(CURLOPT_HTTPPROXYTUNNEL, 1L);
+  SETOPT(CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE);
+  if (kengine_direct_only(x->url, x->is_api)) SETOPT(CURLOPT_PROXY, "");
   SETOPT(CURLOPT_OPENSOCKETFUNCTION, kengine_open_socket);
   SETOPT(CURLOPT_OPENSOCKETDATA, (void *)e);
   SETOPT(CURLOPT_CLOSESOCKETFUNCTION, kengine_close_socket);
@@ -829,6 +840,16 @@ void kxfer_finish(kxfer *x, CURLcode code) {
     curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &x->pretransfer);
     curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &x->http_version);
     x->length = kxfer_length(x);
+    long refused = code != CURLE_OK ? kengine_proxy_refusal(x->easy) : 0;
+    if (refused) { /* say it was the proxy, not the service, that refused */
+      char *ip = NULL;
+      long port = 0;
+      curl_easy_getinfo(x->easy, CURLINFO_PRIMARY_IP, &ip);
+      curl_easy_getinfo(x->easy, CURLINFO_PRIMARY_PORT, &port);
+      x->proxy_status = refused;
+      snprintf(x->errbuf, sizeof x->errbuf, "the proxy %s%s%s:%ld refused to open a tunnel (it answered the CONNECT with HTTP %ld)",
+               ip && strchr(ip, ':') ? "[" : "", ip && ip[0] ? ip : "?", ip && strchr(ip, ':') ? "]" : "", port, refused);
+    }
   }
   if (x->path) {
     if (code == CURLE_OPERATION_TIMEDOUT && x->deadline_at > 0 && kengine_now() >= x->deadline_at - 0.05)
@@ -843,6 +864,7 @@ void kxfer_rewind(kxfer *x) {
   x->status = 0;
   x->code = CURLE_OK;
   x->too_large = x->io_error = x->oom = 0;
+  x->proxy_status = 0;
   x->to_file = x->status_checked = 0;
   x->errbuf[0] = '\0';
   x->retry_after[0] = x->content_type[0] = x->content_length[0] = '\0';
@@ -901,11 +923,13 @@ const char *kxfer_error_kind(const kxfer *x, int *sent) {
     if (x->empty) return "empty";
     if (x->code == CURLE_OPERATION_TIMEDOUT && x->pretransfer > 0) return "slow";
   }
+  if (x->code == CURLE_OK) return NULL;
+  if (x->proxy_status || x->code == CURLE_PROXY || x->code == CURLE_COULDNT_RESOLVE_PROXY) {
+    *sent = 0; /* the request never went past the proxy */
+    return "proxy";
+  }
   switch (x->code) {
-  case CURLE_OK:
-    return NULL;
   case CURLE_COULDNT_RESOLVE_HOST:
-  case CURLE_COULDNT_RESOLVE_PROXY:
     *sent = 0;
     return "resolve";
   case CURLE_COULDNT_CONNECT:

@@ -110,6 +110,7 @@ typedef struct kxfer {
   CURLcode code;
   int too_large, io_error, oom, aborted;
   int io_errno;
+  long proxy_status;       /* a proxy refused the tunnel with this HTTP status (0: none) */
   char errbuf[CURL_ERROR_SIZE];
 
   double total_time;       /* read when it ends, before the easy handle goes back */

@@ -146,6 +146,30 @@ static const char *normalize(const char *raw) {
   return "";
 }
 
+/* A status word as the poller keeps it: at most n - 1 bytes, a NUL byte
+ * written as the two characters \0 (so that "completed\0x" is never read as
+ * "completed", and reaches Lua as it can be shown). */
+static void keep_word(char *dst, size_t n, const char *src, size_t len) {
+  size_t o = 0;
+  for (size_t i = 0; i < len && o + 1 < n; i++) {
+    if (src[i] != '\0') {
+      dst[o++] = src[i];
+    } else if (o + 2 < n) {
+      dst[o++] = '\\';
+      dst[o++] = '0';
+    } else {
+      break;
+    }
+  }
+  dst[o] = '\0';
+}
+
+/* The normalized status of a word of len bytes ("" when unknown; a word with
+ * a NUL byte in it is no known word). */
+static const char *normalize_word(const char *raw, size_t len) {
+  return memchr(raw, '\0', len) ? "" : normalize(raw);
+}
+
 static int terminal(const char *status) {
   return strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0;
 }
@@ -271,10 +295,11 @@ static int absorb(kpoller *p, kwatch *w, lua_State *L, double now, int *moved) {
     lua_pop(L, 1);
     return -1;
   }
-  const char *raw = lua_tostring(L, -1);
-  const char *norm = normalize(raw);
+  size_t rawlen;
+  const char *raw = lua_tolstring(L, -1, &rawlen);
+  const char *norm = normalize_word(raw, rawlen);
   char kept[sizeof w->raw]; /* compared as it is kept, so a long word is not news every time */
-  snprintf(kept, sizeof kept, "%s", raw);
+  keep_word(kept, sizeof kept, raw, rawlen);
   int changed = strcmp(kept, w->raw) != 0;
   if (changed) {
     if (strcmp(w->status, "in_progress") == 0 && terminal(norm)) {
@@ -311,14 +336,17 @@ static int absorb(kpoller *p, kwatch *w, lua_State *L, double now, int *moved) {
   return terminal(norm);
 }
 
-static int retryable(const kxfer *x) {
-  int sent;
-  const char *kind = kxfer_error_kind(x, &sent);
-  if (kind) {
-    return strcmp(kind, "resolve") == 0 || strcmp(kind, "connect") == 0 || strcmp(kind, "timeout") == 0
-           || strcmp(kind, "network") == 0 || strcmp(kind, "truncated") == 0;
+/* Is a transport failure worth another try? (An answer is judged by
+ * kanswer_kind, the one rule for answers; a proxy's refusal too.) */
+static int transport_retryable(const kxfer *x, const char *kind) {
+  if (strcmp(kind, "proxy") == 0) {
+    int again = 0;
+    if (x->proxy_status) kanswer_kind(x->proxy_status, 0, 0, &again);
+    else again = x->code == CURLE_COULDNT_RESOLVE_PROXY;
+    return again;
   }
-  return x->status == 408 || x->status == 429 || (x->status >= 500 && x->status <= 504);
+  return strcmp(kind, "resolve") == 0 || strcmp(kind, "connect") == 0 || strcmp(kind, "timeout") == 0
+         || strcmp(kind, "network") == 0 || strcmp(kind, "truncated") == 0;
 }
 
 static void fail(lua_State *L, kpoller *p, kwatch *w, kxfer *x) {
@@ -335,17 +363,32 @@ static void finished(lua_State *L, kpoller *p, kengine *e, kwatch *w, kxfer *x, 
   w->x = NULL;
   w->phase = W_WAIT;
   p->inflight--;
-  int retry = 0, moved = 0, sent;
-  if (kxfer_error_kind(x, &sent) != NULL || x->status < 200 || x->status > 299) {
-    if (!retryable(x)) {
-      fail(L, p, w, x);
+  int retry = 0, moved = 0, sent, decoded = 0;
+  const char *tkind = kxfer_error_kind(x, &sent);
+  const char *ekind = NULL;
+  int again = 0;
+  if (tkind == NULL) { /* an answer: an error by the one rule (kanswer_kind), whatever its status? */
+    decoded = decode(L, p, x);
+    long long code = 0;
+    int has_code = 0;
+    if (decoded) {
+      lua_getfield(L, -1, "error_code");
+      has_code = kcore_error_code(L, -1, &code);
+      lua_pop(L, 1);
+    }
+    ekind = kanswer_kind(x->status, has_code, code, &again);
+    if (ekind && decoded) lua_pop(L, 1);
+  }
+  if (tkind != NULL || ekind != NULL) {
+    if (tkind ? !transport_retryable(x, tkind) : !again) {
+      fail(L, p, w, x); /* the Lua layer makes the error of it, by the same rule */
       kxfer_free(x);
       return;
     }
-    retry = 1;
+    retry = 1; /* a retryable error (as an HTTP status or inside a 2xx body): until the wait's deadline */
     w->retry_after = kengine_retry_after(x->retry_after);
     if (w->retry_after > e->retry_after_cap) w->retry_after = e->retry_after_cap;
-  } else if (!decode(L, p, x)) {
+  } else if (!decoded) {
     retry = 1; /* truncated or malformed JSON: ask again, a few times */
     w->retry_after = -1;
     if (++w->decode_failures >= DECODE_FAILURES_MAX) {
@@ -355,12 +398,8 @@ static void finished(lua_State *L, kpoller *p, kengine *e, kwatch *w, kxfer *x, 
     }
   } else {
     w->decode_failures = 0;
-    lua_getfield(L, -1, "error_code"); /* an error answer, as the Lua layer reads it: a numeric code */
-    int error_body = lua_type(L, -1) == LUA_TNUMBER
-                     || (lua_type(L, -1) == LUA_TSTRING && lua_tostring(L, -1)[0] >= '0' && lua_tostring(L, -1)[0] <= '9');
-    lua_pop(L, 1);
-    int t = error_body ? -1 : absorb(p, w, L, now, &moved);
-    if (t < 0) { /* an error body, or no status: the Lua layer says what it is */
+    int t = absorb(p, w, L, now, &moved);
+    if (t < 0) { /* no status: the Lua layer says what it is */
       lua_pop(L, 1);
       fail(L, p, w, x);
       kxfer_free(x);
@@ -474,9 +513,11 @@ int kpoller_run(lua_State *L, kpoller *p, kengine *e, int *owned) {
 
 static const char *field_string(lua_State *L, int t, const char *k, int required) {
   lua_getfield(L, t, k);
-  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  size_t n = 0;
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
   lua_pop(L, 1);
   if (required && s == NULL) luaL_error(L, "field '%s' must be a string", k);
+  if (s && strlen(s) != n) luaL_error(L, "field '%s' must not hold a NUL byte", k);
   return s;
 }
 
@@ -487,7 +528,10 @@ static int l_watch(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   const char *su = field_string(L, 2, "status_url", 1);
   const char *ru = field_string(L, 2, "result_url", 1);
-  const char *st = field_string(L, 2, "status", 0);
+  size_t stlen = 0;
+  lua_getfield(L, 2, "status");
+  const char *st = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &stlen) : NULL;
+  lua_pop(L, 1); /* the string stays alive: the table holds it */
   lua_getfield(L, 2, "delay");
   double delay = luaL_optnumber(L, -1, p->o.initial);
   lua_pop(L, 1);
@@ -511,8 +555,8 @@ static int l_watch(lua_State *L) {
   w->retry_after = -1;
   w->result_ref = w->failure_ref = LUA_NOREF;
   if (st) {
-    snprintf(w->raw, sizeof w->raw, "%s", st);
-    snprintf(w->status, sizeof w->status, "%s", normalize(st));
+    keep_word(w->raw, sizeof w->raw, st, stlen);
+    snprintf(w->status, sizeof w->status, "%s", normalize_word(st, stlen));
   }
   int handle;
   if (p->nfree > 0) {

@@ -14,12 +14,107 @@ local core = require "kling.core"
 local M = {}
 
 -- ---------------------------------------------------------------------------------------
+-- Output: the one place where text reaches stdout and stderr
+-- ---------------------------------------------------------------------------------------
+
+local ESCAPE_NAMES = { [9] = "\\t", [10] = "\\n", [13] = "\\r", [27] = "\\x1b" }
+
+--- Text from outside (a server, a journal, a file) as it may reach a terminal: every
+-- control character is written as an escape (C0 bytes, DEL, the C1 characters U+0080 to
+-- U+009F; so the ESC of CSI and OSC sequences, CR, BEL, NUL), and so is every byte that is
+-- not valid UTF-8 (\xHH). keep_lines keeps newlines and tabs (the CLI's own line
+-- structure); without it they are escaped too (\n, \t).
+function M.escape(s, keep_lines)
+  s = tostring(s)
+  if not s:find("[%z\1-\31\127-\255]") then return s end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local j = s:find("[%z\1-\31\127-\255]", i)
+    if not j then
+      out[#out + 1] = s:sub(i)
+      break
+    end
+    if j > i then out[#out + 1] = s:sub(i, j - 1) end
+    local b = s:byte(j)
+    if b < 0x80 then
+      if keep_lines and (b == 10 or b == 9) then
+        out[#out + 1] = string.char(b)
+      else
+        out[#out + 1] = ESCAPE_NAMES[b] or string.format("\\x%02x", b)
+      end
+      i = j + 1
+    else
+      local len = (b >= 0xC2 and b <= 0xDF) and 2 or (b >= 0xE0 and b <= 0xEF) and 3
+        or (b >= 0xF0 and b <= 0xF4) and 4 or nil
+      local seq = len and s:sub(j, j + len - 1)
+      local cp = seq and #seq == len and utf8.len(seq) == 1 and utf8.codepoint(seq)
+      if not cp then
+        out[#out + 1] = string.format("\\x%02x", b)
+        i = j + 1
+      else
+        out[#out + 1] = cp <= 0x9F and string.format("\\u%04x", cp) or seq
+        i = j + len
+      end
+    end
+  end
+  return table.concat(out)
+end
+
+-- A stream that escapes everything written to it (M.escape, keeping newlines and tabs);
+-- :raw() writes the CLI's own control sequences (the live display) as they are. With
+-- --json, stdout is the JSON writer's: nothing is changed on it.
+local function safe_stream(real, is_stdout)
+  local stream = {}
+  function stream.write(self, ...)
+    if is_stdout and M.json_output then
+      real:write(...)
+      return self
+    end
+    local args = table.pack(...)
+    for k = 1, args.n do args[k] = M.escape(args[k], true) end
+    real:write(table.unpack(args, 1, args.n))
+    return self
+  end
+  function stream.raw(self, ...)
+    real:write(...)
+    return self
+  end
+  function stream.flush() return real:flush() end
+  function stream.setvbuf(_, ...) return real:setvbuf(...) end
+  return stream
+end
+
+--- tostring(err) with what came from outside on one line: the message and the
+-- validation problems have their newlines and tabs escaped too (M.escape); the streams
+-- escape the rest.
+function M.error_text(err)
+  if type(err) ~= "table" then return M.escape(err) end
+  local copy = setmetatable({}, getmetatable(err))
+  for k, v in pairs(err) do copy[k] = v end
+  copy.message = M.escape(err.message)
+  if err.request_id ~= nil then copy.request_id = M.escape(err.request_id) end
+  if type(err.errors) == "table" then
+    copy.errors = {}
+    for i, item in ipairs(err.errors) do
+      copy.errors[i] = { path = M.escape(item.path), message = M.escape(item.message) }
+    end
+  end
+  return tostring(copy)
+end
+
+--- The streams every command writes to (and nothing else writes): io.stdout and
+-- io.stderr behind M.escape. Inside this file and kling.cli.batch, `io` is this table.
+M.io = setmetatable({ stdout = safe_stream(io.stdout, true), stderr = safe_stream(io.stderr, false) },
+  { __index = io })
+local io = M.io -- luacheck: ignore (shadows the global on purpose)
+
+-- ---------------------------------------------------------------------------------------
 -- Exit codes
 -- ---------------------------------------------------------------------------------------
 
 M.EXIT = {
   ok = 0, internal = 1, usage = 2, validation = 3, auth = 4, failed = 5, timeout = 6,
-  network = 7, io = 8, interrupted = 130,
+  network = 7, io = 8, interrupted = 130, hangup = 129, terminated = 143,
 }
 
 --- The exit code for an error kind of the library.
@@ -33,7 +128,8 @@ M.KIND_EXIT = {
 }
 
 -- When several jobs end differently, the code of the most serious outcome wins.
-local SEVERITY = { [130] = 9, [1] = 8, [8] = 7, [4] = 6, [7] = 5, [6] = 4, [5] = 3, [3] = 2, [2] = 1, [0] = 0 }
+local SEVERITY = { [143] = 9, [129] = 9, [130] = 9, [1] = 8, [8] = 7, [4] = 6, [7] = 5, [6] = 4, [5] = 3, [3] = 2,
+  [2] = 1, [0] = 0 }
 
 local function worst(a, b)
   if (SEVERITY[b] or 7) > (SEVERITY[a] or 7) then return b end
@@ -59,7 +155,9 @@ Exit codes:
   8    local file or disk error (journal, batch state, download target): the
        message names the path; for a submit, nothing was sent unless its
        request id was printed (then only the journal lacks it)
-  130  interrupted (Ctrl-C)
+  129  hangup (SIGHUP), handled as Ctrl-C is
+  130  interrupted (Ctrl-C, SIGINT)
+  143  terminated (SIGTERM), handled as Ctrl-C is
 ]]
 
 -- ---------------------------------------------------------------------------------------
@@ -206,6 +304,7 @@ local TOKEN_FLAG = "the token is never taken from a flag value (it would show in
 local GROUPS = {
   api = {
     ["token-file"] = "string", ["base-url"] = "string", ["journal"] = "string", ["no-journal"] = "flag",
+    ["ca-file"] = "string",
   },
   out = { ["json"] = "flag", ["quiet"] = "flag", ["q"] = "=quiet" },
   input = {
@@ -348,14 +447,15 @@ end
 --- A permanent line (tty: above the live area, on stdout).
 function Display:line(text)
   if self.mode ~= "tty" then return end
-  self.out:write(self:_erase(), text, "\n")
+  self.out:raw(self:_erase())
+  self.out:write(text, "\n")
   self:render()
 end
 
 --- A message for stderr, whatever the mode (the live area is set aside meanwhile).
 function Display:warn(text)
   if self.mode == "tty" and self.drawn > 0 then
-    self.out:write(self:_erase())
+    self.out:raw(self:_erase())
     self.out:flush()
   end
   self.err:write(text, "\n")
@@ -366,7 +466,7 @@ end
 --- Stops the live display (after Ctrl-C): the area is erased and stays empty.
 function Display:stop()
   if self.mode == "tty" then
-    self.out:write(self:_erase())
+    self.out:raw(self:_erase())
     self.out:flush()
   end
   self.stopped = true
@@ -397,7 +497,7 @@ function M.state_text(status, qp)
   elseif status == nil then
     return "waiting"
   end
-  return tostring(status)
+  return M.escape(status) -- a word of the service's
 end
 
 --- Takes in a job's status (on_update).
@@ -479,12 +579,12 @@ function Display:render()
       lines[#lines + 1] = string.format("... and %d more", #self.rows - i + 1)
       break
     end
-    lines[#lines + 1] = fit(self:row_text(r, width), self.width - 1)
+    lines[#lines + 1] = fit(M.escape(self:row_text(r, width)), self.width - 1)
   end
-  if self.summary then lines[#lines + 1] = fit(self.summary(), self.width - 1) end
+  if self.summary then lines[#lines + 1] = fit(M.escape(self.summary()), self.width - 1) end
   local text = table.concat(lines, "\n")
   if text == self.last then return end
-  self.out:write(self:_erase(), text)
+  self.out:raw(self:_erase(), text) -- each line escaped above
   self.out:flush()
   self.drawn, self.last = #lines, text
 end
@@ -502,8 +602,8 @@ end
 --- Ends the live display; a summary line stays, up to date.
 function Display:close()
   if self.mode == "tty" and not self.stopped then
-    self.out:write(self:_erase())
-    if self.summary then self.out:write(fit(self.summary(), self.width - 1), "\n") end
+    self.out:raw(self:_erase())
+    if self.summary then self.out:write(fit(M.escape(self.summary()), self.width - 1), "\n") end
     self.out:flush()
   end
 end
@@ -538,6 +638,27 @@ local function poll_from_env(cmd)
     poll[k] = n
   end
   return poll
+end
+
+--- The CA bundle to verify the server with, as curl's own tool picks it: --ca-file,
+-- then $CURL_CA_BUNDLE, then $SSL_CERT_FILE (an empty variable counts as unset); nil
+-- for the system's bundle. A file that cannot be read is a usage error naming where it
+-- came from. TLS verification is never switched off.
+function M.ca_file(cmd, o)
+  local path, from = o.ca_file, "--ca-file"
+  for _, var in ipairs { "CURL_CA_BUNDLE", "SSL_CERT_FILE" } do
+    if path then break end
+    local v = os.getenv(var)
+    if v and v ~= "" then path, from = v, var end
+  end
+  if not path then return nil end
+  local f, err = io.open(path, "rb")
+  local first = f and f:read(1)
+  if f then f:close() end
+  if not first then
+    usage(cmd, from .. ": cannot read the CA bundle " .. path .. ": " .. (err or "empty, or not a file"))
+  end
+  return path
 end
 
 local Ctx = {}
@@ -578,7 +699,7 @@ function Ctx:make_client()
   if jpath then mkdir_p(dirname(jpath)) end
   self.journal_path = jpath
   local opts = {
-    token = token, base_url = o.base_url, journal = jpath or false,
+    token = token, base_url = o.base_url, journal = jpath or false, ca_file = M.ca_file(cmd, o),
     on_warning = function(msg) self.display:warn("kling: warning: " .. msg) end,
   }
   opts.poll = poll_from_env(cmd)
@@ -714,11 +835,11 @@ function Ctx:fail(err, job, row, fields)
   if self.interrupted then return code end
   local hint = self:hint(err, job, fields)
   if row and self.mode ~= "json" then
-    local text = row.label .. "  " .. tostring(err):gsub("^kling: ", "")
+    local text = row.label .. "  " .. M.error_text(err):gsub("^kling: ", "")
     self.display:finish(row, text .. (hint and ("\n  " .. hint) or ""))
   else
     if row then self.display:finish(row, "") end
-    self.display:warn(tostring(err) .. (hint and ("\n  " .. hint) or ""))
+    self.display:warn(M.error_text(err) .. (hint and ("\n  " .. hint) or ""))
   end
   if job then
     local f = { error = err }
@@ -763,10 +884,10 @@ function Ctx:follow(job, target, opts)
   -- the journal lacks this job's id or its end (the warning said which): exit 8 at the end
   if job.journal_error then self:note(M.EXIT.io) end
   if not out then return self:fail(err, job, row, opts.fields) end
-  local video = job.video_url or video_of(out)
+  local video = M.escape(job.video_url or video_of(out)) -- the service's URL, on one line
   if not target then
-    d:finish(row, label .. "  completed  " .. tostring(video))
-    self:result((opts.prefix or "") .. tostring(video))
+    d:finish(row, label .. "  completed  " .. video)
+    self:result((opts.prefix or "") .. video)
     self:emit(job, opts.fields)
     return self:note(0)
   end
@@ -805,18 +926,29 @@ function Ctx:collect_hint(job)
   return "kling wait " .. job.id
 end
 
--- The first Ctrl-C: cancel the queued jobs this command submitted, say what keeps
--- running and how to collect it, exit 130. A second Ctrl-C quits at once.
-function Ctx:on_interrupt(signal)
+-- The signals a command handles as Ctrl-C: name, how it is said, the exit code (128 + the
+-- signal's number, as shells report it), how a second one is asked for.
+local SIGNALS = {
+  { name = "SIGINT", said = "interrupted", by = "Ctrl-C", code = 130, again = "Ctrl-C again quits at once" },
+  { name = "SIGTERM", said = "terminated", by = "SIGTERM", code = 143, again = "a second SIGTERM quits at once" },
+  { name = "SIGHUP", said = "hung up", by = "SIGHUP", code = 129, again = "a second SIGHUP quits at once" },
+}
+M.SIGNALS = SIGNALS
+
+-- The first Ctrl-C (or SIGTERM, SIGHUP): cancel the queued jobs this command submitted,
+-- say what keeps running and how to collect it, exit 128 + the signal's number. A second
+-- one of the same signal quits at once.
+function Ctx:on_interrupt(signal, which)
+  which = which or SIGNALS[1]
   self.interrupted = true
-  signal.unblock(signal.SIGINT) -- the default action from now on: a second Ctrl-C quits at once
+  signal.unblock(signal[which.name]) -- the default action from now on: a second one quits at once
   local d = self.display
   d:stop()
   local function say(text)
     io.stderr:write(text, "\n")
     io.stderr:flush()
   end
-  say("kling: interrupted (Ctrl-C again quits at once)")
+  say("kling: " .. which.said .. " (" .. which.again .. ")")
   if self.submitting > 0 then
     say("kling: waiting for the answer to the submit in flight (its job is cancelled if still queued)")
     while self.submitting > 0 do self.client:sleep(0.05) end
@@ -845,45 +977,52 @@ function Ctx:on_interrupt(signal)
     if r == true then
       say("kling: cancelled " .. job.id .. " (it was still queued)")
       if self.on_cancelled then self.on_cancelled(job) end
-      report(job, "cancelled", "cancelled after Ctrl-C while queued")
+      report(job, "cancelled", "cancelled after " .. which.by .. " while queued")
     elseif r.kind == "not_cancellable" then
       say("kling: " .. job.id .. " keeps running (a running job cannot be cancelled); collect it with: "
         .. self:collect_hint(job))
-      report(job, job.status, "interrupted; the job keeps running")
+      report(job, job.status, which.said .. "; the job keeps running")
     else
-      say("kling: could not cancel " .. job.id .. " (" .. tostring(r.message) .. "); it may still run; collect it with: "
+      say("kling: could not cancel " .. job.id .. " (" .. M.escape(r.message) .. "); it may still run; collect it with: "
         .. self:collect_hint(job))
-      report(job, job.status, "interrupted; cancel failed: " .. tostring(r.message))
+      report(job, job.status, which.said .. "; cancel failed: " .. tostring(r.message))
     end
   end
   for job, path in pairs(self.downloading) do
     say("kling: the download of " .. job.id .. " to " .. path .. " was interrupted; collect it with: "
       .. self:collect_hint(job))
-    report(job, job.status, "interrupted during the download")
+    report(job, job.status, which.said .. " during the download")
   end
   for _, job in ipairs(self.attached) do
     if not job:done() and not self.downloading[job] and not self.emitted[job] then
       say("kling: " .. job.id .. " was not cancelled (this command did not submit it); collect it with: "
         .. self:collect_hint(job))
-      report(job, job.status, "interrupted; the job goes on")
+      report(job, job.status, which.said .. "; the job goes on")
     end
   end
   if self.journal_path then say("kling: every request id is in the journal " .. self.journal_path .. " (kling jobs)") end
-  os.exit(130)
+  os.exit(which.code)
 end
 
---- Runs fn inside kling.run with the live display ticking and Ctrl-C handled.
--- Returns fn's exit code (the worst noted code when fn returns nil).
+--- Runs fn inside kling.run with the live display ticking and Ctrl-C, SIGTERM and SIGHUP
+-- handled. Returns fn's exit code (the worst noted code when fn returns nil).
 function Ctx:run(fn)
-  -- SIGINT is blocked and read through a signalfd (lua-cqueues), with the default
-  -- disposition (a shell starts background jobs with SIGINT ignored, which would
-  -- drop it before the listener). Without lua-cqueues Ctrl-C just ends the tool.
+  -- The signals are blocked and read through a signalfd (lua-cqueues). SIGINT gets the
+  -- default disposition (a shell starts background jobs with SIGINT ignored, which would
+  -- drop it before the listener); SIGTERM and SIGHUP keep theirs, so that under nohup a
+  -- hangup stays ignored. Without lua-cqueues the signals just end the tool.
   local has_signal, signal = pcall(require, "cqueues.signal")
   local listener
+  local numbers, by_number = {}, {}
   if has_signal then
-    signal.block(signal.SIGINT)
+    for _, which in ipairs(SIGNALS) do
+      local n = signal[which.name]
+      numbers[#numbers + 1] = n
+      by_number[n] = which
+    end
+    signal.block(table.unpack(numbers))
     signal.default(signal.SIGINT)
-    listener = signal.listen(signal.SIGINT)
+    listener = signal.listen(table.unpack(numbers))
   end
   local finished, result = false, nil
   kling.run(function()
@@ -892,7 +1031,8 @@ function Ctx:run(fn)
       while not finished do
         self.client:sleep(0.2, stop)
         if finished then break end
-        if listener and listener:wait(0) then self:on_interrupt(signal) end
+        local got = listener and listener:wait(0)
+        if got then self:on_interrupt(signal, by_number[got]) end
         self.display:render()
       end
     end)
@@ -900,7 +1040,7 @@ function Ctx:run(fn)
     finished = true
   end)
   self.display:close()
-  if has_signal then signal.unblock(signal.SIGINT) end
+  if has_signal then signal.unblock(table.unpack(numbers)) end
   return result or self.code
 end
 
@@ -1118,11 +1258,13 @@ Output:
 Connection:
   --token-file PATH        read the token from PATH (default: $RUNCOMFY_TOKEN, $RUNCOMFY_API_TOKEN)
   --base-url URL           the API (default: $RUNCOMFY_MODEL_API_BASE or RunComfy's)
+  --ca-file PATH           CA bundle to verify the server with (default: $CURL_CA_BUNDLE,
+                           then $SSL_CERT_FILE, then the system's); verification is never off
   --journal PATH           the job journal (default: $XDG_STATE_HOME/kling/jobs.jsonl)
   --no-journal             keep no journal
 
-Ctrl-C cancels the job while it is queued; once it runs it keeps running and
-`kling wait ID` collects it. A second Ctrl-C quits at once.
+Ctrl-C (and SIGTERM, SIGHUP) cancels the job while it is queued; once it runs
+it keeps running and `kling wait ID` collects it. A second one quits at once.
 
 Example:
   kling generate "a red kite over a grey sea at dawn" --duration 5 -o kite.mp4
@@ -1142,7 +1284,7 @@ input flags are those of kling generate: --duration N, --aspect-ratio R,
 (repeatable), --input FILE.json|-, --model ID, --dry-run.
 
   --json                   {"id", "model", "status"} on stdout
-  --token-file PATH, --base-url URL, --journal PATH, --no-journal  (see kling generate --help)
+  --token-file PATH, --base-url URL, --ca-file PATH, --journal PATH, --no-journal  (see kling generate --help)
 
 Example:
   id=$(kling submit "a lighthouse in a storm" --duration 10) && kling wait "$id"
@@ -1183,9 +1325,9 @@ Exit code 0 when every status was read.
           if job.status == "completed" or job.status == "failed" or job.status == "cancelled" then
             local out, rerr = job:result()
             if out then
-              extra = "  " .. tostring(job.video_url or video_of(out))
+              extra = "  " .. M.escape(job.video_url or video_of(out))
             elseif rerr and rerr.kind ~= "cancelled" then
-              extra = "  " .. tostring(rerr.message)
+              extra = "  " .. M.escape(rerr.message)
               e = rerr
             end
           end
@@ -1234,9 +1376,9 @@ downloads the video with -o FILE (one job) or --out-dir DIR.
   -o, --output FILE    download the video to FILE (one id only)
   --out-dir DIR        download into DIR (file name from the URL)
   --force              overwrite an existing output file
-  --json, -q/--quiet, --model ID, --token-file PATH, --base-url URL, --journal PATH, --no-journal
+  --json, -q/--quiet, --model ID, --token-file PATH, --base-url URL, --ca-file PATH, --journal PATH, --no-journal
 
-Ctrl-C stops waiting; the jobs are not cancelled.
+Ctrl-C (and SIGTERM, SIGHUP) stops waiting; the jobs are not cancelled.
 ]],
   run = function(o, pos)
     need_ids("wait", pos)
@@ -1275,7 +1417,7 @@ exit code 6; a failed or cancelled one exit code 5.
       if ctx.mode == "json" then
         ctx:emit(job)
       else
-        io.stdout:write(tostring(job.video_url or video_of(out) or json.encode_display(out)), "\n")
+        io.stdout:write(M.escape(job.video_url or video_of(out) or json.encode_display(out)), "\n")
       end
       return 0
     end)
@@ -1335,7 +1477,7 @@ sidecar FILE.part.meta: the URL without its query string, the length, the
 file host's ETag or Last-Modified; the request carries If-Range); otherwise
 the download starts over. A local disk error (full, read-only, too large)
 exits 8 and keeps what arrived in FILE.part.
-  --json, -q/--quiet, --model ID, --token-file PATH, --base-url URL, --journal PATH, --no-journal
+  --json, -q/--quiet, --model ID, --token-file PATH, --base-url URL, --ca-file PATH, --journal PATH, --no-journal
 ]],
   run = function(o, pos)
     need_ids("download", pos)
@@ -1373,11 +1515,12 @@ local function report_unknown(unknown, how)
   io.stderr:write(string.format("kling: %d submit(s) of unknown outcome in the journal (the job may exist and be "
     .. "billed; look for it on your RunComfy dashboard by its time and tag)%s:\n", #unknown, how or ""))
   for _, u in ipairs(unknown) do
-    local parts = { u.t and os.date("%Y-%m-%d %H:%M:%S", u.t) or "?", tostring(u.model or "?") }
-    if u.tag then parts[#parts + 1] = "tag " .. tostring(u.tag) end
-    if u.intent then parts[#parts + 1] = "intent " .. tostring(u.intent) end
-    if u.request_id_raw then parts[#parts + 1] = "answered request_id \"" .. tostring(u.request_id_raw) .. "\"" end
-    parts[#parts + 1] = tostring(u.message)
+    -- read back from the journal: text that came from outside, escaped
+    local parts = { u.t and os.date("%Y-%m-%d %H:%M:%S", u.t) or "?", M.escape(u.model or "?") }
+    if u.tag then parts[#parts + 1] = "tag " .. M.escape(u.tag) end
+    if u.intent then parts[#parts + 1] = "intent " .. M.escape(u.intent) end
+    if u.request_id_raw then parts[#parts + 1] = "answered request_id \"" .. M.escape(u.request_id_raw) .. "\"" end
+    parts[#parts + 1] = M.escape(u.message)
     io.stderr:write("  ", table.concat(parts, "  "), "\n")
   end
 end
@@ -1414,7 +1557,7 @@ and intent key, to look for it on the dashboard.
   --json       one object per job: {"id", "model", "status", "submitted_at", "video", "error"},
                and {"status": "unknown", "intent", "tag", ...} per submit of unknown outcome
 A journal that cannot be read gives exit code 8.
-  --journal PATH, --token-file PATH, --base-url URL
+  --journal PATH, --token-file PATH, --base-url URL, --ca-file PATH
 ]],
   run = function(o, pos)
     if o.no_journal then usage("jobs", "--no-journal: jobs reads the journal") end
@@ -1492,15 +1635,17 @@ A journal that cannot be read gives exit code 8.
       io.stderr:write("kling: no ", what, " in ", ctx.journal_path, "\n")
     else
       local idw = 2
-      for _, j in ipairs(shown) do idw = math.max(idw, #j.id) end
+      for _, j in ipairs(shown) do idw = math.max(idw, #M.escape(j.id)) end
       local fmt = "%-" .. idw .. "s  %-19s  %-12s  %s\n"
       io.stdout:write(string.format(fmt, "ID", "SUBMITTED", "STATUS", "MODEL / RESULT"))
       for _, j in ipairs(shown) do
         local status = live[j.id] or j.status or "unfinished"
         local what = j.model or "?"
-        if j.status == "completed" then what = tostring(video_of(j.output) or what)
-        elseif j.error then what = tostring(j.error) end
-        io.stdout:write(string.format(fmt, j.id, j.t and os.date("%Y-%m-%d %H:%M:%S", j.t) or "?", status, what))
+        if j.status == "completed" then what = video_of(j.output) or what
+        elseif j.error then what = j.error end
+        -- the journal's contents, each on one line
+        io.stdout:write(string.format(fmt, M.escape(j.id), j.t and os.date("%Y-%m-%d %H:%M:%S", j.t) or "?",
+          M.escape(status), M.escape(what)))
       end
     end
     report_unknown(unknown, "; once checked, kling jobs --forget INTENT")
@@ -1526,9 +1671,9 @@ Jobs submitted to another API (--base-url) are left alone.
   --timeout S        how long to wait (default 1800)
   --stall-timeout S, --min-rate N, --download-deadline S
                      how long each download may take (see kling download --help)
-  --json, -q/--quiet, --token-file PATH, --base-url URL, --journal PATH
+  --json, -q/--quiet, --token-file PATH, --base-url URL, --ca-file PATH, --journal PATH
 
-Ctrl-C stops waiting; nothing is cancelled.
+Ctrl-C (and SIGTERM, SIGHUP) stops waiting; nothing is cancelled.
 ]],
   run = function(o, pos)
     if #pos > 0 then usage("resume", "unexpected argument '" .. pos[1] .. "'") end
@@ -1863,10 +2008,11 @@ line is sent twice.
                        outcome (it may have created a billed job)
   --json               one object per line: {"line", "key", "id", "status", "path", "bytes", "error"}
   -q, --quiet          plain log lines instead of the live display
-  --token-file PATH, --base-url URL, --journal PATH, --no-journal
+  --token-file PATH, --base-url URL, --ca-file PATH, --journal PATH, --no-journal
 
-Ctrl-C stops submitting, cancels the queued jobs of this run (they are submitted
-again next time) and leaves the running ones to the next run of the command.
+Ctrl-C (and SIGTERM, SIGHUP) stops submitting, cancels the queued jobs of this
+run (they are submitted again next time) and leaves the running ones to the next
+run of the command.
 ]],
   run = function(o, pos) return require("kling.cli.batch").run(M, o, pos) end,
 })
@@ -1978,6 +2124,7 @@ local function run_main(argv)
   for _, a in ipairs(pre) do all[#all + 1] = a end
   for _, a in ipairs(rest) do all[#all + 1] = a end
   local o, pos = M.parse_args(name, all, c.flags)
+  M.json_output = o.json == true -- stdout then carries JSON only, written as it is
   if o.help then
     io.stdout:write(c.usage, "\n", EXIT_HELP)
     return 0

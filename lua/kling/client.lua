@@ -220,13 +220,15 @@ local TRANSPORT_KIND = {
   redirect = "network", truncated = "network", aborted = "network",
   timeout = "timeout", too_large = "protocol", io = "io", memory = "network",
   slow = "timeout", deadline = "timeout", range = "protocol", empty = "protocol",
+  proxy = "network", -- a proxy refused or failed: err.transport == "proxy", the message names it
 }
 
 -- One transfer, awaited; returns the raw result table, or nil, err.
 function Client:_transfer(spec, on_tick)
-  local x, msg = self._engine:request(spec)
+  local x, msg, _, is_local = self._engine:request(spec)
   if not x then
-    return nil, errors.new("network", self:scrub(msg), { retryable = false })
+    -- a message about the caller's own file is the caller's text: never masked
+    return nil, errors.new("network", is_local and msg or self:scrub(msg), { retryable = false })
   end
   self:_await(x, on_tick)
   local res = x:result()
@@ -279,6 +281,12 @@ function Client:_answer(res, opts)
     local kind = TRANSPORT_KIND[e.kind] or "network"
     local fields = { retryable = not opts.submit or not e.sent, request_id = opts.request_id, transport = e.kind }
     if e.kind == "tls" then e.message = "TLS: " .. e.message end
+    if e.kind == "proxy" then
+      -- the proxy's refusal, read by the one rule: a 503 may pass, a 403 will not
+      local _, again = core.answer_kind(e.proxy_status or 0)
+      fields.retryable = e.proxy_status ~= nil and again == true
+      fields.proxy_status = e.proxy_status
+    end
     if opts.submit and e.sent then
       return nil, errors.new("submit_unknown", self:scrub(e.message)
         .. ": the submit may or may not have reached the service; it was not sent again", fields)
@@ -291,8 +299,9 @@ function Client:_answer(res, opts)
     if ok then decoded = v end
   end
   local err = errors.from_answer(res.status, decoded, function(s) return self:scrub(s) end, opts.request_id)
-  if err and opts.submit and (res.status >= 500 or res.status == 408) then
-    -- the server may have created the job before it failed: never resent, kind submit_unknown
+  if err and opts.submit and (err.kind == "server" or err.kind == "timeout") then
+    -- the server may have created the job before it failed (a 5xx or 408, as an HTTP status or
+    -- as an error_code's family in a 200, by the one rule): never resent, kind submit_unknown
     err.kind = "submit_unknown"
     err.retryable = false
     err.message = err.message .. " (HTTP " .. res.status .. "): the job may or may not exist; it was not sent again"
@@ -532,7 +541,7 @@ function Client:download_url(url, path, opts)
   if type(path) ~= "string" or path == "" then error("client:download_url: path must be a non-empty string", 2) end
   opts = opts or {}
   check_download_opts(opts, "client:download_url")
-  local x, msg, bad_path = self._engine:request {
+  local x, msg, bad_path, is_local = self._engine:request {
     url = url, download = path, max_bytes = opts.max_bytes, retry = "safe",
     resume = opts.resume ~= false,
     low_speed_time = opts.stall_timeout or self.request_timeout,
@@ -543,7 +552,8 @@ function Client:download_url(url, path, opts)
     if bad_path then
       return nil, errors.new("io", "download failed: " .. msg, { retryable = false, path = bad_path })
     end
-    return nil, errors.new("network", self:scrub(msg), { retryable = false })
+    -- a message about the caller's own path is the caller's text: never masked
+    return nil, errors.new("network", is_local and msg or self:scrub(msg), { retryable = false })
   end
   local on_progress = opts.on_progress
   local last

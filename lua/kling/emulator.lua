@@ -612,6 +612,7 @@ function Server:create_job(model_id, body, input, directives, headers)
     duration = job_duration(input),
     instance_id = format("emu-%08x", self.random() & 0xFFFFFFFF),
     polls = { status = 0, result = 0, cancel = 0 },
+    error_answers = { status = 0, result = 0, cancel = 0 }, -- answers of @emu:error_ROUTE
   }
   self.jobs[id] = job
   self.job_list[#self.job_list + 1] = job
@@ -780,9 +781,50 @@ M.ODD_OUTPUTS = {
 local ODD_MARK = "\0emu-odd-output\0"
 local ODD_MARK_JSON = json.encode(ODD_MARK)
 
+-- @emu:error_status=CODE[@HTTP][*N] (and error_result, error_cancel): the job's first N
+-- requests (default 1) on that route answer HTTP HTTP (default 200) with
+-- {"error_code":CODE,"error_message":"Injected error CODE"}, without acting. CODE is
+-- written as a JSON number when it reads as one (500001, 1.5), null for "null", else as
+-- a JSON string ("12abc").
+function M.parse_error_directive(value)
+  if type(value) ~= "string" or value == "" then return nil end
+  local code, rest = value:match("^([^@*]+)(.*)$")
+  if not code then return nil end
+  local http = tonumber(rest:match("^@(%d%d%d)")) or 200
+  local n = tonumber(rest:match("%*(%d+)$")) or 1
+  local code_json
+  if code == "null" then
+    code_json = "null"
+  elseif code:match("^%-?%d+%.?%d*$") or code:match("^%-?%d+%.?%d*[eE][%+%-]?%d+$") then
+    code_json = code
+  else
+    code_json = encode(code)
+  end
+  return { code = code, json = code_json, http = http, n = n }
+end
+
+local function directed_error(job, route)
+  local spec = M.parse_error_directive(job.directives["error_" .. route])
+  if not spec or job.error_answers[route] >= spec.n then return nil end
+  job.error_answers[route] = job.error_answers[route] + 1
+  local body = format('{"error_code":%s,"error_message":%s}', spec.json, encode("Injected error " .. spec.code))
+  return { status = spec.http, body = body, type = "application/json" }
+end
+
+-- @emu:extra_code=VALUE: the job's status and result answers (successes) also carry
+-- "error_code": VALUE, written as for @emu:error_status (1.5, 12abc, null...).
+local function with_extra_code(job, reply)
+  local spec = M.parse_error_directive(job.directives.extra_code)
+  if not spec or reply.body:sub(1, 1) ~= "{" then return reply end
+  return { status = reply.status, type = reply.type, headers = reply.headers,
+    body = '{"error_code":' .. spec.json .. (reply.body == "{}" and "}" or ("," .. reply.body:sub(2))) }
+end
+
 function handlers.status(self, _, id)
   local job = self.jobs[id]
   if not job then return not_found("Request not found") end
+  local directed = directed_error(job, "status")
+  if directed then return directed end
   job.polls.status = job.polls.status + 1
   local now = self.clock()
   local state, position = job_state(job, now)
@@ -792,7 +834,7 @@ function handlers.status(self, _, id)
   local key = state == "in_queue" and position or state
   if job.status_key ~= key then
     job.status_key = key
-    job.status_reply = json_reply(200, self:status_body(job, state, position))
+    job.status_reply = with_extra_code(job, json_reply(200, self:status_body(job, state, position)))
   end
   return job.status_reply
 end
@@ -800,6 +842,8 @@ end
 function handlers.result(self, req, id)
   local job = self.jobs[id]
   if not job then return not_found("Request not found") end
+  local directed = directed_error(job, "result")
+  if directed then return directed end
   job.polls.result = job.polls.result + 1
   local now = self.clock()
   local state, position = job_state(job, now)
@@ -833,7 +877,7 @@ function handlers.result(self, req, id)
       body.cost = 0
     end
   end
-  local reply = json_reply(200, body)
+  local reply = with_extra_code(job, json_reply(200, body))
   if body.output and body.output.extra == ODD_MARK then
     local at = reply.body:find(ODD_MARK_JSON, 1, true)
     reply.body = reply.body:sub(1, at - 1) .. M.ODD_OUTPUTS[job.directives.output] .. reply.body:sub(at + #ODD_MARK_JSON)
@@ -844,6 +888,8 @@ end
 function handlers.cancel(self, _, id)
   local job = self.jobs[id]
   if not job then return not_found("Request not found") end
+  local directed = directed_error(job, "cancel")
+  if directed then return directed end
   job.polls.cancel = job.polls.cancel + 1
   local now = self.clock()
   local state = job_state(job, now)
@@ -956,6 +1002,7 @@ function handlers.job_record(self, _, id)
     directives = job.directives,
     headers = job.headers,
     polls = job.polls,
+    error_answers = job.error_answers,
     body = job.body,
   })
   -- the input exactly as received (it parsed as a JSON object at submit)

@@ -5,6 +5,8 @@
 -- (a list of { path =, message = }). `tostring(err)` gives one readable line
 -- (plus one line per validation problem). Messages never hold the token:
 -- whatever came from the server passes through the client's scrubber.
+local core = require "kling.core"
+
 local M = {}
 
 --- The kinds, as DESIGN.md names them (plus not_ready for job:result()).
@@ -51,12 +53,13 @@ function M.is(v)
   return getmetatable(v) == Error
 end
 
---- An error_code as an integer (JSON numbers decode as floats), or nil.
+--- An error_code as an integer, or nil when v is none: the one rule of the C
+-- core (kling.core.error_code; see kanswer_kind in src/engine.c): a number
+-- without a fraction from 0 to 2^53, or a string of 1 to 15 ASCII digits.
+-- 1.5, "12abc", "", null and booleans are no error code.
 local function numeric_code(v)
-  if math.type(v) == "integer" then return v end
-  if type(v) == "number" and v == math.floor(v) then return math.tointeger(v) end
-  if type(v) == "string" and v:match("^%d+$") then return math.tointeger(tonumber(v)) end
-  return nil
+  if v == nil then return nil end
+  return core.error_code(v)
 end
 
 M.numeric_code = numeric_code
@@ -92,24 +95,6 @@ function M.server_message(body)
   return detail_text(body.detail)
 end
 
-local function kind_for(status, code)
-  if code == 400002 or status == 402 then return "payment" end
-  if status == 401 or status == 403 or code == 403001 or code == 400004 then return "auth" end
-  if status == 404 or code == 404001 then return "not_found" end
-  if status == 429 then return "rate_limited" end
-  if status >= 500 then return "server" end
-  if status >= 400 then return "bad_request" end
-  if code then
-    local family = code // 1000
-    if family == 400 or family == 422 then return "bad_request" end
-    if family == 401 or family == 403 then return "auth" end
-    if family == 404 then return "not_found" end
-    if family == 429 then return "rate_limited" end
-    if family >= 500 and family < 600 then return "server" end
-  end
-  return "protocol"
-end
-
 local function scrub_deep(v, scrub, depth)
   if type(v) == "string" then return scrub(v) end
   if type(v) ~= "table" or depth > 8 then return v end
@@ -120,17 +105,21 @@ end
 
 --- The error an HTTP answer stands for, or nil when it is a success.
 -- status: HTTP status; body: the decoded JSON body (or nil); scrub: masks the token.
--- An HTTP 2xx whose body has an `error_code` is an error too (observed).
+-- The kind and whether it is retryable come from the one rule of the C core
+-- (kling.core.answer_kind; see kanswer_kind in src/engine.c), which the engine
+-- and the poller also follow: an HTTP 2xx whose body has an `error_code` is an
+-- error too (observed), and a retryable one (408, 429, 5xx, as a status or a
+-- code's family) is tried again like the same HTTP status.
 function M.from_answer(status, body, scrub, request_id)
   local code = type(body) == "table" and numeric_code(body.error_code) or nil
-  if status >= 200 and status < 300 and not code then return nil end
-  local kind = kind_for(status, code)
+  local kind, retryable = core.answer_kind(status, code)
+  if not kind then return nil end
   local msg = M.server_message(body) or ("HTTP " .. status .. " from the service")
   return M.new(kind, scrub(msg), {
     status = status,
     code = code,
     request_id = request_id,
-    retryable = kind == "rate_limited" or kind == "server",
+    retryable = retryable,
     detail = type(body) == "table" and scrub_deep(body.detail, scrub, 0) or nil,
   })
 end

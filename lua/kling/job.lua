@@ -24,7 +24,9 @@ M.TERMINAL = { completed = true, failed = true, cancelled = true }
 -- can never be sent elsewhere); otherwise builds it from the id.
 local function route(client, given, id, what)
   local built = client:request_url(id, what)
-  if type(given) == "string" and given:sub(1, #client.base_url + 1) == client.base_url .. "/" then
+  -- (and never one with a control character or a space: C would read it cut short at a NUL byte)
+  if type(given) == "string" and given:sub(1, #client.base_url + 1) == client.base_url .. "/"
+      and not given:find("[%z%c%s\127]") then
     return given
   end
   return built

@@ -66,6 +66,7 @@ local FINAL = { completed = true, failed = true, cancelled = true }
 local ADOPT_WINDOW = 60
 
 function B.run(cli, o, pos)
+  local io = cli.io -- stdout and stderr behind the CLI's escaping (cli.escape)
   local cmd = "batch"
   local usage = cli.usage
   if #pos ~= 1 then usage(cmd, "give one FILE.jsonl") end
@@ -153,7 +154,7 @@ function B.run(cli, o, pos)
     local rec = state[item.key]
     if rec and rec.hash and rec.hash ~= item.hash then
       d:warn(string.format("kling: line %d (%s) changed since its earlier submit%s; submitting the new input",
-        item.n, item.key, rec.id and (" (" .. rec.id .. ")") or ""))
+        item.n, item.key, rec.id and (" (" .. cli.escape(rec.id) .. ")") or ""))
       rec = nil
     end
     if cli.file_exists(item.path) then
@@ -296,7 +297,7 @@ function B.run(cli, o, pos)
     for _, item in ipairs(to_attach) do
       local job = ctx.client:job(item.id, item.model)
       ctx.attached[#ctx.attached + 1] = job
-      d:log(item.key .. " re-attached to " .. item.id)
+      d:log(item.key .. " re-attached to " .. cli.escape(item.id))
       follow(item, job)
     end
 
