@@ -238,7 +238,8 @@ describe("kling.core", function()
     assert.is_nil(got)
     assert.equals("io", err.kind)
     assert.equals(dir .. "/no/such/dir", err.path)
-    assert.matches("cannot write '" .. dir .. "/no/such/dir': No such file or directory", err.message, 1, true)
+    assert.matches("cannot write '" .. dir .. "/no/such/dir/x.mp4.part': '" .. dir .. "/no/such/dir': No such file or directory",
+      err.message, 1, true)
     c:close()
   end)
 
