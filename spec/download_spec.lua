@@ -746,6 +746,40 @@ describe("downloads", function()
       c:close()
     end)
 
+    it("ends a cut try whose bytes fill the disk with kind io, without trying again", function()
+      -- the bytes of a try the host cut are written when the try ends: a full disk then
+      -- must end the download (io), not be retried and then reported as io with the
+      -- whole file left behind as a .part
+      local full = dir .. "/full-cut"
+      if not mounted(full, "size=64k") then
+        pending("cannot mount a tmpfs here (needs root): not tested")
+        return
+      end
+      finally(function()
+        emu:set_faults {}
+        os.execute("umount " .. q(full))
+      end)
+      local c = kling.new { base_url = emu.api, token = TOKEN, retries = { max = 4, base = 0.01, cap = 0.01 } }
+      local job = done_job(c, "cut and full @emu:bytes=300000")
+      local path = full .. "/clip.bin"
+      emu:set_faults { "download:cut:1" }
+      local got, err = job:download(path)
+      assert.is_nil(got)
+      assert.equals("io", err.kind)
+      assert.matches("No space left on device", err.message, 1, true)
+      local part = assert(helpers.read_file(path .. ".part"))
+      assert.is_true(#part > 0 and #part < 150000) -- what fitted of the half the host sent
+      assert.equals(pattern(#part), part)
+      assert.equals(1, #emu:job_record(job.id).file_requests) -- not tried again
+      emu:set_faults {}
+      assert(os.execute("mount -o remount,size=1m tmpfs " .. q(full)))
+      assert(job:download(path))
+      assert.equals(pattern(300000), helpers.read_file(path))
+      local reqs = emu:job_record(job.id).file_requests
+      assert.equals("bytes=" .. #part .. "-", reqs[#reqs].range)
+      c:close()
+    end)
+
     it("reports a file size limit (EFBIG) as kind io, keeping the bytes written", function()
       local c = client()
       local job = done_job(c, "too big for ulimit @emu:bytes=300000")

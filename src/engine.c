@@ -620,7 +620,9 @@ static int collect(kengine *e) {
     if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK) e->connects += connects;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     double delay;
-    if (x->path && !x->owner && kxfer_review(x, e, status) != 0) {
+    /* a download's bytes on disk before anything is decided: a write that fails ends it */
+    if (x->path && !x->owner) kxfer_flush(x);
+    if (x->path && !x->owner && !x->io_error && kxfer_review(x, e, status) != 0) {
       if (x->deadline_at > 0 && kengine_now() >= x->deadline_at) {
         x->deadline_hit = 1;
       } else {

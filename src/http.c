@@ -401,6 +401,10 @@ static int flush_part(kxfer *x) {
   return 0;
 }
 
+int kxfer_flush(kxfer *x) {
+  return x->path ? flush_part(x) : 0;
+}
+
 /* Closes the .part after a try. sync: flush it to disk first. */
 static void close_part(kxfer *x, int sync) {
   if (x->fd < 0) return;

@@ -142,6 +142,11 @@ enum { KX_NEXT_HOP = 1, KX_START_OVER = 2 };
 int kxfer_begin(kxfer *x, struct kengine *e, CURL *easy);
 /* Called by the engine when libcurl reports the transfer done. */
 void kxfer_finish(kxfer *x, CURLcode code);
+/* A download: writes the bytes of this try still in memory to the .part.
+ * Returns 0, or -1 with the io error set (the .part keeps what was written:
+ * a verified prefix). Called before deciding whether to try again, so that a
+ * full disk ends the download (kind io) instead of being retried. */
+int kxfer_flush(kxfer *x);
 /* Forgets the last try's answer (and truncates a download) before another. */
 void kxfer_rewind(kxfer *x);
 /* Gives the easy handle back (reset, for reuse), or NULL when it had none. */
