@@ -1,0 +1,125 @@
+--- kling.emulator.listener: the two listeners and their connections.
+--
+-- One coroutine per listener accepts; one coroutine per connection serves it: read a
+-- request (kling.emulator.http), route it (server:dispatch, kling.emulator.routes), honour
+-- what a fault asks of the connection (a delay on the emulator's clock, a close without an
+-- answer), write the reply, log a line, and go on while the connection is kept alive.
+-- Each listener counts its connections: current, peak and total (/__emulator/stats).
+local cqueues = require "cqueues"
+local socket = require "cqueues.socket"
+local http = require "kling.emulator.http"
+local faults = require "kling.emulator.faults"
+local reply = require "kling.emulator.reply"
+
+local M = {}
+
+local format = string.format
+local read_request, write_reply = http.read_request, http.write_reply
+
+M.SETTLE_STEPS = 2 -- loop steps an accept that would raise the peak waits (see accept_loop)
+
+--- A listener record: name ("api" | "files"), its route list, its connection counts.
+function M.new(name, routes)
+  return { name = name, routes = routes, current = 0, peak = 0, total = 0, conns = {} }
+end
+
+--- The host part of a URL for a bound address.
+function M.url_host(host)
+  if host == "0.0.0.0" or host == "*" then return "127.0.0.1" end
+  if host == "::" then return "[::1]" end
+  if host:find(":", 1, true) then return "[" .. host .. "]" end
+  return host
+end
+
+--- Listen on host:port (0: a free port). @return socket, bound port | nil, err
+function M.bind(host, port)
+  local sock = socket.listen{ host = host, port = port, reuseaddr = true }
+  sock:onerror(function(_, _, why) return why end)
+  local ok, err = sock:listen()
+  if not ok then
+    sock:close()
+    return nil, format("cannot listen on %s port %s: %s", host, tostring(port), require("cqueues.errno").strerror(err))
+  end
+  local _, _, bound = sock:localname()
+  return sock, bound
+end
+
+--- Serve one connection until it closes, is not kept alive, or the server stops
+-- (server:serve).
+function M.serve(self, listener, con)
+  local limits = self.http_limits
+  while not self.stopped do
+    local req, err, status = read_request(con, limits)
+    if not req then
+      if status then
+        write_reply(con, nil, reply.error_reply(status, status * 1000 + 1, "Bad request: " .. err))
+      end
+      return
+    end
+    local r, kind, fault = self:dispatch(listener, req)
+    if r.delay then self.sleep(r.delay) end
+    if r.close then
+      -- reset / drop_after_create: no answer; a reset closes with a TCP RST when it can
+      if r.close == "reset" then faults.set_linger_zero(con) end
+      if not self.quiet then
+        self.log(format("%s %s %s - (fault %s: closed)", listener.name, req.method, req.path, fault))
+      end
+      return
+    end
+    local sent, werr = write_reply(con, req, r, self.counters.files, self.sleep)
+    if sent and kind == "submit" then
+      self.counters.submits_answered = self.counters.submits_answered + 1
+    end
+    if not self.quiet then
+      self.log(format("%s %s %s %d%s%s", listener.name, req.method, req.path, r.status,
+        fault and " (fault " .. fault .. ")" or "",
+        sent and "" or " (write failed: " .. tostring(werr) .. ")"))
+    end
+    if not sent or not req.keep_alive or r.cut then return end
+  end
+end
+
+local function on_error(_, _, why) return why end
+M.on_error = on_error
+
+local ACCEPT_OPTIONS = { nodelay = true }
+
+--- Accept connections until the server stops, one coroutine each (server:accept_loop).
+function M.accept_loop(self, listener)
+  local sock = listener.sock
+  while not self.stopped do
+    -- TCP_NODELAY: an answer written in pieces (a file's head, then its body; pipelined
+    -- answers) must not wait for the peer's delayed acknowledgement of the previous piece
+    local con, err = sock:accept(ACCEPT_OPTIONS)
+    if con then
+      if listener.current >= listener.peak and listener.current > 0 then
+        -- This connection would raise the peak. A client that closed a connection just
+        -- before opening this one is not over its limit, but the coroutine serving the
+        -- closed one may not have read the end of file yet: let the loop run the
+        -- coroutines that are ready first, so their closes are counted before this open.
+        for _ = 1, M.SETTLE_STEPS do cqueues.sleep(0) end
+      end
+      listener.current = listener.current + 1
+      listener.total = listener.total + 1
+      if listener.current > listener.peak then listener.peak = listener.current end
+      listener.conns[con] = true
+      self.cq:wrap(function()
+        http.prepare(con, self.http_limits)
+        con:onerror(on_error)
+        local ok, perr = pcall(self.serve, self, listener, con)
+        if not ok then self.log("emulator: connection error: " .. tostring(perr)) end
+        listener.current = listener.current - 1
+        listener.conns[con] = nil
+        con:close()
+      end)
+    elseif self.stopped then
+      return
+    else
+      -- out of descriptors or a transient error: back off briefly
+      self.log("emulator: accept: " .. tostring(err))
+      cqueues.sleep(0.05)
+    end
+  end
+end
+
+return M
