@@ -28,7 +28,7 @@ LUA_MODULES = $(wildcard lua/kling/*.lua)
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libcurl4-openssl-dev pkg-config gcc make curl \
                lua-cjson lua-dkjson lua-busted lua-cqueues lua-luv luarocks ca-certificates \
-               nginx-light openssl lua-socket tmux
+               nginx-light openssl lua-socket tmux lua-argparse
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUSTED = $(LUA) /usr/bin/busted
@@ -73,12 +73,13 @@ check: deps all build-check/kling/core.so
 
 install: all
 	install -d $(DESTDIR)$(LUA_LIBDIR)/kling $(DESTDIR)$(LUA_SHAREDIR)/kling/schemas \
-	  $(DESTDIR)$(LUA_SHAREDIR)/kling/cli $(DESTDIR)$(BINDIR)
+	  $(DESTDIR)$(LUA_SHAREDIR)/kling/cli $(DESTDIR)$(LUA_SHAREDIR)/kling/emulator $(DESTDIR)$(BINDIR)
 	install -m 0755 build/kling/core.so $(DESTDIR)$(LUA_LIBDIR)/kling/core.so
 	install -m 0644 lua/kling.lua $(DESTDIR)$(LUA_SHAREDIR)/kling.lua
 	install -m 0644 $(LUA_MODULES) $(DESTDIR)$(LUA_SHAREDIR)/kling/
 	install -m 0644 lua/kling/schemas/*.json $(DESTDIR)$(LUA_SHAREDIR)/kling/schemas/
 	install -m 0644 lua/kling/cli/*.lua $(DESTDIR)$(LUA_SHAREDIR)/kling/cli/
+	install -m 0644 lua/kling/emulator/*.lua $(DESTDIR)$(LUA_SHAREDIR)/kling/emulator/
 	install -m 0755 bin/kling $(DESTDIR)$(BINDIR)/kling
 	install -m 0755 bin/kling-emulator $(DESTDIR)$(BINDIR)/kling-emulator
 

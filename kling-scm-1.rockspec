@@ -23,6 +23,7 @@ dependencies = {
   "lua-cjson >= 2.1",
   "dkjson >= 2.5", -- JSON input files and batch lines: integers and empty arrays kept
   "cqueues", -- the emulator, and Ctrl-C in the command-line tool
+  "argparse", -- kling-emulator's flags
 }
 
 test_dependencies = {
@@ -56,6 +57,19 @@ build = {
     ["kling.cli.batch"] = "lua/kling/cli/batch.lua",
     ["kling.emulator"] = "lua/kling/emulator.lua",
     ["kling.emulator_video"] = "lua/kling/emulator_video.lua",
+    ["kling.emulator.api"] = "lua/kling/emulator/api.lua",
+    ["kling.emulator.cli"] = "lua/kling/emulator/cli.lua",
+    ["kling.emulator.clock"] = "lua/kling/emulator/clock.lua",
+    ["kling.emulator.control"] = "lua/kling/emulator/control.lua",
+    ["kling.emulator.faults"] = "lua/kling/emulator/faults.lua",
+    ["kling.emulator.files"] = "lua/kling/emulator/files.lua",
+    ["kling.emulator.http"] = "lua/kling/emulator/http.lua",
+    ["kling.emulator.jobs"] = "lua/kling/emulator/jobs.lua",
+    ["kling.emulator.listener"] = "lua/kling/emulator/listener.lua",
+    ["kling.emulator.pattern"] = "lua/kling/emulator/pattern.lua",
+    ["kling.emulator.reply"] = "lua/kling/emulator/reply.lua",
+    ["kling.emulator.routes"] = "lua/kling/emulator/routes.lua",
+    ["kling.emulator.util"] = "lua/kling/emulator/util.lua",
   },
   install = {
     bin = { ["kling"] = "bin/kling", ["kling-emulator"] = "bin/kling-emulator" },
