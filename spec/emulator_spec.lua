@@ -1,45 +1,38 @@
--- Specs of the emulator itself, over real HTTP with the curl command-line tool (and a small
--- cqueues client for the many-connections spec). They do not use the kling client.
+-- Specs of the emulator itself. Most run the emulator in this process on a manual clock
+-- (spec/emulator_harness.lua) and talk HTTP to it over loopback from the same loop: no
+-- process per request, no window of real time. The program's own behaviour (its first
+-- line, flags, signals, log) is specced on bin/kling-emulator, with the same client.
+-- They do not use the kling client.
 local helpers = require "helpers"
+local harness = require "emulator_harness"
 local cjson = require "cjson"
 local cqueues = require "cqueues"
 local emulator = require "kling.emulator"
 
-local http, json = helpers.http, helpers.json
+local json, quote = helpers.json, helpers.quote
 local TOKEN = "sekret-token-123"
 local MODEL = "kling/kling-3.0/pro/text-to-video"
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
 
 local now = cqueues.monotime
 
--- Send text on one new connection to base_url's host and port; return all it answers
--- until the server closes the connection.
-local function raw_exchange(base_url, text)
-  local socket = require "cqueues.socket"
-  local host, port = base_url:match("^http://([^:/]+):(%d+)")
-  local reply
-  local cq = cqueues.new()
-  cq:wrap(function()
-    local so = socket.connect{ host = host, port = tonumber(port) }
-    so:setmode("b", "bn")
-    so:xwrite(text, "bn", 5)
-    reply = so:xread("*a", "b", 5)
-    so:close()
-  end)
-  assert(cq:loop())
-  return reply
+local function capture(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  p:close()
+  return out
 end
 
-local function sleep_until(t)
-  local left = t - now()
-  if left > 0 then helpers.sleep(left) end
+-- A shell command run in the repository.
+local function in_root(cmd)
+  return capture("cd " .. quote(helpers.root) .. " && " .. cmd)
 end
 
 describe("kling-emulator", function()
   local emu
 
   setup(function()
-    emu = helpers.start_emulator{ "--queue", "0.3", "--run", "0.3", "--token", TOKEN, "--seed", "7" }
+    emu = harness.start{ queue = 0.3, run = 0.3, token = TOKEN, seed = 7 }
   end)
 
   teardown(function()
@@ -50,14 +43,13 @@ describe("kling-emulator", function()
     return emu:call(method, path, opts)
   end
 
-  -- submit a prompt; returns the decoded answer and the time just before sending
+  -- submit a prompt; returns the decoded answer
   local function submit(prompt, extra)
     local input = { prompt = prompt }
     for k, v in pairs(extra or {}) do input[k] = v end
-    local t = now()
     local res = api("POST", "/models/" .. MODEL, { body = cjson.encode(input) })
     assert.equal(200, res.status, res.body)
-    return json(res.body), t
+    return json(res.body)
   end
 
   local function status_of(id)
@@ -72,56 +64,136 @@ describe("kling-emulator", function()
     return json(res.body)
   end
 
-  -- submit and wait until the job's queue + run time (default 0.3 + 0.3) is over
+  -- submit, then move the clock past the job's queue + run time (default 0.3 + 0.3)
   local function finished_job(prompt, extra, seconds)
-    local answer, t = submit(prompt, extra)
-    sleep_until(t + (seconds or 0.6) + 0.15)
+    local answer = submit(prompt, extra)
+    emu:advance((seconds or 0.6) + 0.15)
     return answer.request_id
   end
 
-  describe("start-up", function()
+  describe("the program", function()
     it("prints 'kling-emulator api=... files=... stats=...' as its first line", function()
-      local api_port, files_port, stats_port = emu.first_line:match(
+      local e = helpers.start_emulator{}
+      finally(function() e:stop() end)
+      local api_port, files_port, stats_port = e.first_line:match(
         "^kling%-emulator api=http://127%.0%.0%.1:(%d+)/v1 files=http://127%.0%.0%.1:(%d+) "
         .. "stats=http://127%.0%.0%.1:(%d+)/__emulator/stats$")
-      assert.is_not_nil(api_port, emu.first_line)
+      assert.is_not_nil(api_port, e.first_line)
       assert.equal(api_port, stats_port)
       assert.are_not.equal(api_port, files_port)
     end)
 
-    it("prints its usage for --help and exits 0", function()
-      local p = io.popen("cd " .. helpers.quote(helpers.root) .. " && lua5.4 bin/kling-emulator --help; echo \"rc=$?\"")
-      local out = p:read("a")
-      p:close()
-      assert.matches("Usage: kling%-emulator", out)
-      assert.matches("%-%-video%-bytes", out)
-      assert.matches("rc=0\n$", out)
+    it("prints its usage for --help and -h and exits 0", function()
+      for _, flag in ipairs{ "--help", "-h" } do
+        local out = in_root("lua5.4 bin/kling-emulator " .. flag .. "; echo \"rc=$?\"")
+        assert.matches("^Usage: kling%-emulator", out)
+        assert.matches("%-%-video%-bytes", out)
+        assert.matches("rc=0\n$", out)
+      end
     end)
 
-    it("refuses an unknown flag with exit status 2", function()
-      local p = io.popen("cd " .. helpers.quote(helpers.root) .. " && lua5.4 bin/kling-emulator --bogus 2>&1; echo \"rc=$?\"")
-      local out = p:read("a")
-      p:close()
+    it("refuses an unknown flag with exit status 2, suggesting the flag meant", function()
+      local out = in_root("lua5.4 bin/kling-emulator --bogus 2>&1; echo \"rc=$?\"")
       assert.matches("unknown argument: %-%-bogus", out)
+      assert.matches("Usage: kling%-emulator", out)
+      assert.matches("rc=2\n$", out)
+      out = in_root("lua5.4 bin/kling-emulator --prot 0 2>&1; echo \"rc=$?\"")
+      assert.matches("unknown argument: %-%-prot\nDid you mean '%-%-port'%?", out)
+      assert.matches("rc=2\n$", out)
+      out = in_root("lua5.4 bin/kling-emulator stray 2>&1; echo \"rc=$?\"")
+      assert.matches("unknown argument: stray", out)
       assert.matches("rc=2\n$", out)
     end)
 
+    it("refuses a bad value with exit status 2, naming the flag", function()
+      for _, case in ipairs{
+        { "--port 70000", "bad value for %-%-port: 70000" },
+        { "--queue 3:2", "bad value for %-%-queue: 3:2" },
+        { "--seed 1.5", "bad value for %-%-seed: 1.5" },
+        { "--clock sundial", "bad value for %-%-clock: sundial" },
+        { "--token ''", "bad value for %-%-token" },
+        { "--port", "option '%-%-port' requires an argument" },
+        { "--quiet=yes", "option '%-%-quiet' does not take arguments" },
+      } do
+        local out = in_root("lua5.4 bin/kling-emulator " .. case[1] .. " 2>&1; echo \"rc=$?\"")
+        assert.matches(case[2], out, nil, case[1])
+        assert.matches("rc=2\n$", out, nil, case[1])
+      end
+    end)
+
+    -- the emulator is killed once it has printed its first line, which it prints after its
+    -- signal handlers are in place: no window in which the signal could come too early
     it("exits with status 0 on SIGTERM and on SIGINT", function()
       for _, sig in ipairs{ "TERM", "INT" } do
-        local p = io.popen("cd " .. helpers.quote(helpers.root) .. " && lua5.4 bin/kling-emulator --port 0 --quiet >/dev/null & "
-          .. "p=$!; sleep 0.3; kill -" .. sig .. " $p; wait $p; echo \"rc=$?\"")
-        local out = p:read("a")
-        p:close()
+        local dir = helpers.tmpdir()
+        local out = in_root(string.format("lua5.4 bin/kling-emulator --port 0 --quiet >%s & p=$!; "
+          .. "n=0; until [ -s %s ] || [ $n -ge 1000 ]; do sleep 0.02; n=$((n+1)); done; "
+          .. "kill -%s $p; wait $p; echo \"rc=$?\"", quote(dir .. "/out"), quote(dir .. "/out"), sig))
+        os.execute("rm -rf " .. quote(dir))
         assert.equal("rc=0\n", out, "after SIG" .. sig)
       end
     end)
 
     it("exits with status 0 when stdin reaches EOF under --exit-on-stdin-eof", function()
-      local p = io.popen("cd " .. helpers.quote(helpers.root) .. " && sleep 0.3 | lua5.4 bin/kling-emulator --port 0 --quiet "
-        .. "--exit-on-stdin-eof >/dev/null; echo \"rc=$?\"")
-      local out = p:read("a")
-      p:close()
+      local out = in_root("lua5.4 bin/kling-emulator --port 0 --quiet --exit-on-stdin-eof </dev/null >/dev/null; "
+        .. "echo \"rc=$?\"")
       assert.equal("rc=0\n", out)
+    end)
+
+    it("logs one line per request on stderr unless --quiet", function()
+      local e = harness.remote(helpers.start_emulator({ "--token", "t" }, { quiet = false }))
+      finally(function() e:stop() end)
+      assert.equal(401, e:call("GET", "/requests/abc/status", { token = false }).status)
+      assert.equal(404, e:call("GET", "/requests/abc/status", { token = "t" }).status)
+      e:stats() -- answered after the lines of the requests before it were written
+      local log = e.process:stderr()
+      assert.matches("api GET /v1/requests/abc/status 401\n", log, 1, true)
+      assert.matches("api GET /v1/requests/abc/status 404\n", log, 1, true)
+    end)
+
+    it("presets --load: jobs finish 1 to 5 s after submit, no request log", function()
+      local opts = assert(emulator.parse_args{ "--load" })
+      local server = emulator.new(opts)
+      assert.is_true(server.quiet)
+      assert.same({ 0, 1, 1, 4 }, { server.queue_lo, server.queue_hi, server.run_lo, server.run_hi })
+      local kept = emulator.new(assert(emulator.parse_args{ "--load", "--run", "7", "--queue", "0" }))
+      assert.same({ 0, 0, 7, 7 }, { kept.queue_lo, kept.queue_hi, kept.run_lo, kept.run_hi })
+      -- the program itself, without --quiet: nothing on stderr
+      local e = harness.remote(helpers.start_emulator({ "--load", "--seed", "3" }, { quiet = false }))
+      finally(function() e:stop() end)
+      assert.equal("[]", e:http("GET", e.root .. "/__emulator/jobs").body)
+      for _ = 1, 4 do
+        local res = e:call("POST", "/models/" .. MODEL, { token = "t", body = '{"prompt":"x"}' })
+        assert.equal(200, res.status)
+        assert.equal(200, e:http("GET", json(res.body).status_url, { token = "t" }).status)
+      end
+      local list = json(e:http("GET", e.root .. "/__emulator/jobs").body)
+      assert.equal(4, #list)
+      for _, j in ipairs(list) do
+        assert.is_true(j.queue_seconds >= 0 and j.queue_seconds <= 1)
+        assert.is_true(j.run_seconds >= 1 and j.run_seconds <= 4)
+        local total = j.ends_at - j.created_at_clock
+        assert.is_true(total >= 1 - 1e-6 and total <= 5 + 1e-6)
+      end
+      assert.equal("", e.process:stderr())
+    end)
+
+    it("runs on a manual clock under --clock manual, driven by POST /__emulator/clock", function()
+      local e = harness.remote(helpers.start_emulator{ "--clock", "manual", "--queue", "10", "--run", "20" })
+      finally(function() e:stop() end)
+      local clock = e:get_json("/__emulator/clock")
+      assert.equal("manual", clock.clock)
+      local id = json(e:call("POST", "/models/" .. MODEL, { token = "t", body = '{"prompt":"x"}' }).body).request_id
+      assert.equal("in_queue", json(e:call("GET", "/requests/" .. id .. "/status", { token = "t" }).body).status)
+      -- the clock stands still between requests, however long they take
+      assert.equal(clock.now, e:get_json("/__emulator/clock").now)
+      assert.near(clock.now + 10.5, e:advance(10.5), 1e-6)
+      assert.equal("in_progress", json(e:call("GET", "/requests/" .. id .. "/status", { token = "t" }).body).status)
+      local at = e:get_json("/__emulator/clock", "POST", cjson.encode{ now = clock.now + 31 })
+      assert.near(clock.now + 31, at.now, 1e-6)
+      assert.equal("completed", json(e:call("GET", "/requests/" .. id .. "/status", { token = "t" }).body).status)
+      local record = e:job_record(id)
+      assert.near(record.created_at_clock + 30, record.ends_at, 1e-6)
     end)
   end)
 
@@ -158,11 +230,11 @@ describe("kling-emulator", function()
     end)
 
     it("accepts any non-empty bearer token when started without --token", function()
-      local open = helpers.start_emulator{}
+      local open = harness.start{}
       finally(function() open:stop() end)
-      local res = http("POST", open.api .. "/models/" .. MODEL, { token = "anything", body = '{"prompt":"a cat"}' })
+      local res = open:call("POST", "/models/" .. MODEL, { token = "anything", body = '{"prompt":"a cat"}' })
       assert.equal(200, res.status)
-      res = http("GET", open.api .. "/requests/abc/status", {})
+      res = open:call("GET", "/requests/abc/status", { token = false })
       assert.equal(401, res.status)
     end)
   end)
@@ -192,8 +264,8 @@ describe("kling-emulator", function()
     it("derives the same ids from the same --seed", function()
       local ids = {}
       for i = 1, 2 do
-        local e = helpers.start_emulator{ "--seed", "42" }
-        local res = http("POST", e.api .. "/models/" .. MODEL, { token = "t", body = '{"prompt":"x"}' })
+        local e = harness.start(assert(emulator.parse_args{ "--seed", "42" }))
+        local res = e:call("POST", "/models/" .. MODEL, { token = "t", body = '{"prompt":"x"}' })
         e:stop()
         ids[i] = json(res.body).request_id
       end
@@ -233,15 +305,12 @@ describe("kling-emulator", function()
       assert.equal("chunked cat", record.input.prompt)
     end)
 
+    -- the client sends the body only once the 100 has come: without it, no answer
     it("answers Expect: 100-continue with 100 Continue before reading the body", function()
-      local t = now()
-      local res = api("POST", "/models/" .. MODEL, {
-        body = '{"prompt":"patient cat"}', headers = { "Expect: 100-continue" },
-        args = { "--expect100-timeout", "3" },
-      })
-      assert.equal(200, res.status)
-      assert.matches("HTTP/1.1 100 Continue", res.head)
-      assert.is_true(now() - t < 2)
+      local res = api("POST", "/models/" .. MODEL, { body = '{"prompt":"patient cat"}', expect100 = true })
+      assert.equal(200, res.status, res.body)
+      assert.is_true(res.continued)
+      assert.equal("patient cat", emu:job_record(json(res.body).request_id).input.prompt)
     end)
 
     it("accepts any slash-separated model id", function()
@@ -253,7 +322,7 @@ describe("kling-emulator", function()
 
   describe("job lifecycle", function()
     it("goes in_queue with a falling queue_position, then in_progress, then completed", function()
-      local answer, t = submit("a slow cat @emu:queue=0.9 @emu:run=0.3")
+      local answer = submit("a slow cat @emu:queue=0.9 @emu:run=0.3")
       local id = answer.request_id
       local s1 = status_of(id)
       assert.equal("in_queue", s1.status)
@@ -261,28 +330,31 @@ describe("kling-emulator", function()
       assert.equal(id, s1.request_id)
       assert.equal(answer.status_url, s1.status_url)
       assert.equal(answer.result_url, s1.result_url)
-      sleep_until(t + 0.55)
+      emu:advance(0.55)
       local s2 = status_of(id)
       assert.equal("in_queue", s2.status)
-      assert.is_true(s2.queue_position < s1.queue_position and s2.queue_position >= 0)
-      assert.equal(s2.queue_position, math.floor(s2.queue_position))
-      sleep_until(t + 1.0)
+      assert.equal(1, s2.queue_position) -- 3 * (0.9 - 0.55) / 0.9, rounded
+      emu:advance(0.45)
       local s3 = status_of(id)
       assert.equal("in_progress", s3.status)
       assert.is_string(s3.instance_id)
       assert.is_nil(s3.queue_position)
-      sleep_until(t + 1.35)
+      emu:advance(0.35)
       local s4 = status_of(id)
       assert.equal("completed", s4.status)
       assert.is_nil(s4.instance_id)
     end)
 
     it("follows --queue and --run when the prompt sets no timing", function()
-      local answer, t = submit("an ordinary cat")
+      local answer = submit("an ordinary cat")
       assert.equal("in_queue", status_of(answer.request_id).status)
-      sleep_until(t + 0.45)
+      emu:advance(0.29)
+      assert.equal("in_queue", status_of(answer.request_id).status)
+      emu:advance(0.02)
       assert.equal("in_progress", status_of(answer.request_id).status)
-      sleep_until(t + 0.75)
+      emu:advance(0.28)
+      assert.equal("in_progress", status_of(answer.request_id).status)
+      emu:advance(0.02)
       assert.equal("completed", status_of(answer.request_id).status)
     end)
 
@@ -310,9 +382,20 @@ describe("kling-emulator", function()
     it("adds a numeric cost with ?include_cost=true that scales with the duration", function()
       local a = submit("a priced cat @emu:queue=0 @emu:run=0")
       local b = submit("a longer priced cat @emu:queue=0 @emu:run=0", { duration = 10 })
-      helpers.sleep(0.05)
+      emu:advance(0.05)
       assert.equal(0.56, result_of(a.request_id, "?include_cost=true").cost)
       assert.equal(1.12, result_of(b.request_id, "?include_cost=true").cost)
+      assert.is_nil(result_of(a.request_id, "?include_cost=false").cost)
+    end)
+
+    it("reports cost 0 for a failed and a cancelled job, and none before the end", function()
+      local failed = submit("a priced failure @emu:fail @emu:queue=0 @emu:run=0")
+      local queued = submit("a priced wait @emu:queue=5")
+      emu:advance(0.05)
+      assert.equal(0, result_of(failed.request_id, "?include_cost=1").cost)
+      assert.is_nil(result_of(queued.request_id, "?include_cost=true").cost)
+      api("POST", "/requests/" .. queued.request_id .. "/cancel")
+      assert.equal(0, result_of(queued.request_id, "?include_cost=true").cost)
     end)
 
     it("cancels a queued job, answers the same for a second cancel, and reports it cancelled", function()
@@ -328,12 +411,14 @@ describe("kling-emulator", function()
       assert.equal("cancelled", result.status)
       assert.is_string(result.created_at)
       assert.is_nil(result.output)
-      assert.equal(404, http("GET", emu.files .. "/v/" .. id .. ".mp4").status)
+      emu:advance(10) -- and it stays cancelled after its queue and run time
+      assert.equal("cancelled", status_of(id).status)
+      assert.equal(404, emu:http("GET", emu.files .. "/v/" .. id .. ".mp4").status)
     end)
 
     it("refuses to cancel a running job with outcome not_cancellable", function()
       local answer = submit("a busy cat @emu:queue=0 @emu:run=5")
-      helpers.sleep(0.05)
+      emu:advance(0.05)
       local res = api("POST", "/requests/" .. answer.request_id .. "/cancel")
       assert.equal(200, res.status)
       assert.same({ request_id = answer.request_id, status = "in_progress", outcome = "not_cancellable" }, json(res.body))
@@ -342,7 +427,7 @@ describe("kling-emulator", function()
 
     it("refuses to cancel a finished job with outcome not_cancellable", function()
       local answer = submit("a done cat @emu:queue=0 @emu:run=0")
-      helpers.sleep(0.05)
+      emu:advance(0.05)
       local body = json(api("POST", "/requests/" .. answer.request_id .. "/cancel").body)
       assert.same({ request_id = answer.request_id, status = "completed", outcome = "not_cancellable" }, body)
     end)
@@ -371,7 +456,7 @@ describe("kling-emulator", function()
       local res = api("GET", "/nothing/here")
       assert.equal(404, res.status)
       assert.equal(404001, json(res.body).error_code)
-      res = http("GET", emu.root .. "/elsewhere")
+      res = emu:http("GET", emu.root .. "/elsewhere")
       assert.equal(404, res.status)
       assert.equal(404001, json(res.body).error_code)
     end)
@@ -383,19 +468,22 @@ describe("kling-emulator", function()
       res = api("DELETE", "/requests/abc/status")
       assert.equal(405, res.status)
       assert.equal("GET", res.headers.allow)
+      res = emu:http("PUT", emu.root .. "/__emulator/clock", { body = "{}" })
+      assert.equal(405, res.status)
+      assert.equal("GET, POST", res.headers.allow)
     end)
   end)
 
   describe("directives", function()
     it("reads @emu:queue and @emu:run from the prompt, which keeps the words", function()
-      local answer, t = submit("a cat @emu:queue=0.1 @emu:run=0.2")
+      local answer = submit("a cat @emu:queue=0.1 @emu:run=0.2")
       local record = emu:job_record(answer.request_id)
       assert.equal(0.1, record.queue_seconds)
       assert.equal(0.2, record.run_seconds)
       assert.equal("a cat @emu:queue=0.1 @emu:run=0.2", record.input.prompt)
-      sleep_until(t + 0.15)
+      emu:advance(0.15)
       assert.equal("in_progress", status_of(answer.request_id).status)
-      sleep_until(t + 0.35)
+      emu:advance(0.2)
       assert.equal("completed", status_of(answer.request_id).status)
     end)
 
@@ -408,7 +496,7 @@ describe("kling-emulator", function()
       assert.is_string(result.created_at)
       assert.is_string(result.finished_at)
       assert.is_nil(result.output)
-      assert.equal(404, http("GET", emu.files .. "/v/" .. id .. ".mp4").status)
+      assert.equal(404, emu:http("GET", emu.files .. "/v/" .. id .. ".mp4").status)
     end)
 
     it("uses the message of @emu:fail=Some_message with underscores as spaces", function()
@@ -417,20 +505,23 @@ describe("kling-emulator", function()
     end)
 
     it("reports the word of @emu:status after the queue time, forever", function()
-      local answer, t = submit("a strange cat @emu:status=rendering @emu:queue=0.1 @emu:run=0.1")
+      local answer = submit("a strange cat @emu:status=rendering @emu:queue=0.1 @emu:run=0.1")
       assert.equal("in_queue", status_of(answer.request_id).status)
-      sleep_until(t + 0.4)
+      emu:advance(0.4)
       assert.equal("rendering", status_of(answer.request_id).status)
       assert.equal("rendering", result_of(answer.request_id).status)
       local cancel = json(api("POST", "/requests/" .. answer.request_id .. "/cancel").body)
       assert.equal("not_cancellable", cancel.outcome)
       assert.equal("rendering", cancel.status)
+      emu:advance(1000)
+      assert.equal("rendering", status_of(answer.request_id).status)
+      assert.equal(cjson.null, emu:job_record(answer.request_id).finished_at_clock)
     end)
 
     it("spells completed as succeeded and cancelled as canceled for @emu:spell=alt", function()
       local done = submit("@emu:spell=alt @emu:queue=0 @emu:run=0")
       local queued = submit("@emu:spell=alt @emu:queue=5")
-      helpers.sleep(0.05)
+      emu:advance(0.05)
       assert.equal("succeeded", status_of(done.request_id).status)
       local result = result_of(done.request_id)
       assert.equal("succeeded", result.status)
@@ -463,12 +554,28 @@ describe("kling-emulator", function()
 
     it("serves N bytes of the pattern as the video for @emu:bytes=N", function()
       local id = finished_job("a pattern cat @emu:bytes=200000 @emu:queue=0 @emu:run=0", nil, 0)
-      local res = http("GET", emu.files .. "/v/" .. id .. ".mp4")
+      local res = emu:http("GET", emu.files .. "/v/" .. id .. ".mp4")
       assert.equal(200, res.status)
       assert.equal(200000, #res.body)
       assert.equal("200000", res.headers["content-length"])
       assert.is_true(res.body == emulator.pattern_bytes(0, 200000))
       assert.equal(200000, emu:job_record(id).video_bytes)
+    end)
+
+    it("answers a status request with an error body for @emu:error_status, N times, without acting", function()
+      local id = submit("an erring cat @emu:error_status=503001@503*2 @emu:extra_code=12abc").request_id
+      for _ = 1, 2 do
+        local res = api("GET", "/requests/" .. id .. "/status")
+        assert.equal(503, res.status)
+        assert.equal('{"error_code":503001,"error_message":"Injected error 503001"}', res.body)
+      end
+      local res = api("GET", "/requests/" .. id .. "/status")
+      assert.equal(200, res.status)
+      assert.matches('^{"error_code":"12abc",', res.body)
+      assert.equal("in_queue", json(res.body).status)
+      local record = emu:job_record(id)
+      assert.equal(1, record.status_polls)
+      assert.same({ status = 2, result = 0, cancel = 0 }, record.error_answers)
     end)
   end)
 
@@ -481,7 +588,7 @@ describe("kling-emulator", function()
     end)
 
     it("serves the sample MP4 byte for byte with video/mp4 and Accept-Ranges", function()
-      local res = http("GET", emu.files .. "/v/" .. id .. ".mp4")
+      local res = emu:http("GET", emu.files .. "/v/" .. id .. ".mp4")
       assert.equal(200, res.status)
       assert.equal("video/mp4", res.headers["content-type"])
       assert.equal("bytes", res.headers["accept-ranges"])
@@ -495,21 +602,22 @@ describe("kling-emulator", function()
         pending("ffprobe is not installed")
         return
       end
-      local p = io.popen("ffprobe -v error -select_streams v:0 -show_entries stream=codec_name,width,height "
-        .. "-of csv=p=0 " .. helpers.quote(emu.files .. "/v/" .. id .. ".mp4") .. " 2>&1")
-      local out = p:read("a")
-      p:close()
+      local dir = helpers.tmpdir()
+      finally(function() os.execute("rm -rf " .. quote(dir)) end)
+      helpers.write_file(dir .. "/v.mp4", emu:http("GET", emu.files .. "/v/" .. id .. ".mp4").body)
+      local out = capture("ffprobe -v error -select_streams v:0 -show_entries stream=codec_name,width,height "
+        .. "-of csv=p=0 " .. quote(dir .. "/v.mp4") .. " 2>&1")
       assert.equal("h264,160,90\n", out)
     end)
 
     it("answers HEAD with the headers of a GET and no body", function()
-      local res = http("HEAD", emu.files .. "/v/" .. id .. ".mp4")
+      local res = emu:http("HEAD", emu.files .. "/v/" .. id .. ".mp4")
       assert.equal(200, res.status)
       assert.equal(tostring(#video), res.headers["content-length"])
       assert.equal("video/mp4", res.headers["content-type"])
       -- on one connection, the answer to a GET follows the HEAD's head directly
       local path = "/v/" .. id .. ".mp4"
-      local reply = raw_exchange(emu.files, "HEAD " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n"
+      local reply = emu:raw(emu.files, "HEAD " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n"
         .. "GET " .. path .. " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
       local first, second = reply:match("^(HTTP/1%.1 200 OK\r\n.-\r\n\r\n)(HTTP/1%.1 200 OK\r\n.*)$")
       assert.is_not_nil(first)
@@ -527,7 +635,7 @@ describe("kling-emulator", function()
         { "bytes=-999999", 0, size - 1 },
       }
       for _, case in ipairs(cases) do
-        local res = http("GET", emu.files .. "/v/" .. id .. ".mp4", { headers = { "Range: " .. case[1] } })
+        local res = emu:http("GET", emu.files .. "/v/" .. id .. ".mp4", { headers = { "Range: " .. case[1] } })
         assert.equal(206, res.status, case[1])
         assert.equal(string.format("bytes %d-%d/%d", case[2], case[3], size), res.headers["content-range"])
         assert.equal(tostring(case[3] - case[2] + 1), res.headers["content-length"])
@@ -535,26 +643,34 @@ describe("kling-emulator", function()
       end
     end)
 
+    it("ignores a Range it does not serve (several ranges, another unit, last before first)", function()
+      for _, range in ipairs{ "bytes=0-1,5-6", "lines=0-9", "bytes=9-0", "bytes=-" } do
+        local res = emu:http("GET", emu.files .. "/v/" .. id .. ".mp4", { headers = { "Range: " .. range } })
+        assert.equal(200, res.status, range)
+        assert.is_true(res.body == video, range)
+      end
+    end)
+
     it("answers 416 with Content-Range bytes */SIZE for an unsatisfiable range", function()
       for _, range in ipairs{ "bytes=" .. #video .. "-", "bytes=999999-1000000", "bytes=-0" } do
-        local res = http("GET", emu.files .. "/v/" .. id .. ".mp4", { headers = { "Range: " .. range } })
+        local res = emu:http("GET", emu.files .. "/v/" .. id .. ".mp4", { headers = { "Range: " .. range } })
         assert.equal(416, res.status, range)
         assert.equal("bytes */" .. #video, res.headers["content-range"])
       end
     end)
 
     it("answers 404 for an unknown id and for a job without output", function()
-      assert.equal(404, http("GET", emu.files .. "/v/00000000-0000-4000-8000-000000000000.mp4").status)
+      assert.equal(404, emu:http("GET", emu.files .. "/v/00000000-0000-4000-8000-000000000000.mp4").status)
       local queued = submit("a waiting cat @emu:queue=5")
-      assert.equal(404, http("GET", emu.files .. "/v/" .. queued.request_id .. ".mp4").status)
-      assert.equal(404, http("GET", emu.files .. "/elsewhere").status)
+      assert.equal(404, emu:http("GET", emu.files .. "/v/" .. queued.request_id .. ".mp4").status)
+      assert.equal(404, emu:http("GET", emu.files .. "/elsewhere").status)
     end)
 
     it("needs no token and records the requests that carried an Authorization header", function()
       local before = emu:stats().files
       local path = "/v/" .. id .. ".mp4"
-      assert.equal(200, http("GET", emu.files .. path).status)
-      assert.equal(200, http("GET", emu.files .. path, { token = "leaked-token" }).status)
+      assert.equal(200, emu:http("GET", emu.files .. path).status)
+      assert.equal(200, emu:http("GET", emu.files .. path, { token = "leaked-token" }).status)
       local after = emu:stats().files
       assert.equal(before.authorization_headers + 1, after.authorization_headers)
       assert.equal(path, after.authorization_paths[#after.authorization_paths])
@@ -563,16 +679,16 @@ describe("kling-emulator", function()
     end)
 
     it("serves N pattern bytes for every output under --video-bytes N", function()
-      local e = helpers.start_emulator{ "--queue", "0", "--run", "0", "--video-bytes", "300000" }
+      local e = harness.start(assert(emulator.parse_args{ "--queue", "0", "--run", "0", "--video-bytes", "300000" }))
       finally(function() e:stop() end)
-      local res = http("POST", e.api .. "/models/" .. MODEL, { token = "t", body = '{"prompt":"x"}' })
+      local res = e:call("POST", "/models/" .. MODEL, { token = "t", body = '{"prompt":"x"}' })
       local job = json(res.body).request_id
-      helpers.sleep(0.05)
-      local url = json(http("GET", e.api .. "/requests/" .. job .. "/result", { token = "t" }).body).output.video
-      local file = http("GET", url)
+      e:advance(0.05)
+      local url = json(e:call("GET", "/requests/" .. job .. "/result", { token = "t" }).body).output.video
+      local file = e:http("GET", url)
       assert.equal(300000, #file.body)
       assert.is_true(file.body == emulator.pattern_bytes(0, 300000))
-      local part = http("GET", url, { headers = { "Range: bytes=70000-70999" } })
+      local part = e:http("GET", url, { headers = { "Range: bytes=70000-70999" } })
       assert.equal(206, part.status)
       assert.is_true(part.body == emulator.pattern_bytes(70000, 1000))
     end)
@@ -595,89 +711,89 @@ describe("kling-emulator", function()
       status_url = submit("a cat to poll").status_url
     end)
 
-    it("keeps a connection alive for several requests from one curl invocation", function()
-      local before = emu:stats().connections.total
-      local p = io.popen("curl -s -H " .. helpers.quote("Authorization: Bearer " .. TOKEN)
-        .. " -o /dev/null -o /dev/null -o - " .. helpers.quote(status_url) .. " "
-        .. helpers.quote(status_url) .. " " .. helpers.quote(emu.stats_url))
-      local stats = json(p:read("a"))
-      p:close()
+    it("keeps a connection alive for several requests", function()
+      local before = emu.server.api.total
+      assert.equal(200, emu:http("GET", status_url, { token = TOKEN, fresh = true }).status)
+      assert.equal(200, emu:http("GET", status_url, { token = TOKEN }).status)
+      local stats = emu:stats()
       assert.equal(before + 1, stats.connections.total)
     end)
 
     it("closes the connection after a request with Connection: close", function()
-      local before = emu:stats().connections.total
-      local p = io.popen("curl -s -H 'Connection: close' -H " .. helpers.quote("Authorization: Bearer " .. TOKEN)
-        .. " -o /dev/null -o /dev/null -o - " .. helpers.quote(status_url) .. " "
-        .. helpers.quote(status_url) .. " " .. helpers.quote(emu.stats_url))
-      local stats = json(p:read("a"))
-      p:close()
-      assert.equal(before + 3, stats.connections.total)
+      local before = emu:stats().connections.total -- on a kept-alive connection
+      for _ = 1, 2 do
+        local res = emu:http("GET", status_url, { token = TOKEN, fresh = true, headers = { "Connection: close" } })
+        assert.equal("close", res.headers.connection)
+      end
+      assert.equal(before + 2, emu:stats().connections.total)
+      -- an HTTP/1.0 request is closed unless it asks for keep-alive
+      local reply = emu:raw(emu.root, "GET /__emulator/clock HTTP/1.0\r\n\r\n")
+      assert.matches("\r\nConnection: close\r\n", reply)
     end)
 
-    -- 1000 when this process may open enough descriptors (the emulator gets the same limit)
+    -- 1000 when this process may open enough descriptors (the client's and the emulator's)
     local many = 300
     do
-      local p = io.popen("ulimit -n")
-      local limit = p:read("a"):match("%S+")
-      p:close()
-      if limit == "unlimited" or (tonumber(limit) or 0) >= 1100 then many = 1000 end
+      local limit = capture("ulimit -n"):match("%S+")
+      if limit == "unlimited" or (tonumber(limit) or 0) >= 2100 then many = 1000 end
     end
 
     it("holds " .. many .. " connections open at once and answers each of them", function()
       local socket = require "cqueues.socket"
       local host, port = emu.root:match("^http://([^:/]+):(%d+)$")
-      local n, conns, answered, current = many, {}, 0, 0
+      local n, conns, answered = many, {}, 0
       local id = status_url:match("/requests/([^/]+)/status$")
       local request = "GET /v1/requests/" .. id .. "/status HTTP/1.1\r\nHost: " .. host
         .. "\r\nAuthorization: Bearer " .. TOKEN .. "\r\nConnection: close\r\n\r\n"
-      local cq = cqueues.new()
-      cq:wrap(function()
+      local base = emu.server.api.current
+      harness.run_on(emu.cq, function()
         for i = 1, n do
           local so = socket.connect{ host = host, port = tonumber(port) }
           so:onerror(function(_, _, why) return why end)
-          assert(so:connect(5))
+          assert(so:connect(harness.GUARD))
           so:setmode("b", "bn")
           conns[i] = so
-        end
-        local deadline = now() + 5
-        repeat
-          current = emu:stats().connections.current
-          if current >= n then break end
-          cqueues.sleep(0.05)
-        until now() > deadline
-        for i = 1, n do
-          cq:wrap(function()
-            local so = conns[i]
-            so:xwrite(request, "bn", 5)
-            local reply = so:xread("*a", "b", 5)
-            if reply and reply:match("^HTTP/1%.1 200 ") and reply:find('"status":"', 1, true) then
-              answered = answered + 1
-            end
-            so:close()
-          end)
+          -- let the emulator accept it (this loop is also the emulator's)
+          while emu.server.api.current < base + i do cqueues.sleep(0) end
         end
       end)
-      assert(cq:loop())
-      assert.is_true(current >= n, "only " .. current .. " connections were open at once")
+      assert.equal(base + n, emu.server.api.current)
+      local done = 0
+      for i = 1, n do
+        emu.cq:wrap(function()
+          local so = conns[i]
+          so:xwrite(request, "bn", harness.GUARD)
+          local reply = so:xread("*a", "b", harness.GUARD)
+          if reply and reply:match("^HTTP/1%.1 200 ") and reply:find('"status":"', 1, true) then
+            answered = answered + 1
+          end
+          so:close()
+          done = done + 1
+        end)
+      end
+      emu:wait_for(function() return done == n end, "the answers")
       assert.equal(n, answered)
+      emu:wait_for(function() return emu.server.api.current == base end, "the closes")
       local stats = emu:stats()
       assert.is_true(stats.connections.peak >= n)
-      assert.equal(1, stats.connections.current)
     end)
 
     it("counts every connection in total and never more at once than the client had open", function()
       -- 4 workers, each opening 100 connections one after the other (closing one before
       -- opening the next): the peak must not count a closed one the emulator has not yet
       -- read the end of
+      local e = harness.remote(helpers.start_emulator{ "--token", TOKEN })
+      finally(function() e:stop() end)
+      local id = json(e:call("POST", "/models/" .. MODEL, { body = '{"prompt":"x"}' }).body).request_id
       local socket = require "cqueues.socket"
       local condition = require "cqueues.condition"
-      local host, port = emu.root:match("^http://([^:/]+):(%d+)$")
-      local id = status_url:match("/requests/([^/]+)/status$")
+      local host, port = e.root:match("^http://([^:/]+):(%d+)$")
       local request = "GET /v1/requests/" .. id .. "/status HTTP/1.1\r\nHost: " .. host
         .. "\r\nAuthorization: Bearer " .. TOKEN .. "\r\n\r\n"
       local workers, per_worker, answered = 4, 100, 0
-      emu:reset()
+      e.client:close()
+      e:reset()
+      e.client:close() -- the reset's connection: closed before the workers start
       local cq = cqueues.new()
       for _ = 1, workers do
         cq:wrap(function()
@@ -687,14 +803,9 @@ describe("kling-emulator", function()
             cq:wrap(function()
               local so = socket.connect{ host = host, port = tonumber(port) }
               so:setmode("b", "bn")
-              assert(so:connect(5))
-              assert(so:xwrite(request, "bn", 5))
-              local length
-              repeat
-                local line = assert(so:xread("*l", "b", 5))
-                length = length or tonumber(line:match("^Content%-Length: (%d+)"))
-              until line == "\r" or line == ""
-              assert(so:xread(length, "b", 5))
+              assert(so:connect(harness.GUARD))
+              assert(so:xwrite(request, "bn", harness.GUARD))
+              assert(harness.read_answer(so, "GET").status == 200)
               answered = answered + 1
               so:close()
               finished = true
@@ -706,10 +817,28 @@ describe("kling-emulator", function()
       end
       assert(cq:loop())
       assert.equal(workers * per_worker, answered)
-      local connections = emu:stats().connections
+      local connections = e:stats().connections
       assert.equal(workers * per_worker + 1, connections.total) -- and this stats request
       assert.is_true(connections.peak <= workers, "peak " .. connections.peak .. " with at most " .. workers .. " open")
       assert.is_true(connections.peak >= 1)
+    end)
+
+    it("answers pipelined requests on one connection in order", function()
+      local id = submit("a pipelined cat @emu:queue=0 @emu:run=0").request_id
+      emu:advance(0.02)
+      local one = "GET /v1/requests/" .. id .. "/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " .. TOKEN .. "\r\n\r\n"
+      local last = "GET /__emulator/jobs/" .. id .. " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+      local reply = emu:raw(emu.api, one:rep(3) .. last)
+      local answers = {}
+      for status, body in reply:gmatch("HTTP/1%.1 (%d+) [^\r]*\r\n.-\r\n\r\n([^H]*)") do
+        answers[#answers + 1] = { tonumber(status), body }
+      end
+      assert.equal(4, #answers)
+      for i = 1, 3 do
+        assert.equal(200, answers[i][1])
+        assert.equal("completed", json(answers[i][2]).status)
+      end
+      assert.equal(3, json(answers[4][2]).status_polls)
     end)
   end)
 
@@ -741,6 +870,16 @@ describe("kling-emulator", function()
       assert.is_number(stats.files.connections_total)
     end)
 
+    it("has a request counter for every kind of route in the route table, and other", function()
+      local kinds = { other = true }
+      for _, list in ipairs{ emulator.API_ROUTES, emulator.FILE_ROUTES } do
+        for _, route in ipairs(list) do kinds[route.kind] = true end
+      end
+      local counters = emu:stats().requests
+      for kind in pairs(kinds) do assert.is_number(counters[kind], kind) end
+      for kind in pairs(counters) do assert.is_true(kinds[kind], kind) end
+    end)
+
     it("zeroes the counters on reset and keeps the jobs", function()
       local answer = submit("a cat that survives a reset")
       api("GET", "/requests/" .. answer.request_id .. "/status")
@@ -751,13 +890,13 @@ describe("kling-emulator", function()
       assert.equal(0, stats.submits_answered)
       assert.equal(0, stats.files.requests)
       assert.same({}, stats.files.authorization_paths)
-      assert.equal(1, stats.connections.total)
+      assert.equal(0, stats.connections.total) -- the kept-alive connection was opened before
       assert.equal(200, api("GET", "/requests/" .. answer.request_id .. "/status").status)
     end)
 
     it("writes an empty authorization_paths list as []", function()
       emu:reset()
-      local res = http("GET", emu.stats_url)
+      local res = emu:http("GET", emu.stats_url)
       assert.matches('"authorization_paths":%[%]', res.body)
     end)
 
@@ -765,7 +904,7 @@ describe("kling-emulator", function()
       local body = '{"prompt":"a recorded cat","duration":5,"multi_prompt":[],"shot_type":"customize"}'
       local res = api("POST", "/models/" .. MODEL, { body = body, headers = { "X-Trace: 1" } })
       local id = json(res.body).request_id
-      local raw = http("GET", emu.root .. "/__emulator/jobs/" .. id)
+      local raw = emu:http("GET", emu.root .. "/__emulator/jobs/" .. id)
       assert.equal(200, raw.status)
       assert.matches('"input":' .. body:gsub("%p", "%%%0") .. "}$", raw.body)
       local record = json(raw.body)
@@ -777,33 +916,31 @@ describe("kling-emulator", function()
       assert.equal("application/json", record.headers["content-type"])
       assert.is_nil(record.headers.authorization)
       assert.is_nil(raw.body:find(TOKEN, 1, true))
-      assert.equal(404, http("GET", emu.root .. "/__emulator/jobs/unknown").status)
+      assert.equal(404, emu:http("GET", emu.root .. "/__emulator/jobs/unknown").status)
     end)
   end)
 
   describe("timing ranges, the clock and the job list", function()
-    -- the jobs a fresh emulator started with flags creates for the prompts (created with
-    -- curl, in order); -> the records of /__emulator/jobs/{id}, the emulator
+    -- the jobs a fresh emulator started with flags creates for the prompts, in order;
+    -- -> their records
     local function records_of(flags, prompts)
-      local e = helpers.start_emulator(flags)
+      local e = harness.start(assert(emulator.parse_args(flags)))
       local records = {}
       for i, prompt in ipairs(prompts) do
-        local res = http("POST", e.api .. "/models/" .. MODEL, { token = "t", body = cjson.encode{ prompt = prompt } })
+        local res = e:call("POST", "/models/" .. MODEL, { token = "t", body = cjson.encode{ prompt = prompt } })
         assert.equal(200, res.status, res.body)
         records[i] = e:job_record(json(res.body).request_id)
       end
-      return records, e
+      e:stop()
+      return records
     end
 
     it("draws each job's times from --queue LO:HI and --run LO:HI, the same for the same --seed", function()
       local prompts = { "a", "b", "c", "d", "e", "f @emu:run=7", "g @emu:queue=3:4" }
       local flags = { "--seed", "11", "--queue", "0.5:1.5", "--run", "2:3" }
-      local first, e1 = records_of(flags, prompts)
-      e1:stop()
-      local again, e2 = records_of(flags, prompts)
-      e2:stop()
-      local other, e3 = records_of({ "--seed", "12", "--queue", "0.5:1.5", "--run", "2:3" }, prompts)
-      e3:stop()
+      local first = records_of(flags, prompts)
+      local again = records_of(flags, prompts)
+      local other = records_of({ "--seed", "12", "--queue", "0.5:1.5", "--run", "2:3" }, prompts)
       local distinct, differs = {}, false
       for i, r in ipairs(first) do
         local q = (i == 7) and { 3, 4 } or { 0.5, 1.5 }
@@ -864,9 +1001,24 @@ describe("kling-emulator", function()
       assert.equal(5, job.run)
     end)
 
+    it("reads every flag into the options of emulator.new", function()
+      assert.same({
+        host = "0.0.0.0", port = 0, files_port = 9000, token = "t", queue = "1:2", run = "3", load = true,
+        queue_position = 5, video_bytes = 10, seed = -3, faults = { "status:503:0.2", "all:429:0.1" },
+        clock = "manual", exit_on_stdin_eof = true, quiet = true,
+      }, assert(emulator.parse_args{ "--host", "0.0.0.0", "--port", "0", "--files-port=9000", "--token", "t",
+        "--queue", "1:2", "--run", "3", "--load", "--queue-position", "5", "--video-bytes", "10", "--seed=-3",
+        "--faults", "status:503:0.2", "--faults", "all:429:0.1", "--clock", "manual", "--exit-on-stdin-eof",
+        "--quiet" }))
+      assert.same({ help = true }, emulator.parse_args{ "--help" })
+      assert.same({}, emulator.parse_args{})
+    end)
+
     it("answers /__emulator/clock with now on the machine's monotonic clock", function()
+      local e = harness.start{ clock = "monotonic" }
+      finally(function() e:stop() end)
       local before = now()
-      local res = http("GET", emu.root .. "/__emulator/clock")
+      local res = e:http("GET", e.root .. "/__emulator/clock")
       local after = now()
       assert.equal(200, res.status)
       assert.equal("application/json", res.headers["content-type"])
@@ -876,35 +1028,68 @@ describe("kling-emulator", function()
       assert.is_true(clock.now >= before - 1e-6 and clock.now <= after + 1e-6,
         string.format("%.6f not in [%.6f, %.6f]", clock.now, before, after))
       assert.is_true(math.abs(clock.wall - os.time()) < 2)
+      -- which cannot be driven
+      res = e:http("POST", e.root .. "/__emulator/clock", { body = '{"advance":1}' })
+      assert.equal(400, res.status)
+      assert.matches("the clock is not manual", json(res.body).error_message)
+    end)
+
+    it("drives a manual clock: advance, now, and refusals that leave it where it was", function()
+      local e = harness.start{}
+      finally(function() e:stop() end)
+      local t0 = e:get_json("/__emulator/clock").now
+      assert.equal("manual", e:get_json("/__emulator/clock").clock)
+      local wall0 = e:get_json("/__emulator/clock").wall
+      local moved = e:get_json("/__emulator/clock", "POST", '{"advance":2.5}')
+      assert.near(t0 + 2.5, moved.now, 1e-6)
+      assert.near(wall0 + 2.5, moved.wall, 1e-3)
+      assert.near(t0 + 4, e:get_json("/__emulator/clock", "POST", string.format('{"now":%.6f}', t0 + 4)).now, 1e-6)
+      for body, why in pairs{
+        ['{"advance":-1}'] = "Bad clock: expected seconds >= 0",
+        ['{"now":1}'] = "Bad clock: the clock does not go back",
+        ['{"advance":1,"now":2}'] = 'Bad clock: give one of "advance" and "now"',
+        ['{}'] = 'Bad clock: give one of "advance" and "now"',
+        ['{"speed":2}'] = "Bad clock: unknown field speed",
+        ['{"advance":"1"}'] = "Bad clock: expected seconds >= 0",
+        ['nope'] = "Expected a JSON object",
+      } do
+        local res = e:http("POST", e.root .. "/__emulator/clock", { body = body })
+        assert.equal(400, res.status, body)
+        assert.equal(400001, json(res.body).error_code)
+        assert.is_truthy(json(res.body).error_message:find(why, 1, true), json(res.body).error_message)
+      end
+      assert.near(t0 + 4, e:get_json("/__emulator/clock").now, 1e-6)
+      assert.has_error(function() emulator.new{ clock = "sundial" } end)
     end)
 
     it("records when a job ended, when a client first saw it, and when it fetched the result", function()
-      local t0 = now()
+      local t0 = emu:now()
       local answer = submit("a timed cat @emu:queue=0.1 @emu:run=0.1")
-      local t1 = now()
       local id = answer.request_id
       local record = emu:job_record(id)
-      assert.is_true(record.created_at_clock >= t0 - 1e-6 and record.created_at_clock <= t1 + 1e-6)
+      assert.near(t0, record.created_at_clock, 1e-6)
       assert.near(record.created_at_clock + 0.2, record.ends_at, 1e-5)
       assert.equal(cjson.null, record.finished_at_clock)
       assert.equal(cjson.null, record.noticed_at_clock)
       status_of(id)
-      sleep_until(record.ends_at + 0.05)
-      local seen = now()
+      emu:advance(0.25)
+      local seen = emu:now()
       status_of(id)
+      emu:advance(0.1)
       status_of(id)
       result_of(id)
       record = emu:job_record(id)
       assert.equal(record.ends_at, record.finished_at_clock)
-      assert.is_true(record.noticed_at_clock >= record.ends_at and record.noticed_at_clock <= seen + 0.5)
-      assert.is_true(record.result_at_clock >= record.noticed_at_clock)
+      assert.near(seen, record.noticed_at_clock, 1e-6)
+      assert.near(seen + 0.1, record.result_at_clock, 1e-6)
       assert.equal(3, record.status_polls)
       assert.equal(1, record.result_fetches)
       -- a cancelled job finished when it was cancelled
       local queued = submit("a cancelled cat @emu:queue=5")
+      emu:advance(1)
       api("POST", "/requests/" .. queued.request_id .. "/cancel")
       local cancelled = emu:job_record(queued.request_id)
-      assert.is_number(cancelled.cancelled_at_clock)
+      assert.near(emu:now(), cancelled.cancelled_at_clock, 1e-6)
       assert.equal(cancelled.cancelled_at_clock, cancelled.finished_at_clock)
       assert.is_true(cancelled.finished_at_clock < cancelled.ends_at)
     end)
@@ -912,10 +1097,11 @@ describe("kling-emulator", function()
     it("lists every job in creation order at /__emulator/jobs", function()
       local a = submit("listed cat one @emu:queue=0 @emu:run=0").request_id
       local b = submit("listed cat two @emu:queue=5").request_id
+      emu:advance(0.01)
       status_of(a)
       result_of(a)
       api("POST", "/requests/" .. b .. "/cancel")
-      local res = http("GET", emu.root .. "/__emulator/jobs")
+      local res = emu:http("GET", emu.root .. "/__emulator/jobs")
       assert.equal(200, res.status)
       local list = json(res.body)
       assert.equal(emu:stats().requests_by_job.jobs, #list)
@@ -967,7 +1153,7 @@ describe("kling-emulator", function()
       local list = json(reply.body)
       assert.equal(10000, #list)
       assert.equal(server.job_list[10000].id, list[10000].request_id)
-      assert.is_true(took < 0.5, "took " .. took .. " s")
+      assert.is_true(took < 0.5, "took " .. took .. " s of CPU")
     end)
 
     it("answers status polls from a cache that follows the queue position and the state", function()
@@ -985,63 +1171,14 @@ describe("kling-emulator", function()
         "in_progress", "completed", "completed" }, seen)
       assert.equal(9, server.jobs[id].polls.status)
       assert.equal(102.1, server.jobs[id].noticed_at)
-    end)
-
-    it("answers pipelined requests on one connection in order, without delay", function()
-      local id = submit("a pipelined cat @emu:queue=0 @emu:run=0").request_id
-      helpers.sleep(0.02)
-      local one = "GET /v1/requests/" .. id .. "/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " .. TOKEN .. "\r\n\r\n"
-      local last = "GET /__emulator/jobs/" .. id .. " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-      local t = now()
-      local reply = raw_exchange(emu.api, one:rep(3) .. last)
-      local took = now() - t
-      local answers = {}
-      for status, body in reply:gmatch("HTTP/1%.1 (%d+) [^\r]*\r\n.-\r\n\r\n([^H]*)") do
-        answers[#answers + 1] = { tonumber(status), body }
-      end
-      assert.equal(4, #answers)
-      for i = 1, 3 do
-        assert.equal(200, answers[i][1])
-        assert.equal("completed", json(answers[i][2]).status)
-      end
-      assert.is_true(took < 0.5, "took " .. took .. " s")
+      assert.equal("custom", json(emulator.handlers.clock(server).body).clock)
     end)
 
     it("has a load generator that reports requests per second", function()
-      local p = io.popen("cd " .. helpers.quote(helpers.root) .. " && lua5.4 spec/emulator_load.lua --seconds 0.3 "
-        .. "--connections 2 2>&1; echo \"rc=$?\"")
-      local out = p:read("a")
-      p:close()
+      local out = in_root("lua5.4 spec/emulator_load.lua --seconds 0.3 --connections 2 2>&1; echo \"rc=$?\"")
       assert.matches("2 connections, [%d.]+ s: %d+ answers %(0 not 200%), %d+ requests/s", out)
       assert.matches("requests per emulator CPU%-second", out)
       assert.matches("rc=0\n$", out)
-    end)
-
-    it("presets --load: jobs finish 1 to 5 s after submit, no request log", function()
-      local opts = assert(emulator.parse_args{ "--load" })
-      local server = emulator.new(opts)
-      assert.is_true(server.quiet)
-      assert.same({ 0, 1, 1, 4 }, { server.queue_lo, server.queue_hi, server.run_lo, server.run_hi })
-      local kept = emulator.new(assert(emulator.parse_args{ "--load", "--run", "7", "--queue", "0" }))
-      assert.same({ 0, 0, 7, 7 }, { kept.queue_lo, kept.queue_hi, kept.run_lo, kept.run_hi })
-      -- the program itself, without --quiet: nothing on stderr
-      local e = helpers.start_emulator({ "--load", "--seed", "3" }, { quiet = false })
-      finally(function() e:stop() end)
-      assert.equal("[]", http("GET", e.root .. "/__emulator/jobs").body)
-      for _ = 1, 4 do
-        local res = http("POST", e.api .. "/models/" .. MODEL, { token = "t", body = '{"prompt":"x"}' })
-        assert.equal(200, res.status)
-        assert.equal(200, http("GET", json(res.body).status_url, { token = "t" }).status)
-      end
-      local list = json(http("GET", e.root .. "/__emulator/jobs").body)
-      assert.equal(4, #list)
-      for _, j in ipairs(list) do
-        assert.is_true(j.queue_seconds >= 0 and j.queue_seconds <= 1)
-        assert.is_true(j.run_seconds >= 1 and j.run_seconds <= 4)
-        local total = j.ends_at - j.created_at_clock
-        assert.is_true(total >= 1 - 1e-6 and total <= 5 + 1e-6)
-      end
-      assert.equal("", e:stderr())
     end)
   end)
 
@@ -1070,6 +1207,26 @@ describe("kling-emulator", function()
       server:loop()
       assert.matches("^HTTP/1%.1 200 OK\r\n", reply)
       assert.matches('"requests_total":0', reply)
+    end)
+
+    it("keeps its API: the functions and tables of require('kling.emulator')", function()
+      for _, name in ipairs{ "new", "parse_args", "main", "parse_timing", "parse_fault", "parse_faults",
+          "parse_directives", "parse_error_directive", "pattern_bytes", "sample_video", "http_date",
+          "encode_json", "job_state" } do
+        assert.is_function(emulator[name], name)
+      end
+      for _, name in ipairs{ "ODD_IDS", "ODD_OUTPUTS", "FAULTS", "FAULT_ROUTES", "API_ROUTES", "FILE_ROUTES",
+          "handlers", "DEFAULTS" } do
+        assert.is_table(emulator[name], name)
+      end
+      assert.is_string(emulator.RESET_METHOD)
+      assert.matches("^Usage: kling%-emulator", emulator.USAGE)
+      assert.same({ "submit", "status", "result", "cancel", "download", "all" }, emulator.FAULT_ROUTES)
+      local server = emulator.new{ quiet = true }
+      for _, name in ipairs{ "listen", "loop", "step", "stop", "set_faults", "create_job", "advance",
+          "set_clock", "read_request", "write_reply", "dispatch", "faulted", "draw_fault" } do
+        assert.is_function(server[name], name)
+      end
     end)
   end)
 end)

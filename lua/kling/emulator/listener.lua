@@ -90,7 +90,12 @@ function M.accept_loop(self, listener)
   while not self.stopped do
     -- TCP_NODELAY: an answer written in pieces (a file's head, then its body; pipelined
     -- answers) must not wait for the peer's delayed acknowledgement of the previous piece
-    local con, err = sock:accept(ACCEPT_OPTIONS)
+    local ok, con, err = pcall(sock.accept, sock, ACCEPT_OPTIONS)
+    if not ok then
+      -- stop() closed the listening socket under a pending accept
+      if self.stopped then return end
+      error(con, 0)
+    end
     if con then
       if listener.current >= listener.peak and listener.current > 0 then
         -- This connection would raise the peak. A client that closed a connection just
