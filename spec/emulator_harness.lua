@@ -14,7 +14,7 @@
 --   -- res.body, res.err ("eof" for an empty reply, "Connection reset by peer", ...),
 --   -- res.continued (a 100 Continue came first)
 --   emu:stats(), emu:job_record(id), emu:reset(), emu:faults(), emu:set_faults(list, seed)
---   emu:raw(base_url, text)       -- text on a new connection; everything until the close
+--   emu:raw(base_url, text)       -- text on a new connection (then EOF); all until the close
 --   local p = emu:start("GET", url, opts)   -- a request left running: p.done, p.res, p:wait()
 --   emu:wait_for(function() return ... end, "what")  -- run the loop until it holds
 --   emu:stop()
@@ -273,16 +273,18 @@ function Emu:settle(n)
   end
 end
 
---- Send text on a new connection to base_url's host and port; return all that comes back
--- until the emulator closes the connection.
+--- Send text on a new connection to base_url's host and port, then close the sending
+-- side; return all that comes back until the emulator closes the connection.
 function Emu:raw(base_url, text)
   return run_on(self.cq, function()
     local host, port = host_port(base_url)
     local so = connect(host, port)
     so:xwrite(text, "bn", GUARD)
-    local reply = so:xread("*a", "b", GUARD)
+    so:shutdown("w") -- nothing more comes: a request cut short ends there
+    local reply, err = so:xread("*a", "b", GUARD)
     so:close()
-    return reply
+    if not reply and err then error("reading the answer: " .. why(err)) end
+    return reply or "" -- nil: closed without a byte
   end)
 end
 

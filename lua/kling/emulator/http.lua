@@ -12,8 +12,9 @@
 --   a request line other than "METHOD TARGET HTTP/x.y" -> 400; a version other than
 --   1.0 and 1.1 -> 505; a request line longer than limits.line -> 414;
 --   a header line longer than limits.line, more than limits.headers header lines, or a
---   head longer than limits.head -> 431; a header line without "name:" (a space before
---   the colon, garbage) or folded onto the previous line (obs-fold) -> 400;
+--   head longer than limits.head -> 431; a header line without "name:" (a name that is
+--   not a token, a space before the colon, garbage) or folded onto the previous line
+--   (obs-fold) -> 400;
 --   repeated headers are joined with ", " (so two different Content-Lengths -> 400);
 --   Content-Length other than digits -> 400; beyond limits.body -> 413;
 --   Transfer-Encoding other than "chunked" -> 501; "chunked" with a Content-Length: the
@@ -151,7 +152,7 @@ function M.read_request(con, limits)
       return nil, "eof in headers"
     end
     if h == "" then break end
-    local name, value = h:match("^([^:%s]+):%s*(.-)%s*$")
+    local name, value = h:match("^([%w!#$%%&'*+%-.^_`|~]+):%s*(.-)%s*$") -- a token, then ":"
     if not name then
       local first = h:byte(1)
       if first == 32 or first == 9 then return nil, "folded header line", 400 end

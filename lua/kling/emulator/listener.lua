@@ -44,6 +44,24 @@ function M.bind(host, port)
   return sock, bound
 end
 
+M.LINGER_SECONDS = 1          -- how long a refused request's rest is read and dropped
+M.LINGER_BYTES = 1024 * 1024  -- and how much of it
+
+--- Close a connection gently after refusing a request: the peer may still be sending
+-- the rest of it, and closing with unread input sends a TCP RST that can destroy the
+-- answer before the peer reads it. So: shut the sending side, then read and drop what
+-- comes (at most LINGER_BYTES, for at most LINGER_SECONDS of silence) until the peer
+-- closes.
+function M.linger(con)
+  con:shutdown("w")
+  local dropped = 0
+  while dropped < M.LINGER_BYTES do
+    local data = con:xread(-65536, "b", M.LINGER_SECONDS)
+    if not data then return end
+    dropped = dropped + #data
+  end
+end
+
 --- Serve one connection until it closes, is not kept alive, or the server stops
 -- (server:serve).
 function M.serve(self, listener, con)
@@ -53,6 +71,7 @@ function M.serve(self, listener, con)
     if not req then
       if status then
         write_reply(con, nil, reply.error_reply(status, status * 1000 + 1, "Bad request: " .. err))
+        M.linger(con)
       end
       return
     end
