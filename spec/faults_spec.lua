@@ -1,16 +1,18 @@
--- Specs of the emulator's fault injection (--faults, /__emulator/faults), over real HTTP with
--- the curl command-line tool. They do not use the kling client.
+-- Specs of the emulator's fault injection (--faults, /__emulator/faults). The emulator runs
+-- in this process on a manual clock (spec/emulator_harness.lua): requests go over loopback
+-- from the same loop, and the delays of slow and trickle pass when the spec moves the clock.
+-- They do not use the kling client.
 local helpers = require "helpers"
+local harness = require "emulator_harness"
 local cjson = require "cjson"
 local cqueues = require "cqueues"
+local socket = require "cqueues.socket"
 local emulator = require "kling.emulator"
 
-local http, json, quote = helpers.http, helpers.json, helpers.quote
+local json, quote = helpers.json, helpers.quote
 local TOKEN = "fault-token-456"
 local MODEL = "kling/kling-3.0/pro/text-to-video"
 local NO_JOB = "00000000-0000-4000-8000-000000000000"
-
-local now = cqueues.monotime
 
 local function capture(cmd)
   local p = assert(io.popen(cmd, "r"))
@@ -19,15 +21,16 @@ local function capture(cmd)
   return out
 end
 
--- n requests to url (a query n=1..n is added, which the emulator ignores) from one curl
--- process, one after the other on kept-alive connections; -> list of HTTP codes
-local function codes(url, n, token, method)
-  local out = capture(string.format("curl -s -o /dev/null -w '%%{http_code}\\n' -X %s -H %s %s",
-    method or "GET", quote("Authorization: Bearer " .. token), quote(url .. "?n=[1-" .. n .. "]")))
-  local list = {}
-  for code in out:gmatch("%d+") do list[#list + 1] = tonumber(code) end
-  assert(#list == n, "curl answered " .. #list .. " codes out of " .. n)
-  return list
+-- n requests to url on kept-alive connections, one after the other; -> list of statuses
+local function codes(e, url, n, token, method)
+  return harness.run_on(e.cq, function()
+    local list = {}
+    for i = 1, n do
+      local res = e.client:exchange(method or "GET", url .. "?n=" .. i, { token = token })
+      list[i] = res.status or 0
+    end
+    return list
+  end)
 end
 
 local function count(list, value)
@@ -46,14 +49,14 @@ local function assert_rate(observed, n, p, what)
 end
 
 local function refused(res)
-  return res.status == 0 or res.status == nil
+  return res.status == nil
 end
 
 describe("kling-emulator faults", function()
   local emu
 
   setup(function()
-    emu = helpers.start_emulator{ "--queue", "0", "--run", "0", "--token", TOKEN, "--seed", "9" }
+    emu = harness.start{ queue = 0, run = 0, token = TOKEN, seed = 9 }
   end)
 
   teardown(function()
@@ -76,21 +79,37 @@ describe("kling-emulator faults", function()
     return api("POST", "/models/" .. MODEL, opts)
   end
 
-  -- a job created while no fault is set; -> its id
+  -- a job created while no fault is set, then the clock moved past its end; -> its id
   local function job(prompt)
     local res = post_submit(prompt or "a cat @emu:queue=0 @emu:run=0")
     assert.equal(200, res.status, res.body)
+    emu:advance(0.01)
     return json(res.body).request_id
   end
 
   local function last_job()
-    local list = json(http("GET", emu.root .. "/__emulator/jobs").body)
+    local list = json(emu:http("GET", emu.root .. "/__emulator/jobs").body)
     return list[#list], #list
   end
 
   local function injected(route, fault)
     local by_route = emu:stats().faults.injected[route]
     return by_route and by_route[fault] or 0
+  end
+
+  -- Send a request on a connection of its own and leave it waiting; -> the socket
+  local function send_only(method, path, body)
+    return harness.run_on(emu.cq, function()
+      local host, port = emu.root:match("^http://([^:/]+):(%d+)$")
+      local so = socket.connect{ host = host, port = tonumber(port) }
+      so:setmode("b", "bn")
+      so:onerror(function(_, _, e) return e end)
+      assert(so:connect(harness.GUARD))
+      body = body or ""
+      assert(so:xwrite(string.format("%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        .. "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", method, path, TOKEN, #body, body), "bn"))
+      return so
+    end)
   end
 
   describe("the fault table", function()
@@ -107,7 +126,7 @@ describe("kling-emulator faults", function()
         ["download:truncated_json:1"] = "truncated_json does not apply to download",
         ["status:drop_after_create:1"] = "drop_after_create does not apply to status",
         ["download:error200:1"] = "error200 does not apply to download",
-        ["nowhere:503:1"] = "unknown route",
+        ["nowhere:503:1"] = "unknown route (submit, status, result, cancel, download or all)",
         ["status:418:1"] = "unknown fault",
         ["status:503:1.5"] = "rate must be a number from 0 to 1",
         ["status:503:-0.1"] = "rate must be a number from 0 to 1",
@@ -115,6 +134,7 @@ describe("kling-emulator faults", function()
         ["status:reset:1:2"] = "reset takes no argument",
         ["status:429:1:1.5"] = "whole seconds",
         ["status:slow:1:-1"] = "seconds >= 0",
+        ["download:trickle:1:0"] = "whole bytes per second >= 1",
         ["status:503"] = "expected ROUTE:FAULT:RATE",
         ["status:503:1:2:3"] = "expected ROUTE:FAULT:RATE",
       } do
@@ -137,7 +157,7 @@ describe("kling-emulator faults", function()
         .. " && lua5.4 bin/kling-emulator --port 0 --faults status:cut:1 2>&1; echo \"rc=$?\"")
       assert.matches("bad value for %-%-faults: status:cut:1: cut does not apply to status", out)
       assert.matches("rc=2\n$", out)
-      local e = helpers.start_emulator{ "--faults", "status:503:0.25:3", "--faults", "all:429:0.1,download:cut:1" }
+      local e = harness.remote(helpers.start_emulator{ "--faults", "status:503:0.25:3", "--faults", "all:429:0.1,download:cut:1" })
       finally(function() e:stop() end)
       local table = e:faults()
       assert.equal(emulator.RESET_METHOD, table.reset)
@@ -150,16 +170,16 @@ describe("kling-emulator faults", function()
 
     it("is replaced by POST /__emulator/faults, answered by GET, and refused when bad", function()
       assert.same({ faults = {}, reset = emulator.RESET_METHOD }, emu:faults())
-      assert.matches('"faults":%[%]', http("GET", emu.root .. "/__emulator/faults").body) -- a list, even empty
+      assert.matches('"faults":%[%]', emu:http("GET", emu.root .. "/__emulator/faults").body) -- a list, even empty
       local answer = emu:set_faults{ "status:503:0.5", "all:slow:0.1:2" }
       assert.same({ "status:503:0.5", "all:slow:0.1:2" }, { answer.faults[1].spec, answer.faults[2].spec })
       assert.same(answer, emu:faults())
       -- entries as objects, and a bare list
-      local res = http("POST", emu.root .. "/__emulator/faults",
+      local res = emu:http("POST", emu.root .. "/__emulator/faults",
         { body = '{"faults":[{"route":"result","fault":"500","rate":0.5},{"route":"cancel","fault":503,"rate":1,"arg":4}]}' })
       assert.equal(200, res.status, res.body)
       assert.same({ "result:500:0.5", "cancel:503:1:4" }, { json(res.body).faults[1].spec, json(res.body).faults[2].spec })
-      res = http("POST", emu.root .. "/__emulator/faults", { body = '["download:cut:0.5"]' })
+      res = emu:http("POST", emu.root .. "/__emulator/faults", { body = '["download:cut:0.5"]' })
       assert.equal(200, res.status, res.body)
       assert.equal("download:cut:0.5", emu:faults().faults[1].spec)
       -- refused: the table stays
@@ -169,15 +189,15 @@ describe("kling-emulator faults", function()
         ['{"faults":[],"seed":1.5}'] = "Bad faults: seed: expected an integer",
         ['{"faults":'] = "Expected a JSON object",
       } do
-        res = http("POST", emu.root .. "/__emulator/faults", { body = body })
+        res = emu:http("POST", emu.root .. "/__emulator/faults", { body = body })
         assert.equal(400, res.status, body)
         assert.equal(400001, json(res.body).error_code)
         assert.is_truthy(json(res.body).error_message:find(why, 1, true), json(res.body).error_message)
       end
       assert.equal("download:cut:0.5", emu:faults().faults[1].spec)
-      assert.equal(405, http("PUT", emu.root .. "/__emulator/faults", { body = "[]" }).status)
+      assert.equal(405, emu:http("PUT", emu.root .. "/__emulator/faults", { body = "[]" }).status)
       -- {} and {"faults":[]} empty it
-      res = http("POST", emu.root .. "/__emulator/faults", { body = "{}" })
+      res = emu:http("POST", emu.root .. "/__emulator/faults", { body = "{}" })
       assert.same({}, json(res.body).faults)
     end)
   end)
@@ -186,6 +206,7 @@ describe("kling-emulator faults", function()
     it("429: Retry-After ARG seconds (default 1) and an error body", function()
       local id = job()
       emu:set_faults{ "status:429:1:2", "result:429:1" }
+      local conns = emu.server.api.total
       local res = api("GET", "/requests/" .. id .. "/status")
       assert.equal(429, res.status)
       assert.equal("2", res.headers["retry-after"])
@@ -198,23 +219,20 @@ describe("kling-emulator faults", function()
       local record = emu:job_record(id)
       assert.equal(0, record.status_polls)
       assert.equal(0, record.result_fetches)
+      -- both on the one kept-alive connection: it stays open
+      assert.equal(conns, emu.server.api.total)
     end)
 
-    it("429date: Retry-After as an HTTP date ARG seconds ahead", function()
+    it("429date: Retry-After as an HTTP date ARG seconds ahead, rounded up", function()
       emu:set_faults{ "submit:429date:1:3" }
       local before = emu:stats().jobs_created
-      local t = os.time()
+      local wall = emu:get_json("/__emulator/clock").wall -- the clock stands still meanwhile
       local res = post_submit("a cat")
       assert.equal(429, res.status)
       assert.equal(429001, json(res.body).error_code)
-      local date = res.headers["retry-after"]
-      assert.matches("^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$", date)
-      local ok = false
-      for at = t + 2, t + 5 do
-        if os.date("!%a, %d %b %Y %H:%M:%S GMT", at) == date then ok = true end
-      end
-      assert.is_true(ok, date .. " is not 3 to 4 s after " .. os.date("!%H:%M:%S", t))
-      assert.matches(" GMT$", res.headers.date)
+      assert.equal(emulator.http_date(math.ceil(wall + 3)), res.headers["retry-after"])
+      assert.equal(emulator.http_date(wall), res.headers.date)
+      assert.matches("^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$", res.headers["retry-after"])
       assert.equal(before, emu:stats().jobs_created)
     end)
 
@@ -242,9 +260,9 @@ describe("kling-emulator faults", function()
       local res = post_submit("a cat that never was")
       assert.is_true(refused(res), tostring(res.status))
       if emu:faults().reset == "rst" then
-        assert.matches("Connection reset by peer", res.stderr)
+        assert.equal("Connection reset by peer", res.err)
       else
-        assert.matches("Empty reply from server", res.stderr)
+        assert.equal("eof", res.err)
       end
       local after = emu:stats()
       assert.equal(before.jobs_created, after.jobs_created)
@@ -252,7 +270,7 @@ describe("kling-emulator faults", function()
       assert.equal(before.submits_answered, after.submits_answered)
       assert.equal(1, after.faults.injected.submit.reset)
       assert.is_true(refused(api("GET", "/requests/" .. NO_JOB .. "/status")))
-      assert.is_true(refused(http("GET", emu.files .. "/v/" .. NO_JOB .. ".mp4")))
+      assert.is_true(refused(emu:http("GET", emu.files .. "/v/" .. NO_JOB .. ".mp4")))
       assert.equal(1, injected("status", "reset"))
       assert.equal(1, injected("download", "reset"))
     end)
@@ -262,7 +280,7 @@ describe("kling-emulator faults", function()
       local before = emu:stats()
       local res = post_submit("a dropped cat")
       assert.is_true(refused(res), tostring(res.status))
-      assert.matches("Empty reply from server", res.stderr)
+      assert.equal("eof", res.err) -- an empty reply: a close (FIN), no RST
       local after = emu:stats()
       assert.equal(before.jobs_created + 1, after.jobs_created)
       assert.equal(before.faults.jobs_created_by_attempt + 1, after.faults.jobs_created_by_attempt)
@@ -278,28 +296,40 @@ describe("kling-emulator faults", function()
       assert.equal(200, api("GET", "/requests/" .. listed.request_id .. "/status").status)
     end)
 
-    it("slow: acts on the request, then answers ARG seconds later (after the client gave up)", function()
+    it("slow: acts on the request, then answers once ARG seconds of the emulator's clock have passed", function()
       local id = job("a slow cat @emu:queue=5")
-      emu:set_faults{ "status:slow:1:1.5", "cancel:slow:1:0.4", "submit:slow:1:1" }
-      local t = now()
-      local res = api("GET", "/requests/" .. id .. "/status", { args = { "--max-time", "0.4" } })
-      assert.is_true(refused(res))
-      assert.matches("timed out", res.stderr)
-      assert.is_true(now() - t < 1.2)
-      -- waited for, the answer comes after the delay, and the request was acted on
-      t = now()
-      res = api("POST", "/requests/" .. id .. "/cancel")
-      local took = now() - t
+      emu:set_faults{ "status:slow:1:1.5", "cancel:slow:1:0.4" }
+      local pending = emu:start("GET", emu.api .. "/requests/" .. id .. "/status", { token = TOKEN })
+      -- acted on at once ...
+      emu:wait_for(function() return emu.server.jobs[id].polls.status == 1 end, "the poll")
+      emu:settle()
+      assert.is_false(pending.done)          -- ... answered only when the clock has moved on
+      emu:advance(1.4)
+      assert.is_false(pending.done)
+      emu:advance(0.1)
+      local res = pending:wait()
+      assert.equal(200, res.status)
+      assert.equal("in_queue", json(res.body).status)
+      -- waited for, the cancel is answered after its delay, and it was acted on
+      pending = emu:start("POST", emu.api .. "/requests/" .. id .. "/cancel", { token = TOKEN })
+      emu:wait_for(function() return emu.server.jobs[id].cancelled_at ~= nil end, "the cancel")
+      emu:advance(0.4)
+      res = pending:wait()
       assert.equal(200, res.status)
       assert.equal("cancelled", json(res.body).outcome)
-      assert.is_true(took >= 0.4 and took < 1.5, "took " .. took)
       local record = emu:job_record(id)
       assert.equal(1, record.status_polls)
       assert.is_true(record.cancelled)
-      -- a submit that times out still created its job
+      assert.equal(2, injected("status", "slow") + injected("cancel", "slow"))
+    end)
+
+    it("slow: a submit whose client gives up before the answer still created its job", function()
+      emu:set_faults{ "submit:slow:1:1" }
       local before = emu:stats().jobs_created
-      res = post_submit("an unknown cat", { args = { "--max-time", "0.3" } })
-      assert.is_true(refused(res))
+      local so = send_only("POST", "/v1/models/" .. MODEL, '{"prompt":"an unknown cat"}')
+      emu:wait_for(function() return emu.server.counters.jobs_created == before + 1 end, "the job")
+      harness.run_on(emu.cq, function() so:close() end) -- the client gives up
+      emu:advance(1)
       assert.equal(before + 1, emu:stats().jobs_created)
       local listed = last_job()
       assert.equal("slow", listed.submit_fault)
@@ -354,21 +384,39 @@ describe("kling-emulator faults", function()
       local id = job("a long cat @emu:queue=0 @emu:run=0 @emu:bytes=100000")
       emu:set_faults{ "download:cut:1" }
       local sent = emu:stats().files.bytes_sent
-      local res = http("GET", emu.files .. "/v/" .. id .. ".mp4")
+      local res = emu:http("GET", emu.files .. "/v/" .. id .. ".mp4")
       assert.equal(200, res.status)
       assert.equal("100000", res.headers["content-length"])
       assert.equal(50000, #res.body)
       assert.equal(emulator.pattern_bytes(0, 50000), res.body)
-      assert.matches("transfer closed with 50000 bytes remaining", res.stderr)
+      assert.matches("^cut: 50000 of 100000 bytes", res.err)
       assert.equal(sent + 50000, emu:stats().files.bytes_sent)
-      res = http("GET", emu.files .. "/v/" .. id .. ".mp4", { headers = { "Range: bytes=1000-1999" } })
+      res = emu:http("GET", emu.files .. "/v/" .. id .. ".mp4", { headers = { "Range: bytes=1000-1999" } })
       assert.equal(206, res.status)
       assert.equal("1000", res.headers["content-length"])
       assert.equal(emulator.pattern_bytes(1000, 500), res.body)
       -- nothing to cut: HEAD and a 404 go out whole, and do not count
-      assert.equal(200, http("HEAD", emu.files .. "/v/" .. id .. ".mp4").status)
-      assert.equal(404, http("GET", emu.files .. "/v/" .. NO_JOB .. ".mp4").status)
+      assert.equal(200, emu:http("HEAD", emu.files .. "/v/" .. id .. ".mp4").status)
+      assert.equal(404, emu:http("GET", emu.files .. "/v/" .. NO_JOB .. ".mp4").status)
       assert.equal(2, injected("download", "cut"))
+    end)
+
+    it("trickle: ARG bytes, then a second of the emulator's clock before the next", function()
+      local id = job("a trickling cat @emu:queue=0 @emu:run=0 @emu:bytes=7")
+      emu:set_faults{ "download:trickle:1:3" }
+      local files = emu.server.counters.files
+      local pending = emu:start("GET", emu.files .. "/v/" .. id .. ".mp4")
+      emu:wait_for(function() return files.bytes_sent == 3 end, "the first 3 bytes")
+      emu:settle()
+      assert.equal(3, files.bytes_sent)
+      emu:advance(1)
+      emu:wait_for(function() return files.bytes_sent == 6 end, "the next 3 bytes")
+      assert.is_false(pending.done)
+      emu:advance(1)
+      local res = pending:wait()
+      assert.equal(200, res.status)
+      assert.equal(emulator.pattern_bytes(0, 7), res.body)
+      assert.equal(1, injected("download", "trickle"))
     end)
 
     it("all: applies each fault to the routes it fits; never to /__emulator/*", function()
@@ -380,13 +428,13 @@ describe("kling-emulator faults", function()
       for _, res in ipairs{
         api("GET", "/requests/" .. id .. "/status"), api("GET", "/requests/" .. id .. "/result"),
         api("POST", "/requests/" .. id .. "/cancel"), post_submit("x"),
-        http("GET", emu.files .. "/v/" .. id .. ".mp4"),
+        emu:http("GET", emu.files .. "/v/" .. id .. ".mp4"),
       } do
         assert.equal(503, res.status)
       end
       for _, path in ipairs{ "/__emulator/stats", "/__emulator/jobs", "/__emulator/jobs/" .. id,
           "/__emulator/clock", "/__emulator/faults" } do
-        assert.equal(200, http("GET", emu.root .. path).status, path)
+        assert.equal(200, emu:http("GET", emu.root .. path).status, path)
       end
       -- refused requests and unknown routes are answered as usual, and draw nothing
       assert.equal(401, api("GET", "/requests/" .. id .. "/status", { token = false }).status)
@@ -405,9 +453,9 @@ describe("kling-emulator faults", function()
 
     -- a fresh emulator with FAULTS and seed: 300 status then 100 result requests
     local function run(seed)
-      local e = helpers.start_emulator{ "--seed", tostring(seed), "--faults", FAULTS }
-      local status = codes(e.api .. "/requests/" .. NO_JOB .. "/status", 300, "t")
-      local result = codes(e.api .. "/requests/" .. NO_JOB .. "/result", 100, "t")
+      local e = harness.start{ seed = seed, faults = FAULTS }
+      local status = codes(e, e.api .. "/requests/" .. NO_JOB .. "/status", 300, "t")
+      local result = codes(e, e.api .. "/requests/" .. NO_JOB .. "/result", 100, "t")
       return status, result, e
     end
 
@@ -437,19 +485,19 @@ describe("kling-emulator faults", function()
       assert.are_not.same(status, status3)
       -- POST /__emulator/faults with the seed restarts the stream as --seed did
       e:set_faults({ "status:503:0.2", "status:429:0.1:1", "all:500:0.1" }, 21)
-      assert.same(status, codes(e.api .. "/requests/" .. NO_JOB .. "/status", 300, "t"))
+      assert.same(status, codes(e, e.api .. "/requests/" .. NO_JOB .. "/status", 300, "t"))
     end)
 
     it("draws from a stream of its own: faults change neither ids nor times", function()
       local ids = {}
-      for i, flags in ipairs{ { "--seed", "5", "--queue", "0:1" },
-          { "--seed", "5", "--queue", "0:1", "--faults", "status:503:0.5,submit:429:0.5" } } do
-        local e = helpers.start_emulator(flags)
+      for i, opts in ipairs{ { seed = 5, queue = "0:1" },
+          { seed = 5, queue = "0:1", faults = "status:503:0.5,submit:429:0.5" } } do
+        local e = harness.start(opts)
         -- polls in between draw faults; the submits must still get the ids and times of the seed
         local got = {}
         while #got < 3 do
-          codes(e.api .. "/requests/" .. NO_JOB .. "/status", 3, "t")
-          local res = http("POST", e.api .. "/models/" .. MODEL, { token = "t", body = '{"prompt":"x"}' })
+          codes(e, e.api .. "/requests/" .. NO_JOB .. "/status", 3, "t")
+          local res = e:call("POST", "/models/" .. MODEL, { token = "t", body = '{"prompt":"x"}' })
           if res.status == 200 then
             local record = e:job_record(json(res.body).request_id)
             got[#got + 1] = record.request_id .. " " .. record.queue_seconds
@@ -467,7 +515,7 @@ describe("kling-emulator faults", function()
       emu:reset()
       local _, jobs_before = last_job()
       assert.same({ injected = {}, submit_attempts = 0, jobs_created_by_attempt = 0 }, emu:stats().faults)
-      assert.matches('"injected":{}', http("GET", emu.stats_url).body)
+      assert.matches('"injected":{}', emu:http("GET", emu.stats_url).body)
       emu:set_faults{ "submit:drop_after_create:1" }
       post_submit("dropped one")
       post_submit("dropped two")
@@ -488,7 +536,7 @@ describe("kling-emulator faults", function()
       assert.equal(3, stats.jobs_created)
       assert.equal(6, stats.requests.submit)
       assert.equal(3, stats.submits_answered) -- the 503, the plain one and the 401
-      local list = json(http("GET", emu.root .. "/__emulator/jobs").body)
+      local list = json(emu:http("GET", emu.root .. "/__emulator/jobs").body)
       local dropped = 0
       for i = jobs_before + 1, #list do
         if list[i].created_by_dropped_submit then dropped = dropped + 1 end
