@@ -155,6 +155,30 @@ function Server:write_reply(con, req, r)
   return http.write_reply(con, req, r, self.counters.files, self.sleep)
 end
 
+-- The options over the defaults (and the load preset's, under opts.load), checked: the
+-- times, the clock, the faults. -> options | nil, err
+local function settle_options(opts)
+  local o = {}
+  for k, v in pairs(DEFAULTS) do o[k] = v end
+  if opts.load then
+    for k, v in pairs(LOAD_PRESET) do o[k] = v end
+  end
+  for k, v in pairs(opts) do o[k] = v end
+  if opts.load then o.quiet = true end
+  o.queue_lo, o.queue_hi = jobs.parse_timing(o.queue)
+  o.run_lo, o.run_hi = jobs.parse_timing(o.run)
+  if not o.queue_lo then return nil, "bad queue time: " .. tostring(o.queue) end
+  if not o.run_lo then return nil, "bad run time: " .. tostring(o.run) end
+  local clk, cerr = clock.new(opts.clock)
+  if not clk then return nil, cerr end
+  o.clock_source = clk
+  o.clock, o.sleep, o.clock_name = clk.now, clk.sleep, clk.name
+  local fault_table, ferr = faults.parse_faults(opts.faults)
+  if not fault_table then return nil, "bad faults: " .. ferr end
+  o.fault_table = fault_table
+  return o
+end
+
 --- Create a server (not yet listening).
 -- @param opts table, every field optional: host, port, files_port, token, queue, run
 --   (seconds, "LO:HI" or { LO, HI }), queue_position, video_bytes, seed, quiet, load (the
@@ -164,32 +188,15 @@ end
 --   parse_faults).
 -- @return server (raises on a bad queue, run, clock or faults: a programming error)
 function M.new(opts)
-  opts = opts or {}
-  local self = setmetatable({}, Server)
-  for k, v in pairs(DEFAULTS) do self[k] = v end
-  if opts.load then
-    for k, v in pairs(LOAD_PRESET) do self[k] = v end
-    self.quiet = true
-  end
-  for k, v in pairs(opts) do self[k] = v end
-  if opts.load then self.quiet = true end
-  self.queue_lo, self.queue_hi = jobs.parse_timing(self.queue)
-  self.run_lo, self.run_hi = jobs.parse_timing(self.run)
-  if not self.queue_lo then error("kling.emulator: bad queue time: " .. tostring(self.queue), 2) end
-  if not self.run_lo then error("kling.emulator: bad run time: " .. tostring(self.run), 2) end
-  local clk, cerr = clock.new(opts.clock)
-  if not clk then error("kling.emulator: " .. cerr, 2) end
-  self.clock_source = clk
-  self.clock, self.sleep, self.clock_name = clk.now, clk.sleep, clk.name
-  local seed = opts.seed and floor(tonumber(opts.seed)) or util.default_seed()
+  local settled, err = settle_options(opts or {})
+  if not settled then error("kling.emulator: " .. err, 2) end
+  local self = setmetatable(settled, Server)
+  local seed = self.seed and floor(tonumber(self.seed)) or util.default_seed()
   self.random = util.new_rng(seed)
   -- the job times come from their own generator, so the ids of a seed do not depend on them
   self.timing_random = util.new_rng(seed ~ 0x5BD1E9955BD1E995)
   -- and the fault decisions from a third one, so that faults change neither ids nor times
   self.fault_random = faults.new_generator(seed)
-  local fault_table, ferr = faults.parse_faults(opts.faults)
-  if not fault_table then error("kling.emulator: bad faults: " .. ferr, 2) end
-  self.fault_table = fault_table
   self.handlers = M.handlers
   self.http_limits = {
     timeout = self.idle_timeout, body = self.max_body,

@@ -115,6 +115,28 @@ end
 local ODD_MARK = "\0emu-odd-output\0"
 local ODD_MARK_JSON = json.encode(ODD_MARK)
 
+-- The body of a result answer: the final one once the job is over, else its status.
+local function result_body(self, job, state, position)
+  if state == "completed" or state == "failed" then
+    local body = {
+      request_id = job.id,
+      status = wire_status(job, state),
+      created_at = self:iso(job.created),
+      finished_at = self:iso(job.ends),
+    }
+    if state == "completed" then
+      body.output = { video = self:video_url(job) }
+      if jobs.ODD_OUTPUTS[job.directives.output] then body.output.extra = ODD_MARK end
+    else
+      body.error = { error_code = 500001, error_message = job.fail }
+    end
+    return body
+  elseif state == "cancelled" then
+    return { request_id = job.id, status = wire_status(job, state), created_at = self:iso(job.created) }
+  end
+  return self:status_body(job, state, position)
+end
+
 --- GET /v1/requests/{id}/result: the final body once the job is over, else its status.
 function handlers.result(self, req, id)
   local job = self.jobs[id]
@@ -128,25 +150,7 @@ function handlers.result(self, req, id)
     job.noticed_at = job.noticed_at or micro(now)
     job.result_at = job.result_at or micro(now)
   end
-  local body
-  if state == "completed" or state == "failed" then
-    body = {
-      request_id = job.id,
-      status = wire_status(job, state),
-      created_at = self:iso(job.created),
-      finished_at = self:iso(job.ends),
-    }
-    if state == "completed" then
-      body.output = { video = self:video_url(job) }
-      if jobs.ODD_OUTPUTS[job.directives.output] then body.output.extra = ODD_MARK end
-    else
-      body.error = { error_code = 500001, error_message = job.fail }
-    end
-  elseif state == "cancelled" then
-    body = { request_id = job.id, status = wire_status(job, state), created_at = self:iso(job.created) }
-  else
-    body = self:status_body(job, state, position)
-  end
+  local body = result_body(self, job, state, position)
   if req.query.include_cost == "true" or req.query.include_cost == "1" then
     if state == "completed" then
       body.cost = jobs.cost(job)

@@ -132,6 +132,29 @@ function M.parse_args(argv)
   return opts
 end
 
+-- Stop the server on SIGTERM or SIGINT, and (stdin_eof) when stdin reaches its end.
+local function stop_on_signals(server, stdin_eof)
+  local signal = require "cqueues.signal"
+  signal.ignore(signal.SIGPIPE)
+  -- block, then restore the default disposition (a shell starts background jobs with
+  -- SIGINT ignored, which would discard it before the signal listener sees it)
+  signal.block(signal.SIGTERM, signal.SIGINT)
+  signal.default(signal.SIGTERM, signal.SIGINT)
+  local listener = signal.listen(signal.SIGTERM, signal.SIGINT)
+  server.cq:wrap(function()
+    listener:wait()
+    server:stop()
+  end)
+  if stdin_eof then
+    server.cq:wrap(function()
+      local stdin = require("cqueues.socket").fdopen(0)
+      stdin:onerror(function(_, _, why) return why end)
+      while stdin:xread(-4096, "b") do end
+      server:stop()
+    end)
+  end
+end
+
 --- Run the emulator as a program.
 -- @param argv list of arguments (the script's arg table)
 -- @return exit status (0; 1 when it cannot listen; 2 for a usage error)
@@ -145,32 +168,13 @@ function M.main(argv)
     io.stdout:write(M.usage())
     return 0
   end
-  local signal = require "cqueues.signal"
-  local socket = require "cqueues.socket"
   local server = emulator.new(opts)
   local api_url, files_url = server:listen()
   if not api_url then
     io.stderr:write("kling-emulator: ", files_url, "\n")
     return 1
   end
-  signal.ignore(signal.SIGPIPE)
-  -- block, then restore the default disposition (a shell starts background jobs with
-  -- SIGINT ignored, which would discard it before the signal listener sees it)
-  signal.block(signal.SIGTERM, signal.SIGINT)
-  signal.default(signal.SIGTERM, signal.SIGINT)
-  local listener = signal.listen(signal.SIGTERM, signal.SIGINT)
-  server.cq:wrap(function()
-    listener:wait()
-    server:stop()
-  end)
-  if opts.exit_on_stdin_eof then
-    server.cq:wrap(function()
-      local stdin = socket.fdopen(0)
-      stdin:onerror(function(_, _, why) return why end)
-      while stdin:xread(-4096, "b") do end
-      server:stop()
-    end)
-  end
+  stop_on_signals(server, opts.exit_on_stdin_eof)
   io.stdout:write(format("kling-emulator api=%s files=%s stats=%s\n", api_url, files_url, server.stats_url))
   io.stdout:flush()
   server:loop()

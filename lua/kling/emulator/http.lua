@@ -123,14 +123,8 @@ local function read_chunked(con, limits)
   return concat(parts)
 end
 
---- Read one request (head and body).
--- @param con a cqueues socket (prepared with prepare)
--- @param limits optional, see M.LIMITS
--- @return req { method, target, path, query (name -> raw value), version ("1.0" | "1.1"),
---   headers (lowercase name -> value), keep_alive, body } | nil, err, status (set when the
---   peer should get an error answer before the connection closes)
-function M.read_request(con, limits)
-  limits = limits or M.LIMITS
+-- The request line and the header fields. -> req (without body and keep_alive) | nil, err, status
+local function read_head(con, limits)
   local timeout, max_line = limits.timeout, limits.line
   local line, err
   repeat
@@ -167,47 +161,67 @@ function M.read_request(con, limits)
   end
   if target:byte(1) ~= 47 then target = target:gsub("^https?://[^/]*", "") end -- 47: "/"
   local path, query = target:match("^([^?#]*)%??([^#]*)")
-  local req = {
+  return {
     method = method, target = target, path = path, query = query ~= "" and parse_query(query) or NO_QUERY,
     version = version, headers = headers,
   }
+end
+
+-- How the body is framed: -> "chunked" | length (bytes, 0 for none) | nil, err, status.
+-- Sets req.keep_alive.
+local function framing(req, limits)
+  local headers = req.headers
   local connection = headers.connection
-  if version == "1.1" then
+  if req.version == "1.1" then
     req.keep_alive = not (connection and connection:lower():find("close", 1, true))
   else
     req.keep_alive = connection ~= nil and connection:lower():find("keep-alive", 1, true) ~= nil
   end
-  local encoding = headers["transfer-encoding"]
   local length = headers["content-length"]
-  local chunked = false
+  local encoding = headers["transfer-encoding"]
   if encoding then
     if encoding:lower() ~= "chunked" then return nil, "unsupported transfer coding", 501 end
-    chunked = true
     if length then req.keep_alive = false end -- framing in doubt: no request after this one
-    length = nil
+    return "chunked"
   end
-  if length then
-    if not length:match("^%d+$") then return nil, "bad content-length", 400 end
-    length = tonumber(length)
-    if length > limits.body then return nil, "body too large", 413 end
+  if not length then return 0 end
+  if not length:match("^%d+$") then return nil, "bad content-length", 400 end
+  length = tonumber(length)
+  if length > limits.body then return nil, "body too large", 413 end
+  return length
+end
+
+--- Read one request (head and body).
+-- @param con a cqueues socket (prepared with prepare)
+-- @param limits optional, see M.LIMITS
+-- @return req { method, target, path, query (name -> raw value), version ("1.0" | "1.1"),
+--   headers (lowercase name -> value), keep_alive, body } | nil, err, status (set when the
+--   peer should get an error answer before the connection closes)
+function M.read_request(con, limits)
+  limits = limits or M.LIMITS
+  local req, err, status = read_head(con, limits)
+  if not req then return nil, err, status end
+  local length
+  length, err, status = framing(req, limits)
+  if not length then return nil, err, status end
+  if length == 0 then
+    req.body = ""
+    return req
   end
-  if (chunked or (length and length > 0)) and version == "1.1" then
-    local expect = headers.expect
-    if expect and expect:lower() == "100-continue" then
-      local ok, werr = con:xwrite("HTTP/1.1 100 Continue\r\n\r\n", "bn")
-      if not ok then return nil, werr end
-    end
+  local expect = req.headers.expect
+  if expect and req.version == "1.1" and expect:lower() == "100-continue" then
+    local ok, werr = con:xwrite("HTTP/1.1 100 Continue\r\n\r\n", "bn")
+    if not ok then return nil, werr end
   end
-  if chunked then
-    local body, berr, status = read_chunked(con, limits)
-    if not body then return nil, berr, status end
+  if length == "chunked" then
+    local body
+    body, err, status = read_chunked(con, limits)
+    if not body then return nil, err, status end
     req.body = body
-  elseif length and length > 0 then
-    local data, rerr = con:xread(length, "b", timeout)
+  else
+    local data, rerr = con:xread(length, "b", limits.timeout)
     if not data or #data < length then return nil, rerr or "eof in body" end
     req.body = data
-  else
-    req.body = ""
   end
   return req
 end
@@ -215,6 +229,26 @@ end
 local STATUS_LINES = {}
 for code, reason in pairs(REASONS) do STATUS_LINES[code] = code .. " " .. reason end
 local SIMPLE_HEAD = "HTTP/1.1 %s\r\nServer: kling-emulator\r\nContent-Length: %d\r\nContent-Type: %s\r\n\r\n%s"
+
+-- Send a reply's byte source: its length, or half of it when cut; trickle: that many bytes,
+-- then a second's pause. -> bytes sent | nil, err
+local function stream(con, reply, length, files, sleep)
+  local source, offset, left, sent = reply.source, reply.offset, reply.cut and length // 2 or length, 0
+  local trickle = reply.trickle
+  sleep = sleep or cqueues.sleep
+  while left > 0 do
+    local n = min(left, CHUNK)
+    if trickle then -- ARG bytes, then a second's pause, until the client gives up
+      if sent > 0 then sleep(1) end
+      n = min(left, trickle)
+    end
+    local ok, err = con:xwrite(source.read(offset, n), "bn")
+    if not ok then return nil, err end
+    offset, left, sent = offset + n, left - n, sent + n
+    if files then files.bytes_sent = files.bytes_sent + n end
+  end
+  return sent
+end
 
 --- Write a reply: the one place answers go out.
 -- @param con a cqueues socket
@@ -260,22 +294,7 @@ function M.write_reply(con, req, reply, files, sleep)
   local ok, err = con:xwrite(head, "bn")
   if not ok then return nil, err end
   if not send_body then return 0 end
-  -- a cut download announces the whole length and sends about half of it (the caller closes)
-  local source, offset, left, sent = reply.source, reply.offset, reply.cut and length // 2 or length, 0
-  local trickle = reply.trickle
-  sleep = sleep or cqueues.sleep
-  while left > 0 do
-    local n = min(left, CHUNK)
-    if trickle then -- ARG bytes, then a second's pause, until the client gives up
-      if sent > 0 then sleep(1) end
-      n = min(left, trickle)
-    end
-    ok, err = con:xwrite(source.read(offset, n), "bn")
-    if not ok then return nil, err end
-    offset, left, sent = offset + n, left - n, sent + n
-    if files then files.bytes_sent = files.bytes_sent + n end
-  end
-  return sent
+  return stream(con, reply, length, files, sleep)
 end
 
 return M

@@ -143,21 +143,10 @@ function M.new_id(server)
   return format("%s-%s-%s-%s-%s", h:sub(1, 8), h:sub(9, 12), h:sub(13, 16), h:sub(17, 20), h:sub(21, 32))
 end
 
---- Create a job (server:create_job): its id, times (drawn from the server's timing
--- generator), and everything its directives ask for; it is counted in jobs_created.
--- @param model_id string; body the raw request body; input the decoded body;
---   directives (parse_directives); headers the request headers without Authorization
--- @return job
-function M.create(server, model_id, body, input, directives, headers)
-  local id = server:new_id()
-  while server.jobs[id] do id = server:new_id() end
-  local fail = directives.fail
-  if fail == true then
-    fail = M.DEFAULT_FAIL_MESSAGE
-  elseif fail then
-    fail = fail:gsub("_", " ")
-  end
-  local bytes = tonumber(directives.bytes) or tonumber(server.video_bytes)
+-- What the directives say of the job's file, into job: its size (@emu:bytes, else
+-- --video-bytes; nil: the sample MP4), pattern offset, validators, redirects, signing.
+local function file_directives(job, directives, video_bytes)
+  local bytes = tonumber(directives.bytes) or tonumber(video_bytes)
   if bytes then bytes = max(0, floor(bytes)) end
   local shift = tonumber(directives.pattern)
   shift = shift and shift >= 0 and shift < 2 ^ 31 and floor(shift) or 0
@@ -168,7 +157,30 @@ function M.create(server, model_id, body, input, directives, headers)
   if redirect_to and not redirect then redirect = 1 end
   local redirect_code = tonumber(directives.redirect_code)
   if not (redirect_code and REDIRECT_CODES[redirect_code]) then redirect_code = 302 end
-  local validators = type(directives.validators) == "string" and VALIDATOR_SETS[directives.validators] and directives.validators or "both"
+  job.bytes, job.shift, job.version = bytes, shift, 0
+  job.validators = type(directives.validators) == "string" and VALIDATOR_SETS[directives.validators]
+    and directives.validators or "both"
+  job.ifrange_ignore = directives.ifrange == "ignore"
+  job.redirect, job.redirect_to, job.redirect_code = redirect ~= 0 and redirect or nil, redirect_to, redirect_code
+  job.signed, job.signatures, job.file_requests = directives.signed and true or false, 0, {}
+end
+
+-- @emu:fail's message (underscores as spaces), or nil.
+local function fail_message(directives)
+  local fail = directives.fail
+  if fail == true then return M.DEFAULT_FAIL_MESSAGE end
+  if fail then return (fail:gsub("_", " ")) end
+  return nil
+end
+
+--- Create a job (server:create_job): its id, times (drawn from the server's timing
+-- generator), and everything its directives ask for; it is counted in jobs_created.
+-- @param model_id string; body the raw request body; input the decoded body;
+--   directives (parse_directives); headers the request headers without Authorization
+-- @return job
+function M.create(server, model_id, body, input, directives, headers)
+  local id = server:new_id()
+  while server.jobs[id] do id = server:new_id() end
   local rand = server.timing_random
   local uq, ur = unit(rand), unit(rand)
   local created = micro(server.clock())
@@ -186,26 +198,16 @@ function M.create(server, model_id, body, input, directives, headers)
     run = run,
     ends = created + queue + run,
     position = max(0, floor(tonumber(server.queue_position) or 0)),
-    fail = fail,
+    fail = fail_message(directives),
     status_word = type(directives.status) == "string" and directives.status ~= "" and directives.status or nil,
     alt = directives.spell == "alt",
     nourls = directives.nourls and true or false,
-    bytes = bytes,
-    shift = shift,
-    version = 0,
-    validators = validators,
-    ifrange_ignore = directives.ifrange == "ignore",
-    redirect = redirect ~= 0 and redirect or nil,
-    redirect_to = redirect_to,
-    redirect_code = redirect_code,
-    signed = directives.signed and true or false,
-    signatures = 0,
-    file_requests = {},
     duration = job_duration(input),
     instance_id = format("emu-%08x", server.random() & 0xFFFFFFFF),
     polls = { status = 0, result = 0, cancel = 0 },
     error_answers = { status = 0, result = 0, cancel = 0 }, -- answers of @emu:error_ROUTE
   }
+  file_directives(job, directives, server.video_bytes)
   server.jobs[id] = job
   server.job_list[#server.job_list + 1] = job
   server.counters.jobs_created = server.counters.jobs_created + 1

@@ -105,18 +105,31 @@ end
 
 local ID_PATTERN = "^[A-Za-z0-9_-]+$"
 
+-- The file host's own counts: every request, and those that carried a token.
+local function count_file_request(self, req)
+  local files = self.counters.files
+  files.requests = files.requests + 1
+  if req.headers.authorization then
+    files.authorization_headers = files.authorization_headers + 1
+    local paths = files.authorization_paths
+    if #paths < M.MAX_RECORDED_PATHS then paths[#paths + 1] = req.path end
+  end
+end
+
+-- 405 with the route's methods in Allow.
+local function not_allowed(route)
+  local allow = {}
+  for method in pairs(route.methods) do allow[#allow + 1] = method end
+  table.sort(allow)
+  local r = error_reply(405, 405001, "Method not allowed")
+  r.headers = { { "Allow", concat(allow, ", ") } }
+  return r
+end
+
 --- Route one request (server:dispatch). @return reply, kind, injected fault (name) | nil
 function M.dispatch(self, listener, req)
   local path = req.path
-  if listener == self.files then
-    local files = self.counters.files
-    files.requests = files.requests + 1
-    if req.headers.authorization then
-      files.authorization_headers = files.authorization_headers + 1
-      local paths = files.authorization_paths
-      if #paths < M.MAX_RECORDED_PATHS then paths[#paths + 1] = path end
-    end
-  end
+  if listener == self.files then count_file_request(self, req) end
   for _, route in ipairs(listener.routes) do
     local capture = path:match(route.pattern)
     if capture then
@@ -130,14 +143,7 @@ function M.dispatch(self, listener, req)
         end
       end
       local name = route.methods[req.method]
-      if not name then
-        local allow = {}
-        for method in pairs(route.methods) do allow[#allow + 1] = method end
-        table.sort(allow)
-        local r = error_reply(405, 405001, "Method not allowed")
-        r.headers = { { "Allow", concat(allow, ", ") } }
-        return r, kind
-      end
+      if not name then return not_allowed(route), kind end
       if route.id and (#capture > 128 or not capture:match(ID_PATTERN)) then
         return error_reply(400, 400001, "Invalid resource identifier"), kind
       end
