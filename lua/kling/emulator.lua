@@ -5,7 +5,8 @@
 -- the stand-in for the CDN that serves the outputs). This file builds the server object
 -- from its parts and keeps the module's API; each part owns one concern:
 --
---   emulator/listener.lua  accept loops, the connection loop, connection counts
+--   emulator/listener.lua  accept loops, the connection loop, connection counts, closes
+--                          (gently after a refusal, with a TCP RST for the reset fault)
 --   emulator/http.lua      the HTTP/1.1 reader and writer
 --   emulator/routes.lua    the route table, the counters derived from it, dispatch
 --   emulator/faults.lua    the fault table: parsing, drawing, shaping replies, --help's list
@@ -87,7 +88,7 @@ M.FAULTS = faults.NAMES             -- every fault's name, sorted
 M.FAULT_ROUTES = faults.ROUTES      -- the routes a fault may name
 M.parse_fault = faults.parse_fault
 M.parse_faults = faults.parse_faults
-M.RESET_METHOD = faults.RESET_METHOD
+M.RESET_METHOD = listener.RESET_METHOD -- how the reset fault closes: "rst" or "close"
 M.API_ROUTES = routes.API_ROUTES
 M.FILE_ROUTES = routes.FILE_ROUTES
 
@@ -144,6 +145,7 @@ Server.count = routes.count
 Server.dispatch = routes.dispatch
 Server.serve = listener.serve
 Server.accept_loop = listener.accept_loop
+Server.reset_method = listener.RESET_METHOD
 
 --- Read one request from a connection (see kling.emulator.http.read_request).
 function Server:read_request(con)

@@ -360,48 +360,19 @@ function M.faulted(server, kind, name, req, capture)
 end
 
 -- ---------------------------------------------------------------------------------------
--- The reset method: SO_LINGER 0 before the close, so that it sends a TCP RST
--- ---------------------------------------------------------------------------------------
-
--- cqueues has no such option; luasocket's setoption does it on any descriptor lent to a
--- (closed) luasocket object with setfd. Without luasocket the socket is simply closed.
-local linger_holder
-do
-  local ok, luasocket = pcall(require, "socket")
-  if ok and type(luasocket) == "table" and luasocket.tcp then
-    local ok2, holder = pcall(luasocket.tcp)
-    if ok2 and holder and holder.setfd and holder.setoption then
-      holder:close()            -- its own descriptor goes; it now holds none (-1)
-      linger_holder = holder
-    end
-  end
-end
-M.RESET_METHOD = linger_holder and "rst" or "close"
-
---- Make the close of a cqueues socket send a TCP RST. @return true when it could
-function M.set_linger_zero(con)
-  if not linger_holder then return false end
-  local fd = con:pollfd()
-  if type(fd) ~= "number" or fd < 0 then return false end
-  linger_holder:setfd(fd)
-  local ok = linger_holder:setoption("linger", { on = true, timeout = 0 })
-  linger_holder:setfd(-1)       -- never let luasocket close the descriptor
-  return ok == 1 or ok == true
-end
-
--- ---------------------------------------------------------------------------------------
 -- The control route /__emulator/faults (API port, no token, never faulted)
 -- ---------------------------------------------------------------------------------------
 
 M.handlers = {}
 
---- The fault table as GET /__emulator/faults answers it (server:faults_reply).
+--- The fault table as GET /__emulator/faults answers it (server:faults_reply), with how
+-- the reset fault closes (server.reset_method: "rst" or "close", see kling.emulator.listener).
 function M.faults_reply(server)
   local list = {}
   for i, entry in ipairs(server.fault_table) do
     list[i] = { route = entry.route, fault = entry.fault, rate = entry.rate, arg = entry.arg, spec = entry.spec }
   end
-  return json_reply(200, { faults = reply.array(list), reset = M.RESET_METHOD })
+  return json_reply(200, { faults = reply.array(list), reset = server.reset_method })
 end
 
 --- GET /__emulator/faults

@@ -3,12 +3,12 @@
 -- One coroutine per listener accepts; one coroutine per connection serves it: read a
 -- request (kling.emulator.http), route it (server:dispatch, kling.emulator.routes), honour
 -- what a fault asks of the connection (a delay on the emulator's clock, a close without an
--- answer), write the reply, log a line, and go on while the connection is kept alive.
--- Each listener counts its connections: current, peak and total (/__emulator/stats).
+-- answer, with a TCP RST for the reset fault), write the reply, log a line, and go on
+-- while the connection is kept alive. Each listener counts its connections: current, peak
+-- and total (/__emulator/stats).
 local cqueues = require "cqueues"
 local socket = require "cqueues.socket"
 local http = require "kling.emulator.http"
-local faults = require "kling.emulator.faults"
 local reply = require "kling.emulator.reply"
 
 local M = {}
@@ -17,6 +17,36 @@ local format = string.format
 local read_request, write_reply = http.read_request, http.write_reply
 
 M.SETTLE_STEPS = 2 -- loop steps an accept that would raise the peak waits (see accept_loop)
+
+-- ---------------------------------------------------------------------------------------
+-- The reset fault's close: SO_LINGER 0 before the close, so that it sends a TCP RST
+-- ---------------------------------------------------------------------------------------
+
+-- cqueues has no such option; luasocket's setoption does it on any descriptor lent to a
+-- (closed) luasocket object with setfd. Without luasocket the socket is simply closed.
+local linger_holder
+do
+  local ok, luasocket = pcall(require, "socket")
+  if ok and type(luasocket) == "table" and luasocket.tcp then
+    local ok2, holder = pcall(luasocket.tcp)
+    if ok2 and holder and holder.setfd and holder.setoption then
+      holder:close()            -- its own descriptor goes; it now holds none (-1)
+      linger_holder = holder
+    end
+  end
+end
+M.RESET_METHOD = linger_holder and "rst" or "close"
+
+--- Make the close of a cqueues socket send a TCP RST. @return true when it could
+function M.set_linger_zero(con)
+  if not linger_holder then return false end
+  local fd = con:pollfd()
+  if type(fd) ~= "number" or fd < 0 then return false end
+  linger_holder:setfd(fd)
+  local ok = linger_holder:setoption("linger", { on = true, timeout = 0 })
+  linger_holder:setfd(-1)       -- never let luasocket close the descriptor
+  return ok == 1 or ok == true
+end
 
 --- A listener record: name ("api" | "files"), its route list, its connection counts.
 function M.new(name, routes)
@@ -44,19 +74,19 @@ function M.bind(host, port)
   return sock, bound
 end
 
-M.LINGER_SECONDS = 1          -- how long a refused request's rest is read and dropped
-M.LINGER_BYTES = 1024 * 1024  -- and how much of it
+M.DRAIN_SECONDS = 1          -- how long a refused request's rest is read and dropped
+M.DRAIN_BYTES = 1024 * 1024  -- and how much of it
 
 --- Close a connection gently after refusing a request: the peer may still be sending
 -- the rest of it, and closing with unread input sends a TCP RST that can destroy the
 -- answer before the peer reads it. So: shut the sending side, then read and drop what
--- comes (at most LINGER_BYTES, for at most LINGER_SECONDS of silence) until the peer
+-- comes (at most DRAIN_BYTES, for at most DRAIN_SECONDS of silence) until the peer
 -- closes.
-function M.linger(con)
+function M.close_gently(con)
   con:shutdown("w")
   local dropped = 0
-  while dropped < M.LINGER_BYTES do
-    local data = con:xread(-65536, "b", M.LINGER_SECONDS)
+  while dropped < M.DRAIN_BYTES do
+    local data = con:xread(-65536, "b", M.DRAIN_SECONDS)
     if not data then return end
     dropped = dropped + #data
   end
@@ -71,7 +101,7 @@ function M.serve(self, listener, con)
     if not req then
       if status then
         write_reply(con, nil, reply.error_reply(status, status * 1000 + 1, "Bad request: " .. err))
-        M.linger(con)
+        M.close_gently(con)
       end
       return
     end
@@ -79,7 +109,7 @@ function M.serve(self, listener, con)
     if r.delay then self.sleep(r.delay) end
     if r.close then
       -- reset / drop_after_create: no answer; a reset closes with a TCP RST when it can
-      if r.close == "reset" then faults.set_linger_zero(con) end
+      if r.close == "reset" then M.set_linger_zero(con) end
       if not self.quiet then
         self.log(format("%s %s %s - (fault %s: closed)", listener.name, req.method, req.path, fault))
       end
