@@ -61,17 +61,19 @@ end
 local TOO_LONG = {} -- read_line's error for a line that does not fit
 
 -- One line without its CRLF (or LF). -> line | nil, err (TOO_LONG, or the socket's / "eof")
+local byte, sub = string.byte, string.sub
+
 local function read_line(con, timeout, max_line)
   local line, err = con:xread("*L", "b", timeout)
   if not line then return nil, err or "eof" end
   local n = #line
-  if line:byte(n) ~= 10 then
+  local last, before = byte(line, n), byte(line, n - 1)
+  if last ~= 10 then
     -- no newline: the line filled the socket's line buffer, or the peer closed mid-line
     if n >= max_line then return nil, TOO_LONG end
     return nil, "eof"
   end
-  if n > 1 and line:byte(n - 1) == 13 then return line:sub(1, n - 2) end
-  return line:sub(1, n - 1)
+  return sub(line, 1, before == 13 and n - 2 or n - 1)
 end
 
 local NO_QUERY = setmetatable({}, { __newindex = function() error("read-only") end })
@@ -123,6 +125,20 @@ local function read_chunked(con, limits)
   return concat(parts)
 end
 
+-- A header name as the reader keeps it (lowercase), or nil when it is not a token (RFC 9110
+-- 5.1). The names seen are remembered (a few hundred at most): the same few come in every
+-- request.
+local FIELD_NAMES, field_names = {}, 0
+local function field_name(raw)
+  local name = FIELD_NAMES[raw]
+  if name ~= nil then return name or nil end
+  name = not raw:find("[^%w!#$%%&'*+%-.^_`|~]") and raw:lower()
+  if field_names < 512 then
+    FIELD_NAMES[raw], field_names = name, field_names + 1
+  end
+  return name or nil
+end
+
 -- The request line and the header fields. -> req (without body and keep_alive) | nil, err, status
 local function read_head(con, limits)
   local timeout, max_line = limits.timeout, limits.line
@@ -146,7 +162,8 @@ local function read_head(con, limits)
       return nil, "eof in headers"
     end
     if h == "" then break end
-    local name, value = h:match("^([%w!#$%%&'*+%-.^_`|~]+):%s*(.-)%s*$") -- a token, then ":"
+    local name, value = h:match("^([^:%s]+):%s*(.-)%s*$")
+    name = name and field_name(name)
     if not name then
       local first = h:byte(1)
       if first == 32 or first == 9 then return nil, "folded header line", 400 end
@@ -155,7 +172,6 @@ local function read_head(con, limits)
     n, size = n + 1, size + #h + 2
     if n > max_headers then return nil, "too many headers", 431 end
     if size > max_head then return nil, "header section too large", 431 end
-    name = name:lower()
     local old = headers[name]
     headers[name] = old and (old .. ", " .. value) or value
   end
