@@ -10,6 +10,7 @@ local json = require "kling.json"
 local models = require "kling.models"
 local journal = require "kling.journal"
 local core = require "kling.core"
+local client_lib = require "kling.client"
 
 local M = {}
 
@@ -300,7 +301,8 @@ local TOKEN_FLAG = "the token is never taken from a flag value (it would show in
 -- ---------------------------------------------------------------------------------------
 
 -- Flag kinds: flag, string, number, positive (number > 0), count (integer >= 1),
--- list (repeatable string). A kind "=NAME" is an alias.
+-- list (repeatable string), "dl:OPTION" (a download option, checked against the
+-- library's own bounds: kling.client.check_download_option). A kind "=NAME" is an alias.
 local GROUPS = {
   api = {
     ["token-file"] = "string", ["base-url"] = "string", ["journal"] = "string", ["no-journal"] = "flag",
@@ -316,8 +318,9 @@ local GROUPS = {
     ["output"] = "string", ["o"] = "=output", ["out-dir"] = "string", ["force"] = "flag",
   },
   wait = { ["timeout"] = "positive" },
-  -- how long a download may take: see job:download's stall_timeout, min_rate and deadline
-  dl = { ["stall-timeout"] = "positive", ["min-rate"] = "count", ["download-deadline"] = "positive" },
+  -- how long a download may take: job:download's stall_timeout, min_rate and deadline, with
+  -- the library's bounds (kling.client.DOWNLOAD_BOUNDS), checked before anything is sent
+  dl = { ["stall-timeout"] = "dl:stall_timeout", ["min-rate"] = "dl:min_rate", ["download-deadline"] = "dl:deadline" },
   model = { ["model"] = "string" },
 }
 
@@ -332,6 +335,15 @@ end
 local function convert(cmd, name, kind, text)
   if kind == "string" or kind == "list" then return text end
   local n = tonumber(text)
+  local option = kind:match("^dl:(.+)$")
+  if option then
+    local ok, why = client_lib.check_download_option(option, n)
+    if not n or not ok then
+      usage(cmd, "--" .. name .. " " .. (n and why:gsub(", got .*$", "") or ("must be " .. client_lib.download_option_rule(option)))
+        .. ", got '" .. text .. "'")
+    end
+    return math.tointeger(n) or n
+  end
   if kind == "number" then
     if not n then usage(cmd, "--" .. name .. " wants a number, got '" .. text .. "'") end
     return math.tointeger(n) or n
@@ -809,10 +821,9 @@ function Ctx:result(text)
   end
 end
 
--- Hints printed under an error.
-function Ctx:hint(err, job, fields)
+-- Hints printed under an error. path: the file a failed download was for.
+function Ctx:hint(err, job, path)
   local kind = err and err.kind
-  local path = fields and fields.path
   if path and (err.transport == "slow" or err.transport == "deadline" or kind == "io") and file_exists(path .. ".part") then
     return "what arrived is kept in " .. path .. ".part; the same command goes on from it"
       .. (kind == "io" and " once the file can be written" or "")
@@ -829,11 +840,12 @@ function Ctx:hint(err, job, fields)
   return nil
 end
 
---- Reports an error (stderr, and the display). Returns its exit code.
-function Ctx:fail(err, job, row, fields)
+--- Reports an error (stderr, and the display). Returns its exit code. fields: extra JSON
+-- fields; path: the file of a failed download (for the hint).
+function Ctx:fail(err, job, row, fields, path)
   local code = code_for(err)
   if self.interrupted then return code end
-  local hint = self:hint(err, job, fields)
+  local hint = self:hint(err, job, path)
   if row and self.mode ~= "json" then
     local text = row.label .. "  " .. M.error_text(err):gsub("^kling: ", "")
     self.display:finish(row, text .. (hint and ("\n  " .. hint) or ""))
@@ -869,7 +881,8 @@ function Ctx:output_path(target, job, fallback_name)
 end
 
 --- Waits for a job (live row), then downloads its video when target is given.
--- Returns the exit code for this job. fields: extra JSON fields (batch line...).
+-- Returns the exit code for this job, and the error of a failed download (its kind io:
+-- a local disk error). fields: extra JSON fields (batch line...).
 -- opts: label (row label), name (file name in a target dir), quiet_result.
 function Ctx:follow(job, target, opts)
   opts = opts or {}
@@ -902,9 +915,10 @@ function Ctx:follow(job, target, opts)
   self.downloading[job] = nil
   if self.interrupted then return 130 end
   if not saved then
-    local f = { path = path }
+    -- no "path": that file was never written; "part" names the bytes kept for the next run
+    local f = { part = file_exists(path .. ".part") and (path .. ".part") or nil }
     for k, v in pairs(opts.fields or {}) do f[k] = v end
-    return self:fail(bytes, job, row, f)
+    return self:fail(bytes, job, row, f, path), bytes
   end
   local rate = M.human_rate(bytes, now() - t0)
   d:finish(row, string.format("%s  saved %s (%s%s) after %s", label, saved, M.human_bytes(bytes),
@@ -1001,6 +1015,9 @@ function Ctx:on_interrupt(signal, which)
     end
   end
   if self.journal_path then say("kling: every request id is in the journal " .. self.journal_path .. " (kling jobs)") end
+  -- the client's close ends the downloads in flight: the bytes they hold in memory go to
+  -- their .part (kept, with its sidecar, for the next run), and their locks are given back
+  self.client:close()
   os.exit(which.code)
 end
 
@@ -1137,6 +1154,15 @@ local function check_writable(cmd, dir)
   os.remove(probe)
 end
 
+--- Checks, before anything is sent, that a download to path could start: the library's
+-- own check (kling.client.check_download_target: the directory, the path, its .part,
+-- .part.meta, .part.meta.tmp and .part.lock, and no other download writing it). Exit 8
+-- when not.
+function M.check_target_file(cmd, path)
+  local ok, err = client_lib.check_download_target(path)
+  if not ok then disk_error(cmd, err.message) end
+end
+
 local function output_target(ctx, o, default_dir)
   local cmd = ctx.cmd
   if o.no_download and (o.output or o.out_dir) then usage(cmd, "--no-download contradicts -o/--out-dir") end
@@ -1154,6 +1180,7 @@ local function output_target(ctx, o, default_dir)
       disk_error(cmd, "cannot write " .. o.output .. ": its directory " .. dirname(o.output) .. " does not exist")
     end
     check_writable(cmd, dirname(o.output))
+    M.check_target_file(cmd, o.output)
     return { file = o.output }
   end
   local dir = o.out_dir or default_dir
