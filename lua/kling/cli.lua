@@ -1275,10 +1275,11 @@ Output:
   --force                  overwrite an existing output file
   --timeout S              give up waiting after S seconds (default 1800; the job goes on)
   --stall-timeout S        a download try that stays under --min-rate for S seconds ends
-                           (default 30); the next goes on from FILE.part
-  --min-rate N             bytes per second below which a try is too slow (default 1024)
+                           (default 30; > 0, at most 10000000); the next goes on from FILE.part
+  --min-rate N             bytes per second below which a try is too slow (default 1024;
+                           a whole number from 1 to 1000000000000)
   --download-deadline S    give up the download after S seconds, retries included
-                           (default none; exit 6, FILE.part is kept)
+                           (default none; > 0, at most 10000000; exit 6, FILE.part is kept)
   --json                   one JSON object per job on stdout
   -q, --quiet              plain log lines instead of the live display
 
@@ -1494,16 +1495,26 @@ overwritten without --force (another name is chosen in a directory).
   --force              overwrite an existing file
   --timeout S          how long to wait for a job that has not ended (default 1800)
   --stall-timeout S    a try that stays under --min-rate bytes/s for S seconds ends
-                       (default 30); the next try goes on from FILE.part
-  --min-rate N         bytes per second (default 1024)
+                       (default 30; > 0, at most 10000000); the next try goes on
+                       from FILE.part
+  --min-rate N         bytes per second (default 1024; a whole number from 1 to
+                       1000000000000)
   --download-deadline S  give up the download after S seconds, retries included
-                       (default none); exit 6, FILE.part is kept for the next run
+                       (default none; > 0, at most 10000000); exit 6, FILE.part is
+                       kept for the next run
+These bounds are the library's (kling.client.DOWNLOAD_BOUNDS); a value outside
+them is refused before anything is sent (exit 2).
 
-FILE.part is gone on from only when it is known to be the same file (its
-sidecar FILE.part.meta: the URL without its query string, the length, the
-file host's ETag or Last-Modified; the request carries If-Range); otherwise
-the download starts over. A local disk error (full, read-only, too large)
-exits 8 and keeps what arrived in FILE.part.
+FILE.part is gone on from only when it is known to be the same file and a
+validator guards it: its sidecar FILE.part.meta records the URL, the length and
+the file host's ETag or Last-Modified, and the request carries If-Range. With a
+strong ETag the URL's query string may change (pre-signed URLs); with only a
+Last-Modified (a second older than the answer) the whole URL must be the same;
+with neither, every try starts over and nothing is kept. A local disk error
+(full, read-only, too large) exits 8 and keeps what arrived in FILE.part.
+Only one download writes FILE at a time (FILE.part.lock): a second one exits 8
+at once, before anything is sent. Ctrl-C, SIGTERM and SIGHUP keep the bytes that
+arrived in FILE.part for the next run.
   --json, -q/--quiet, --model ID, --token-file PATH, --base-url URL, --ca-file PATH, --journal PATH, --no-journal
 ]],
   run = function(o, pos)
