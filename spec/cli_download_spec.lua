@@ -409,6 +409,36 @@ describe("kling downloads (command line)", function()
     end)
   end)
 
+  describe("two jobs of one command whose URLs end with the same name", function()
+    it("get two files (NAME.mp4, NAME-1.mp4), never two downloads to one path", function()
+      local host = require("file_host").start(dir)
+      finally(host.stop)
+      -- an API and a file host in one: req1's video is /a/clip.mp4 ("a" bytes), req2's /b/clip.mp4
+      host.serve [[
+return function(req)
+  local h = { { "Content-Type", "application/json" } }
+  local id, what = req.path:match("^/v1/requests/([%w-]+)/(%a+)$")
+  if what == "status" then return { status = 200, headers = h, body = '{"request_id":"' .. id .. '","status":"completed"}' } end
+  if what == "result" then
+    local dir = id == "req1" and "a" or "b"
+    return { status = 200, headers = h, body = '{"request_id":"' .. id .. '","status":"completed","output":{"video":"http://'
+      .. req.headers.host .. '/' .. dir .. '/clip.mp4"}}' }
+  end
+  local d = req.path:match("^/(%a)/clip%.mp4$")
+  if d then return { status = 200, headers = { { "ETag", '"' .. d .. '"' } }, body = d:rep(200000) } end
+  return { status = 404, headers = h, body = '{"error_code":404001,"error_message":"no"}' }
+end]]
+      local out = dir .. "/samename"
+      local res = kling { "download", "req1", "req2", "--out-dir", out, "--base-url", host.base .. "/v1" }
+      assert.equals(0, res.code, res.err)
+      local a, b = helpers.read_file(out .. "/clip.mp4"), helpers.read_file(out .. "/clip-1.mp4")
+      assert.is_truthy(a and b, res.err)
+      local files = { [a:sub(1, 1)] = a, [b:sub(1, 1)] = b }
+      assert.is_true(files.a == ("a"):rep(200000), "req1's video")
+      assert.is_true(files.b == ("b"):rep(200000), "req2's video")
+    end)
+  end)
+
   describe("the files of a download are checked before anything is sent", function()
     for i, suffix in ipairs { ".part.meta", ".part.meta.tmp", ".part.lock", ".part" } do
       it("refuses FILE" .. suffix .. " being a directory: generate pays for nothing, download asks for nothing (exit 8)", function()

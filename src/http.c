@@ -399,7 +399,7 @@ static int take_lock(kxfer *x, kx_new_error *why) {
   int err = EAGAIN;
   const char *bad = x->lock;
   for (int tries = 0; tries < 100; tries++) {
-    int fd = open(x->lock, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    int fd = open(x->lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666); /* a symlink there is refused (ELOOP) */
     if (fd < 0) {
       err = errno;
       break;

@@ -865,18 +865,27 @@ function Ctx:fail(err, job, row, fields, path)
   return self:note(code)
 end
 
--- Where a job's video goes: target = { file = path } or { dir = path }.
+-- Where a job's video goes: target = { file = path } or { dir = path }. In a directory,
+-- two jobs of one command never get the same name (their downloads would run at once).
 function Ctx:output_path(target, job, fallback_name)
   if target.file then return target.file end
+  self.taken = self.taken or {}
   local name = M.name_from_url(job.video_url or video_of(job.output), fallback_name or job.id)
   local path = join(target.dir, name)
-  if self.o.force or not file_exists(path) then return path end
-  -- never overwrite without --force: NAME-1.mp4, NAME-2.mp4, ...
-  local stem, ext = name:match("^(.*)(%.[%w]+)$")
-  for n = 1, 999 do
-    local p = join(target.dir, stem .. "-" .. n .. ext)
-    if not file_exists(p) then return p end
+  local function free(p) return not self.taken[p] and (self.o.force or not file_exists(p)) end
+  if not free(path) then
+    -- never overwrite without --force: NAME-1.mp4, NAME-2.mp4, ...
+    local stem, ext = name:match("^(.*)(%.[%w]+)$")
+    if not stem then stem, ext = name, "" end
+    for n = 1, 999 do
+      local p = join(target.dir, stem .. "-" .. n .. ext)
+      if free(p) then
+        path = p
+        break
+      end
+    end
   end
+  self.taken[path] = true
   return path
 end
 
