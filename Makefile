@@ -125,7 +125,8 @@ FUZZ_LIBS     = $(shell $(PKG_CONFIG) --libs lua5.4 libcurl 2>/dev/null) -lm
 FUZZ_DEB_PACKAGES = clang libclang-rt-14-dev valgrind
 
 VALGRIND       ?= valgrind
-VALGRIND_SPECS  = spec/core_spec.lua spec/validation_spec.lua spec/engine_spec.lua spec/journal_spec.lua spec/wire_spec.lua
+VALGRIND_SPECS  = spec/core_spec.lua spec/validation_spec.lua spec/engine_spec.lua spec/journal_spec.lua spec/wire_spec.lua \
+                  spec/download_spec.lua
 # A CPU-time budget, not a memory property: valgrind's slowdown alone breaks it.
 VALGRIND_SKIP   = waits in the kernel: little CPU
 VALGRIND_FLAGS  = --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 \

@@ -6,6 +6,7 @@ local helpers = require "helpers"
 local kling = require "kling"
 local core = require "kling.core"
 local emulator = require "kling.emulator"
+local kling_client = require "kling.client"
 local cjson = require "cjson"
 
 local q = helpers.quote
@@ -86,8 +87,9 @@ describe("downloads", function()
   end
 
   -- Leaves path.part (and its sidecar) holding about half of the job's file: a download
-  -- cut by the file host, with no retry.
-  local function cut_part(job, path)
+  -- cut by the file host, with no retry. untrusted: the file host gives no validator, so
+  -- the cut download leaves nothing (returns nil).
+  local function cut_part(job, path, untrusted)
     emu:set_faults { "download:cut:1" }
     local c = client { retries = false }
     local got, err = c:download_url(job.output.video, path)
@@ -95,6 +97,10 @@ describe("downloads", function()
     emu:set_faults {}
     assert.is_nil(got)
     assert.equals("network", err.kind)
+    if untrusted then
+      assert.is_nil(helpers.read_file(path .. ".part"))
+      return nil
+    end
     local part = assert(helpers.read_file(path .. ".part"))
     assert.is_true(#part > 0)
     return part
@@ -132,7 +138,7 @@ describe("downloads", function()
       local path = fresh_path("signed.mp4")
       local part = cut_part(job, path)
       local meta = assert(helpers.read_file(path .. ".part.meta"))
-      assert.matches("^kling%-part 1\n", meta)
+      assert.matches("^kling%-part 2\n", meta)
       assert.is_nil(meta:find("?", 1, true)) -- the query string is not part of the identity
       -- a later run: the result again, with another signature
       local again = assert(c:job(job.id))
@@ -202,7 +208,7 @@ describe("downloads", function()
 
     it("starts over when the changed file is longer (a 206 whose total is not the file's)", function()
       local c = client()
-      local job = done_job(c, "grows @emu:bytes=300000 @emu:ifrange=ignore @emu:validators=lastmod")
+      local job = done_job(c, "grows @emu:bytes=300000 @emu:ifrange=ignore")
       local path = fresh_path("longer.mp4")
       cut_part(job, path)
       change(job, 400000)
@@ -243,30 +249,27 @@ describe("downloads", function()
       c:close()
     end)
 
-    it("goes on across runs only with a validator for If-Range: a strong ETag, else Last-Modified", function()
+    -- (a Last-Modified alone, which must be a second older than the answer's Date: the
+    -- specs with a scripted file host below, which controls both)
+    it("goes on across runs only with a strong ETag from the emulator; a weak one or none leaves no .part", function()
       local c = client()
-      local cases = {
-        { "both", "etag" }, { "etag", "etag" }, { "lastmod", "lastmod" }, { "weak", nil }, { "none", nil },
-      }
+      local cases = { { "both", true }, { "etag", true }, { "weak", false }, { "none", false } }
       for _, case in ipairs(cases) do
         local job = done_job(c, "validators @emu:bytes=200000 @emu:validators=" .. case[1])
         local path = fresh_path(case[1] .. ".bin")
-        local part = cut_part(job, path)
+        local part = cut_part(job, path, not case[2])
         local record = emu:job_record(job.id)
         if case[2] then
           assert.truthy(size_of(path .. ".part.meta"), case[1])
         else
-          assert.is_nil(size_of(path .. ".part.meta"), case[1]) -- nothing to tell the file by
+          no_files(path) -- nothing to tell the file by: nothing kept
         end
         assert(job:download(path))
         assert.equals(pattern(200000), helpers.read_file(path), case[1])
         local last = requests(job)[#requests(job)]
-        if case[2] == "etag" then
+        if case[2] then
           assert.equals("bytes=" .. #part .. "-", last.range)
           assert.equals(record.file_etag, last.if_range)
-        elseif case[2] == "lastmod" then
-          assert.equals("bytes=" .. #part .. "-", last.range)
-          assert.equals(record.file_last_modified, last.if_range)
         else
           assert.equals(null, last.range, case[1])
         end
@@ -565,6 +568,33 @@ describe("downloads", function()
       assert.has_error(function() job:download(dir .. "/bad.bin", { min_rate = -5 }) end)
       c:close()
     end)
+
+    it("refuses values beyond the bounds with a message that states them, before sending anything", function()
+      local c = client()
+      local before = emu:stats().files.requests
+      local cases = {
+        { { stall_timeout = 2e7 }, "opts.stall_timeout must be a number of seconds > 0 and at most 10000000" },
+        { { deadline = 1e300 }, "opts.deadline must be a number of seconds > 0 and at most 10000000" },
+        { { min_rate = 2000000000000 }, "opts.min_rate must be a whole number of bytes per second >= 1 and at most 1000000000000" },
+        { { max_bytes = 1e19 }, "opts.max_bytes must be a number of bytes >= 0 and at most 9000000000000000000" },
+      }
+      for _, case in ipairs(cases) do
+        local ok, msg = pcall(c.download_url, c, emu.files .. "/v/x.mp4", dir .. "/bounds.bin", case[1])
+        assert.is_false(ok)
+        assert.matches("client:download_url: " .. case[2], msg, 1, true)
+        local job = assert(c:job("some-id"))
+        ok, msg = pcall(job.download, job, dir .. "/bounds.bin", case[1])
+        assert.is_false(ok)
+        assert.matches("job:download: " .. case[2], msg, 1, true)
+      end
+      -- the bounds themselves are taken (the same table the command line checks its flags with)
+      local bounds = require("kling.client").DOWNLOAD_BOUNDS
+      assert.equals(1e7, bounds.stall_timeout.max)
+      local job = done_job(c, "at the bounds @emu:bytes=1000")
+      assert(job:download(fresh_path("bounds.bin"), { stall_timeout = 1e7, deadline = 1e7, min_rate = 1, max_bytes = 9e18 }))
+      assert.equals(before + 1, emu:stats().files.requests)
+      c:close()
+    end)
   end)
 
   describe("redirects", function()
@@ -689,13 +719,17 @@ describe("downloads", function()
       c:close()
     end)
 
-    it("reports a directory where no file can be created as kind io when the first byte comes", function()
+    it("reports a directory where no file can be created as kind io, before sending anything", function()
       local c = client()
       local job = done_job(c, "proc @emu:bytes=1000")
+      local before = emu:stats().files.requests
       local got, err = job:download("/proc/kling-download-spec.mp4")
       assert.is_nil(got)
       assert.equals("io", err.kind)
-      assert.equals("/proc/kling-download-spec.mp4.part", err.path)
+      -- the first file the download makes is its lock, before any request
+      assert.equals("/proc/kling-download-spec.mp4.part.lock", err.path)
+      assert.matches("cannot write '/proc/kling-download-spec.mp4.part'", err.message, 1, true)
+      assert.equals(before, emu:stats().files.requests)
       c:close()
     end)
 
@@ -810,6 +844,478 @@ describe("downloads", function()
       assert.equals(pattern(300000), helpers.read_file(path))
       c:close()
     end)
+  end)
+end)
+
+-- Downloads against a file host whose every answer a spec chooses (spec/file_host.lua): the
+-- validators that must guard a resume (review of issue 9, findings 1 and 2), range answers
+-- whose validators are not the file's, one download per path (finding 10), the files of a
+-- download checked before anything is sent (finding 14), and the bytes in memory kept
+-- however a transfer ends (finding 13).
+describe("downloads from a scripted file host", function()
+  local file_host = require "file_host"
+  local http_date = emulator.http_date
+  local dir, host, n
+  local SIZE = 100000
+  local A, B = ("a"):rep(SIZE), ("b"):rep(SIZE)
+
+  setup(function()
+    dir = helpers.tmpdir()
+    host = file_host.start(dir)
+    n = 0
+  end)
+  teardown(function()
+    if host then host.stop() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  -- big strings compared without printing them whole on a failure
+  local function same(expected, got, what)
+    if expected == got then return end
+    local i = 1
+    while got and i <= #expected and expected:sub(i, i) == got:sub(i, i) do i = i + 1 end
+    error(string.format("%s: expected %d bytes, got %s (first difference at byte %d: %q)", what or "file", #expected,
+      got and (#got .. " bytes") or "no file", i, got and got:sub(i, i + 9) or ""), 2)
+  end
+
+  local function client(extra)
+    local opts = { base_url = "http://127.0.0.1:1/v1", token = TOKEN, retries = { max = 3, base = 0.01, cap = 0.02 } }
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    return kling.new(opts)
+  end
+
+  local function fresh(name)
+    n = n + 1
+    return dir .. "/" .. n .. "-" .. name
+  end
+
+  -- Lua text of a list of headers { { name, value }, ... }.
+  local function lua_headers(list)
+    local parts = {}
+    for _, h in ipairs(list or {}) do parts[#parts + 1] = string.format("{ %q, %q }", h[1], h[2]) end
+    return "{ " .. table.concat(parts, ", ") .. " }"
+  end
+
+  -- A file host script: the first answer is file `first` (a or b) with headers h1, cut after
+  -- `cut` bytes (nil: whole); every later one is file `later` with headers h2: 206 for a
+  -- "Range: bytes=N-" (whatever If-Range says: a host that lies), 416 past the end, else 200.
+  -- opts.range416: the Content-Range of that 416 (default "bytes */SIZE").
+  local function serve(o)
+    host.serve(string.format([[
+local files = { a = (%q):rep(%d), b = (%q):rep(%d) }
+local h1, h2, cut, first, later = %s, %s, %s, %q, %q
+return function(req, n)
+  local file = files[n == 1 and first or later]
+  local headers = n == 1 and h1 or h2
+  local from = tonumber((req.headers.range or ""):match("^bytes=(%%d+)%%-$"))
+  local h = {}
+  for _, x in ipairs(headers) do h[#h + 1] = x end
+  if n > 1 and from and from >= #file then
+    h[#h + 1] = { "Content-Range", "bytes */" .. #file }
+    return { status = 416, headers = h }
+  elseif n > 1 and from then
+    h[#h + 1] = { "Content-Range", string.format("bytes %%d-%%d/%%d", from, #file - 1, #file) }
+    return { status = 206, headers = h, body = file:sub(from + 1) }
+  end
+  return { status = 200, headers = headers, body = file, send = n == 1 and cut or nil }
+end]], "a", SIZE, "b", SIZE, lua_headers(o.h1), lua_headers(o.h2 or o.h1), tostring(o.cut), o.first or "a",
+      o.later or "b"))
+  end
+
+  local function since(before)
+    local all, list = host.requests(), {}
+    for i = before + 1, #all do list[#list + 1] = all[i] end
+    return list
+  end
+
+  local now = os.time()
+  local OLD = http_date(now - 86400) -- a day old: a Last-Modified that validates
+  local DATE = { "Date", http_date(now) }
+
+  describe("a validator guards every resume within one call", function()
+    local lying = {
+      { "no validator", {} },
+      { "a weak ETag", { { "ETag", 'W/"v1"' } } },
+      { "a weak ETag beside an old Last-Modified", { { "ETag", 'W/"v1"' }, { "Last-Modified", OLD }, DATE } },
+      { "a Last-Modified in the future (after the Date)", { { "Last-Modified", http_date(now + 3600) }, DATE } },
+      { "a Last-Modified in the same second as the Date", { { "Last-Modified", http_date(now) }, { "Date", http_date(now) } } },
+      { "a Last-Modified in the future (no Date)", { { "Last-Modified", http_date(now + 3600) } } },
+      { "an ETag that is not a valid strong one", { { "ETag", '"v"1"' } } },
+    }
+    for _, case in ipairs(lying) do
+      it("starts a cut try over from 0 with " .. case[1] .. ", never appending another file's tail", function()
+        serve { h1 = case[2], cut = SIZE // 2 }
+        local before = #host.requests()
+        local c = client()
+        local path = fresh("within.mp4")
+        local got, bytes = c:download_url(host.base .. "/nov/x.mp4", path)
+        assert.equals(path, got, tostring(bytes))
+        assert.equals(SIZE, bytes)
+        same(B, helpers.read_file(path)) -- one file, whole: never A's head and B's tail
+        local reqs = since(before)
+        assert.equals(2, #reqs)
+        assert.is_nil(reqs[2].range) -- from 0
+        assert.is_nil(helpers.read_file(path .. ".part"))
+        assert.is_nil(helpers.read_file(path .. ".part.meta"))
+        c:close()
+      end)
+    end
+
+    local guarded = {
+      { "a strong ETag", { { "ETag", '"v1"' } }, '"v1"' },
+      { "a Last-Modified a day older than the Date", { { "Last-Modified", OLD }, DATE }, OLD },
+      { "a Last-Modified a day old (no Date: the time it came)", { { "Last-Modified", OLD } }, OLD },
+    }
+    for _, case in ipairs(guarded) do
+      it("goes on from the .part of a cut try with " .. case[1] .. " in If-Range", function()
+        serve { h1 = case[2], cut = SIZE // 2, later = "a" }
+        local before = #host.requests()
+        local c = client()
+        local path = fresh("guarded.mp4")
+        assert(c:download_url(host.base .. "/ok/x.mp4", path))
+        same(A, helpers.read_file(path))
+        local reqs = since(before)
+        assert.equals(2, #reqs)
+        assert.equals("bytes=" .. SIZE // 2 .. "-", reqs[2].range)
+        assert.equals(case[3], reqs[2].if_range)
+        c:close()
+      end)
+    end
+  end)
+
+  describe("the identity of a .part across calls", function()
+    -- /q?f=a serves A, /q?f=b serves B, with the same headers; a range request gets a 206
+    -- of the file its URL names (the host honours If-Range by comparing the date only)
+    local function serve_by_query(headers, cut)
+      host.serve(string.format([[
+local files = { a = (%q):rep(%d), b = (%q):rep(%d) }
+local headers, cut = %s, %s
+return function(req, n)
+  local file = files[req.query:match("f=(%%a)")]
+  local from = tonumber((req.headers.range or ""):match("^bytes=(%%d+)%%-$"))
+  if from then
+    local h = { { "Content-Range", string.format("bytes %%d-%%d/%%d", from, #file - 1, #file) } }
+    for _, x in ipairs(headers) do h[#h + 1] = x end
+    return { status = 206, headers = h, body = file:sub(from + 1) }
+  end
+  return { status = 200, headers = headers, body = file, send = req.query:find("cut", 1, true) and cut or nil }
+end]], "a", SIZE, "b", SIZE, lua_headers(headers), tostring(cut)))
+    end
+
+    local function cut_first(url, path)
+      local c = client { retries = false }
+      local got, err = c:download_url(url, path)
+      c:close()
+      assert.is_nil(got)
+      assert.equals("network", err.kind)
+      assert.equals(SIZE // 2, #assert(helpers.read_file(path .. ".part")))
+      assert.truthy(helpers.read_file(path .. ".part.meta"))
+    end
+
+    it("never goes on from the .part of a URL that differs only by its query when only a Last-Modified guards it", function()
+      serve_by_query({ { "Last-Modified", OLD }, DATE }, SIZE // 2)
+      local path = fresh("q2.mp4")
+      cut_first(host.base .. "/q2?f=a&cut=2", path)
+      local meta = helpers.read_file(path .. ".part.meta")
+      assert.is_nil(meta:find("f=a", 1, true)) -- the query is kept as a digest, never as text
+      assert.matches("\nurl%-sha256 %x+\n", meta)
+      local before = #host.requests()
+      local c = client()
+      local got, bytes = c:download_url(host.base .. "/q2?f=b", path)
+      assert.equals(path, got, tostring(bytes))
+      same(B, helpers.read_file(path))
+      local reqs = since(before)
+      assert.equals(1, #reqs)
+      assert.is_nil(reqs[1].range)
+      c:close()
+    end)
+
+    it("goes on from it at the same whole URL when a Last-Modified guards it", function()
+      serve_by_query({ { "Last-Modified", OLD }, DATE }, SIZE // 2)
+      local path = fresh("q2same.mp4")
+      local url = host.base .. "/q2?f=a&cut=2"
+      cut_first(url, path)
+      local before = #host.requests()
+      local c = client()
+      -- the same URL, cut no more: the host sends the rest
+      serve_by_query({ { "Last-Modified", OLD }, DATE }, nil)
+      assert(c:download_url(url, path))
+      same(A, helpers.read_file(path))
+      local reqs = since(before)
+      assert.equals("bytes=" .. SIZE // 2 .. "-", reqs[1].range)
+      assert.equals(OLD, reqs[1].if_range)
+      c:close()
+    end)
+
+    it("goes on from it after the query changed when a strong ETag guards it (a pre-signed URL)", function()
+      serve_by_query({ { "ETag", '"same-file"' } }, SIZE // 2)
+      local path = fresh("q3.mp4")
+      cut_first(host.base .. "/q3?f=a&sig=1&cut=2", path)
+      local before = #host.requests()
+      local c = client()
+      assert(c:download_url(host.base .. "/q3?f=a&sig=2", path))
+      same(A, helpers.read_file(path))
+      local reqs = since(before)
+      assert.equals("bytes=" .. SIZE // 2 .. "-", reqs[1].range)
+      assert.equals('"same-file"', reqs[1].if_range)
+      c:close()
+    end)
+
+    it("does not trust a sidecar of the old format, which kept no query", function()
+      serve_by_query({ { "Last-Modified", OLD }, DATE }, SIZE // 2)
+      local path = fresh("oldmeta.mp4")
+      helpers.write_file(path .. ".part", A:sub(1, SIZE // 2))
+      helpers.write_file(path .. ".part.meta", "kling-part 1\nurl " .. host.base .. "/q2\nlength " .. SIZE
+        .. "\netag \nlast-modified " .. OLD .. "\n")
+      local before = #host.requests()
+      local c = client()
+      assert(c:download_url(host.base .. "/q2?f=b", path))
+      same(B, helpers.read_file(path))
+      assert.is_nil(since(before)[1].range)
+      c:close()
+    end)
+  end)
+
+  describe("a range answer whose validators are not the file's", function()
+    local cases = {
+      { "carries no ETag when the file had a strong one", { { "ETag", '"v1"' } }, {} },
+      { "carries an ETag when the file had none", { { "Last-Modified", OLD }, DATE },
+        { { "Last-Modified", OLD }, DATE, { "ETag", '"v2"' } } },
+      { "carries another Last-Modified beside the same ETag", { { "ETag", '"v1"' }, { "Last-Modified", OLD } },
+        { { "ETag", '"v1"' }, { "Last-Modified", http_date(now - 3600) } } },
+      { "carries a weak ETag of the same tag", { { "ETag", '"v1"' } }, { { "ETag", 'W/"v1"' } } },
+    }
+    for _, case in ipairs(cases) do
+      it("is never appended when a 206 " .. case[1] .. ": the download starts over", function()
+        serve { h1 = case[2], h2 = case[3], cut = SIZE // 2 }
+        local before = #host.requests()
+        local c = client()
+        local path = fresh("other.mp4")
+        assert(c:download_url(host.base .. "/other/x.mp4", path))
+        same(B, helpers.read_file(path))
+        local reqs = since(before)
+        assert.equals(3, #reqs)
+        assert.equals("bytes=" .. SIZE // 2 .. "-", reqs[2].range) -- refused: not appended
+        assert.is_nil(reqs[3].range)                              -- then from 0
+        c:close()
+      end)
+    end
+
+    it("does not finish a complete .part on a 416 that carries another ETag: it starts over", function()
+      serve { h1 = { { "ETag", '"v1"' } }, h2 = { { "ETag", '"v2"' } }, cut = SIZE // 2 }
+      local path = fresh("complete.mp4")
+      local c = client { retries = false }
+      assert.is_nil(c:download_url(host.base .. "/c/x.mp4", path))
+      append_file(path .. ".part", A:sub(SIZE // 2 + 1)) -- all of A: a run killed before its rename
+      local before = #host.requests()
+      c = client()
+      assert(c:download_url(host.base .. "/c/x.mp4", path))
+      same(B, helpers.read_file(path))
+      local reqs = since(before)
+      assert.equals("bytes=" .. SIZE .. "-", reqs[1].range)
+      assert.is_nil(reqs[2].range)
+      c:close()
+    end)
+  end)
+
+  describe("one download at a time per path", function()
+    local function lock_of(path) return path .. ".part.lock" end
+
+    -- A file host that sends the first 30000 bytes of A (strong ETag) and the rest once
+    -- the file `go` exists; the transfer started on c's engine, driven until those bytes
+    -- are in.
+    local function started(c, path, go)
+      host.serve(string.format([[
+return function(req, n)
+  return { status = 200, headers = { { "ETag", '"held"' } }, body = (%q):rep(%d), send = 30000, wait_for = %q }
+end]], "a", SIZE, go))
+      local x = assert(c._engine:request { url = host.base .. "/held/x.mp4", download = path, retry = "safe" })
+      local limit = core.now() + 20
+      while x:progress() < 30000 do
+        assert(core.now() < limit, "the first 30000 bytes never came")
+        c._engine:step(0.05)
+      end
+      return x
+    end
+
+    it("refuses a second download of a path another download writes: at once, kind io, naming the path", function()
+      local c = client()
+      local path, go = fresh("same.mp4"), fresh("go")
+      local x = started(c, path, go)
+      local part, meta = helpers.read_file(path .. ".part"), helpers.read_file(path .. ".part.meta")
+      assert.truthy(helpers.read_file(lock_of(path)))
+      local before = #host.requests()
+      for _, other in ipairs { client(), c } do -- another client, and the same one
+        local t0 = core.now()
+        -- (a deadline: without the lock this download would wait for `go` with the first)
+        local got, err = other:download_url(host.base .. "/other/y.mp4", path, { deadline = 5 })
+        assert.is_nil(got)
+        assert.equals("io", err.kind)
+        assert.equals(path, err.path)
+        assert.matches("cannot write '" .. path .. "': another download is writing it", err.message, 1, true)
+        assert.is_false(err.retryable)
+        assert.is_true(core.now() - t0 < 2) -- at once
+        local ok, cerr = kling_client.check_download_target(path)
+        assert.is_nil(ok)
+        assert.equals("io", cerr.kind)
+      end
+      assert.equals(before, #host.requests()) -- nothing sent
+      assert.equals(part, helpers.read_file(path .. ".part")) -- the first's files untouched
+      assert.equals(meta, helpers.read_file(path .. ".part.meta"))
+      helpers.write_file(go, "")
+      while not x:done() do c._engine:step(0.05) end
+      assert.equals(path, x:result().path)
+      same(A, helpers.read_file(path))
+      assert.is_nil(helpers.read_file(lock_of(path)))
+      x:close()
+      -- the path is free again
+      assert.is_true(kling_client.check_download_target(path))
+      c:close()
+    end)
+
+    it("leaves no lock file when a download ends, whatever its end", function()
+      local c = client { retries = false }
+      local path = fresh("ends.mp4")
+      serve { h1 = { { "ETag", '"e"' } } } -- whole
+      assert(c:download_url(host.base .. "/e/1.mp4", path))
+      assert.is_nil(helpers.read_file(lock_of(path)))
+      serve { h1 = { { "ETag", '"e"' } }, cut = 1000 } -- cut: failed, .part kept
+      local path2 = fresh("ends.mp4")
+      assert.is_nil(c:download_url(host.base .. "/e/2.mp4", path2))
+      assert.truthy(helpers.read_file(path2 .. ".part"))
+      assert.is_nil(helpers.read_file(lock_of(path2)))
+      host.serve "return function() return { status = 404, body = 'gone' } end"
+      assert.is_nil(c:download_url(host.base .. "/e/3.mp4", path2))
+      assert.is_nil(helpers.read_file(lock_of(path2)))
+      assert.is_nil(c:download_url("http://127.0.0.1:1/refused.mp4", path2)) -- nothing sent
+      assert.is_nil(helpers.read_file(lock_of(path2)))
+      local go = fresh("go")
+      local x = started(c, path2, go) -- aborted while it runs
+      x:abort()
+      assert.is_nil(helpers.read_file(lock_of(path2)))
+      x:close()
+      -- a check alone leaves none either
+      assert.is_true(kling_client.check_download_target(path2))
+      assert.is_nil(helpers.read_file(lock_of(path2)))
+      c:close()
+    end)
+
+    it("takes over a lock file left by a killed process, and removes it when done", function()
+      local c = client()
+      local path = fresh("stale.mp4")
+      helpers.write_file(lock_of(path), "")
+      serve { h1 = { { "ETag", '"s"' } } }
+      assert(c:download_url(host.base .. "/s/x.mp4", path))
+      same(A, helpers.read_file(path))
+      assert.is_nil(helpers.read_file(lock_of(path)))
+      c:close()
+    end)
+
+    it("refuses while another process holds the lock, and checks after locking that the path still names it", function()
+      local path = fresh("flock.mp4")
+      local ready = fresh("ready")
+      local pidfile = fresh("pid")
+      -- flock(1) holds the lock file as a download would
+      os.execute(string.format("flock %s sh -c 'touch %s; exec sleep 60' >/dev/null 2>&1 & echo $! >%s",
+        q(lock_of(path)), q(ready), q(pidfile)))
+      local limit = core.now() + 10
+      while not helpers.read_file(ready) do
+        assert(core.now() < limit, "flock(1) did not take the lock")
+        helpers.sleep(0.02)
+      end
+      finally(function() os.execute("pkill -P " .. helpers.read_file(pidfile):match("%d+") .. " 2>/dev/null; kill "
+        .. helpers.read_file(pidfile):match("%d+") .. " 2>/dev/null") end)
+      serve { h1 = { { "ETag", '"f"' } } }
+      local c = client()
+      local before = #host.requests()
+      local got, err = c:download_url(host.base .. "/f/x.mp4", path)
+      assert.is_nil(got)
+      assert.equals("io", err.kind)
+      assert.equals(before, #host.requests())
+      -- the held file is removed (as a download that ends removes its own): the next
+      -- download locks the new file the path names, not the old one still held
+      os.remove(lock_of(path))
+      assert(c:download_url(host.base .. "/f/x.mp4", path))
+      same(A, helpers.read_file(path))
+      c:close()
+    end)
+  end)
+
+  describe("the files of a download are checked before anything is sent", function()
+    for _, suffix in ipairs { ".part.meta", ".part.meta.tmp", ".part.lock", ".part" } do
+      it("refuses a directory at PATH" .. suffix .. " with kind io, sending nothing", function()
+        serve { h1 = { { "ETag", '"d"' } } }
+        local path = fresh("dirs.mp4")
+        assert(os.execute("mkdir " .. q(path .. suffix)))
+        local c = client()
+        local before = #host.requests()
+        local got, err = c:download_url(host.base .. "/d/x.mp4", path)
+        assert.is_nil(got)
+        assert.equals("io", err.kind)
+        assert.equals(path .. suffix, err.path)
+        assert.matches("Is a directory", err.message, 1, true)
+        assert.equals(before, #host.requests())
+        local ok, cerr = kling_client.check_download_target(path)
+        assert.is_nil(ok)
+        assert.equals(path .. suffix, cerr.path)
+        assert.matches("Is a directory", cerr.message, 1, true)
+        c:close()
+      end)
+    end
+  end)
+
+  describe("the bytes in memory are kept however a transfer ends", function()
+    -- 30000 bytes of A (strong ETag) arrive, then nothing: they are in memory (under the
+    -- 256 KiB write buffer), the .part on disk is still empty
+    local function running(c, path)
+      host.serve(string.format([[
+return function(req, n)
+  local file = (%q):rep(%d)
+  local from = tonumber((req.headers.range or ""):match("^bytes=(%%d+)%%-$"))
+  if from then
+    return { status = 206, headers = { { "ETag", '"mem"' }, { "Content-Range", ("bytes %%d-%%d/%%d"):format(from, #file - 1, #file) } },
+      body = file:sub(from + 1) }
+  end
+  return { status = 200, headers = { { "ETag", '"mem"' } }, body = file, send = 30000, hold = true }
+end]], "a", SIZE))
+      local x = assert(c._engine:request { url = host.base .. "/mem/x.mp4", download = path, retry = "safe" })
+      local limit = core.now() + 20
+      while x:progress() < 30000 do
+        assert(core.now() < limit, "the first 30000 bytes never came")
+        c._engine:step(0.05)
+      end
+      assert.equals(0, #helpers.read_file(path .. ".part")) -- still in memory
+      return x
+    end
+
+    local ends = {
+      { "x:abort()", function(_, x) x:abort() end },
+      { "x:close()", function(_, x) x:close() end },
+      { "the client's close", function(c) c:close() end },
+      { "garbage collection of the transfer", function() collectgarbage() collectgarbage() end },
+    }
+    for _, case in ipairs(ends) do
+      it("writes them to the .part on " .. case[1] .. ", and a later download goes on from them", function()
+        local c = client()
+        local path = fresh("mem.mp4")
+        do
+          local x = running(c, path)
+          case[2](c, x)
+        end
+        collectgarbage()
+        collectgarbage()
+        same(A:sub(1, 30000), helpers.read_file(path .. ".part"))
+        assert.truthy(helpers.read_file(path .. ".part.meta"))
+        assert.is_nil(helpers.read_file(path .. ".part.lock"))
+        local before = #host.requests()
+        local c2 = client()
+        assert(c2:download_url(host.base .. "/mem/x.mp4", path))
+        same(A, helpers.read_file(path))
+        assert.equals("bytes=30000-", since(before)[1].range)
+        c2:close()
+        c:close()
+      end)
+    end
   end)
 end)
 

@@ -12,6 +12,7 @@
  *   eng:scrub(s)       -> s with the token masked
  *   x:done(), x:result() -> table, x:progress() -> bytes, total, x:abort()
  *   core.now() -> monotonic seconds
+ *   core.check_download_target(path) -> true | nil, message, bad_path
  *   core.json_encoder(mode [, null2]) -> encode: the JSON writer (jsonw.c)
  *
  * Bad arguments raise; transport failures come back as data in x:result().
@@ -597,6 +598,25 @@ static int l_wait_fds(lua_State *L) {
   return 1;
 }
 
+/* core.check_download_target(path) -> true | nil, message, bad_path: could a
+ * download to path start now (kx_check_download_target)? Sends nothing. */
+static int l_check_download_target(lua_State *L) {
+  size_t n;
+  const char *path = luaL_checklstring(L, 1, &n);
+  if (n == 0 || strlen(path) != n) return luaL_argerror(L, 1, "a path: not empty, no NUL byte");
+  char err[1200];
+  kx_new_error why;
+  if (kx_check_download_target(path, err, sizeof err, &why) == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, err);
+  if (why.io) lua_pushstring(L, why.path);
+  else lua_pushnil(L);
+  return 3;
+}
+
 static int l_now(lua_State *L) {
   lua_pushnumber(L, kengine_now());
   return 1;
@@ -622,6 +642,7 @@ static const luaL_Reg xfer_meta[] = {
 };
 static const luaL_Reg functions[] = {
   { "new", l_new }, { "now", l_now }, { "wait_fds", l_wait_fds },
+  { "check_download_target", l_check_download_target },
   { "error_code", l_error_code }, { "answer_kind", l_answer_kind }, { NULL, NULL },
 };
 

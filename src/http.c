@@ -9,27 +9,46 @@
  * - The .part is created when the first byte of a verified answer arrives,
  *   never before (a refused connection leaves no file), and one that holds
  *   nothing when a transfer ends is removed.
- * - Beside it, "<path>.part.meta" (the sidecar, written to a temporary,
- *   fsynced and renamed before the first byte goes into a new .part) keeps
- *   what identifies the file: the URL without its query string (file hosts
- *   pre-sign their URLs, so the query of the same file changes between
- *   fetches), its whole length, and the validators the file host gave
- *   (ETag, Last-Modified). It is written only when the answer had a length
- *   and a validator (a strong ETag or a Last-Modified).
+ * - A validator guards every resume, within one transfer and across runs:
+ *   a strong ETag ("..."), or, when the file host gave no ETag at all, a
+ *   Last-Modified at least one second older than the answer that carried it
+ *   (its Date, else the time it came: RFC 9110 8.8.2.2; one in the future or
+ *   in the same second cannot tell two versions apart). A weak ETag is none,
+ *   and rules out the date too (RFC 9110 13.1.5). Without a validator, or
+ *   without the whole length, every try starts over from 0, and a failed
+ *   download removes its .part (no later run could trust it).
+ * - Beside the .part, "<path>.part.meta" (the sidecar, written to a
+ *   temporary, fsynced and renamed before the first byte goes into a new
+ *   .part, and only when a validator guards it) keeps what identifies the
+ *   file: the URL without its query string, the SHA-256 of the whole URL,
+ *   the whole length, the validators (ETag, Last-Modified) and the answer's
+ *   date.
  * - A later download of the same path goes on from the .part only when its
- *   sidecar is readable, names the same URL (query aside) and a length the
- *   .part does not exceed, and holds a validator: it sends "Range: bytes=N-"
+ *   sidecar is readable, names a length the .part does not exceed, and
+ *   holds a validator for the URL asked for now: with a strong ETag, the URL
+ *   without its query may have changed (file hosts pre-sign their URLs, so
+ *   the query of the same file changes between fetches); with only a
+ *   Last-Modified, the whole URL must be the same. It sends "Range: bytes=N-"
  *   and "If-Range" (the strong ETag, else the Last-Modified). Otherwise it
  *   starts over from 0 (the old .part is truncated when the new answer's
  *   first byte arrives).
  * - A 206 is appended only when its Content-Range starts at the offset asked
- *   for, runs to the end, and its total (and any ETag or Last-Modified it
- *   carries) match the recorded ones; any mismatch starts over from 0 (at
- *   most KX_MAX_RESTARTS times, then an error). A 200 to a range request is
- *   the whole file again: it starts over. A 416 whose "bytes * /N" equals the
- *   .part's length and the recorded length means the .part is complete.
+ *   for, runs to the end, its total is the recorded one, and its validators
+ *   are the recorded ones (the same strong ETag, which it must carry; no ETag
+ *   when the file had none; any Last-Modified the same); any mismatch starts
+ *   over from 0 (at most KX_MAX_RESTARTS times, then an error). A 200 to a
+ *   range request is the whole file again: it starts over. A 416 whose
+ *   "bytes * /N" equals the .part's length and the recorded length (and whose
+ *   validators, if any, are the recorded ones) means the .part is complete.
  * - Within one transfer, a try that breaks off is followed by one that goes
- *   on from the .part (same URL, same rules) when the whole length is known.
+ *   on from the .part (same URL, same rules) when a validator guards it.
+ * - One download at a time writes a path: "<path>.part.lock" is created and
+ *   flocked (LOCK_EX | LOCK_NB) before anything is sent, checked after
+ *   locking to be still the file the path names (as journal.c does), and
+ *   removed, then unlocked, when the transfer ends; a second download of the
+ *   same path fails at once (io) and touches none of the first's files.
+ * - The bytes gathered in memory go to the .part whatever ends the
+ *   transfer: its end, an abort, the engine's close, or kxfer_free.
  * - Redirects are followed here, not by libcurl: each target is judged as
  *   the URL itself would be (kengine_check_url), and https never goes to
  *   plain http; at most KX_MAX_REDIRECTS hops.
@@ -49,7 +68,11 @@
 #include <strings.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
+
+#include "journal.h" /* ksha256_hex */
 
 #define KX_ERROR_BODY_CAP 65536 /* error answers of the file host, kept in memory */
 #define KX_LOW_SPEED_LIMIT_DEFAULT 1024L /* bytes/s */
@@ -58,7 +81,7 @@
 #define KX_MAX_RESTARTS 2
 #define KX_WBUF (256u << 10) /* bytes gathered before one write(2) to the .part (bench/download.lua) */
 #define KX_META_MAX 4096
-#define KX_META_MAGIC "kling-part 1"
+#define KX_META_MAGIC "kling-part 2"
 
 static char *kx_strdup(const char *s) {
   size_t n = strlen(s) + 1;
@@ -116,7 +139,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud) {
   if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
     /* A new response (after a 100 Continue): forget the last one's. */
     x->retry_after[0] = x->content_type[0] = x->content_length[0] = '\0';
-    x->r_etag[0] = x->r_last_modified[0] = x->r_content_range[0] = '\0';
+    x->r_etag[0] = x->r_last_modified[0] = x->r_content_range[0] = x->r_date[0] = '\0';
     x->status_checked = 0;
   } else if (header_is(line, n, "retry-after", &v, &vn)) {
     copy_header_value(x->retry_after, sizeof x->retry_after, v, vn);
@@ -130,6 +153,8 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud) {
     copy_validator(x->r_last_modified, sizeof x->r_last_modified, v, vn);
   } else if (x->path && header_is(line, n, "content-range", &v, &vn)) {
     copy_validator(x->r_content_range, sizeof x->r_content_range, v, vn);
+  } else if (x->path && header_is(line, n, "date", &v, &vn)) {
+    copy_validator(x->r_date, sizeof x->r_date, v, vn);
   }
   return n;
 }
@@ -153,19 +178,56 @@ static int same_file_url(const char *a, const char *b) {
   return na == nb && memcmp(a, b, na) == 0;
 }
 
+/* A strong entity tag: "..." of etagc characters (RFC 9110 8.8.3); not
+ * W/"...", not empty, not unusable ("\1"). */
 static int strong_etag(const char *etag) {
-  return etag[0] == '"'; /* not W/"...", not empty, not unusable ("\1") */
+  size_t n = strlen(etag);
+  if (n < 2 || etag[0] != '"' || etag[n - 1] != '"') return 0;
+  for (size_t i = 1; i + 1 < n; i++) {
+    unsigned char c = (unsigned char)etag[i];
+    if (c == '"' || c < 0x21 || c == 0x7f) return 0;
+  }
+  return 1;
 }
 
 static int usable(const char *validator) {
   return validator[0] != '\0' && validator[0] != '\1';
 }
 
-/* The If-Range value for the recorded identity: the strong ETag, else the
- * Last-Modified; NULL when there is neither. */
+/* The recorded Last-Modified is a validator: a date at least one second
+ * older than the answer that carried it (RFC 9110 8.8.2.2), so neither in
+ * the future nor in the same second as the answer. */
+static int last_modified_validates(const kxfer *x) {
+  if (!usable(x->last_modified) || x->date <= 0) return 0;
+  time_t t = curl_getdate(x->last_modified, NULL);
+  return t >= 0 && (long long)t + 1 <= x->date;
+}
+
+/* The If-Range value for the recorded identity: the strong ETag, else (no
+ * ETag at all) a Last-Modified that validates; NULL when there is none: the
+ * .part cannot be gone on from. */
 static const char *if_range_value(const kxfer *x) {
   if (strong_etag(x->etag)) return x->etag;
-  if (usable(x->last_modified)) return x->last_modified;
+  if (x->etag[0] != '\0') return NULL; /* a weak ETag: no date in If-Range either (RFC 9110 13.1.5) */
+  if (last_modified_validates(x)) return x->last_modified;
+  return NULL;
+}
+
+/* When the answer now read was made: its Date, else now (Unix seconds). */
+static long long answer_date(const kxfer *x) {
+  time_t t = usable(x->r_date) ? curl_getdate(x->r_date, NULL) : -1;
+  return t >= 0 ? (long long)t : (long long)time(NULL);
+}
+
+/* Why this answer's validators are not the recorded ones (NULL: they are).
+ * need_etag: the answer must carry the recorded strong ETag (a 206 must,
+ * RFC 9110 15.3.7; a 416 need not). */
+static const char *other_validators(const kxfer *x, int need_etag) {
+  if (need_etag && strong_etag(x->etag) && x->r_etag[0] == '\0') return "no ETag (the file's was recorded)";
+  if (x->r_etag[0] != '\0' && strcmp(x->r_etag, x->etag) != 0)
+    return x->etag[0] ? "another ETag" : "an ETag the file did not have";
+  if (x->r_last_modified[0] != '\0' && usable(x->last_modified) && strcmp(x->r_last_modified, x->last_modified) != 0)
+    return "another Last-Modified";
   return NULL;
 }
 
@@ -205,10 +267,12 @@ static int write_all(int fd, const char *p, size_t n, size_t *done) {
 /* Writes the sidecar for the recorded identity: temporary, fsync, rename,
  * fsync of the directory. 0 or -1 (io_error set). */
 static int write_meta(kxfer *x) {
-  char text[KX_META_MAX];
-  int n = snprintf(text, sizeof text, KX_META_MAGIC "\nurl %.*s\nlength %lld\netag %s\nlast-modified %s\n",
-                   (int)url_identity_len(x->origin_url), x->origin_url, (long long)x->total,
-                   usable(x->etag) ? x->etag : "", usable(x->last_modified) ? x->last_modified : "");
+  char text[KX_META_MAX], digest[65];
+  ksha256_hex(x->origin_url, strlen(x->origin_url), digest);
+  int n = snprintf(text, sizeof text,
+                   KX_META_MAGIC "\nurl %.*s\nurl-sha256 %s\nlength %lld\netag %s\nlast-modified %s\ndate %lld\n",
+                   (int)url_identity_len(x->origin_url), x->origin_url, digest, (long long)x->total,
+                   usable(x->etag) ? x->etag : "", usable(x->last_modified) ? x->last_modified : "", x->date);
   if (n < 0 || (size_t)n >= sizeof text) return 0; /* too long to keep: the .part will not be trusted */
   int fd = open(x->meta_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd < 0) {
@@ -232,7 +296,9 @@ static int write_meta(kxfer *x) {
     unlink(x->meta_tmp);
     return -1;
   }
-  return fsync_dir(x);
+  if (fsync_dir(x) != 0) return -1;
+  x->part_trusted = 1;
+  return 0;
 }
 
 static void remove_meta(kxfer *x) {
@@ -251,10 +317,12 @@ static int read_meta(kxfer *x, curl_off_t have) {
   if (n <= 0 || n >= KX_META_MAX) return 0;
   text[n] = '\0';
   if (memchr(text, '\0', (size_t)n) != NULL) return 0;
-  char *line = text, *next;
-  int magic = 0, url_ok = 0;
+  char *line = text, *next, digest[65];
+  int magic = 0, url_ok = 0, whole_url_ok = 0;
   curl_off_t total = -1;
+  ksha256_hex(x->origin_url, strlen(x->origin_url), digest);
   x->etag[0] = x->last_modified[0] = '\0';
+  x->date = 0;
   for (; *line; line = next) {
     next = strchr(line, '\n');
     if (next == NULL) return 0; /* every line ends: a torn file is not trusted */
@@ -264,6 +332,13 @@ static int read_meta(kxfer *x, curl_off_t have) {
       magic = 1;
     } else if (strncmp(line, "url ", 4) == 0) {
       url_ok = same_file_url(line + 4, x->origin_url) && url_identity_len(line + 4) == strlen(line + 4);
+    } else if (strncmp(line, "url-sha256 ", 11) == 0) {
+      whole_url_ok = strcmp(line + 11, digest) == 0;
+    } else if (strncmp(line, "date ", 5) == 0) {
+      char *end;
+      long long v = strtoll(line + 5, &end, 10);
+      if (*end != '\0' || end == line + 5) return 0;
+      x->date = v;
     } else if (strncmp(line, "length ", 7) == 0) {
       char *end;
       long long v = strtoll(line + 7, &end, 10);
@@ -277,8 +352,11 @@ static int read_meta(kxfer *x, curl_off_t have) {
       strcpy(x->last_modified, line + 14);
     }
   }
-  if (!magic || !url_ok || total <= 0 || have > total || if_range_value(x) == NULL) {
+  /* a strong ETag names the file whatever the URL's query; a date only at the same whole URL */
+  const char *v = if_range_value(x);
+  if (!magic || !url_ok || total <= 0 || have > total || v == NULL || (v != x->etag && !whole_url_ok)) {
     x->etag[0] = x->last_modified[0] = '\0';
+    x->date = 0;
     return 0;
   }
   x->total = total;
@@ -286,17 +364,20 @@ static int read_meta(kxfer *x, curl_off_t have) {
 }
 
 /* Checks, before anything is sent, that the download can be written: its
- * directory exists and is writable, and neither it nor its .part is a
- * directory. 0, or -1 with why filled. */
+ * directory exists and is writable, the path is not a directory, and each
+ * file of the download (.part, .part.meta, .part.meta.tmp, .part.lock) is
+ * a regular file when it exists. 0, or -1 with why filled. */
 static int check_target(kxfer *x, kx_new_error *why) {
   struct stat st;
   const char *bad = NULL;
   int err = 0;
+  const char *files[] = { x->part, x->meta, x->meta_tmp, x->lock };
   if (stat(x->dir, &st) != 0) bad = x->dir, err = errno;
   else if (!S_ISDIR(st.st_mode)) bad = x->dir, err = ENOTDIR;
   else if (access(x->dir, W_OK | X_OK) != 0) bad = x->dir, err = errno;
   else if (stat(x->path, &st) == 0 && S_ISDIR(st.st_mode)) bad = x->path, err = EISDIR;
-  else if (stat(x->part, &st) == 0 && !S_ISREG(st.st_mode)) bad = x->part, err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+  for (size_t i = 0; !bad && i < sizeof files / sizeof files[0]; i++)
+    if (stat(files[i], &st) == 0 && !S_ISREG(st.st_mode)) bad = files[i], err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
   if (!bad) return 0;
   why->io = 1;
   why->errnum = err;
@@ -304,15 +385,111 @@ static int check_target(kxfer *x, kx_new_error *why) {
   return -1;
 }
 
+static int same_file(int fd, const char *path) {
+  struct stat a, b;
+  return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+}
+
+/* Takes the download's lock: path.part.lock, created when missing and
+ * flocked without waiting, then checked to be still the file the path names
+ * (a download that ended meanwhile removed it: take the new one), as
+ * journal.c does for the journal. 0, or -1 with why filled (errnum
+ * EWOULDBLOCK, path the download's: another download holds it). */
+static int take_lock(kxfer *x, kx_new_error *why) {
+  int err = EAGAIN;
+  const char *bad = x->lock;
+  for (int tries = 0; tries < 100; tries++) {
+    int fd = open(x->lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666); /* a symlink there is refused (ELOOP) */
+    if (fd < 0) {
+      err = errno;
+      break;
+    }
+    int rc;
+    while ((rc = flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR) {}
+    if (rc != 0) {
+      err = errno;
+      if (err == EWOULDBLOCK) bad = x->path;
+      close(fd);
+      break;
+    }
+    if (same_file(fd, x->lock)) {
+      x->lock_fd = fd;
+      return 0;
+    }
+    close(fd); /* removed (or replaced) by the download that held it: take the file the path names now */
+  }
+  why->io = 1;
+  why->errnum = err;
+  snprintf(why->path, sizeof why->path, "%s", bad);
+  return -1;
+}
+
+/* Gives the lock back: removes the lock file (while still holding it, when
+ * the path still names it), then unlocks. */
+static void release_lock(kxfer *x) {
+  if (x->lock == NULL || x->lock_fd < 0) return;
+  if (same_file(x->lock_fd, x->lock)) unlink(x->lock);
+  close(x->lock_fd);
+  x->lock_fd = -1;
+}
+
+/* The message of a target that cannot be written (why filled). */
+static void target_message(const kxfer *x, const kx_new_error *why, char *err, size_t errlen) {
+  if (why->errnum == EWOULDBLOCK && strcmp(why->path, x->path) == 0)
+    snprintf(err, errlen, "cannot write '%s': another download is writing it (it holds '%s')", x->path, x->lock);
+  else if (strcmp(why->path, x->part) == 0)
+    snprintf(err, errlen, "cannot write '%s': %s", x->part, strerror(why->errnum));
+  else /* the directory (or another file of the download) is the problem: name both */
+    snprintf(err, errlen, "cannot write '%s': '%s': %s", x->part, why->path, strerror(why->errnum));
+}
+
+/* The names of a download's files (path, .part, sidecar, its temporary,
+ * lock, directory). 0, or -1: out of memory. */
+static int download_names(kxfer *x, const char *download) {
+  x->path = kx_strdup(download);
+  x->part = kx_concat(download, ".part");
+  x->meta = kx_concat(download, ".part.meta");
+  x->meta_tmp = kx_concat(download, ".part.meta.tmp");
+  x->lock = kx_concat(download, ".part.lock");
+  const char *slash = strrchr(download, '/');
+  if (slash == NULL) x->dir = kx_strdup(".");
+  else if (slash == download) x->dir = kx_strdup("/");
+  else if ((x->dir = malloc((size_t)(slash - download) + 1)) != NULL) {
+    memcpy(x->dir, download, (size_t)(slash - download));
+    x->dir[slash - download] = '\0';
+  }
+  return x->path && x->part && x->meta && x->meta_tmp && x->lock && x->dir ? 0 : -1;
+}
+
+int kx_check_download_target(const char *path, char *err, size_t errlen, kx_new_error *why) {
+  kx_new_error ignored;
+  if (why == NULL) why = &ignored;
+  why->io = 0;
+  why->errnum = 0;
+  why->path[0] = '\0';
+  kxfer *x = calloc(1, sizeof *x);
+  if (x == NULL || (x->fd = x->lock_fd = -1, download_names(x, path) != 0)) {
+    snprintf(err, errlen, "out of memory");
+    kxfer_free(x);
+    return -1;
+  }
+  int rc = check_target(x, why) == 0 && take_lock(x, why) == 0 ? 0 : -1;
+  if (rc != 0) target_message(x, why, err, errlen);
+  kxfer_free(x); /* gives the lock back */
+  return rc;
+}
+
 /* Sets up where a download starts: from a trusted .part, or from 0. */
 static void load_part(kxfer *x, int resume) {
   struct stat st;
   x->total = -1;
   x->etag[0] = x->last_modified[0] = '\0';
+  x->date = 0;
   x->offset = x->resumed_from = x->part_size = 0;
   if (!resume || stat(x->part, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) return;
   if (!read_meta(x, (curl_off_t)st.st_size)) return;
   x->offset = x->resumed_from = x->part_size = (curl_off_t)st.st_size;
+  x->part_trusted = 1;
 }
 
 /* Opens the .part for the first verified byte of this try: truncated (and
@@ -332,6 +509,7 @@ static int open_part(kxfer *x) {
     x->opened = 1;
     x->part_size = 0;
     x->written_back = 0;
+    x->part_trusted = 0; /* until its sidecar is on disk */
     if (x->total > 0 && if_range_value(x) != NULL) {
       if (fsync(x->fd) != 0) {
         set_io_error(x, x->part, errno);
@@ -465,9 +643,7 @@ static int begin_body(kxfer *x, long code) {
     else if (x->total >= 0 && total != x->total) bad = "a total length that is not the file's";
     else if (last != total - 1) bad = "a range that stops before the end";
     else if (length >= 0 && length != last - first + 1) bad = "a Content-Length that is not the range's";
-    else if (x->offset > 0 && x->r_etag[0] && usable(x->etag) && strcmp(x->r_etag, x->etag) != 0) bad = "another ETag";
-    else if (x->offset > 0 && x->r_last_modified[0] && usable(x->last_modified)
-             && strcmp(x->r_last_modified, x->last_modified) != 0) bad = "another Last-Modified";
+    else if (x->offset > 0 && (bad = other_validators(x, 1)) != NULL) {}
     if (bad) {
       snprintf(x->problem, sizeof x->problem, "the file host answered a range request from byte %lld with %s (Content-Range '%s')",
                (long long)x->offset, bad, x->r_content_range[0] == '\1' ? "(too long)" : x->r_content_range);
@@ -482,6 +658,7 @@ static int begin_body(kxfer *x, long code) {
     x->total = length;
     memcpy(x->etag, x->r_etag, sizeof x->etag);
     memcpy(x->last_modified, x->r_last_modified, sizeof x->last_modified);
+    x->date = answer_date(x);
   }
   return open_part(x);
 }
@@ -566,7 +743,7 @@ kxfer *kxfer_new_ex(kengine *e, const kx_spec *s, char *err, size_t errlen, kx_n
 
   kxfer *x = calloc(1, sizeof *x);
   if (x == NULL) { snprintf(err, errlen, "out of memory"); return NULL; }
-  x->fd = -1;
+  x->fd = x->lock_fd = -1;
   kbuf_init(&x->body, s->download ? 0 : e->max_body);
   x->is_api = is_api;
   x->method = method;
@@ -586,28 +763,15 @@ kxfer *kxfer_new_ex(kengine *e, const kx_spec *s, char *err, size_t errlen, kx_n
     x->req_body[x->req_body_len] = '\0';
   }
   if (s->download) {
-    x->path = kx_strdup(s->download);
-    x->part = kx_concat(s->download, ".part");
-    x->meta = kx_concat(s->download, ".part.meta");
-    x->meta_tmp = kx_concat(s->download, ".part.meta.tmp");
     x->origin_url = kx_strdup(s->url);
-    const char *slash = strrchr(s->download, '/');
-    if (slash == NULL) x->dir = kx_strdup(".");
-    else if (slash == s->download) x->dir = kx_strdup("/");
-    else if ((x->dir = malloc((size_t)(slash - s->download) + 1)) != NULL) {
-      memcpy(x->dir, s->download, (size_t)(slash - s->download));
-      x->dir[slash - s->download] = '\0';
-    }
-    if (!x->path || !x->part || !x->meta || !x->meta_tmp || !x->origin_url || !x->dir) goto fail_oom;
+    if (download_names(x, s->download) != 0 || !x->origin_url) goto fail_oom;
     x->low_speed_limit = s->low_speed_limit > 0 ? s->low_speed_limit : KX_LOW_SPEED_LIMIT_DEFAULT;
     x->low_speed_time = s->low_speed_time > 0 ? s->low_speed_time
                         : x->timeout_ms > 0 ? (x->timeout_ms + 999) / 1000 : KX_LOW_SPEED_TIME_DEFAULT;
     if (s->deadline > 0) x->deadline_at = kengine_now() + s->deadline;
-    if (check_target(x, why) != 0) {
-      if (strcmp(why->path, x->part) == 0)
-        snprintf(err, errlen, "cannot write '%s': %s", x->part, strerror(why->errnum));
-      else /* the directory (or another file of the download) is the problem: name both */
-        snprintf(err, errlen, "cannot write '%s': '%s': %s", x->part, why->path, strerror(why->errnum));
+    /* the lock before the sidecar is read: what is read is not being written */
+    if (check_target(x, why) != 0 || take_lock(x, why) != 0) {
+      target_message(x, why, err, errlen);
       kxfer_free(x);
       return NULL;
     }
@@ -744,7 +908,8 @@ int kxfer_review(kxfer *x, kengine *e, long status) {
   if (status == 416 && x->offset > 0) {
     curl_off_t first, last, total = -1;
     if (x->r_content_range[0] && parse_content_range(x->r_content_range, &first, &last, &total) == 1
-        && total == x->offset && total == x->part_size && (x->total < 0 || total == x->total)) {
+        && total == x->offset && total == x->part_size && (x->total < 0 || total == x->total)
+        && other_validators(x, 0) == NULL) {
       x->complete = 1; /* the .part already holds the whole file */
       return 0;
     }
@@ -826,13 +991,14 @@ static void finish_download(kxfer *x) {
      * holds nothing this transfer put there, when the file is too big, or
      * when the file host says the file is gone. */
     int gone = x->too_large || (x->code == CURLE_OK && (x->status == 404 || x->status == 410));
-    if ((gone && (x->opened || x->resumed_from > 0)) || (x->opened && x->part_size == 0)) {
-      remove(x->part);
+    if ((gone && (x->opened || x->resumed_from > 0)) || (x->opened && (x->part_size == 0 || !x->part_trusted))) {
+      remove(x->part); /* nothing in it, or nothing a later run could trust (no validator, no sidecar) */
       remove_meta(x);
     }
     x->to_file = 0;
   }
   if (x->io_error && x->code == CURLE_OK) x->code = CURLE_WRITE_ERROR;
+  release_lock(x); /* the download's files are as they stay */
 }
 
 void kxfer_finish(kxfer *x, CURLcode code) {
@@ -875,16 +1041,18 @@ void kxfer_rewind(kxfer *x) {
   x->length = -1;
   if (x->path) {
     close_part(x, 0);
-    x->r_etag[0] = x->r_last_modified[0] = x->r_content_range[0] = '\0';
+    x->r_etag[0] = x->r_last_modified[0] = x->r_content_range[0] = x->r_date[0] = '\0';
     if (x->restart) { /* start over: forget the identity, the .part is truncated at the next first byte */
       x->restart = 0;
       x->restarts++;
       x->total = -1;
       x->etag[0] = x->last_modified[0] = '\0';
+      x->date = 0;
       x->offset = 0;
     } else {
-      /* go on from what the last tries wrote, when the whole length is known */
-      x->offset = x->total >= 0 ? x->part_size : 0;
+      /* go on from what the last tries wrote only when a validator guards it
+       * (the sidecar on disk says so): else from 0, the .part truncated */
+      x->offset = x->part_trusted && x->total >= 0 && if_range_value(x) != NULL ? x->part_size : 0;
     }
   }
 }
@@ -892,6 +1060,7 @@ void kxfer_rewind(kxfer *x) {
 void kxfer_free(kxfer *x) {
   if (x == NULL) return;
   if (x->path && x->fd >= 0) {
+    flush_part(x); /* the verified bytes still in memory: into the .part before it is closed */
     close(x->fd);
     x->fd = -1;
     if (x->opened && x->part_size == 0) {
@@ -899,6 +1068,7 @@ void kxfer_free(kxfer *x) {
       remove_meta(x);
     }
   }
+  release_lock(x);
   if (x->easy) curl_easy_cleanup(x->easy);
   curl_slist_free_all(x->headers);
   kbuf_free(&x->body);
@@ -908,6 +1078,7 @@ void kxfer_free(kxfer *x) {
   free(x->part);
   free(x->meta);
   free(x->meta_tmp);
+  free(x->lock);
   free(x->dir);
   free(x->origin_url);
   free(x->wbuf);

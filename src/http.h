@@ -73,10 +73,13 @@ typedef struct kxfer {
   kbuf body;               /* response body (or an error body of a download) */
   char *path, *part;       /* download destination and its .part file */
   char *meta, *meta_tmp;   /* the .part's sidecar (path.part.meta) and its temporary */
+  char *lock;              /* path.part.lock: flocked while this transfer may write the .part */
+  int lock_fd;             /* the lock file, held (LOCK_EX) from kxfer_new to the end; else -1 */
   char *dir;               /* the directory of path */
   char *origin_url;        /* downloads: the URL the caller gave (redirects change url) */
   int fd;                  /* downloads: the .part while a try writes into it, else -1 */
   int opened;              /* downloads: this transfer created or truncated the .part */
+  int part_trusted;        /* downloads: the .part may be gone on from (its sidecar is on disk, a validator guards it) */
   char *wbuf;              /* downloads: bytes received, not yet written to the .part */
   size_t wlen;
   curl_off_t part_size;    /* downloads: verified bytes in the .part (its length) */
@@ -90,8 +93,9 @@ typedef struct kxfer {
   curl_off_t total;        /* its whole length, -1 unknown */
   char etag[256];          /* its ETag as sent ("" none; "\1" unusable) */
   char last_modified[64];  /* its Last-Modified ("" none) */
+  long long date;          /* when that answer was made: its Date, else when it came (Unix s; 0 unknown) */
   /* downloads: this answer's headers */
-  char r_etag[256], r_last_modified[64], r_content_range[128];
+  char r_etag[256], r_last_modified[64], r_content_range[128], r_date[64];
   long low_speed_limit, low_speed_time;
   double deadline_at;      /* kengine_now() past which no try starts; 0 = none */
   int deadline_hit;
@@ -124,7 +128,10 @@ typedef struct kxfer {
 
 /* Allocates a transfer and keeps a copy of the request; the easy handle comes
  * at kxfer_begin. A download checks here that its directory can be written
- * and reads the .part's sidecar (see http.c), but creates no file: the .part
+ * and that none of its files (path, .part, .part.meta, .part.meta.tmp,
+ * .part.lock) is a directory or another non-file, takes its lock (a second
+ * download of the same path fails here, kind io), and reads the .part's
+ * sidecar (see http.c), but creates no file other than the lock: the .part
  * is opened when the first verified byte arrives. On failure returns NULL
  * and writes a reason into err (size errlen); kxfer_new_ex also says whether
  * it is a local file problem (why may be NULL). */
@@ -147,6 +154,12 @@ void kxfer_finish(kxfer *x, CURLcode code);
  * a verified prefix). Called before deciding whether to try again, so that a
  * full disk ends the download (kind io) instead of being retried. */
 int kxfer_flush(kxfer *x);
+/* Checks, without sending anything, that a download to path could start
+ * now: its directory can be written, none of its files is a directory or
+ * another non-file, and no other download holds its lock (taken and given
+ * back at once). 0, or -1 with why filled (why->io, errnum, path) and a
+ * message in err naming the path and the reason. */
+int kx_check_download_target(const char *path, char *err, size_t errlen, kx_new_error *why);
 /* Forgets the last try's answer (and truncates a download) before another. */
 void kxfer_rewind(kxfer *x);
 /* Gives the easy handle back (reset, for reuse), or NULL when it had none. */

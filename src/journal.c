@@ -374,6 +374,20 @@ static void push_hex(lua_State *L, const unsigned char *p, size_t n) {
   lua_pushlstring(L, hex, 2 * (n < 64 ? n : 64));
 }
 
+void ksha256_hex(const void *p, size_t n, char hex[65]) {
+  static const char digits[] = "0123456789abcdef";
+  sha256_ctx c;
+  unsigned char out[32];
+  sha256_init(&c);
+  sha256_update(&c, (const unsigned char *)p, n);
+  sha256_final(&c, out);
+  for (size_t i = 0; i < sizeof out; i++) {
+    hex[2 * i] = digits[out[i] >> 4];
+    hex[2 * i + 1] = digits[out[i] & 15];
+  }
+  hex[64] = '\0';
+}
+
 static int l_sha256(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);

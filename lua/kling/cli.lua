@@ -10,6 +10,7 @@ local json = require "kling.json"
 local models = require "kling.models"
 local journal = require "kling.journal"
 local core = require "kling.core"
+local client_lib = require "kling.client"
 
 local M = {}
 
@@ -300,7 +301,8 @@ local TOKEN_FLAG = "the token is never taken from a flag value (it would show in
 -- ---------------------------------------------------------------------------------------
 
 -- Flag kinds: flag, string, number, positive (number > 0), count (integer >= 1),
--- list (repeatable string). A kind "=NAME" is an alias.
+-- list (repeatable string), "dl:OPTION" (a download option, checked against the
+-- library's own bounds: kling.client.check_download_option). A kind "=NAME" is an alias.
 local GROUPS = {
   api = {
     ["token-file"] = "string", ["base-url"] = "string", ["journal"] = "string", ["no-journal"] = "flag",
@@ -316,8 +318,9 @@ local GROUPS = {
     ["output"] = "string", ["o"] = "=output", ["out-dir"] = "string", ["force"] = "flag",
   },
   wait = { ["timeout"] = "positive" },
-  -- how long a download may take: see job:download's stall_timeout, min_rate and deadline
-  dl = { ["stall-timeout"] = "positive", ["min-rate"] = "count", ["download-deadline"] = "positive" },
+  -- how long a download may take: job:download's stall_timeout, min_rate and deadline, with
+  -- the library's bounds (kling.client.DOWNLOAD_BOUNDS), checked before anything is sent
+  dl = { ["stall-timeout"] = "dl:stall_timeout", ["min-rate"] = "dl:min_rate", ["download-deadline"] = "dl:deadline" },
   model = { ["model"] = "string" },
 }
 
@@ -332,6 +335,15 @@ end
 local function convert(cmd, name, kind, text)
   if kind == "string" or kind == "list" then return text end
   local n = tonumber(text)
+  local option = kind:match("^dl:(.+)$")
+  if option then
+    local ok, why = client_lib.check_download_option(option, n)
+    if not n or not ok then
+      usage(cmd, "--" .. name .. " " .. (n and why:gsub(", got .*$", "") or ("must be " .. client_lib.download_option_rule(option)))
+        .. ", got '" .. text .. "'")
+    end
+    return math.tointeger(n) or n
+  end
   if kind == "number" then
     if not n then usage(cmd, "--" .. name .. " wants a number, got '" .. text .. "'") end
     return math.tointeger(n) or n
@@ -809,10 +821,9 @@ function Ctx:result(text)
   end
 end
 
--- Hints printed under an error.
-function Ctx:hint(err, job, fields)
+-- Hints printed under an error. path: the file a failed download was for.
+function Ctx:hint(err, job, path)
   local kind = err and err.kind
-  local path = fields and fields.path
   if path and (err.transport == "slow" or err.transport == "deadline" or kind == "io") and file_exists(path .. ".part") then
     return "what arrived is kept in " .. path .. ".part; the same command goes on from it"
       .. (kind == "io" and " once the file can be written" or "")
@@ -829,11 +840,12 @@ function Ctx:hint(err, job, fields)
   return nil
 end
 
---- Reports an error (stderr, and the display). Returns its exit code.
-function Ctx:fail(err, job, row, fields)
+--- Reports an error (stderr, and the display). Returns its exit code. fields: extra JSON
+-- fields; path: the file of a failed download (for the hint).
+function Ctx:fail(err, job, row, fields, path)
   local code = code_for(err)
   if self.interrupted then return code end
-  local hint = self:hint(err, job, fields)
+  local hint = self:hint(err, job, path)
   if row and self.mode ~= "json" then
     local text = row.label .. "  " .. M.error_text(err):gsub("^kling: ", "")
     self.display:finish(row, text .. (hint and ("\n  " .. hint) or ""))
@@ -853,23 +865,33 @@ function Ctx:fail(err, job, row, fields)
   return self:note(code)
 end
 
--- Where a job's video goes: target = { file = path } or { dir = path }.
+-- Where a job's video goes: target = { file = path } or { dir = path }. In a directory,
+-- two jobs of one command never get the same name (their downloads would run at once).
 function Ctx:output_path(target, job, fallback_name)
   if target.file then return target.file end
+  self.taken = self.taken or {}
   local name = M.name_from_url(job.video_url or video_of(job.output), fallback_name or job.id)
   local path = join(target.dir, name)
-  if self.o.force or not file_exists(path) then return path end
-  -- never overwrite without --force: NAME-1.mp4, NAME-2.mp4, ...
-  local stem, ext = name:match("^(.*)(%.[%w]+)$")
-  for n = 1, 999 do
-    local p = join(target.dir, stem .. "-" .. n .. ext)
-    if not file_exists(p) then return p end
+  local function free(p) return not self.taken[p] and (self.o.force or not file_exists(p)) end
+  if not free(path) then
+    -- never overwrite without --force: NAME-1.mp4, NAME-2.mp4, ...
+    local stem, ext = name:match("^(.*)(%.[%w]+)$")
+    if not stem then stem, ext = name, "" end
+    for n = 1, 999 do
+      local p = join(target.dir, stem .. "-" .. n .. ext)
+      if free(p) then
+        path = p
+        break
+      end
+    end
   end
+  self.taken[path] = true
   return path
 end
 
 --- Waits for a job (live row), then downloads its video when target is given.
--- Returns the exit code for this job. fields: extra JSON fields (batch line...).
+-- Returns the exit code for this job, and the error of a failed download (its kind io:
+-- a local disk error). fields: extra JSON fields (batch line...).
 -- opts: label (row label), name (file name in a target dir), quiet_result.
 function Ctx:follow(job, target, opts)
   opts = opts or {}
@@ -902,9 +924,10 @@ function Ctx:follow(job, target, opts)
   self.downloading[job] = nil
   if self.interrupted then return 130 end
   if not saved then
-    local f = { path = path }
+    -- no "path": that file was never written; "part" names the bytes kept for the next run
+    local f = { part = file_exists(path .. ".part") and (path .. ".part") or nil }
     for k, v in pairs(opts.fields or {}) do f[k] = v end
-    return self:fail(bytes, job, row, f)
+    return self:fail(bytes, job, row, f, path), bytes
   end
   local rate = M.human_rate(bytes, now() - t0)
   d:finish(row, string.format("%s  saved %s (%s%s) after %s", label, saved, M.human_bytes(bytes),
@@ -1001,6 +1024,9 @@ function Ctx:on_interrupt(signal, which)
     end
   end
   if self.journal_path then say("kling: every request id is in the journal " .. self.journal_path .. " (kling jobs)") end
+  -- the client's close ends the downloads in flight: the bytes they hold in memory go to
+  -- their .part (kept, with its sidecar, for the next run), and their locks are given back
+  self.client:close()
   os.exit(which.code)
 end
 
@@ -1137,6 +1163,15 @@ local function check_writable(cmd, dir)
   os.remove(probe)
 end
 
+--- Checks, before anything is sent, that a download to path could start: the library's
+-- own check (kling.client.check_download_target: the directory, the path, its .part,
+-- .part.meta, .part.meta.tmp and .part.lock, and no other download writing it). Exit 8
+-- when not.
+function M.check_target_file(cmd, path)
+  local ok, err = client_lib.check_download_target(path)
+  if not ok then disk_error(cmd, err.message) end
+end
+
 local function output_target(ctx, o, default_dir)
   local cmd = ctx.cmd
   if o.no_download and (o.output or o.out_dir) then usage(cmd, "--no-download contradicts -o/--out-dir") end
@@ -1154,6 +1189,7 @@ local function output_target(ctx, o, default_dir)
       disk_error(cmd, "cannot write " .. o.output .. ": its directory " .. dirname(o.output) .. " does not exist")
     end
     check_writable(cmd, dirname(o.output))
+    M.check_target_file(cmd, o.output)
     return { file = o.output }
   end
   local dir = o.out_dir or default_dir
@@ -1248,10 +1284,11 @@ Output:
   --force                  overwrite an existing output file
   --timeout S              give up waiting after S seconds (default 1800; the job goes on)
   --stall-timeout S        a download try that stays under --min-rate for S seconds ends
-                           (default 30); the next goes on from FILE.part
-  --min-rate N             bytes per second below which a try is too slow (default 1024)
+                           (default 30; > 0, at most 10000000); the next goes on from FILE.part
+  --min-rate N             bytes per second below which a try is too slow (default 1024;
+                           a whole number from 1 to 1000000000000)
   --download-deadline S    give up the download after S seconds, retries included
-                           (default none; exit 6, FILE.part is kept)
+                           (default none; > 0, at most 10000000; exit 6, FILE.part is kept)
   --json                   one JSON object per job on stdout
   -q, --quiet              plain log lines instead of the live display
 
@@ -1467,16 +1504,26 @@ overwritten without --force (another name is chosen in a directory).
   --force              overwrite an existing file
   --timeout S          how long to wait for a job that has not ended (default 1800)
   --stall-timeout S    a try that stays under --min-rate bytes/s for S seconds ends
-                       (default 30); the next try goes on from FILE.part
-  --min-rate N         bytes per second (default 1024)
+                       (default 30; > 0, at most 10000000); the next try goes on
+                       from FILE.part
+  --min-rate N         bytes per second (default 1024; a whole number from 1 to
+                       1000000000000)
   --download-deadline S  give up the download after S seconds, retries included
-                       (default none); exit 6, FILE.part is kept for the next run
+                       (default none; > 0, at most 10000000); exit 6, FILE.part is
+                       kept for the next run
+These bounds are the library's (kling.client.DOWNLOAD_BOUNDS); a value outside
+them is refused before anything is sent (exit 2).
 
-FILE.part is gone on from only when it is known to be the same file (its
-sidecar FILE.part.meta: the URL without its query string, the length, the
-file host's ETag or Last-Modified; the request carries If-Range); otherwise
-the download starts over. A local disk error (full, read-only, too large)
-exits 8 and keeps what arrived in FILE.part.
+FILE.part is gone on from only when it is known to be the same file and a
+validator guards it: its sidecar FILE.part.meta records the URL, the length and
+the file host's ETag or Last-Modified, and the request carries If-Range. With a
+strong ETag the URL's query string may change (pre-signed URLs); with only a
+Last-Modified (a second older than the answer) the whole URL must be the same;
+with neither, every try starts over and nothing is kept. A local disk error
+(full, read-only, too large) exits 8 and keeps what arrived in FILE.part.
+Only one download writes FILE at a time (FILE.part.lock): a second one exits 8
+at once, before anything is sent. Ctrl-C, SIGTERM and SIGHUP keep the bytes that
+arrived in FILE.part for the next run.
   --json, -q/--quiet, --model ID, --token-file PATH, --base-url URL, --ca-file PATH, --journal PATH, --no-journal
 ]],
   run = function(o, pos)

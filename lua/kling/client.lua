@@ -486,37 +486,91 @@ end
 -- 30 s rides out a congested link or a brief outage without giving up.
 M.DOWNLOAD_MIN_RATE = 1024
 
+--- The bounds of the download options, in one place: client:download_url and
+-- job:download raise on a value outside them (a programming error), and the
+-- command line checks its flags against them before anything is sent
+-- (check_download_option). A value of the right type, at the bounds included:
+--   stall_timeout  seconds, > 0 and at most 10000000 (about 115 days)
+--   deadline       seconds, > 0 and at most 10000000 (about 115 days)
+--   min_rate       a whole number of bytes per second, from 1 to 1000000000000
+--   max_bytes      bytes, from 0 (no cap) to 9000000000000000000
+-- (libcurl counts the low-speed time in whole seconds: a stall_timeout under
+-- 1 s is 1 s.)
+M.DOWNLOAD_BOUNDS = {
+  stall_timeout = { what = "a number of seconds", above = 0, max = 1e7, note = "about 115 days" },
+  deadline = { what = "a number of seconds", above = 0, max = 1e7, note = "about 115 days" },
+  min_rate = { what = "a whole number of bytes per second", min = 1, max = 1e12, whole = true },
+  max_bytes = { what = "a number of bytes", min = 0, max = 9e18, note = "0: no cap" },
+}
+
+--- The rule of a download option in words, e.g. "a number of seconds > 0 and
+-- at most 10000000 (about 115 days)". name: a key of DOWNLOAD_BOUNDS.
+function M.download_option_rule(name)
+  local b = assert(M.DOWNLOAD_BOUNDS[name], "no such download option")
+  local low = b.above and ("> " .. string.format("%.0f", b.above)) or (">= " .. string.format("%.0f", b.min))
+  return b.what .. " " .. low .. " and at most " .. string.format("%.0f", b.max) .. (b.note and (" (" .. b.note .. ")") or "")
+end
+
+--- Checks one download option's value against DOWNLOAD_BOUNDS: true | nil,
+-- message ("must be <rule>, got <value>"). nil (not given) is fine.
+function M.check_download_option(name, v)
+  local b = M.DOWNLOAD_BOUNDS[name]
+  if v == nil or not b then return true end
+  local ok = type(v) == "number" and v == v and v <= b.max
+    and (b.above == nil or v > b.above) and (b.min == nil or v >= b.min)
+    and (not b.whole or v == math.floor(v))
+  if ok then return true end
+  local shown = type(v) == "number" and string.format("%.17g", v) or type(v)
+  return nil, "must be " .. M.download_option_rule(name) .. ", got " .. shown
+end
+
 local function check_download_opts(opts, who)
-  for _, k in ipairs { "stall_timeout", "deadline" } do
-    local v = opts[k]
-    if v ~= nil and (type(v) ~= "number" or not (v > 0) or v > 1e7) then
-      error(who .. ": opts." .. k .. " must be a number of seconds > 0", 3)
-    end
-  end
-  local r = opts.min_rate
-  if r ~= nil and (math.type(r) ~= "integer" and not (type(r) == "number" and r == math.floor(r))
-      or not (r >= 1) or r > 1e12) then
-    error(who .. ": opts.min_rate must be a whole number of bytes per second >= 1", 3)
-  end
-  if opts.max_bytes ~= nil and (type(opts.max_bytes) ~= "number" or not (opts.max_bytes >= 0)) then
-    error(who .. ": opts.max_bytes must be a number of bytes >= 0", 3)
+  for _, k in ipairs { "stall_timeout", "deadline", "min_rate", "max_bytes" } do
+    local ok, why = M.check_download_option(k, opts[k])
+    if not ok then error(who .. ": opts." .. k .. " " .. why, 3) end
   end
 end
 M.check_download_opts = check_download_opts
 
+--- Checks, sending nothing, that a download to path could start now: its
+-- directory exists and can be written, path is not a directory, none of the
+-- download's own files (path..".part", ".part.meta", ".part.meta.tmp",
+-- ".part.lock") is a directory or another non-file, and no other download
+-- (in this process or another) is writing path. The command line calls it
+-- before it submits a paid job whose video goes to path.
+-- Returns true | nil, err (kind io, err.path: the file at fault).
+function M.check_download_target(path)
+  if type(path) ~= "string" or path == "" then error("check_download_target: path must be a non-empty string", 2) end
+  local ok, msg, bad = core.check_download_target(path)
+  if ok then return true end
+  return nil, errors.new("io", msg, { retryable = false, path = bad or path })
+end
+
 --- Streams url to path in C (no token is sent): to path..".part", renamed
 -- to path when the whole file has arrived (and is on disk).
 --
--- Resuming: a transfer that breaks off is tried again from where it
--- stopped, and a .part left by a failed download is gone on from by a later
--- one (in this process or another) only when it is known to be the same
--- file: its sidecar path..".part.meta" names the same URL (the query string
--- aside: file hosts pre-sign their URLs anew on each fetch) and the file's
--- length and validators (ETag, Last-Modified); the request then carries
--- `Range` and `If-Range`, and a range answer is appended only when its
--- Content-Range starts where the .part ends and its total is the file's.
--- Anything else starts over from 0. A 416 whose `bytes */N` is the .part's
--- length completes the download. resume = false always starts over.
+-- Resuming: a validator must guard every resume, within this call and
+-- across calls: a strong ETag, or (when the file host gave no ETag at all) a
+-- Last-Modified at least one second older than the answer that carried it
+-- (RFC 9110 8.8.2.2: one in the future is none). Without one, each try
+-- starts over from 0, and a failed download leaves no .part. With one, a
+-- transfer that breaks off is tried again from where it stopped, and a .part
+-- left by a failed download is gone on from by a later one (in this process
+-- or another) only when its sidecar path..".part.meta" shows it is the same
+-- file: the same URL (with a strong ETag the query string may differ: file
+-- hosts pre-sign their URLs anew on each fetch; with only a Last-Modified the
+-- whole URL must be the same), the file's length and validators; the request
+-- then carries `Range` and `If-Range`, and a range answer is appended only
+-- when its Content-Range starts where the .part ends, its total is the
+-- file's and its ETag and Last-Modified are the recorded ones. Anything else
+-- starts over from 0. A 416 whose `bytes */N` is the .part's length
+-- completes the download. resume = false always starts over.
+--
+-- One download at a time writes a path: a second one (in this process or
+-- another) fails at once with kind io, naming the path, and touches none of
+-- the first's files (a lock, path..".part.lock", held while it runs and
+-- removed when it ends). The bytes received are written to the .part however
+-- the transfer ends (its end, an error, the client's close).
 --
 -- Time: a try ends when it stays under min_rate bytes/s for stall_timeout
 -- seconds (then the next goes on from the .part, up to the client's
@@ -544,7 +598,7 @@ function Client:download_url(url, path, opts)
   local x, msg, bad_path, is_local = self._engine:request {
     url = url, download = path, max_bytes = opts.max_bytes, retry = "safe",
     resume = opts.resume ~= false,
-    low_speed_time = opts.stall_timeout or self.request_timeout,
+    low_speed_time = opts.stall_timeout or math.min(self.request_timeout, M.DOWNLOAD_BOUNDS.stall_timeout.max),
     low_speed_limit = opts.min_rate or M.DOWNLOAD_MIN_RATE,
     deadline = opts.deadline,
   }

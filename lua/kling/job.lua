@@ -292,10 +292,13 @@ end
 --- Downloads the job's video to path (waiting for the job first when needed),
 -- as client:download_url does: streams to path..".part" in C and renames it
 -- when complete; sends no token. A .part left by an earlier download is gone
--- on from (HTTP Range with If-Range) only when its sidecar path..".part.meta"
--- shows it is the same file (URL without its query string, length, ETag or
--- Last-Modified), and a range answer is appended only when its Content-Range
--- matches; otherwise the download starts over (resume = false always does).
+-- on from (HTTP Range with If-Range) only when a validator guards it and its
+-- sidecar path..".part.meta" shows it is the same file (with a strong ETag:
+-- the URL without its query string; with only a Last-Modified: the whole
+-- URL; the length), and a range answer is appended only when its
+-- Content-Range and validators match; otherwise the download starts over
+-- (resume = false always does). A second download of the same path while
+-- one runs fails at once (kind io). See client:download_url.
 -- opts: on_progress(bytes, total), max_bytes, resume, stall_timeout and
 -- min_rate (a try ends when it stays under min_rate bytes/s, default 1024,
 -- for stall_timeout seconds, default the client's timeout, 30 s), deadline

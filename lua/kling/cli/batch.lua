@@ -220,6 +220,12 @@ function B.run(cli, o, pos)
     if item.action == "attach" then to_attach[#to_attach + 1] = item end
   end
 
+  -- every video's file can be written (the library's check: the directory, KEY.mp4, its
+  -- .part and sidecar files, no other download writing it) before anything is submitted
+  for _, item in ipairs(items) do
+    if item.action == "submit" or item.action == "attach" then cli.check_target_file(cmd, item.path) end
+  end
+
   -- the summary line (queued / running / done / failed)
   local started = cli.now()
   d.summary = function()
@@ -258,6 +264,8 @@ function B.run(cli, o, pos)
 
   return ctx:run(function()
     local inflight = 0
+    -- the error that stops new submits (the batch state or a video cannot be written)
+    local stopped
 
     for _, item in ipairs(items) do
       if item.action == "skip" then
@@ -280,9 +288,15 @@ function B.run(cli, o, pos)
       item.job = job
       job_item[job] = item
       kling.spawn(function()
-        local code = ctx:follow(job, { file = item.path }, {
+        local code, derr = ctx:follow(job, { file = item.path }, {
           label = item.key, prefix = item.key .. "\t", fields = { line = item.n, key = item.key },
         })
+        if derr and derr.kind == "io" and not stopped and not ctx.interrupted then
+          -- the out-dir cannot take the videos: no more paid jobs that could not be saved
+          stopped = derr
+          d:warn("kling: batch: no more submits (a video could not be written in " .. o.out_dir .. "); the jobs "
+            .. "already submitted are collected by the same command once the disk can take them")
+        end
         if not ctx.interrupted then
           item.outcome = code
           if FINAL[job.status] then
@@ -301,10 +315,9 @@ function B.run(cli, o, pos)
       follow(item, job)
     end
 
-    local stopped
     for _, item in ipairs(to_submit) do
-      while inflight >= concurrency and not ctx.interrupted do
-        ctx.client:sleep(1, function() return inflight < concurrency or ctx.interrupted end)
+      while inflight >= concurrency and not ctx.interrupted and not stopped do
+        ctx.client:sleep(1, function() return inflight < concurrency or ctx.interrupted or stopped ~= nil end)
       end
       if ctx.interrupted then break end
       if stopped then
