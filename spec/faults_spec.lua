@@ -419,6 +419,19 @@ describe("kling-emulator faults", function()
       assert.equal(1, injected("download", "trickle"))
     end)
 
+    it("trickle: ARG larger than the writer's 64 KiB pieces still sends the file's own bytes", function()
+      local id = job("a fast trickle @emu:queue=0 @emu:run=0 @emu:bytes=300000")
+      emu:set_faults{ "download:trickle:1:200000" }
+      local files = emu.server.counters.files
+      local pending = emu:start("GET", emu.files .. "/v/" .. id .. ".mp4")
+      emu:wait_for(function() return files.bytes_sent == 200000 end, "the first 200000 bytes")
+      emu:advance(1)
+      local res = pending:wait()
+      assert.equal(200, res.status)
+      assert.equal(300000, #res.body)
+      assert.is_true(res.body == emulator.pattern_bytes(0, 300000), "the bytes differ from the pattern")
+    end)
+
     it("all: applies each fault to the routes it fits; never to /__emulator/*", function()
       local id = job()
       emu:set_faults{ "all:cut:1", "all:drop_after_create:1" }

@@ -258,8 +258,14 @@ local function stream(con, reply, length, files, sleep)
       if sent > 0 then sleep(1) end
       n = min(left, trickle)
     end
-    local ok, err = con:xwrite(source.read(offset, n), "bn")
-    if not ok then return nil, err end
+    -- a source reads at most CHUNK bytes at once: a larger trickle goes in pieces
+    local done = 0
+    while done < n do
+      local piece = min(n - done, CHUNK)
+      local ok, err = con:xwrite(source.read(offset + done, piece), "bn")
+      if not ok then return nil, err end
+      done = done + piece
+    end
     offset, left, sent = offset + n, left - n, sent + n
     if files then files.bytes_sent = files.bytes_sent + n end
   end
