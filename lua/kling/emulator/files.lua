@@ -109,7 +109,8 @@ function handlers.download(self, req, id)
   local source = pattern.source(job)
   local size = source.size
   local etag, lastmod = self:file_validators(job)
-  local headers = { { "Accept-Ranges", "bytes" } }
+  -- Date, as every HTTP origin sends it (RFC 9110 6.6.1): a client judges a Last-Modified by it
+  local headers = { { "Accept-Ranges", "bytes" }, { "Date", util.http_date(floor(self:wall(self.clock()))) } }
   if etag then headers[#headers + 1] = { "ETag", etag } end
   if lastmod then headers[#headers + 1] = { "Last-Modified", lastmod } end
   local first, last = parse_range(req.headers.range, size)
