@@ -761,7 +761,7 @@ end
 local function error_object(err)
   if not err then return nil end
   local e = { kind = err.kind, message = err.message, code = err.code, http_status = err.status,
-    request_id_raw = err.request_id_raw, path = err.path }
+    request_id = err.request_id, request_id_raw = err.request_id_raw, path = err.path }
   if err.errors then
     e.errors = json.array {}
     for _, item in ipairs(err.errors) do e.errors[#e.errors + 1] = { path = item.path, message = item.message } end
@@ -821,6 +821,9 @@ function Ctx:hint(err, job, fields)
     return "set RUNCOMFY_TOKEN (or RUNCOMFY_API_TOKEN), or pass --token-file PATH"
   elseif kind == "timeout" and job then
     return "the job goes on; collect it later with: kling wait " .. job.id
+  elseif kind == "submit_unknown" and err.request_id and not job then
+    return "the job may exist and be billed; it was not sent again; check it with: kling status " .. err.request_id
+      .. " (kling resume collects it if the service knows it)"
   elseif kind == "submit_unknown" then
     return "the job may exist and be billed; it was not sent again (see kling jobs, or your RunComfy dashboard)"
   elseif kind == "payment" then
@@ -1200,8 +1203,10 @@ local function submit_like(o, pos, cmd, submit_only)
   return ctx:run(function()
     local job, err = ctx:submit(model, sent, { tag = submit_tag(cmd, sent) })
     if not job then
-      -- submit_unknown: the job may exist (never "not_submitted"); io: nothing was sent
-      return ctx:fail(err, nil, nil, { model = model, status = err.kind == "submit_unknown" and "unknown" or "not_submitted" })
+      -- submit_unknown: the job may exist (never "not_submitted"), with the id the answer named
+      -- when it named one; io: nothing was sent
+      return ctx:fail(err, nil, nil, { model = model, id = err.request_id,
+        status = err.kind == "submit_unknown" and "unknown" or "not_submitted" })
     end
     if job.journal_error then ctx:note(M.EXIT.io) end -- the id is printed; the journal lacks it
     if ctx.mode == "tty" then
@@ -1519,6 +1524,10 @@ local function report_unknown(unknown, how)
     local parts = { u.t and os.date("%Y-%m-%d %H:%M:%S", u.t) or "?", M.escape(u.model or "?") }
     if u.tag then parts[#parts + 1] = "tag " .. M.escape(u.tag) end
     if u.intent then parts[#parts + 1] = "intent " .. M.escape(u.intent) end
+    if u.request_id then
+      parts[#parts + 1] = "answered request id " .. M.escape(u.request_id) .. " (check it: kling status "
+        .. M.escape(u.request_id) .. "; kling resume looks it up)"
+    end
     if u.request_id_raw then parts[#parts + 1] = "answered request_id \"" .. M.escape(u.request_id_raw) .. "\"" end
     parts[#parts + 1] = M.escape(u.message)
     io.stderr:write("  ", table.concat(parts, "  "), "\n")
@@ -1565,16 +1574,28 @@ A journal that cannot be read gives exit code 8.
     if not ctx.journal_path then usage("jobs", "no journal (set HOME or XDG_STATE_HOME, or pass --journal PATH)") end
     if o.forget then
       need_ids("jobs", pos)
-      local _, _, intents = ctx:journal_state()
-      if not intents then return journal_failed(select(2, ctx:journal_state())) end
-      local jn = journal.open(ctx.journal_path)
+      local jobs, unknown, intents = ctx:journal_state()
+      if not jobs then return journal_failed(unknown) end
+      local by_request = {} -- the request ids answered with an unknown outcome: their intents
+      for _, u in ipairs(unknown) do
+        if u.request_id and u.intent then by_request[u.request_id] = u.intent end
+      end
+      -- every id is checked before anything is written: a typo appends nothing
+      local events = {}
       for _, id in ipairs(pos) do
-        local event
         if intents[id] then -- the key of a submit of unknown outcome: checked on the dashboard
-          event = { e = "dismissed", intent = id }
+          events[#events + 1] = { e = "dismissed", intent = id }
+        elseif by_request[id] then -- the request id such a submit's answer named
+          events[#events + 1] = { e = "dismissed", intent = by_request[id] }
+        elseif jobs[id] then
+          events[#events + 1] = { e = "ended", id = id, status = "forgotten", error = "forgotten with kling jobs --forget" }
         else
-          event = { e = "ended", id = id, status = "forgotten", error = "forgotten with kling jobs --forget" }
+          usage("jobs", "--forget: '" .. M.escape(id) .. "' is neither a request id nor an intent key of the journal "
+            .. ctx.journal_path .. " (kling jobs --all lists them); nothing was written")
         end
+      end
+      local jn = journal.open(ctx.journal_path)
+      for _, event in ipairs(events) do
         local ok, err = jn:append(event)
         if not ok then return journal_failed(err) end
       end
@@ -1601,16 +1622,21 @@ A journal that cannot be read gives exit code 8.
     if o.refresh then
       ctx:run(function()
         local left = 0
+        local ask = {}
         for _, j in ipairs(shown) do
-          if not j.status and require("kling.client").valid_id(j.id) and same_api(ctx, j) then
-            left = left + 1
-            kling.spawn(function()
-              local job = ctx.client:job(j.id, j.model)
-              local status, err = job:refresh()
-              live[j.id] = status and M.state_text(job.status, job.queue_position) or ("? " .. tostring(err.kind))
-              left = left - 1
-            end)
-          end
+          if not j.status and require("kling.client").valid_id(j.id) and same_api(ctx, j) then ask[#ask + 1] = j end
+        end
+        for _, u in ipairs(unknown) do -- a request id an unknown outcome's answer named: does it exist?
+          if u.request_id then ask[#ask + 1] = { id = u.request_id, model = u.model } end
+        end
+        for _, j in ipairs(ask) do
+          left = left + 1
+          kling.spawn(function()
+            local job = ctx.client:job(j.id, j.model)
+            local status, err = job:refresh()
+            live[j.id] = status and M.state_text(job.status, job.queue_position) or ("? " .. tostring(err.kind))
+            left = left - 1
+          end)
         end
         while left > 0 do ctx.client:sleep(1, function() return left <= 0 end) end
       end)
@@ -1626,7 +1652,8 @@ A journal that cannot be read gives exit code 8.
       for _, u in ipairs(unknown) do
         io.stdout:write(json.encode {
           status = "unknown", intent = u.intent, model = u.model, tag = u.tag, submitted_at = u.t, digest = u.digest,
-          request_id_raw = u.request_id_raw, error = { kind = "submit_unknown", message = u.message },
+          request_id = u.request_id, request_id_raw = u.request_id_raw, live_status = live[u.request_id or false],
+          error = { kind = "submit_unknown", message = u.message },
         }, "\n")
       end
     elseif #shown == 0 then
@@ -1647,6 +1674,9 @@ A journal that cannot be read gives exit code 8.
         io.stdout:write(string.format(fmt, M.escape(j.id), j.t and os.date("%Y-%m-%d %H:%M:%S", j.t) or "?",
           M.escape(status), M.escape(what)))
       end
+    end
+    for _, u in ipairs(unknown) do
+      if u.request_id and live[u.request_id] then u.message = "the service says: " .. live[u.request_id] .. "; " .. u.message end
     end
     report_unknown(unknown, "; once checked, kling jobs --forget INTENT")
     return 0
@@ -1698,7 +1728,35 @@ Ctrl-C (and SIGTERM, SIGHUP) stops waiting; nothing is cancelled.
     if other > 0 then
       ctx.display:warn(string.format("kling: %d unfinished job(s) in the journal belong to another API; not resumed", other))
     end
-    report_unknown(unknown, "; they cannot be resumed")
+    -- a submit of unknown outcome whose answer named a request id: looked up; a job the
+    -- service knows is recorded (a submitted line with its intent) and collected below
+    local still = {}
+    for _, u in ipairs(unknown) do
+      if u.request_id and u.intent then
+        local job = ctx.client:job(u.request_id, u.model)
+        local status, err = job:refresh()
+        if status then
+          local ok, jerr = journal.open(ctx.journal_path):append { e = "submitted", id = job.id, intent = u.intent,
+            model = u.model, urls = job.urls, tag = u.tag, digest = u.digest,
+            note = "looked up by kling resume: the service knows the request id the submit's answer named" }
+          if not ok then
+            ctx:note(M.EXIT.io)
+            ctx.display:warn(tostring(jerr))
+          end
+          ctx.display:warn("kling: the submit of unknown outcome " .. u.intent .. " was answered with request id " .. job.id
+            .. ", which the service knows (" .. M.state_text(job.status, job.queue_position) .. "): collecting it")
+          ctx.attached[#ctx.attached + 1] = job
+        else
+          u.message = (err.kind == "not_found" and "the service does not know its request id (most likely no job was "
+            .. "created)" or ("its request id could not be looked up (" .. err.kind .. ": " .. err.message .. ")"))
+            .. "; " .. tostring(u.message)
+          still[#still + 1] = u
+        end
+      else
+        still[#still + 1] = u
+      end
+    end
+    report_unknown(still, "; they cannot be resumed")
     if #ctx.attached == 0 then
       ctx.display:warn("kling: nothing to resume in " .. ctx.journal_path)
       return 0
