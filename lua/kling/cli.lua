@@ -1645,7 +1645,7 @@ A journal that cannot be read gives exit code 8.
       for _, j in ipairs(shown) do
         io.stdout:write(json.encode_display {
           id = j.id, model = j.model, status = j.status or "unfinished", live_status = live[j.id],
-          submitted_at = j.t, ended_at = j.ended_t, output = j.output, output_text = j.output_text,
+          submitted_at = j.t, ended_at = j.ended_t, output = j.output, output_text = j.output_text, output_note = j.output_note,
           video = video_of(j.output), error = j.error and { message = j.error } or nil,
         }, "\n")
       end
