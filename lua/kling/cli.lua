@@ -19,11 +19,16 @@ local M = {}
 
 local ESCAPE_NAMES = { [9] = "\\t", [10] = "\\n", [13] = "\\r", [27] = "\\x1b" }
 
+-- The bidi controls, which reorder what a terminal shows (U+200E, U+200F, U+202A-U+202E,
+-- U+2066-U+2069): escaped like control characters.
+local BIDI = { [0x200E] = true, [0x200F] = true, [0x202A] = true, [0x202B] = true, [0x202C] = true, [0x202D] = true,
+  [0x202E] = true, [0x2066] = true, [0x2067] = true, [0x2068] = true, [0x2069] = true }
+
 --- Text from outside (a server, a journal, a file) as it may reach a terminal: every
 -- control character is written as an escape (C0 bytes, DEL, the C1 characters U+0080 to
--- U+009F; so the ESC of CSI and OSC sequences, CR, BEL, NUL), and so is every byte that is
--- not valid UTF-8 (\xHH). keep_lines keeps newlines and tabs (the CLI's own line
--- structure); without it they are escaped too (\n, \t).
+-- U+009F; so the ESC of CSI and OSC sequences, CR, BEL, NUL), and so are the bidi
+-- controls (\u202e...) and every byte that is not valid UTF-8 (\xHH). keep_lines keeps
+-- newlines and tabs (the CLI's own line structure); without it they are escaped too (\n, \t).
 function M.escape(s, keep_lines)
   s = tostring(s)
   if not s:find("[%z\1-\31\127-\255]") then return s end
@@ -52,7 +57,7 @@ function M.escape(s, keep_lines)
         out[#out + 1] = string.format("\\x%02x", b)
         i = j + 1
       else
-        out[#out + 1] = cp <= 0x9F and string.format("\\u%04x", cp) or seq
+        out[#out + 1] = (cp <= 0x9F or BIDI[cp]) and string.format("\\u%04x", cp) or seq
         i = j + len
       end
     end
@@ -694,9 +699,14 @@ function Ctx:make_client()
     if token == "" then usage(cmd, "--token-file: " .. o.token_file .. " is empty") end
   end
   local jpath = journal_path(o)
-  -- a directory that cannot be made is not a reason to run without the journal:
-  -- a submit then fails before sending anything (kind io, exit 8)
-  if jpath then mkdir_p(dirname(jpath)) end
+  if jpath and o.journal and not o.no_journal and not is_dir(dirname(jpath)) then
+    -- a mistyped --journal must not start a second journal somewhere: exit 8, nothing sent
+    disk_error(cmd, "--journal " .. jpath .. ": its directory " .. dirname(jpath) .. " does not exist "
+      .. "(create it first; only the default journal's directory is created)")
+  end
+  -- the default journal's directory is made; one that cannot be made is not a reason to
+  -- run without the journal: a submit then fails before sending anything (kind io, exit 8)
+  if jpath and not o.journal then mkdir_p(dirname(jpath)) end
   self.journal_path = jpath
   local opts = {
     token = token, base_url = o.base_url, journal = jpath or false, ca_file = M.ca_file(cmd, o),
