@@ -1570,7 +1570,9 @@ and intent key, to look for it on the dashboard.
   --all        every job, ended ones too
   --refresh    ask the service for the current status of the jobs that have not ended
   --forget ID  mark jobs as ended in the journal (an expired id kling resume should skip);
-               with the intent key of a submit of unknown outcome: checked, list it no more
+               with the intent key of a submit of unknown outcome (or the request id its
+               answer named): checked, list it no more. An id or key the journal does not
+               hold is refused (exit 2) and nothing is written
   --compact    drop the jobs that have ended (and answered submits) from the journal;
                unreadable lines are kept, and counted
   --json       one object per job: {"id", "model", "status", "submitted_at", "video", "error"},
@@ -1703,7 +1705,9 @@ Picks up every job of the journal that has not ended (a command killed or
 interrupted mid-wait leaves them there), waits for them all at once with the
 live display, and downloads each video into --out-dir DIR (default: the current
 directory, named from the URL) unless --no-download (then prints the URLs).
-Jobs submitted to another API (--base-url) are left alone.
+Jobs submitted to another API (--base-url) are left alone. A submit of unknown
+outcome whose answer named a request id is looked up: when the service knows
+it, it is recorded in the journal and collected with the others.
 
   --out-dir DIR      where the videos go (default .)
   --no-download      print each video's URL instead
