@@ -224,7 +224,8 @@ print(list, err.kind, err.path == arg[3], job, serr.kind)
   end)
 
   describe("an explicit --journal whose directory does not exist", function()
-    for _, args in ipairs { { "submit", "x" }, { "generate", "x" }, { "jobs" }, { "resume" }, { "status", "abc" } } do
+    for _, args in ipairs { { "submit", "x" }, { "generate", "x" }, { "jobs" }, { "resume" }, { "status", "abc" },
+      { "wait", "abc" } } do
       it("is an io error for kling " .. args[1] .. " (exit 8), and nothing is created or sent", function()
         local missing = dir .. "/no-such-dir-" .. args[1]
         local all = { table.unpack(args) }
@@ -234,7 +235,17 @@ print(list, err.kind, err.path == arg[3], job, serr.kind)
         local res = cli.run(all)
         assert.equals(8, res.code, res.err)
         assert.matches(missing, res.err, 1, true)
-        assert.matches("does not exist", res.err, 1, true)
+        assert.matches("No such file or directory", res.err, 1, true)
+        if args[1] == "submit" or args[1] == "generate" then
+          assert.matches("not sent", res.err, 1, true)
+          res = cli.run { args[1], "x", "--journal", missing .. "/j.jsonl", "--json" }
+          assert.equals(8, res.code, res.err)
+          local o = cjson.decode(res.out)
+          assert.equals("not_submitted", o.status)
+          assert.equals("io", o.error.kind)
+        else
+          assert.matches("does not exist", res.err, 1, true)
+        end
         assert.is_false(helpers.read_file(missing .. "/j.jsonl") ~= nil)
         assert.is_false(os.execute("test -d " .. q(missing)) == true)
         assert.equals(before, created())

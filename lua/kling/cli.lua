@@ -669,6 +669,9 @@ end
 local Ctx = {}
 Ctx.__index = Ctx
 
+-- The commands that submit: the journal's problems reach them as the library's io errors.
+local SUBMITS = { generate = true, submit = true, batch = true }
+
 function M.context(cmd, o, opts)
   opts = opts or {}
   local mode
@@ -699,10 +702,12 @@ function Ctx:make_client()
     if token == "" then usage(cmd, "--token-file: " .. o.token_file .. " is empty") end
   end
   local jpath = journal_path(o)
-  if jpath and o.journal and not o.no_journal and not is_dir(dirname(jpath)) then
-    -- a mistyped --journal must not start a second journal somewhere: exit 8, nothing sent
+  -- a mistyped --journal must not start a second journal somewhere: its directory is never
+  -- made. A command that submits gets the library's io error (nothing is sent, and --json
+  -- says not_submitted); any other exits 8 here, before it reads or writes anything.
+  if jpath and o.journal and not SUBMITS[cmd] and not is_dir(dirname(jpath)) then
     disk_error(cmd, "--journal " .. jpath .. ": its directory " .. dirname(jpath) .. " does not exist "
-      .. "(create it first; only the default journal's directory is created)")
+      .. "(No such file or directory; only the default journal's directory is created)")
   end
   -- the default journal's directory is made; one that cannot be made is not a reason to
   -- run without the journal: a submit then fails before sending anything (kind io, exit 8)
