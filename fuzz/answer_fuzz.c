@@ -151,6 +151,11 @@ static void read_updates(lua_Integer handle) {
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    lua_getfield(L, -1, "route");
+    const char *route = lua_tostring(L, -1);
+    FUZZ_CHECK(has_failure ? route && (strcmp(route, "status") == 0 || strcmp(route, "result") == 0) : route == NULL,
+               "a failure without its route (status or result), or a route without a failure");
+    lua_pop(L, 1);
     FUZZ_CHECK(!done || has_result + has_failure == 1, "a done job has %d of result and failure",
                has_result + has_failure);
     FUZZ_CHECK(done || has_result + has_failure == 0, "a job that is not done has a result or failure");

@@ -192,7 +192,14 @@ describe("kling and its journal", function()
     local cases = {
       { name = "a directory (EISDIR)", path = function() os.execute("mkdir -p " .. q(dir .. "/jdir")) return dir .. "/jdir" end,
         reason = "Is a directory" },
-      { name = "a full device (ENOSPC)", path = function() return "/dev/full" end, reason = "No space left on device" },
+      { name = "a full filesystem (ENOSPC)", path = function()
+          local mnt = dir .. "/full-journal"
+          local ok, why = disk.mount_tmpfs(mnt, "64k")
+          if not ok then return nil, why end
+          disk.fill(mnt)
+          return mnt .. "/jobs.jsonl"
+        end, reason = "No space left on device" },
+      { name = "a device, not a regular file", path = function() return "/dev/full" end, reason = "not a regular file" },
       { name = "a directory that cannot be made (ENOENT)", path = function() return "/proc/kling-no-such/jobs.jsonl" end,
         reason = "No such file or directory" },
       { name = "a place root may not write (EACCES)", path = function()

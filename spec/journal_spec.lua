@@ -271,8 +271,15 @@ describe("the journal", function()
         reason = "Is a directory" },
       { name = "a missing directory (ENOENT)", path = function() return dir .. "/no-such-dir/jobs.jsonl" end,
         reason = "No such file or directory" },
-      { name = "a full device (ENOSPC, /dev/full)", path = function() return "/dev/full" end,
-        reason = "No space left on device" },
+      { name = "a full filesystem (ENOSPC, a tmpfs filled up)", path = function()
+          local mnt = dir .. "/full"
+          local ok, why = disk.mount_tmpfs(mnt, "64k")
+          if not ok then return nil, why end
+          disk.fill(mnt)
+          return mnt .. "/jobs.jsonl", function() disk.umount(mnt) end
+        end, reason = "No space left on device" },
+      { name = "a device (/dev/full), which is not a regular file", path = function() return "/dev/full" end,
+        reason = "not a regular file" },
       { name = "a place even root may not create a file (EACCES, /sys)", path = function()
           local f, _, code = io.open("/sys/kling-journal-spec.jsonl", "a+")
           if f then f:close() os.remove("/sys/kling-journal-spec.jsonl") end

@@ -14,6 +14,8 @@
  *   core.now() -> monotonic seconds
  *   core.check_download_target(path) -> true | nil, message, bad_path
  *   core.json_encoder(mode [, null2]) -> encode: the JSON writer (jsonw.c)
+ *   core.json_max_depth -> 4096: how deep the writer writes and answers are decoded
+ *   core.unusable_tries -> 5: status answers without a usable status asked in a row
  *
  * Bad arguments raise; transport failures come back as data in x:result().
  * No Lua code ever runs inside a libcurl callback.
@@ -116,44 +118,52 @@ int kcore_error_code(lua_State *L, int idx, long long *code) {
   return 0;
 }
 
-/* Run protected (no error can escape into the engine): the error_code of the
- * body of the transfer at index 1 (a light userdata), or nothing. */
-static int protected_body_code(lua_State *L) {
+/* Run protected (no error can escape into the engine): what the body of the
+ * transfer at index 1 (a light userdata) says, filled into the kbody_info at
+ * index 3; returns true when the body decoded. */
+static int protected_body_info(lua_State *L) {
   const kxfer *x = lua_touserdata(L, 1);
   lengine *le = lua_touserdata(L, 2);
+  kbody_info *info = lua_touserdata(L, 3);
   lua_settop(L, 0);
   lua_rawgeti(L, LUA_REGISTRYINDEX, le->p.decode_ref);
   lua_pushlstring(L, x->body.data, x->body.len);
   lua_call(L, 1, 1);
   if (!lua_istable(L, -1)) return 0;
-  lua_getfield(L, -1, "error_code");
-  long long code;
-  if (!kcore_error_code(L, -1, &code)) return 0;
-  lua_pushinteger(L, (lua_Integer)code);
+  lua_getfield(L, 1, "error_code");
+  info->has_code = kcore_error_code(L, -1, &info->code);
+  lua_getfield(L, 1, "status");
+  info->has_status = lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) > 0;
+  lua_getfield(L, 1, "request_id");
+  info->has_id = lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER;
+  lua_pushboolean(L, 1);
   return 1;
 }
 
-/* The engine's body_code hook: reads an API answer's error_code with the
- * poller's lua-cjson decoder, during eng:step (when a Lua state drives the
- * engine; otherwise the status alone decides). The collector is held still
+/* The engine's body_info hook: reads an API answer with the poller's
+ * lua-cjson decoder, during eng:step (when a Lua state drives the engine;
+ * otherwise the status alone decides). The collector is held still
  * meanwhile, so that no finalizer runs inside the engine. */
-static int body_error_code(void *ud, const kxfer *x, long long *code) {
+static int body_info(void *ud, const kxfer *x, kbody_info *info) {
   lengine *le = ud;
   lua_State *L = le->L;
-  if (L == NULL || x->body.len == 0 || le->p.decode_ref == LUA_NOREF || !lua_checkstack(L, 4)) return 0;
+  if (L == NULL || x->body.len == 0 || le->p.decode_ref == LUA_NOREF || !lua_checkstack(L, 6)) return 0;
   int gc = lua_gc(L, LUA_GCISRUNNING);
   if (gc) lua_gc(L, LUA_GCSTOP);
-  int top = lua_gettop(L), has = 0;
-  lua_pushcfunction(L, protected_body_code);
+  int top = lua_gettop(L), ok = 0;
+  kbody_info got;
+  memset(&got, 0, sizeof got);
+  lua_pushcfunction(L, protected_body_info);
   lua_pushlightuserdata(L, (void *)x);
   lua_pushlightuserdata(L, le);
-  if (lua_pcall(L, 2, 1, 0) == LUA_OK && lua_isinteger(L, -1)) {
-    *code = (long long)lua_tointeger(L, -1);
-    has = 1;
+  lua_pushlightuserdata(L, &got);
+  if (lua_pcall(L, 3, 1, 0) == LUA_OK && lua_toboolean(L, -1)) {
+    *info = got;
+    ok = 1;
   }
   lua_settop(L, top);
   if (gc) lua_gc(L, LUA_GCRESTART);
-  return has;
+  return ok;
 }
 
 /* core.error_code(v) -> integer | nil: RunComfy's error_code of a decoded
@@ -231,8 +241,8 @@ static int l_new(lua_State *L) {
   if (kengine_init(&le->e, &o, err, sizeof err) != 0) return luaL_error(L, "%s", err);
   kpoller_init(L, &le->p, (int)(o.max_connections * 4));
   le->L = NULL;
-  le->e.body_code = body_error_code;
-  le->e.body_code_ud = le;
+  le->e.body_info = body_info;
+  le->e.body_info_ud = le;
   le->open = 1;
   return 1;
 }
@@ -297,6 +307,7 @@ static int l_request(lua_State *L) {
   double lst = opt_number(L, 2, "low_speed_time", 0);
   if (!(lst >= 0) || lst > 1e7) return luaL_argerror(L, 2, "field 'low_speed_time' must be between 0 and 1e7 seconds");
   s.low_speed_time = lst > 0 && lst < 1 ? 1 : (long)(lst + 0.5); /* libcurl counts whole seconds */
+  s.status_answer = opt_bool(L, 2, "status_answer");
   s.deadline = opt_number(L, 2, "deadline", 0);
   if (!(s.deadline >= 0) || s.deadline > 1e7) return luaL_argerror(L, 2, "field 'deadline' must be between 0 and 1e7 seconds");
 
@@ -338,7 +349,7 @@ static int l_step(lua_State *L) {
   happened += kpoller_run(L, &le->p, &le->e, &owned); /* news from before, due polls */
   for (;;) {
     double left = deadline - kengine_now();
-    le->L = L; /* for the engine's body_code hook, during this call only */
+    le->L = L; /* for the engine's body_info hook, during this call only */
     int n = kengine_step(&le->e, left > 0 ? left : 0);
     le->L = NULL;
     happened += kpoller_run(L, &le->p, &le->e, &owned);
@@ -677,6 +688,10 @@ int luaopen_kling_core(lua_State *L) {
   lua_setfield(L, -2, "curl_version");
   lua_pushboolean(L, (v->features & CURL_VERSION_HTTP2) != 0);
   lua_setfield(L, -2, "http2");
+  lua_pushinteger(L, KJSONW_MAX_DEPTH); /* how deep answers are decoded: as deep as the writer writes */
+  lua_setfield(L, -2, "json_max_depth");
+  lua_pushinteger(L, KANSWER_UNUSABLE_TRIES); /* status answers without a usable status, in a row */
+  lua_setfield(L, -2, "unusable_tries");
 #ifdef __SANITIZE_ADDRESS__
   lua_pushboolean(L, 1); /* built by `make check` */
 #else

@@ -510,6 +510,35 @@ const char *kanswer_kind(long status, int has_code, long long code, int *retryab
   return "protocol";
 }
 
+void kengine_mask(const kengine *e, char *s, size_t cap) {
+  const char *tok = e ? e->token : NULL;
+  size_t tn = tok ? strlen(tok) : 0;
+  if (tn == 0 || cap == 0 || strstr(s, tok) == NULL) return;
+  char *out = malloc(cap);
+  if (out == NULL) { /* no room to rewrite it: say nothing of it rather than the token */
+    snprintf(s, cap, "***");
+    return;
+  }
+  size_t o = 0;
+  const char *p = s, *hit;
+  while ((hit = strstr(p, tok)) != NULL) {
+    size_t before = (size_t)(hit - p);
+    if (o + before >= cap) before = cap - 1 - o;
+    memcpy(out + o, p, before);
+    o += before;
+    for (int k = 0; k < 3 && o + 1 < cap; k++) out[o++] = '*';
+    p = hit + tn;
+    if (o + 1 >= cap) break;
+  }
+  size_t rest = strlen(p);
+  if (o + rest >= cap) rest = cap - 1 - o;
+  memcpy(out + o, p, rest);
+  o += rest;
+  out[o] = '\0';
+  memcpy(s, out, o + 1);
+  free(out);
+}
+
 /* Did a proxy refuse to open the tunnel (CONNECT answered, not 2xx)? */
 long kengine_proxy_refusal(CURL *easy) {
   long cc = 0;
@@ -537,12 +566,15 @@ static int want_retry(kengine *e, kxfer *x, CURLcode code, long status, double *
     transient = never_sent = again;
   }
   int ok;
+  kbody_info bi;
+  memset(&bi, 0, sizeof bi);
+  int read = code == CURLE_OK && x->is_api && !x->path && e->body_info && e->body_info(e->body_info_ud, x, &bi);
   if (code != CURLE_OK) ok = x->retry == KX_RETRY_SUBMIT ? never_sent : transient;
-  else if (x->retry == KX_RETRY_SUBMIT) ok = status == 429;
+  else if (x->retry == KX_RETRY_SUBMIT) ok = status == 429 && !(read && bi.has_id); /* an answer with an id is never "not sent" */
   else {
-    long long ecode = 0;
-    int has_code = x->is_api && !x->path && e->body_code && e->body_code(e->body_code_ud, x, &ecode);
-    kanswer_kind(status, has_code, ecode, &ok);
+    const char *kind = kanswer_kind(status, read && bi.has_code, bi.code, &ok);
+    /* a status or result answer without a usable status: asked again, a few times */
+    if (kind == NULL && x->status_answer && !(read && bi.has_status) && x->attempts < KANSWER_UNUSABLE_TRIES) ok = 1;
   }
   if (!ok) return 0;
   double ceiling = e->retry_base * pow(2, x->attempts - 1);

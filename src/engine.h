@@ -17,6 +17,21 @@
 
 #include "http.h"
 
+/* What the body of an API answer says, as the engine's retries need it. */
+typedef struct kbody_info {
+  int has_code;            /* it holds an error_code (kcore_error_code says what counts) ... */
+  long long code;          /* ... this one */
+  int has_status;          /* a usable "status": a string of at least one byte */
+  int has_id;              /* a "request_id" (a string or a number, usable or not) */
+} kbody_info;
+
+/* A status or result answer without a usable status (not JSON, truncated,
+ * {}, [], a status that is no string...) is asked again, like one that
+ * cannot be decoded: at most this many such answers in a row, then the
+ * caller gets the last one (kind protocol). The poller (a wait) and the
+ * engine (job:refresh, job:result, with the client's retries) count alike. */
+#define KANSWER_UNUSABLE_TRIES 5
+
 typedef struct kengine {
   CURLM *multi;
   int epfd;                /* libcurl's sockets, as its socket callback asks */
@@ -51,11 +66,11 @@ typedef struct kengine {
   size_t max_body;         /* cap on in-memory response bodies */
   int allow_insecure_http;
   long max_connections;
-  /* Reads RunComfy's error_code from the body of an API answer (see
-   * kanswer_kind): returns 1 and sets *code, or 0 when the body holds none.
-   * Set by the Lua binding; NULL: the HTTP status alone decides. */
-  int (*body_code)(void *ud, const kxfer *x, long long *code);
-  void *body_code_ud;
+  /* Reads the body of an API answer (see kbody_info): returns 1 and fills
+   * *info when the body is JSON it could decode, else 0. Set by the Lua
+   * binding; NULL: the HTTP status alone decides. */
+  int (*body_info)(void *ud, const kxfer *x, struct kbody_info *info);
+  void *body_info_ud;
   char *no_proxy;          /* CURLOPT_NOPROXY of every transfer: the user's list and loopback */
   kxfer *inflight;         /* doubly linked */
   int ninflight;
@@ -113,6 +128,11 @@ double kengine_retry_after(const char *v);
  * "timeout", "rate_limited", "server", "protocol"); *retryable (may be NULL)
  * says whether the same request may be tried again. */
 const char *kanswer_kind(long status, int has_code, long long code, int *retryable);
+
+/* Masks the token in the NUL-terminated text s (a buffer of cap bytes): every
+ * occurrence becomes "***", cut at cap. For the parts of a message kling builds
+ * that quote what a server sent (a redirect's Location, a Content-Range). */
+void kengine_mask(const kengine *e, char *s, size_t cap);
 
 /* Must a transfer to url go straight to its host, never through a proxy?
  * Yes for loopback hosts, and for a plain-http request that carries the token

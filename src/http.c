@@ -645,8 +645,11 @@ static int begin_body(kxfer *x, long code) {
     else if (length >= 0 && length != last - first + 1) bad = "a Content-Length that is not the range's";
     else if (x->offset > 0 && (bad = other_validators(x, 1)) != NULL) {}
     if (bad) {
+      char cr[sizeof x->r_content_range]; /* the host's text: the token masked */
+      snprintf(cr, sizeof cr, "%s", x->r_content_range[0] == '\1' ? "(too long)" : x->r_content_range);
+      kengine_mask(x->engine, cr, sizeof cr);
       snprintf(x->problem, sizeof x->problem, "the file host answered a range request from byte %lld with %s (Content-Range '%s')",
-               (long long)x->offset, bad, x->r_content_range[0] == '\1' ? "(too long)" : x->r_content_range);
+               (long long)x->offset, bad, cr);
       x->restart = 1;
       return -1;
     }
@@ -751,6 +754,7 @@ kxfer *kxfer_new_ex(kengine *e, const kx_spec *s, char *err, size_t errlen, kx_n
   x->timeout_ms = s->timeout_ms > 0 ? s->timeout_ms : e->timeout_ms;
   x->fresh = s->fresh;
   x->retry = s->retry;
+  x->status_answer = s->status_answer;
   x->length = -1;
   x->total = -1;
   x->url = kx_strdup(s->url);
@@ -913,8 +917,11 @@ int kxfer_review(kxfer *x, kengine *e, long status) {
       x->complete = 1; /* the .part already holds the whole file */
       return 0;
     }
+    char cr[sizeof x->r_content_range]; /* the host's text: the token masked */
+    snprintf(cr, sizeof cr, "%s", x->r_content_range[0] == '\1' ? "(too long)" : x->r_content_range);
+    kengine_mask(e, cr, sizeof cr);
     snprintf(x->problem, sizeof x->problem, "the file host answered 416 to a range request from byte %lld (Content-Range '%s')",
-             (long long)x->offset, x->r_content_range[0] == '\1' ? "(too long)" : x->r_content_range);
+             (long long)x->offset, cr);
     x->restart = 1;
     if (x->restarts < KX_MAX_RESTARTS) return KX_START_OVER;
     x->range_error = 1;
@@ -926,6 +933,7 @@ int kxfer_review(kxfer *x, kengine *e, long status) {
       return 0; /* no Location: an HTTP error like any other */
     char shown[256], why[256];
     url_for_message(shown, sizeof shown, loc);
+    kengine_mask(e, shown, sizeof shown); /* the host's Location: the token masked */
     int is_api;
     if (x->hops >= KX_MAX_REDIRECTS) {
       snprintf(x->problem, sizeof x->problem, "more than %d redirects (the last to %s)", KX_MAX_REDIRECTS, shown);
@@ -938,6 +946,7 @@ int kxfer_review(kxfer *x, kengine *e, long status) {
       return 0;
     }
     if (kengine_check_url(e, loc, &is_api, why, sizeof why) != 0) {
+      kengine_mask(e, why, sizeof why); /* it may quote the Location's host */
       snprintf(x->problem, sizeof x->problem, "refusing the redirect to %s: %s", shown, why);
       x->redirect_error = 1;
       return 0;

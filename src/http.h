@@ -36,6 +36,8 @@ typedef struct kx_spec {
   long low_speed_limit; /* downloads: a try ends below this many bytes/s ... (0 = 1024) */
   long low_speed_time;  /* ... kept up for this many seconds (0 = timeout_ms, else 30) */
   double deadline;      /* downloads: seconds for the whole download, retries included; 0 = none */
+  int status_answer;    /* a status or result request: a 2xx answer without a usable status is asked
+                           again (KANSWER_UNUSABLE_TRIES in engine.h) */
 } kx_spec;
 
 /* What went wrong when kxfer_new refuses: a local file problem (io = 1, with
@@ -65,6 +67,7 @@ typedef struct kxfer {
   int queued;              /* waiting for a rate token, not yet in the multi handle */
   int delayed;             /* waiting to be tried again (the engine's delayed list) */
   int retry;               /* KX_RETRY_* */
+  int status_answer;       /* kx_spec's status_answer */
   int attempts;            /* tries made so far */
   double retry_at;
   void *owner;             /* the poller's watch, when the poller made it */

@@ -14,7 +14,10 @@
  *   core.journal_read(path)           -> text | nil, message, errno
  *       the whole file, read under a shared lock (so no append is seen half
  *       done); a file that does not exist reads as "" (an empty journal).
- *       Anything but a regular file is refused.
+ *
+ * All three refuse anything but a regular file (a directory, a FIFO, a
+ * device, a socket), before taking a lock; the open never blocks (a FIFO
+ * with no writer would wait forever).
  *   core.journal_lock(path)           -> lock | nil, message, errno
  *       lock:read() -> text, lock:replace(text) -> true | nil, message, errno,
  *       lock:close(): for compaction, which rewrites the file (via a
@@ -22,6 +25,10 @@
  *   core.sha256(s)                    -> 64 lowercase hex digits (FIPS 180-4)
  *   core.random_key()                 -> 32 lowercase hex digits from the
  *       kernel's random source (getrandom, else /dev/urandom)
+ *   core.ignore_sigxfsz()             -> true: SIGXFSZ ignored in this process,
+ *       so a write past a file-size limit fails with EFBIG (kind io) instead
+ *       of killing it. For a program's own process (bin/kling calls it); the
+ *       library never changes a signal's disposition by itself.
  *
  * Messages name the path and the system's reason ("cannot write '/x/jobs.jsonl':
  * No space left on device"); the Lua layer turns them into errors of kind io.
@@ -37,6 +44,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +64,11 @@ typedef struct { int fd; char *path; } jlock;
 /* Pushes nil, "WHAT 'PATH': REASON", errno; returns 2 + 1. */
 static int push_error(lua_State *L, const char *what, const char *path, int err) {
   lua_pushnil(L);
+  if (err == -1) { /* ENOTREGULAR, defined below */
+    lua_pushfstring(L, "%s '%s': not a regular file (a FIFO, a device or a socket is refused)", what, path);
+    lua_pushinteger(L, EINVAL);
+    return 3;
+  }
   lua_pushfstring(L, "%s '%s': %s", what, path, strerror(err));
   lua_pushinteger(L, err);
   return 3;
@@ -65,12 +78,27 @@ static int push_errno(lua_State *L, const char *what, const char *path) {
   return push_error(L, what, path, errno);
 }
 
+/* errno of a journal that is not a regular file (a FIFO, a device, a socket) */
+#define ENOTREGULAR (-1)
+
 /* Opens path and takes the lock (LOCK_EX or LOCK_SH), on the file the path
- * names now. */
+ * names now. The open never blocks (a FIFO would wait for a writer): it is
+ * non-blocking, and anything but a regular file is refused before the lock
+ * (-1 with errno EISDIR for a directory, ENOTREGULAR for the rest). */
 static int open_locked(const char *path, int flags, int how) {
   for (int tries = 0; tries < 100; tries++) {
-    int fd = open(path, flags | O_CLOEXEC, 0600);
+    int fd = open(path, flags | O_CLOEXEC | O_NONBLOCK, 0600);
     if (fd < 0) return -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      int saved = errno;
+      if (fstat(fd, &st) == 0) saved = S_ISDIR(st.st_mode) ? EISDIR : ENOTREGULAR;
+      close(fd);
+      errno = saved;
+      return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl != -1) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     while (flock(fd, how) != 0) {
       if (errno != EINTR) {
         int saved = errno;
@@ -428,6 +456,16 @@ static int l_random_key(lua_State *L) {
   return 1;
 }
 
+static int l_ignore_sigxfsz(lua_State *L) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_IGN;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGXFSZ, &sa, NULL) != 0) return luaL_error(L, "sigaction(SIGXFSZ): %s", strerror(errno));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 void kjournal_open(lua_State *L) {
   static const luaL_Reg methods[] = {
     { "read", l_lock_read }, { "replace", l_lock_replace }, { "close", l_lock_close }, { NULL, NULL },
@@ -444,4 +482,6 @@ void kjournal_open(lua_State *L) {
   lua_setfield(L, -2, "sha256");
   lua_pushcfunction(L, l_random_key);
   lua_setfield(L, -2, "random_key");
+  lua_pushcfunction(L, l_ignore_sigxfsz);
+  lua_setfield(L, -2, "ignore_sigxfsz");
 }

@@ -27,8 +27,14 @@
  * - a string -> quoted, with '"', '\\', U+0000-U+001F and U+007F escaped
  *   (\" \\ \b \f \n \r \t, else \u00XX) and every other byte as it is.
  * - a table marked with the array metatable (core.array_mt: kling.array,
- *   and every array the validator or the input decoder builds) -> an array;
- *   its keys must be exactly 1..n (n >= 0), so an empty one is [].
+ *   and every array the validator or the input decoder builds), or with
+ *   dkjson's mark (a metatable whose __jsontype is "array", as
+ *   dkjson.decode gives) -> an array; its keys must be exactly 1..n (n >= 0),
+ *   so an empty one is []. A table with dkjson's "object" mark is an object
+ *   ({} when empty); integer keys in it are refused.
+ * - text and display modes also write the C1 controls (U+0080-U+009F) and
+ *   the bidi controls (U+200E, U+200F, U+202A-U+202E, U+2066-U+2069) as
+ *   \uXXXX: the same string once read, never raw on a terminal.
  * - another table: an array when its keys are exactly 1..n with n >= 1; an
  *   object when every key is a string, fields sorted bytewise (the same
  *   value always gives the same text); {} when it has no key at all.
@@ -290,6 +296,19 @@ static int put_float(jw *w, double d) {
 
 static const char HEX[] = "0123456789abcdef";
 
+/* The code point of the UTF-8 character at s (cl bytes, valid) when it is one
+ * a terminal acts on without showing it: a C1 control (U+0080-U+009F) or a
+ * bidi control (U+200E, U+200F, U+202A-U+202E, U+2066-U+2069); else 0. Text
+ * and display modes write these as \uXXXX (the same string, read back), so
+ * JSON shown on a terminal cannot reorder or drive it. */
+static unsigned invisible_control(const unsigned char *s, size_t cl) {
+  if (cl == 2 && s[0] == 0xC2 && s[1] <= 0x9F) return s[1];
+  if (cl != 3 || s[0] != 0xE2) return 0;
+  unsigned cp = (unsigned)(s[0] & 0x0F) << 12 | (unsigned)(s[1] & 0x3F) << 6 | (unsigned)(s[2] & 0x3F);
+  if (cp == 0x200E || cp == 0x200F || (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069)) return cp;
+  return 0;
+}
+
 /* A JSON string. key: it is a field name (only for the reason of a refusal). */
 static int put_string(jw *w, const char *str, size_t n, int key) {
   const unsigned char *s = (const unsigned char *)str;
@@ -319,7 +338,7 @@ static int put_string(jw *w, const char *str, size_t n, int key) {
         j++;
       } else {
         size_t cl = utf8_char(s + j, n - j);
-        if (cl == 0) break;
+        if (cl == 0 || (w->mode != JW_WIRE && invisible_control(s + j, cl))) break;
         j += cl;
       }
     }
@@ -329,6 +348,14 @@ static int put_string(jw *w, const char *str, size_t n, int key) {
     unsigned c = s[i];
     char esc[6] = { '\\', 0, 0, 0, 0, 0 };
     size_t el = 2;
+    size_t cl = c >= 0x80 ? utf8_char(s + i, n - i) : 0;
+    if (cl > 0) { /* a C1 or bidi control (text and display modes): \uXXXX */
+      unsigned cp = invisible_control(s + i, cl);
+      char u[6] = { '\\', 'u', HEX[cp >> 12 & 15], HEX[cp >> 8 & 15], HEX[cp >> 4 & 15], HEX[cp & 15] };
+      if (put(w, u, 6)) return -1;
+      i += cl;
+      continue;
+    }
     if (c >= 0x80) { /* not UTF-8 */
       if (w->mode == JW_WIRE)
         return refuse(w, key ? "a field name that is not valid UTF-8 text has no JSON form"
@@ -448,15 +475,40 @@ static int put_object(jw *w, size_t kbase, size_t n) {
   return put(w, "}", 1);
 }
 
+/* dkjson's mark on a table: its metatable (at index mt) has the field
+ * __jsontype, "array" (1) or "object" (2); 0 when not. Read with lua_next and
+ * byte comparisons: no metamethod runs and no Lua object is made. */
+static int jsontype_mark(lua_State *L, int mt) {
+  lua_pushnil(L);
+  while (lua_next(L, mt) != 0) {
+    size_t kn, vn;
+    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+      const char *k = lua_tolstring(L, -2, &kn), *v = lua_tolstring(L, -1, &vn);
+      if (kn == 10 && memcmp(k, "__jsontype", 10) == 0) {
+        int mark = vn == 5 && memcmp(v, "array", 5) == 0 ? 1 : vn == 6 && memcmp(v, "object", 6) == 0 ? 2 : 0;
+        lua_pop(L, 2);
+        return mark;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
 static int put_table(jw *w, int t) {
   lua_State *L = w->L;
   if (w->depth >= KJSONW_MAX_DEPTH)
     return refuse(w, "tables nested more than %d deep (a table that holds itself?) have no JSON form",
                   KJSONW_MAX_DEPTH);
   if (!lua_checkstack(L, 8)) return refuse(w, "tables nested too deep for the Lua stack have no JSON form");
-  int marked = 0;
+  int marked = 0, object = 0;
   if (lua_getmetatable(L, t)) {
     marked = lua_rawequal(L, -1, lua_upvalueindex(1));
+    if (!marked) {
+      int mark = jsontype_mark(L, lua_gettop(L));
+      marked = mark == 1;
+      object = mark == 2;
+    }
     lua_pop(L, 1);
   }
   int base = lua_gettop(L);
@@ -504,6 +556,8 @@ static int put_table(jw *w, int t) {
     name[m] = '\0';
     r = refuse(w, "a table marked as a list (kling.array) has the field name \"%s%s\": a list has only the keys 1..n",
                name, k.len > shown ? "..." : "");
+  } else if (object && (nint > 0 || low)) {
+    r = refuse(w, "a table marked as an object (__jsontype \"object\") has integer keys: an object has only field names");
   } else if (nstr > 0 && (nint > 0 || low)) {
     r = refuse(w, "a table with both field names and integer keys has no JSON form (it is an object or a list)");
   } else if (nstr > 0) {

@@ -11,6 +11,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "poller.h"
 #include "core.h"
+#include "jsonw.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -18,7 +19,6 @@
 #include <time.h>
 
 enum { W_WAIT, W_STATUS, W_RESULT, W_DONE };
-#define DECODE_FAILURES_MAX 5
 
 typedef struct kwatch {
   int handle;
@@ -39,6 +39,7 @@ typedef struct kwatch {
   int dirty;
   int result_ref;          /* the decoded result, once ended */
   int failure_ref;         /* the failed exchange */
+  int failed_on_result;    /* ... was a result request (else a status request) */
   int polls, fetches;
 } kwatch;
 
@@ -242,13 +243,17 @@ void kpoller_init(lua_State *L, kpoller *p, int max_inflight) {
   p->queue_rate = -1;
   p->rng = (unsigned long long)(kengine_now() * 1e6) | 1;
   p->decode_ref = LUA_NOREF;
-  /* a private lua-cjson instance: cjson.new().decode */
+  /* a private lua-cjson instance: cjson.new().decode, as deep as the writer
+   * writes (lua-cjson stops at 1000 levels by default) */
   int top = lua_gettop(L);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "cjson");
   if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
     lua_getfield(L, -1, "new");
     if (lua_pcall(L, 0, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+      lua_getfield(L, -1, "decode_max_depth");
+      lua_pushinteger(L, KJSONW_MAX_DEPTH);
+      if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
       lua_getfield(L, -1, "decode");
       p->decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
@@ -291,7 +296,8 @@ static int decode(lua_State *L, kpoller *p, kxfer *x) {
 static int absorb(kpoller *p, kwatch *w, lua_State *L, double now, int *moved) {
   *moved = 0;
   lua_getfield(L, -1, "status");
-  if (lua_type(L, -1) != LUA_TSTRING) { /* (a number is no status: no lua_tostring on it) */
+  /* a usable status is a string of at least one byte (a number is none: no lua_tostring on it) */
+  if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0) {
     lua_pop(L, 1);
     return -1;
   }
@@ -349,10 +355,11 @@ static int transport_retryable(const kxfer *x, const char *kind) {
          || strcmp(kind, "network") == 0 || strcmp(kind, "truncated") == 0;
 }
 
-static void fail(lua_State *L, kpoller *p, kwatch *w, kxfer *x) {
+static void fail(lua_State *L, kpoller *p, kwatch *w, kxfer *x, int was_result) {
   kcore_push_result(L, x);
   luaL_unref(L, LUA_REGISTRYINDEX, w->failure_ref);
   w->failure_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->failed_on_result = was_result;
   w->phase = W_DONE;
   heap_remove(p, w);
   mark(p, w);
@@ -381,30 +388,33 @@ static void finished(lua_State *L, kpoller *p, kengine *e, kwatch *w, kxfer *x, 
   }
   if (tkind != NULL || ekind != NULL) {
     if (tkind ? !transport_retryable(x, tkind) : !again) {
-      fail(L, p, w, x); /* the Lua layer makes the error of it, by the same rule */
+      fail(L, p, w, x, was_result); /* the Lua layer makes the error of it, by the same rule */
       kxfer_free(x);
       return;
     }
     retry = 1; /* a retryable error (as an HTTP status or inside a 2xx body): until the wait's deadline */
     w->retry_after = kengine_retry_after(x->retry_after);
     if (w->retry_after > e->retry_after_cap) w->retry_after = e->retry_after_cap;
-  } else if (!decoded) {
-    retry = 1; /* truncated or malformed JSON: ask again, a few times */
-    w->retry_after = -1;
-    if (++w->decode_failures >= DECODE_FAILURES_MAX) {
-      fail(L, p, w, x);
-      kxfer_free(x);
-      return;
-    }
   } else {
-    w->decode_failures = 0;
-    int t = absorb(p, w, L, now, &moved);
-    if (t < 0) { /* no status: the Lua layer says what it is */
-      lua_pop(L, 1);
-      fail(L, p, w, x);
-      kxfer_free(x);
-      return;
+    int t = -1;
+    if (decoded) {
+      t = absorb(p, w, L, now, &moved);
+      if (t < 0) lua_pop(L, 1);
     }
+    if (t < 0) {
+      /* no usable status: not JSON, truncated, {}, [], a status that is no string (the one
+       * rule: KANSWER_UNUSABLE_TRIES in engine.h): ask again, a few times, then the Lua layer
+       * says what it is (protocol) */
+      retry = 1;
+      w->retry_after = -1;
+      if (++w->decode_failures >= KANSWER_UNUSABLE_TRIES) {
+        fail(L, p, w, x, was_result);
+        kxfer_free(x);
+        return;
+      }
+      goto next;
+    }
+    w->decode_failures = 0;
     w->failures = 0;
     w->retry_after = -1;
     if (t == 1 && was_result) {
@@ -417,6 +427,7 @@ static void finished(lua_State *L, kpoller *p, kengine *e, kwatch *w, kxfer *x, 
     lua_pop(L, 1);
     w->want_result = t == 1;
   }
+next:
   kxfer_free(x);
   if (retry) {
     w->failures++;
@@ -484,6 +495,7 @@ static void start_due(lua_State *L, kpoller *p, kengine *e, double now) {
       lua_setfield(L, -2, "sent");
       lua_setfield(L, -2, "error");
       w->failure_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+      w->failed_on_result = w->want_result;
       w->phase = W_DONE;
       mark(p, w);
       continue;
@@ -597,7 +609,8 @@ static int l_unwatch(lua_State *L) {
 }
 
 /* eng:updates() -> { { handle=, status=, raw_status=, queue_position=,
- *   done=, result=, failure= }, ... } for every watched job with news */
+ *   done=, result=, failure=, route= }, ... } for every watched job with news
+ *   (route: "status" or "result", the request whose answer is the failure) */
 static int l_updates(lua_State *L) {
   lengine *le = kcore_check_engine(L, 1);
   kpoller *p = &le->p;
@@ -631,6 +644,8 @@ static int l_updates(lua_State *L) {
       if (w->failure_ref != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, w->failure_ref);
         lua_setfield(L, -2, "failure");
+        lua_pushstring(L, w->failed_on_result ? "result" : "status");
+        lua_setfield(L, -2, "route");
       }
     }
     lua_rawseti(L, -2, ++n);

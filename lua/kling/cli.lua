@@ -20,11 +20,16 @@ local M = {}
 
 local ESCAPE_NAMES = { [9] = "\\t", [10] = "\\n", [13] = "\\r", [27] = "\\x1b" }
 
+-- The bidi controls, which reorder what a terminal shows (U+200E, U+200F, U+202A-U+202E,
+-- U+2066-U+2069): escaped like control characters.
+local BIDI = { [0x200E] = true, [0x200F] = true, [0x202A] = true, [0x202B] = true, [0x202C] = true, [0x202D] = true,
+  [0x202E] = true, [0x2066] = true, [0x2067] = true, [0x2068] = true, [0x2069] = true }
+
 --- Text from outside (a server, a journal, a file) as it may reach a terminal: every
 -- control character is written as an escape (C0 bytes, DEL, the C1 characters U+0080 to
--- U+009F; so the ESC of CSI and OSC sequences, CR, BEL, NUL), and so is every byte that is
--- not valid UTF-8 (\xHH). keep_lines keeps newlines and tabs (the CLI's own line
--- structure); without it they are escaped too (\n, \t).
+-- U+009F; so the ESC of CSI and OSC sequences, CR, BEL, NUL), and so are the bidi
+-- controls (\u202e...) and every byte that is not valid UTF-8 (\xHH). keep_lines keeps
+-- newlines and tabs (the CLI's own line structure); without it they are escaped too (\n, \t).
 function M.escape(s, keep_lines)
   s = tostring(s)
   if not s:find("[%z\1-\31\127-\255]") then return s end
@@ -53,7 +58,7 @@ function M.escape(s, keep_lines)
         out[#out + 1] = string.format("\\x%02x", b)
         i = j + 1
       else
-        out[#out + 1] = cp <= 0x9F and string.format("\\u%04x", cp) or seq
+        out[#out + 1] = (cp <= 0x9F or BIDI[cp]) and string.format("\\u%04x", cp) or seq
         i = j + len
       end
     end
@@ -676,6 +681,9 @@ end
 local Ctx = {}
 Ctx.__index = Ctx
 
+-- The commands that submit: the journal's problems reach them as the library's io errors.
+local SUBMITS = { generate = true, submit = true, batch = true }
+
 function M.context(cmd, o, opts)
   opts = opts or {}
   local mode
@@ -706,9 +714,16 @@ function Ctx:make_client()
     if token == "" then usage(cmd, "--token-file: " .. o.token_file .. " is empty") end
   end
   local jpath = journal_path(o)
-  -- a directory that cannot be made is not a reason to run without the journal:
-  -- a submit then fails before sending anything (kind io, exit 8)
-  if jpath then mkdir_p(dirname(jpath)) end
+  -- a mistyped --journal must not start a second journal somewhere: its directory is never
+  -- made. A command that submits gets the library's io error (nothing is sent, and --json
+  -- says not_submitted); any other exits 8 here, before it reads or writes anything.
+  if jpath and o.journal and not SUBMITS[cmd] and not is_dir(dirname(jpath)) then
+    disk_error(cmd, "--journal " .. jpath .. ": its directory " .. dirname(jpath) .. " does not exist "
+      .. "(No such file or directory; only the default journal's directory is created)")
+  end
+  -- the default journal's directory is made; one that cannot be made is not a reason to
+  -- run without the journal: a submit then fails before sending anything (kind io, exit 8)
+  if jpath and not o.journal then mkdir_p(dirname(jpath)) end
   self.journal_path = jpath
   local opts = {
     token = token, base_url = o.base_url, journal = jpath or false, ca_file = M.ca_file(cmd, o),
@@ -773,7 +788,7 @@ end
 local function error_object(err)
   if not err then return nil end
   local e = { kind = err.kind, message = err.message, code = err.code, http_status = err.status,
-    request_id_raw = err.request_id_raw, path = err.path }
+    request_id = err.request_id, request_id_raw = err.request_id_raw, path = err.path }
   if err.errors then
     e.errors = json.array {}
     for _, item in ipairs(err.errors) do e.errors[#e.errors + 1] = { path = item.path, message = item.message } end
@@ -832,6 +847,9 @@ function Ctx:hint(err, job, path)
     return "set RUNCOMFY_TOKEN (or RUNCOMFY_API_TOKEN), or pass --token-file PATH"
   elseif kind == "timeout" and job then
     return "the job goes on; collect it later with: kling wait " .. job.id
+  elseif kind == "submit_unknown" and err.request_id and not job then
+    return "the job may exist and be billed; it was not sent again; check it with: kling status " .. err.request_id
+      .. " (kling resume collects it if the service knows it)"
   elseif kind == "submit_unknown" then
     return "the job may exist and be billed; it was not sent again (see kling jobs, or your RunComfy dashboard)"
   elseif kind == "payment" then
@@ -1236,8 +1254,10 @@ local function submit_like(o, pos, cmd, submit_only)
   return ctx:run(function()
     local job, err = ctx:submit(model, sent, { tag = submit_tag(cmd, sent) })
     if not job then
-      -- submit_unknown: the job may exist (never "not_submitted"); io: nothing was sent
-      return ctx:fail(err, nil, nil, { model = model, status = err.kind == "submit_unknown" and "unknown" or "not_submitted" })
+      -- submit_unknown: the job may exist (never "not_submitted"), with the id the answer named
+      -- when it named one; io: nothing was sent
+      return ctx:fail(err, nil, nil, { model = model, id = err.request_id,
+        status = err.kind == "submit_unknown" and "unknown" or "not_submitted" })
     end
     if job.journal_error then ctx:note(M.EXIT.io) end -- the id is printed; the journal lacks it
     if ctx.mode == "tty" then
@@ -1566,6 +1586,10 @@ local function report_unknown(unknown, how)
     local parts = { u.t and os.date("%Y-%m-%d %H:%M:%S", u.t) or "?", M.escape(u.model or "?") }
     if u.tag then parts[#parts + 1] = "tag " .. M.escape(u.tag) end
     if u.intent then parts[#parts + 1] = "intent " .. M.escape(u.intent) end
+    if u.request_id then
+      parts[#parts + 1] = "answered request id " .. M.escape(u.request_id) .. " (check it: kling status "
+        .. M.escape(u.request_id) .. "; kling resume looks it up)"
+    end
     if u.request_id_raw then parts[#parts + 1] = "answered request_id \"" .. M.escape(u.request_id_raw) .. "\"" end
     parts[#parts + 1] = M.escape(u.message)
     io.stderr:write("  ", table.concat(parts, "  "), "\n")
@@ -1598,7 +1622,9 @@ and intent key, to look for it on the dashboard.
   --all        every job, ended ones too
   --refresh    ask the service for the current status of the jobs that have not ended
   --forget ID  mark jobs as ended in the journal (an expired id kling resume should skip);
-               with the intent key of a submit of unknown outcome: checked, list it no more
+               with the intent key of a submit of unknown outcome (or the request id its
+               answer named): checked, list it no more. An id or key the journal does not
+               hold is refused (exit 2) and nothing is written
   --compact    drop the jobs that have ended (and answered submits) from the journal;
                unreadable lines are kept, and counted
   --json       one object per job: {"id", "model", "status", "submitted_at", "video", "error"},
@@ -1612,16 +1638,28 @@ A journal that cannot be read gives exit code 8.
     if not ctx.journal_path then usage("jobs", "no journal (set HOME or XDG_STATE_HOME, or pass --journal PATH)") end
     if o.forget then
       need_ids("jobs", pos)
-      local _, _, intents = ctx:journal_state()
-      if not intents then return journal_failed(select(2, ctx:journal_state())) end
-      local jn = journal.open(ctx.journal_path)
+      local jobs, unknown, intents = ctx:journal_state()
+      if not jobs then return journal_failed(unknown) end
+      local by_request = {} -- the request ids answered with an unknown outcome: their intents
+      for _, u in ipairs(unknown) do
+        if u.request_id and u.intent then by_request[u.request_id] = u.intent end
+      end
+      -- every id is checked before anything is written: a typo appends nothing
+      local events = {}
       for _, id in ipairs(pos) do
-        local event
         if intents[id] then -- the key of a submit of unknown outcome: checked on the dashboard
-          event = { e = "dismissed", intent = id }
+          events[#events + 1] = { e = "dismissed", intent = id }
+        elseif by_request[id] then -- the request id such a submit's answer named
+          events[#events + 1] = { e = "dismissed", intent = by_request[id] }
+        elseif jobs[id] then
+          events[#events + 1] = { e = "ended", id = id, status = "forgotten", error = "forgotten with kling jobs --forget" }
         else
-          event = { e = "ended", id = id, status = "forgotten", error = "forgotten with kling jobs --forget" }
+          usage("jobs", "--forget: '" .. M.escape(id) .. "' is neither a request id nor an intent key of the journal "
+            .. ctx.journal_path .. " (kling jobs --all lists them); nothing was written")
         end
+      end
+      local jn = journal.open(ctx.journal_path)
+      for _, event in ipairs(events) do
         local ok, err = jn:append(event)
         if not ok then return journal_failed(err) end
       end
@@ -1648,16 +1686,21 @@ A journal that cannot be read gives exit code 8.
     if o.refresh then
       ctx:run(function()
         local left = 0
+        local ask = {}
         for _, j in ipairs(shown) do
-          if not j.status and require("kling.client").valid_id(j.id) and same_api(ctx, j) then
-            left = left + 1
-            kling.spawn(function()
-              local job = ctx.client:job(j.id, j.model)
-              local status, err = job:refresh()
-              live[j.id] = status and M.state_text(job.status, job.queue_position) or ("? " .. tostring(err.kind))
-              left = left - 1
-            end)
-          end
+          if not j.status and require("kling.client").valid_id(j.id) and same_api(ctx, j) then ask[#ask + 1] = j end
+        end
+        for _, u in ipairs(unknown) do -- a request id an unknown outcome's answer named: does it exist?
+          if u.request_id then ask[#ask + 1] = { id = u.request_id, model = u.model } end
+        end
+        for _, j in ipairs(ask) do
+          left = left + 1
+          kling.spawn(function()
+            local job = ctx.client:job(j.id, j.model)
+            local status, err = job:refresh()
+            live[j.id] = status and M.state_text(job.status, job.queue_position) or ("? " .. tostring(err.kind))
+            left = left - 1
+          end)
         end
         while left > 0 do ctx.client:sleep(1, function() return left <= 0 end) end
       end)
@@ -1666,14 +1709,15 @@ A journal that cannot be read gives exit code 8.
       for _, j in ipairs(shown) do
         io.stdout:write(json.encode_display {
           id = j.id, model = j.model, status = j.status or "unfinished", live_status = live[j.id],
-          submitted_at = j.t, ended_at = j.ended_t, output = j.output, output_text = j.output_text,
+          submitted_at = j.t, ended_at = j.ended_t, output = j.output, output_text = j.output_text, output_note = j.output_note,
           video = video_of(j.output), error = j.error and { message = j.error } or nil,
         }, "\n")
       end
       for _, u in ipairs(unknown) do
         io.stdout:write(json.encode {
           status = "unknown", intent = u.intent, model = u.model, tag = u.tag, submitted_at = u.t, digest = u.digest,
-          request_id_raw = u.request_id_raw, error = { kind = "submit_unknown", message = u.message },
+          request_id = u.request_id, request_id_raw = u.request_id_raw, live_status = live[u.request_id or false],
+          error = { kind = "submit_unknown", message = u.message },
         }, "\n")
       end
     elseif #shown == 0 then
@@ -1695,6 +1739,9 @@ A journal that cannot be read gives exit code 8.
           M.escape(status), M.escape(what)))
       end
     end
+    for _, u in ipairs(unknown) do
+      if u.request_id and live[u.request_id] then u.message = "the service says: " .. live[u.request_id] .. "; " .. u.message end
+    end
     report_unknown(unknown, "; once checked, kling jobs --forget INTENT")
     return 0
   end,
@@ -1710,7 +1757,9 @@ Picks up every job of the journal that has not ended (a command killed or
 interrupted mid-wait leaves them there), waits for them all at once with the
 live display, and downloads each video into --out-dir DIR (default: the current
 directory, named from the URL) unless --no-download (then prints the URLs).
-Jobs submitted to another API (--base-url) are left alone.
+Jobs submitted to another API (--base-url) are left alone. A submit of unknown
+outcome whose answer named a request id is looked up: when the service knows
+it, it is recorded in the journal and collected with the others.
 
   --out-dir DIR      where the videos go (default .)
   --no-download      print each video's URL instead
@@ -1745,7 +1794,35 @@ Ctrl-C (and SIGTERM, SIGHUP) stops waiting; nothing is cancelled.
     if other > 0 then
       ctx.display:warn(string.format("kling: %d unfinished job(s) in the journal belong to another API; not resumed", other))
     end
-    report_unknown(unknown, "; they cannot be resumed")
+    -- a submit of unknown outcome whose answer named a request id: looked up; a job the
+    -- service knows is recorded (a submitted line with its intent) and collected below
+    local still = {}
+    for _, u in ipairs(unknown) do
+      if u.request_id and u.intent then
+        local job = ctx.client:job(u.request_id, u.model)
+        local status, err = job:refresh()
+        if status then
+          local ok, jerr = journal.open(ctx.journal_path):append { e = "submitted", id = job.id, intent = u.intent,
+            model = u.model, urls = job.urls, tag = u.tag, digest = u.digest,
+            note = "looked up by kling resume: the service knows the request id the submit's answer named" }
+          if not ok then
+            ctx:note(M.EXIT.io)
+            ctx.display:warn(tostring(jerr))
+          end
+          ctx.display:warn("kling: the submit of unknown outcome " .. u.intent .. " was answered with request id " .. job.id
+            .. ", which the service knows (" .. M.state_text(job.status, job.queue_position) .. "): collecting it")
+          ctx.attached[#ctx.attached + 1] = job
+        else
+          u.message = (err.kind == "not_found" and "the service does not know its request id (most likely no job was "
+            .. "created)" or ("its request id could not be looked up (" .. err.kind .. ": " .. err.message .. ")"))
+            .. "; " .. tostring(u.message)
+          still[#still + 1] = u
+        end
+      else
+        still[#still + 1] = u
+      end
+    end
+    report_unknown(still, "; they cannot be resumed")
     if #ctx.attached == 0 then
       ctx.display:warn("kling: nothing to resume in " .. ctx.journal_path)
       return 0

@@ -114,9 +114,59 @@ function Client:__tostring()
   return string.format("kling.client(%s, token %s)", self.base_url, self.has_token and "set" or "missing")
 end
 
---- Masks the token in a string (defence in depth for anything the server echoes).
+--- Masks the token in a string: every occurrence in the whole byte string
+-- (past NUL bytes too) becomes "***". For text a server sent; the library
+-- applies it where such text enters (see Client:_mask), never to text built
+-- from the caller's own paths and options.
 function Client:scrub(s)
   return self._engine:scrub(tostring(s))
+end
+
+-- kling's own words in an answer: the field names it reads and the status and
+-- outcome words it knows. They are the protocol's, not text a server made up,
+-- and stay as they are whatever the token (a short token must not turn
+-- "status" into something kling no longer reads).
+local OWN_WORDS = {}
+for _, w in ipairs { "request_id", "status_url", "result_url", "cancel_url", "status", "queue_position",
+  "instance_id", "output", "video", "videos", "cost", "error", "error_code", "error_message", "message", "detail",
+  "loc", "msg", "outcome", "in_queue", "in_progress", "completed", "failed", "cancelled", "succeeded", "canceled",
+  "pending", "waiting", "starting", "processing", "not_cancellable", "cancellation_requested" } do
+  OWN_WORDS[w] = true
+end
+M.OWN_WORDS = OWN_WORDS
+
+-- Masks a string from a server, unless it is one of kling's own words.
+function Client:_mask_word(s)
+  if OWN_WORDS[s] then return s end
+  return self:scrub(s)
+end
+
+-- Masks the token in a decoded answer, where server text enters kling: every
+-- string and every field name, at any depth (messages, details, outputs and
+-- their URLs, status words, ids), except kling's own words. Tables are
+-- changed in place (they are the decoder's, fresh); returns v.
+function Client:_mask(v)
+  if type(v) == "string" then return self:_mask_word(v) end
+  if type(v) ~= "table" then return v end
+  local renamed
+  for k, x in pairs(v) do
+    if type(x) == "string" or type(x) == "table" then v[k] = self:_mask(x) end
+    if type(k) == "string" and not OWN_WORDS[k] then
+      local mk = self:scrub(k)
+      if mk ~= k then
+        renamed = renamed or {}
+        renamed[#renamed + 1] = k
+      end
+    end
+  end
+  for _, k in ipairs(renamed or {}) do
+    local x = v[k]
+    v[k] = nil
+    local mk = self:scrub(k)
+    while v[mk] ~= nil do mk = mk .. "*" end -- two names that mask alike: both kept
+    v[mk] = x
+  end
+  return v
 end
 
 --- Closes the client's connections. Jobs of a closed client cannot be used.
@@ -225,10 +275,10 @@ local TRANSPORT_KIND = {
 
 -- One transfer, awaited; returns the raw result table, or nil, err.
 function Client:_transfer(spec, on_tick)
-  local x, msg, _, is_local = self._engine:request(spec)
+  local x, msg = self._engine:request(spec)
   if not x then
-    -- a message about the caller's own file is the caller's text: never masked
-    return nil, errors.new("network", is_local and msg or self:scrub(msg), { retryable = false })
+    -- kling's own text about the caller's URL (a server's URL was masked where it entered)
+    return nil, errors.new("network", msg, { retryable = false })
   end
   self:_await(x, on_tick)
   local res = x:result()
@@ -255,7 +305,10 @@ end
 -- One API exchange. Returns decoded body, result | nil, err.
 -- opts.body_text: the body, already encoded (then body is ignored).
 -- opts.submit: a paid POST: never replayed, and a failure after it may have
--- reached the server is reported as submit_unknown.
+-- reached the server is reported as submit_unknown. opts.status_answer: a
+-- status or result request, whose 2xx answer without a usable status is asked
+-- again (a few times, with the client's retries).
+-- Returns decoded body, res | nil, err, res (res when an answer came).
 function Client:_api(method, url, body, opts)
   opts = opts or {}
   if not self.has_token then return nil, no_token() end
@@ -267,15 +320,42 @@ function Client:_api(method, url, body, opts)
   end
   local res, err = self:_transfer {
     method = method, url = url, body = encoded, fresh = opts.submit, timeout = opts.timeout,
-    retry = opts.submit and "submit" or "safe",
+    retry = opts.submit and "submit" or "safe", status_answer = opts.status_answer,
   }
   if not res then return nil, err end
   return self:_answer(res, opts)
 end
 
+-- The error of a submit whose answer carries a request id (id: a string or a
+-- number, already masked) but says something else too (an error_code of any
+-- family, a 4xx or 5xx status): never "not sent", since the service named the
+-- job. Kind submit_unknown, err.request_id (a valid id) or err.request_id_raw
+-- (escaped), err.answer_kind the kind the answer alone would have had.
+function Client:_unknown_with_id(err, id)
+  local fields = { status = err.status, code = err.code, detail = err.detail, answer_kind = err.kind, retryable = false }
+  local shown
+  if M.valid_id(id) then
+    fields.request_id, shown = id, id
+  else
+    -- (a number was no string to mask where it entered: its digits are masked now)
+    fields.request_id_raw = self:_escape(type(id) == "string" and id or self:scrub(tostring(math.tointeger(id) or id)))
+    shown = fields.request_id_raw
+  end
+  return errors.new("submit_unknown", "the service answered the submit with request id \"" .. shown .. "\" and an error ("
+    .. err.kind .. (err.code and (", code " .. err.code) or "") .. ", HTTP " .. tostring(err.status) .. ": " .. err.message
+    .. "): the job may or may not exist and be billed; it was not sent again; look it up by its id", fields)
+end
+
 -- Reads a finished API exchange (as x:result() gives it): decoded body, res
--- | nil, err. opts: submit (see _api), request_id.
+-- | nil, err, res (res: nil for a transport error). What the server sent is
+-- masked here, where it enters (Client:_mask): the decoded body, res.body and
+-- the headers kept. Transport messages (libcurl's and kling's own, about the
+-- caller's URL and files) are not: the parts of them that quote a server
+-- were masked where they were built (src/http.c).
+-- opts: submit (see _api), request_id.
 function Client:_answer(res, opts)
+  local raw = res.body
+  if type(raw) == "string" then res.body = self:scrub(raw) end
   if res.error then
     local e = res.error
     local kind = TRANSPORT_KIND[e.kind] or "network"
@@ -288,17 +368,24 @@ function Client:_answer(res, opts)
       fields.proxy_status = e.proxy_status
     end
     if opts.submit and e.sent then
-      return nil, errors.new("submit_unknown", self:scrub(e.message)
+      return nil, errors.new("submit_unknown", e.message
         .. ": the submit may or may not have reached the service; it was not sent again", fields)
     end
-    return nil, errors.new(kind, self:scrub(e.message), fields)
+    return nil, errors.new(kind, e.message, fields)
   end
-  local decoded
-  if res.body and res.body:find("%S") then
-    local ok, v = pcall(json.decode, res.body)
-    if ok then decoded = v end
+  local decoded, why
+  if type(raw) == "string" and raw:find("%S") then
+    local ok, v = pcall(json.decode, raw)
+    if ok then decoded = self:_mask(v) else why = tostring(v):gsub("^.-:%d+: ", "") end
   end
-  local err = errors.from_answer(res.status, decoded, function(s) return self:scrub(s) end, opts.request_id)
+  for _, h in ipairs { "content_type", "content_length", "retry_after" } do
+    if type(res[h]) == "string" then res[h] = self:scrub(res[h]) end
+  end
+  local err = errors.from_answer(res.status, decoded, function(s) return s end, opts.request_id)
+  local id = opts.submit and type(decoded) == "table" and decoded.request_id
+  if err and (type(id) == "string" or math.type(id)) then
+    return nil, self:_unknown_with_id(err, id), res
+  end
   if err and opts.submit and (err.kind == "server" or err.kind == "timeout") then
     -- the server may have created the job before it failed (a 5xx or 408, as an HTTP status or
     -- as an error_code's family in a 200, by the one rule): never resent, kind submit_unknown
@@ -306,16 +393,17 @@ function Client:_answer(res, opts)
     err.retryable = false
     err.message = err.message .. " (HTTP " .. res.status .. "): the job may or may not exist; it was not sent again"
   end
-  if err then return nil, err end
+  if err then return nil, err, res end
   if type(decoded) ~= "table" then
-    local what = decoded == nil and "no JSON body" or "a JSON " .. type(decoded)
+    local what = why and ("a body that cannot be read as JSON (" .. why .. ")")
+      or decoded == nil and "no JSON body" or "a JSON " .. type(decoded)
     local e = errors.new("protocol", "HTTP " .. res.status .. " with " .. what .. " (expected a JSON object)",
       { status = res.status, request_id = opts.request_id })
     if opts.submit then
       e.kind = "submit_unknown"
       e.message = e.message .. ": the job may have been created; it was not sent again"
     end
-    return nil, e
+    return nil, e, res
   end
   return decoded, res
 end
@@ -325,11 +413,10 @@ function Client:request_url(id, what)
   return self.base_url .. "/requests/" .. id .. "/" .. what
 end
 
--- A string from a server made safe to print and to store: the token masked,
--- printable ASCII kept (a backslash doubled), every other byte as \xHH; at
--- most 1024 bytes of it (then "...").
+-- A string from a server (masked where it entered) made safe to print and to
+-- store: printable ASCII kept (a backslash doubled), every other byte as
+-- \xHH; at most 1024 bytes of it (then "...").
 function Client:_escape(s)
-  s = self:scrub(s)
   local cut = #s > 1024
   s = s:sub(1, 1024):gsub("\\", "\\\\"):gsub("[^ -~]", function(c) return string.format("\\x%02x", c:byte()) end)
   return cut and (s .. "...") or s
@@ -350,8 +437,12 @@ end
 -- lines, so a caller that dies between this call and recording its answer can
 -- find its request again.
 -- A submit_unknown whose answer held a request_id the library refuses (not
--- ^[A-Za-z0-9_-]{1,128}$) keeps it, escaped, in err.request_id_raw and in the
--- journal's line.
+-- ^[A-Za-z0-9_-]{1,128}$, or holding the token) keeps it, escaped, in
+-- err.request_id_raw and in the journal's line. An answer that carries a
+-- request id is never "not sent", whatever else it says (an error_code of any
+-- family, a 4xx or 5xx status): it is a submit_unknown with err.request_id
+-- (err.answer_kind says what the rest of the answer meant), journaled with
+-- its request_id so that the job can be looked up by it.
 -- Returns job | nil, err.
 function Client:submit(model_id, input, opts)
   if type(model_id) ~= "string" then error("client:submit: model_id must be a string", 2) end
@@ -384,7 +475,7 @@ function Client:submit(model_id, input, opts)
     local fields = { answer = body, retryable = false }
     local message
     if type(raw) == "string" or math.type(raw) then
-      fields.request_id_raw = self:_escape(tostring(math.type(raw) and math.tointeger(raw) or raw))
+      fields.request_id_raw = self:_escape(type(raw) == "string" and raw or self:scrub(tostring(math.tointeger(raw) or raw)))
       message = "the service accepted the submit but answered with a request_id the library will not put in a URL "
         .. "(it must match ^[A-Za-z0-9_-]{1,128}$): \"" .. fields.request_id_raw .. "\"; the job may exist and be billed; "
         .. "it was not sent again"
@@ -396,8 +487,9 @@ function Client:submit(model_id, input, opts)
   if not body then
     if intent then
       local line = { intent = intent.key, model = model_id, tag = tag, digest = intent.digest, message = err.message }
-      if err.kind == "submit_unknown" then
-        line.e, line.request_id_raw = "submit_unknown", err.request_id_raw
+      -- an answer that named a job (a request id, usable or not) is never "not sent"
+      if err.kind == "submit_unknown" or err.request_id or err.request_id_raw then
+        line.e, line.request_id, line.request_id_raw = "submit_unknown", err.request_id, err.request_id_raw
       else
         line.e, line.kind = "not_sent", err.kind -- refused for sure: no job exists
       end
@@ -595,7 +687,7 @@ function Client:download_url(url, path, opts)
   if type(path) ~= "string" or path == "" then error("client:download_url: path must be a non-empty string", 2) end
   opts = opts or {}
   check_download_opts(opts, "client:download_url")
-  local x, msg, bad_path, is_local = self._engine:request {
+  local x, msg, bad_path = self._engine:request {
     url = url, download = path, max_bytes = opts.max_bytes, retry = "safe",
     resume = opts.resume ~= false,
     low_speed_time = opts.stall_timeout or math.min(self.request_timeout, M.DOWNLOAD_BOUNDS.stall_timeout.max),
@@ -606,8 +698,9 @@ function Client:download_url(url, path, opts)
     if bad_path then
       return nil, errors.new("io", "download failed: " .. msg, { retryable = false, path = bad_path })
     end
-    -- a message about the caller's own path is the caller's text: never masked
-    return nil, errors.new("network", is_local and msg or self:scrub(msg), { retryable = false })
+    -- kling's own text about the caller's path or URL: never masked (a URL a
+    -- server gave was masked where it entered)
+    return nil, errors.new("network", msg, { retryable = false })
   end
   local on_progress = opts.on_progress
   local last
@@ -622,8 +715,9 @@ function Client:download_url(url, path, opts)
   x:close()
   if res.error then
     local kind = TRANSPORT_KIND[res.error.kind] or "network"
-    -- the path of an io error is the user's own: never through the scrubber
-    local message = kind == "io" and res.error.message or self:scrub(res.error.message)
+    -- libcurl's and kling's own text about the caller's path and URL: never masked (the
+    -- parts that quote the file host, a Location or a Content-Range, were masked in C)
+    local message = res.error.message
     return nil, errors.new(kind, "download failed: " .. message,
       { retryable = kind ~= "protocol" and kind ~= "io", transport = res.error.kind, path = res.error.path })
   end

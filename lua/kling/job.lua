@@ -67,10 +67,13 @@ function Job:done()
   return M.TERMINAL[self.status] == true
 end
 
--- Takes in a status answer; returns true when something a watcher cares about changed.
+-- Takes in a status answer (masked where it entered: Client:_answer); returns
+-- true when something a watcher cares about changed. An answer without a
+-- usable status (a string of at least one byte) is kind protocol: the engine
+-- and the poller have asked again by then (KANSWER_UNUSABLE_TRIES).
 function Job:_absorb(body)
   local raw = body.status
-  if type(raw) ~= "string" then
+  if type(raw) ~= "string" or raw == "" then
     return nil, errors.new("protocol", "answer without a status string", { request_id = self.id })
   end
   local status = M.STATUS[raw]
@@ -89,9 +92,10 @@ function Job:_absorb(body)
   return changed
 end
 
---- GETs the status now. Returns status | nil, err.
+--- GETs the status now (an answer without a usable status is asked again,
+-- a few times, with the client's retries). Returns status | nil, err.
 function Job:refresh()
-  local body, err = self.client:_api("GET", self.urls.status, nil, { request_id = self.id })
+  local body, err = self.client:_api("GET", self.urls.status, nil, { request_id = self.id, status_answer = true })
   if not body then return nil, err end
   local changed, perr = self:_absorb(body)
   if changed == nil then return nil, perr end
@@ -110,12 +114,16 @@ M.video_of = video_of
 -- Notes in the client's journal (once) that the job has ended. Never raises:
 -- an output that cannot be written as JSON goes in as text (see
 -- kling.journal); a line that cannot be written leaves job.journal_error set
--- and a warning through on_warning, and the outcome stands.
-function Job:_journal_end()
+-- and a warning through on_warning, and the outcome stands. extra: more
+-- fields of the line (a result that could not be read: error, output_text,
+-- output_note).
+function Job:_journal_end(extra)
   if self._journaled_end then return end
   self._journaled_end = true
-  local ok, err = self.client:_journal_append { e = "ended", id = self.id, model = self.model, status = self.status,
+  local line = { e = "ended", id = self.id, model = self.model, status = self.status,
     output = self.output, error = self.error and self.error.message or nil }
+  for k, v in pairs(extra or {}) do line[k] = v end
+  local ok, err = self.client:_journal_append(line)
   if not ok then
     self.journal_error = err
     self.client._warn("the end of job " .. self.id .. " (" .. tostring(self.status) .. ") could not be written to the "
@@ -123,14 +131,27 @@ function Job:_journal_end()
   end
 end
 
--- Takes in a result answer: returns output | nil, err.
+-- The end of a job whose result answer could not be taken in (err, kind
+-- protocol; text: the answer as it came, masked), once its status said it
+-- ended: recorded in the journal with the answer's own text, so that resume
+-- does not fetch it again and again; `kling result ID` asks again.
+function Job:_journal_unreadable(err, text)
+  if not M.TERMINAL[self.status] then return end
+  self:_journal_end { error = err.message, output_text = text,
+    output_note = "the result answer could not be taken in (" .. err.message .. "); output_text holds it as it came; "
+      .. "kling result " .. self.id .. " (job:result()) asks again" }
+end
+
+-- Takes in a result answer (masked where it entered): returns output | nil, err.
 function Job:_take_result(body)
   local changed, perr = self:_absorb(body)
   if changed == nil then return nil, perr end
-  local scrub = function(s) return self.client:scrub(s) end
   if self.status == "completed" then
     if type(body.output) ~= "table" then
-      return nil, errors.new("protocol", "completed job without an output object", { request_id = self.id })
+      local err = errors.new("protocol", "completed job without an output object", { request_id = self.id })
+      local ok, text = pcall(require("kling.json").encode_display, body)
+      self:_journal_unreadable(err, ok and text or nil)
+      return nil, err
     end
     self.output = body.output
     self.video_url = video_of(body.output)
@@ -140,7 +161,7 @@ function Job:_take_result(body)
   elseif self.status == "failed" then
     local msg = errors.server_message(body) or "the job failed (the service gave no reason)"
     local code = type(body.error) == "table" and errors.numeric_code(body.error.error_code) or nil
-    self.error = errors.new("failed", scrub(msg), { request_id = self.id, code = code })
+    self.error = errors.new("failed", msg, { request_id = self.id, code = code })
     self:_journal_end()
     return nil, self.error
   elseif self.status == "cancelled" then
@@ -155,14 +176,20 @@ end
 --- GETs the result now, without waiting. Returns output | nil, err
 -- (kind "not_ready" while the job runs, "failed" or "cancelled" when it ended so).
 function Job:result()
-  local body, err = self.client:_api("GET", self.urls.result, nil, { request_id = self.id })
-  if not body then return nil, err end
+  local body, err, res = self.client:_api("GET", self.urls.result, nil, { request_id = self.id, status_answer = true })
+  if not body then
+    if res and err.kind == "protocol" then self:_journal_unreadable(err, res.body) end
+    return nil, err
+  end
   return self:_take_result(body)
 end
 
 -- Takes in news from the client's poller (see poller.c's eng:updates()).
--- Whatever the answer holds, the job gets its outcome: an answer that cannot
--- be taken in is kind protocol for this job alone. An error raised by an
+-- What the server sent is masked here, where it enters (the status word, the
+-- result; a failure goes through Client:_answer). Whatever the answer holds,
+-- the job gets its outcome: an answer that cannot be taken in is kind
+-- protocol for this job alone (and when it was the result of a job that has
+-- ended, that end is journaled with the answer's text). An error raised by an
 -- on_update of the caller's is raised again once the update is applied.
 function Job:_apply(u)
   local raised
@@ -173,11 +200,14 @@ function Job:_apply(u)
     end
   end
   if u.status then
-    local changed = u.status ~= self.status or u.queue_position ~= self.queue_position
-    self.status, self.raw_status, self.queue_position = u.status, u.raw_status, u.queue_position
-    if not M.STATUS[u.raw_status] and self._warned ~= u.raw_status then
-      self._warned = u.raw_status
-      self.client._warn("job " .. self.id .. " reports unknown status '" .. tostring(u.raw_status) .. "'; still polling")
+    local known = M.STATUS[u.raw_status] ~= nil
+    local raw = self.client:_mask_word(u.raw_status)
+    local status = known and u.status or raw
+    local changed = status ~= self.status or u.queue_position ~= self.queue_position
+    self.status, self.raw_status, self.queue_position = status, raw, u.queue_position
+    if not known and self._warned ~= raw then
+      self._warned = raw
+      self.client._warn("job " .. self.id .. " reports unknown status '" .. tostring(raw) .. "'; still polling")
     end
     if changed and self._on_update then call(self._on_update) end
   end
@@ -185,12 +215,14 @@ function Job:_apply(u)
     self.client:_unwatch(self)
     local ok, out, err = pcall(function()
       if u.result then
-        return self:_take_result(u.result)
+        return self:_take_result(self.client:_mask(u.result))
       end
       local body, err = self.client:_answer(u.failure, { request_id = self.id })
       if body then
-        err = errors.new("protocol", "status answer without a status string", { request_id = self.id })
+        err = errors.new("protocol", (u.route or "status") .. " answer without a status string (the service "
+          .. "answered so " .. core.unusable_tries .. " times in a row)", { request_id = self.id })
       end
+      if u.route == "result" and err.kind == "protocol" then self:_journal_unreadable(err, u.failure.body) end
       return nil, err
     end)
     if not ok then

@@ -9,8 +9,12 @@
 --   {"e":"submitted","id":ID,"intent":K,"model":M,"t":T,"urls":{...},"tag":TAG,"digest":D}
 --       the submit was answered with request id ID (before submit returns the job)
 --   {"e":"submit_unknown","intent":K,"model":M,"t":T,"message":...,"tag":TAG,"digest":D,
---    "request_id_raw":R}   the submit may have created a job; R (when the answer
---       held a request_id the library refuses) is that id, escaped
+--    "request_id":ID,"request_id_raw":R}   the submit may have created a job; ID is
+--       the request id its answer carried beside an error (the job can be looked
+--       up by it), R (when the answer held a request_id the library refuses) that
+--       id, escaped. Once the journal knows ID as a job (a later submitted line,
+--       e.g. written by `kling resume` when the service knows ID, or an ended
+--       line), the outcome is no longer unknown.
 --   {"e":"not_sent","intent":K,"model":M,"t":T,"kind":KIND,"message":...}
 --       the submit was refused for sure: no job exists
 --   {"e":"ended","id":ID,"status":"completed","output":{...},"t":...}  once a job has ended
@@ -46,7 +50,7 @@ Journal.__name = "kling.journal"
 -- nesting): written as text instead, so an end is always recorded.
 local loose = cjson.new()
 loose.encode_invalid_numbers(true)
-loose.encode_max_depth(1000) -- as deep as lua-cjson decodes by default
+loose.encode_max_depth(core.json_max_depth) -- as deep as answers are decoded
 
 --- A journal at path (created on the first append; its directory must exist).
 -- opts.what names it in messages (default "journal"; the batch state says
@@ -181,11 +185,13 @@ local OPEN_INTENT = "no answer was recorded for this submit: the process may hav
 
 --- The state of every request in the journal. Returns
 --   jobs: id -> { id, model, urls, tag, intent, digest, t, status (nil while
---         not ended), output, output_text, error, ended_t }
+--         not ended), output, output_text, output_note, error, ended_t }
 --   unknown: the submits of unknown outcome, oldest first: the submit_unknown
---         events, and the intents that never got an answer (e = "intent",
---         with message saying so); each with intent (the key), t, model, tag,
---         digest, message and, when the answer held a refused id, request_id_raw
+--         events (but those whose request_id the journal knows as a job), and
+--         the intents that never got an answer (e = "intent", with message
+--         saying so); each with intent (the key), t, model, tag, digest,
+--         message and, when the answer held one, request_id (a valid id: look
+--         it up) or request_id_raw (a refused id, escaped)
 --   unreadable: the count of unreadable lines
 --   intents: key -> { key, model, tag, t, digest, outcome ("submitted",
 --         "submit_unknown", "not_sent" or nil while open), id, dismissed }
@@ -216,6 +222,7 @@ function Journal:state()
     elseif e == "ended" and type(ev.id) == "string" then
       local j = jobs[ev.id] or { id = ev.id, model = ev.model }
       j.status, j.output, j.output_text, j.error, j.ended_t = ev.status, ev.output, ev.output_text, ev.error, ev.t
+      j.output_note = ev.output_note
       jobs[ev.id] = j
     elseif e == "submit_unknown" then
       su[#su + 1] = ev
@@ -228,11 +235,17 @@ function Journal:state()
   end
   local unknown = {}
   for _, ev in ipairs(su) do
-    if not (type(ev.intent) == "string" and dismissed[ev.intent]) then
+    local rid = type(ev.request_id) == "string" and ev.request_id:match("^[A-Za-z0-9_-]+$")
+      and #ev.request_id <= 128 and ev.request_id or nil
+    local known = rid ~= nil and jobs[rid] ~= nil -- looked up and found, or waited for: a job now
+    if known and type(ev.intent) == "string" and intents[ev.intent] and intents[ev.intent].outcome ~= "submitted" then
+      close(ev.intent, "submitted", rid)
+    end
+    if not known and not (type(ev.intent) == "string" and dismissed[ev.intent]) then
       local it = type(ev.intent) == "string" and intents[ev.intent] or {}
       unknown[#unknown + 1] = { e = "submit_unknown", intent = ev.intent, t = it.t or ev.t, answered_t = ev.t,
         model = ev.model or it.model, tag = ev.tag or it.tag, digest = ev.digest or it.digest, message = ev.message,
-        request_id_raw = ev.request_id_raw }
+        request_id = rid, request_id_raw = ev.request_id_raw }
     end
   end
   for key, it in pairs(intents) do
@@ -254,8 +267,9 @@ end
 -- needed: the requests that have not ended, the submits of unknown outcome
 -- (not dismissed), the intents still open, events of kinds it does not know,
 -- and every line it cannot read, verbatim. It drops the lines of the jobs
--- that have ended, the intents that got an answer, the refused submits and
--- the dismissed unknown outcomes.
+-- that have ended, the intents that got an answer, the refused submits, the
+-- dismissed unknown outcomes and those whose request id is a job that has
+-- ended.
 -- Returns dropped, unreadable (lines dropped; unreadable lines kept as they
 -- were) | nil, err (kind io; the journal is left as it was).
 function Journal:compact()
@@ -290,7 +304,9 @@ function Journal:compact()
     elseif ev.e == "not_sent" or ev.e == "dismissed" then
       drop = true
     elseif ev.e == "submit_unknown" then
-      drop = type(ev.intent) == "string" and dismissed[ev.intent] == true
+      -- dismissed, or its request id is a job that has ended (looked up, then collected)
+      drop = (type(ev.intent) == "string" and dismissed[ev.intent] == true)
+        or (type(ev.request_id) == "string" and ended[ev.request_id] == true)
     end
     if drop then dropped = dropped + 1 else keep[#keep + 1] = entry.text end
   end

@@ -6,7 +6,9 @@
 -- The writer's rules (README.md, "JSON on the wire"): a Lua integer goes out
 -- with all its digits, a float as the shortest text that reads back as the
 -- same double (an integral float keeps ".0"); a table marked with
--- M.array (core.array_mt) is an array, [] when empty; another table is an
+-- M.array (core.array_mt), or with dkjson's mark (a metatable whose
+-- __jsontype is "array", as dkjson.decode gives), is an array, [] when empty;
+-- one with dkjson's "object" mark is an object; another table is an
 -- array when its keys are exactly 1..n (n >= 1), an object when they are all
 -- strings (written in sorted order), {} when it is empty; nil, cjson.null
 -- (= M.null) and dkjson.null are null. NaN, infinities, functions, userdata,
@@ -66,9 +68,15 @@ function M.encode_display(v)
 end
 
 local codec = cjson.new()
+codec.decode_max_depth(core.json_max_depth) -- as deep as the writer writes (lua-cjson stops at 1000)
 
---- Decodes JSON text (answers, kling's own files). Returns the value, or
--- raises like cjson.decode. Arrays are not marked; null is M.null.
+--- How deep JSON is written and answers are decoded: 4096 levels (the C
+-- poller's decoder and the engine's use the same limit).
+M.MAX_DEPTH = core.json_max_depth
+
+--- Decodes JSON text (answers, kling's own files), nested up to M.MAX_DEPTH
+-- levels. Returns the value, or raises like cjson.decode. Arrays are not
+-- marked; null is M.null.
 M.decode = codec.decode
 
 local strict = cjson.new()

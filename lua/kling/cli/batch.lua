@@ -8,7 +8,8 @@
 --   {"e":"submitting","key":K,"hash":H,"t":T,"tag":TAG}   just before a submit
 --       (a line whose mark cannot be written is not submitted: the batch stops, exit 8)
 --   {"e":"submitted","key":K,"id":ID,"model":M,"hash":H,"t":T}   as soon as it returns
---   {"e":"unknown","key":K,"hash":H,"t":T,"message":...}   a submit of unknown outcome
+--   {"e":"unknown","key":K,"hash":H,"t":T,"message":...,"id":ID}   a submit of unknown outcome
+--       (ID: the request id its answer named, when it named one: never sent again)
 --   {"e":"ended","key":K,"id":ID,"status":S,"t":T}   the job ended (and was downloaded, if completed)
 --   {"e":"not_sent","key":K,"t":T}   the submit was refused (an error answer): no job exists
 --   {"e":"released","key":K,"id":ID,"t":T}   cancelled after Ctrl-C: submit it again next time
@@ -45,7 +46,8 @@ function B.load_state(path)
       elseif ev.e == "submitted" and type(ev.id) == "string" then
         state[key] = { id = ev.id, model = ev.model, hash = ev.hash }
       elseif ev.e == "unknown" then
-        state[key] = { unknown = true, hash = ev.hash, message = ev.message }
+        state[key] = { unknown = true, hash = ev.hash, message = ev.message,
+          request_id = type(ev.id) == "string" and ev.id or nil }
       elseif ev.e == "ended" and state[key] and state[key].id == ev.id then
         state[key].status = ev.status
       elseif ev.e == "released" and state[key] and state[key].id == ev.id then
@@ -213,6 +215,7 @@ function B.run(cli, o, pos)
       end
     elseif rec and rec.unknown then
       item.action = o.retry_unknown and "submit" or "unknown"
+      item.unknown_id = rec.request_id
     else
       item.action = "submit"
     end
@@ -276,10 +279,12 @@ function B.run(cli, o, pos)
       elseif item.action == "unknown" then
         local when = item.unknown_t and (" at " .. os.date("%Y-%m-%d %H:%M:%S", item.unknown_t)) or ""
         local tag = item.unknown_tag and (", tag " .. item.unknown_tag) or ""
+        local what = item.unknown_id and ("its answer named request id " .. item.unknown_id .. " beside an error; check "
+          .. "it with: kling status " .. item.unknown_id) or "its answer never came"
         ctx:fail(require("kling.errors").new("submit_unknown",
-          "an earlier submit of this line" .. when .. tag .. " may have created a job (its answer never came); "
-            .. "it is not sent again (--retry-unknown sends it anyway)"), nil, nil,
-          { line = item.n, key = item.key, status = "unknown" })
+          "an earlier submit of this line" .. when .. tag .. " may have created a job (" .. what .. "); "
+            .. "it is not sent again (--retry-unknown sends it anyway)", { request_id = item.unknown_id }), nil, nil,
+          { line = item.n, key = item.key, status = "unknown", id = item.unknown_id })
       end
     end
 
@@ -351,13 +356,15 @@ function B.run(cli, o, pos)
             follow(item, job)
           else
             local said = "the next run looks for this submit in the journal (tag " .. tag .. ") and never sends it twice"
-            if err.kind == "submit_unknown" then
-              append({ e = "unknown", key = item.key, hash = item.hash, message = err.message }, said)
+            -- an answer that named a request id is never "not sent": the line is never sent again
+            local unknown = err.kind == "submit_unknown" or err.request_id ~= nil or err.request_id_raw ~= nil
+            if unknown then
+              append({ e = "unknown", key = item.key, hash = item.hash, message = err.message, id = err.request_id }, said)
             else
               append({ e = "not_sent", key = item.key }, said) -- refused for sure: no job exists
             end
             item.outcome = ctx:fail(err, nil, nil, { line = item.n, key = item.key, model = item.model,
-              status = err.kind == "submit_unknown" and "unknown" or "not_submitted" })
+              id = err.request_id, status = unknown and "unknown" or "not_submitted" })
             if err.kind ~= "validation" and err.kind ~= "bad_request" then
               stopped = err
               d:warn("kling: batch: no more submits after this error; run the same command again to go on")
