@@ -63,7 +63,8 @@ local function spawn(args, opts)
   until p.pid or os.time() > deadline
   function p.wait(seconds)
     local limit = os.time() + (seconds or 20)
-    while not helpers.read_file(base .. ".rc") and os.time() <= limit do helpers.sleep(0.05) end
+    -- the shell creates the .rc file before it writes the status in it
+    while not (helpers.read_file(base .. ".rc") or ""):match("%d+") and os.time() <= limit do helpers.sleep(0.05) end
     return { code = tonumber((helpers.read_file(base .. ".rc") or ""):match("%d+")),
       out = helpers.read_file(base .. ".out") or "", err = helpers.read_file(base .. ".err") or "" }
   end

@@ -62,7 +62,8 @@ local function spawn(args, opts)
     if not p.pid then helpers.sleep(0.02) end
   until p.pid or os.time() > deadline
   assert(p.pid, "no pid")
-  function p.done() return helpers.read_file(base .. ".rc") ~= nil end
+  -- the shell creates the .rc file before it writes the status in it: done once it holds one
+  function p.done() return (helpers.read_file(base .. ".rc") or ""):match("%d+") ~= nil end
   function p.wait(seconds)
     local limit = os.time() + (seconds or 20)
     while not p.done() and os.time() <= limit do helpers.sleep(0.05) end
