@@ -650,6 +650,7 @@ local function disk_download_phase()
   assert(c.leftovers == 0 and #left == 0, "a .part or a sidecar was left behind")
   assert(c.range_wrong == 0 and c.in_call_wrong == 0, "a range that was not the .part's")
   assert(stats.files.authorization_headers == 0, "the token went to the file host")
+  assert(c.retried_after_io == 0 and c.io_whole_part == 0, "a download was tried again after the disk was full")
   assert(c.io > 0 and c.fills > 2 and c.resumed > 0, "the disk never filled up: the bench tested nothing")
   print("download disk faults: all accounted for")
 end
