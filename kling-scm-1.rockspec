@@ -58,6 +58,7 @@ build = {
     ["kling.emulator"] = "lua/kling/emulator.lua",
     ["kling.emulator_video"] = "lua/kling/emulator_video.lua",
     ["kling.emulator.api"] = "lua/kling/emulator/api.lua",
+    ["kling.emulator.catalog"] = "lua/kling/emulator/catalog.lua",
     ["kling.emulator.cli"] = "lua/kling/emulator/cli.lua",
     ["kling.emulator.clock"] = "lua/kling/emulator/clock.lua",
     ["kling.emulator.control"] = "lua/kling/emulator/control.lua",

@@ -72,9 +72,11 @@ describe("doc/EMULATOR.md", function()
 
   it("says, for every fault, the routes it fits and whether the request is acted on", function()
     local seen = {}
+    local NUMBERS = { "one", "two", "three", "four", "five", "six", "seven", "eight", "nine" }
     for _, row in ipairs(table_rows("| fault | routes | acts | on the wire |")) do
       local kinds
-      if row[2] == "all five" then
+      if row[2]:match("^all ") then
+        assert.equal("all " .. NUMBERS[#routes.FAULT_KINDS], row[2])
         kinds = routes.FAULT_KINDS
       else
         kinds = {}

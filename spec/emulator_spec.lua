@@ -462,9 +462,12 @@ describe("kling-emulator", function()
     end)
 
     it("answers 405 with an Allow header for a wrong method", function()
-      local res = api("GET", "/models/" .. MODEL)
+      local res = api("PUT", "/models/" .. MODEL)
       assert.equal(405, res.status)
-      assert.equal("POST", res.headers.allow)
+      assert.equal("GET, POST", res.headers.allow)
+      res = api("POST", "/models")
+      assert.equal(405, res.status)
+      assert.equal("GET", res.headers.allow)
       res = api("DELETE", "/requests/abc/status")
       assert.equal(405, res.status)
       assert.equal("GET", res.headers.allow)
@@ -853,7 +856,8 @@ describe("kling-emulator", function()
       api("GET", "/nothing")
       emu:stats()
       local stats = emu:stats()
-      assert.same({ submit = 1, status = 2, result = 1, cancel = 1, download = 0, stats = 2, other = 1 }, stats.requests)
+      assert.same({ submit = 1, status = 2, result = 1, cancel = 1, catalog = 0, download = 0, stats = 2, other = 1 },
+        stats.requests)
       assert.equal(6, stats.requests_total)
       assert.equal(1, stats.jobs_created)
       assert.equal(1, stats.submits_answered)
@@ -1221,7 +1225,7 @@ describe("kling-emulator", function()
       end
       assert.is_string(emulator.RESET_METHOD)
       assert.matches("^Usage: kling%-emulator", emulator.USAGE)
-      assert.same({ "submit", "status", "result", "cancel", "download", "all" }, emulator.FAULT_ROUTES)
+      assert.same({ "submit", "status", "result", "cancel", "catalog", "download", "all" }, emulator.FAULT_ROUTES)
       local server = emulator.new{ quiet = true }
       for _, name in ipairs{ "listen", "loop", "step", "stop", "set_faults", "create_job", "advance",
           "set_clock", "read_request", "write_reply", "dispatch", "faulted", "draw_fault" } do

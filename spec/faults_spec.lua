@@ -126,7 +126,7 @@ describe("kling-emulator faults", function()
         ["download:truncated_json:1"] = "truncated_json does not apply to download",
         ["status:drop_after_create:1"] = "drop_after_create does not apply to status",
         ["download:error200:1"] = "error200 does not apply to download",
-        ["nowhere:503:1"] = "unknown route (submit, status, result, cancel, download or all)",
+        ["nowhere:503:1"] = "unknown route (submit, status, result, cancel, catalog, download or all)",
         ["status:418:1"] = "unknown fault",
         ["status:503:1.5"] = "rate must be a number from 0 to 1",
         ["status:503:-0.1"] = "rate must be a number from 0 to 1",
@@ -432,6 +432,72 @@ describe("kling-emulator faults", function()
       assert.is_true(res.body == emulator.pattern_bytes(0, 300000), "the bytes differ from the pattern")
     end)
 
+    it("empty: 200 with Content-Length 0 and no body to a GET of a file that exists; HEAD and 404 untouched", function()
+      local id = job("an emptied cat @emu:queue=0 @emu:run=0 @emu:bytes=1000")
+      emu:set_faults{ "download:empty:1" }
+      local res = emu:http("GET", emu.files .. "/v/" .. id .. ".mp4", { headers = { "Range: bytes=10-19" } })
+      assert.equal(200, res.status)
+      assert.equal("0", res.headers["content-length"])
+      assert.is_nil(res.headers["content-range"])
+      assert.equal("", res.body)
+      res = emu:http("HEAD", emu.files .. "/v/" .. id .. ".mp4")
+      assert.equal("1000", res.headers["content-length"])
+      assert.equal(404, emu:http("GET", emu.files .. "/v/" .. NO_JOB .. ".mp4").status)
+      assert.equal(1, injected("download", "empty"))
+    end)
+
+    it("not_ready: HTTP 400 with error_code 400005 on the result route, whatever the job's state, without acting", function()
+      local done = job()
+      local queued = job("a waiting cat @emu:queue=9")
+      emu:set_faults{ "result:not_ready:1" }
+      for _, id in ipairs{ done, queued, NO_JOB } do
+        local res = api("GET", "/requests/" .. id .. "/result")
+        assert.equal(400, res.status, id)
+        assert.same({ error_code = 400005, error_message = "Request is not completed yet (injected fault)" }, json(res.body))
+      end
+      assert.equal(0, emu:job_record(done).result_fetches)
+      assert.equal(3, injected("result", "not_ready"))
+      emu:set_faults{}
+      assert.equal("completed", json(api("GET", "/requests/" .. done .. "/result").body).status)
+      assert.is_nil((emulator.parse_fault("status:not_ready:1")))
+    end)
+
+    it("cancel_requested, cancel_bare: an accepted cancel answers outcome cancellation_requested, or no outcome", function()
+      local a, b = job("one to cancel @emu:queue=9"), job("two to cancel @emu:queue=9")
+      emu:set_faults{ "cancel:cancel_requested:1" }
+      assert.same({ request_id = a, status = "cancelled", outcome = "cancellation_requested" },
+        json(api("POST", "/requests/" .. a .. "/cancel").body))
+      emu:set_faults{ "cancel:cancel_bare:1" }
+      assert.same({ request_id = b, status = "cancelled" }, json(api("POST", "/requests/" .. b .. "/cancel").body))
+      for _, id in ipairs{ a, b } do
+        assert.equal("cancelled", json(api("GET", "/requests/" .. id .. "/status").body).status)
+      end
+      -- a cancel that is refused goes out as usual and does not count
+      local running = job("a running cat @emu:queue=0 @emu:run=9")
+      assert.same({ request_id = running, status = "in_progress", outcome = "not_cancellable" },
+        json(api("POST", "/requests/" .. running .. "/cancel").body))
+      assert.equal(1, injected("cancel", "cancel_requested"))
+      assert.equal(1, injected("cancel", "cancel_bare"))
+    end)
+
+    it("cancel_pending: cancellation_requested without outcome, then the status says so for ARG answers (default 1)", function()
+      local a, b = job("one pending @emu:queue=9"), job("two pending @emu:queue=9")
+      emu:set_faults{ "cancel:cancel_pending:1" }
+      assert.same({ request_id = a, status = "cancellation_requested" }, json(api("POST", "/requests/" .. a .. "/cancel").body))
+      emu:set_faults{ "cancel:cancel_pending:1:2" }
+      assert.same({ request_id = b, status = "cancellation_requested" }, json(api("POST", "/requests/" .. b .. "/cancel").body))
+      emu:set_faults{}
+      local function status(id) return json(api("GET", "/requests/" .. id .. "/status").body).status end
+      assert.equal("cancellation_requested", status(a))
+      assert.equal("cancelled", status(a))
+      assert.equal("cancellation_requested", status(b))
+      assert.equal("cancellation_requested", status(b))
+      assert.equal("cancelled", status(b))
+      assert.equal(2, injected("cancel", "cancel_pending"))
+      assert.is_nil((emulator.parse_fault("cancel:cancel_pending:1:-1")))
+      assert.is_nil((emulator.parse_fault("cancel:cancel_bare:1:2")))
+    end)
+
     it("all: applies each fault to the routes it fits; never to /__emulator/*", function()
       local id = job()
       emu:set_faults{ "all:cut:1", "all:drop_after_create:1" }
@@ -441,7 +507,7 @@ describe("kling-emulator faults", function()
       for _, res in ipairs{
         api("GET", "/requests/" .. id .. "/status"), api("GET", "/requests/" .. id .. "/result"),
         api("POST", "/requests/" .. id .. "/cancel"), post_submit("x"),
-        emu:http("GET", emu.files .. "/v/" .. id .. ".mp4"),
+        emu:http("GET", emu.files .. "/v/" .. id .. ".mp4"), api("GET", "/models"),
       } do
         assert.equal(503, res.status)
       end
@@ -451,11 +517,11 @@ describe("kling-emulator faults", function()
       end
       -- refused requests and unknown routes are answered as usual, and draw nothing
       assert.equal(401, api("GET", "/requests/" .. id .. "/status", { token = false }).status)
-      assert.equal(405, api("GET", "/models/" .. MODEL).status)
+      assert.equal(405, api("DELETE", "/models/" .. MODEL).status)
       assert.equal(400, api("GET", "/requests/bad.id/status").status)
       assert.equal(404, api("GET", "/nothing").status)
       local by_route = emu:stats().faults.injected
-      for _, route in ipairs{ "submit", "status", "result", "cancel", "download" } do
+      for _, route in ipairs{ "submit", "status", "result", "cancel", "catalog", "download" } do
         assert.equal(1, by_route[route]["503"], route)
       end
     end)

@@ -11,6 +11,7 @@
 --   emulator/routes.lua    the route table, the counters derived from it, dispatch
 --   emulator/faults.lua    the fault table: parsing, drawing, shaping replies, --help's list
 --   emulator/api.lua       the /v1 handlers (submit, status, result, cancel)
+--   emulator/catalog.lua   the model catalog (GET /v1/models...) and its models' input checks
 --   emulator/files.lua     the file host (/v/, /r/, a file's change)
 --   emulator/control.lua   the /__emulator handlers (stats, reset, jobs, clock)
 --   emulator/jobs.lua      the job model: directives, times, states, answers' bodies
@@ -20,8 +21,8 @@
 --   emulator/util.lua      the seeded generator, number text, HTTP dates
 --   emulator/cli.lua       the command line (lua-argparse) and main
 --
--- Calls go one way: listener -> http, routes (dispatch) -> faults -> handlers (api, files,
--- control) -> jobs, pattern -> reply, util. A request: listener reads it (http), the
+-- Calls go one way: listener -> http, routes (dispatch) -> faults -> handlers (api, catalog,
+-- files, control) -> jobs, pattern -> reply, util. A request: listener reads it (http), the
 -- route table routes it, faults draw, a handler answers, the writer (http) sends it.
 --
 -- Usage:
@@ -39,6 +40,7 @@ local http = require "kling.emulator.http"
 local routes = require "kling.emulator.routes"
 local faults = require "kling.emulator.faults"
 local api = require "kling.emulator.api"
+local catalog = require "kling.emulator.catalog"
 local files = require "kling.emulator.files"
 local control = require "kling.emulator.control"
 local listener = require "kling.emulator.listener"
@@ -56,7 +58,9 @@ M.DEFAULTS = {
   run = 5,
   queue_position = 3,
   idle_timeout = 60,          -- seconds an idle keep-alive connection is kept
-  max_body = 16 * 1024 * 1024, -- largest request body accepted
+  max_body = 64 * 1024 * 1024, -- largest request body accepted (RunComfy's observed limit)
+  result_not_ready = "status", -- the result route of an unfinished job: "status" or "400005"
+  result_lag = nil,           -- 400005 answers after a job completes: "N" (answers) or "Ss"
 }
 local DEFAULTS = M.DEFAULTS
 
@@ -81,6 +85,11 @@ M.sample_video = pattern.sample
 M.parse_timing = jobs.parse_timing
 M.parse_directives = jobs.parse_directives
 M.parse_error_directive = jobs.parse_error_directive
+M.parse_wait = jobs.parse_wait
+M.parse_cancel = jobs.parse_cancel
+M.NOT_READY_KINDS = jobs.NOT_READY_KINDS
+M.CATALOG = catalog.MODELS
+M.check_input = catalog.check_input
 M.job_state = jobs.state
 M.ODD_IDS = jobs.ODD_IDS
 M.ODD_OUTPUTS = jobs.ODD_OUTPUTS
@@ -94,7 +103,7 @@ M.FILE_ROUTES = routes.FILE_ROUTES
 
 --- Every route handler by name: handler(server, req, capture) -> reply.
 M.handlers = {}
-for _, part in ipairs{ api, files, control, faults } do
+for _, part in ipairs{ api, catalog, files, control, faults } do
   for name, fn in pairs(part.handlers) do
     assert(not M.handlers[name], "two handlers named " .. name)
     M.handlers[name] = fn
@@ -171,6 +180,14 @@ local function settle_options(opts)
   o.run_lo, o.run_hi = jobs.parse_timing(o.run)
   if not o.queue_lo then return nil, "bad queue time: " .. tostring(o.queue) end
   if not o.run_lo then return nil, "bad run time: " .. tostring(o.run) end
+  if math.type(o.result_not_ready) then o.result_not_ready = tostring(o.result_not_ready) end
+  if not jobs.NOT_READY_KINDS[o.result_not_ready] then
+    return nil, "bad result_not_ready: " .. tostring(o.result_not_ready) .. " (status or 400005)"
+  end
+  if o.result_lag ~= nil then
+    o.result_lag_wait = jobs.parse_wait(o.result_lag)
+    if not o.result_lag_wait then return nil, "bad result_lag: " .. tostring(o.result_lag) .. " (N or Ss)" end
+  end
   local clk, cerr = clock.new(opts.clock)
   if not clk then return nil, cerr end
   o.clock_source = clk
@@ -185,7 +202,10 @@ end
 -- @param opts table, every field optional: host, port, files_port, token, queue, run
 --   (seconds, "LO:HI" or { LO, HI }), queue_position, video_bytes, seed, quiet, load (the
 --   load preset), log (function(line)), clock ("monotonic" (default), "manual", or a
---   function returning seconds), idle_timeout, max_body, faults (a list of
+--   function returning seconds), idle_timeout, max_body (bytes), result_not_ready
+--   ("status" or "400005": what the result route of an unfinished job answers),
+--   result_lag (400005 answers after a job completes: a count "N" or seconds "Ss"),
+--   faults (a list of
 --   "ROUTE:FAULT:RATE[:ARG]" strings or entries, or one comma-separated string; see
 --   parse_faults).
 -- @return server (raises on a bad queue, run, clock or faults: a programming error)

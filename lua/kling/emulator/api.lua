@@ -1,11 +1,12 @@
 --- kling.emulator.api: the handlers of the API routes (/v1, bearer token required).
 --
 -- POST /v1/models/{model_id} (submit), GET /v1/requests/{id}/status, GET .../result,
--- POST .../cancel. Each takes (server, req, capture) and returns a reply
+-- POST .../cancel. (The GET routes of /v1/models are kling.emulator.catalog's.) Each takes (server, req, capture) and returns a reply
 -- (kling.emulator.reply); the job model is kling.emulator.jobs. The route table
 -- (kling.emulator.routes) has already checked the token, the method and the id's shape,
 -- and the faults (kling.emulator.faults) decide whether a handler runs at all.
 local jobs = require "kling.emulator.jobs"
+local catalog = require "kling.emulator.catalog"
 local reply = require "kling.emulator.reply"
 local util = require "kling.emulator.util"
 
@@ -22,8 +23,10 @@ M.handlers = {}
 local handlers = M.handlers
 
 local function validation_error(loc, msg, kind)
+  local name = loc[2] and tostring(loc[2]) or loc[1] -- the field, and its index in an array
+  if loc[3] then name = name .. "[" .. tostring(loc[3]) .. "]" end
   return json_reply(422, {
-    error_message = "Input validation failed: " .. loc[#loc] .. ": " .. msg,
+    error_message = "Input validation failed: " .. name .. ": " .. msg,
     detail = { { loc = loc, msg = msg, type = kind } },
   })
 end
@@ -50,6 +53,8 @@ function handlers.submit(self, req, model_id)
   if type(prompt) ~= "string" or not prompt:find("%S") then
     return validation_error({ "body", "prompt" }, "prompt must be a non-empty string", "value_error")
   end
+  local data_uris, loc, msg, kind = catalog.check_input(model_id, input)
+  if not data_uris then return validation_error(loc, msg, kind) end
   local directives = jobs.parse_directives(prompt)
   local code = tonumber(directives.error200)
   if code then
@@ -60,17 +65,22 @@ function handlers.submit(self, req, model_id)
     if name ~= "authorization" then headers[name] = value end
   end
   local job = self:create_job(model_id, body, input, directives, headers)
+  job.price, job.data_uris = catalog.price(model_id), data_uris
   req.job = job
   local fault_counts = self.counters.faults
   fault_counts.jobs_created_by_attempt = fault_counts.jobs_created_by_attempt + 1
   local answer_id = jobs.ODD_IDS[directives.request_id] or job.id -- @emu:request_id=KIND: an id a client must refuse
+  local r
   if job.nourls then
-    return json_reply(200, { request_id = answer_id })
+    r = json_reply(200, { request_id = answer_id })
+  else
+    local status_url, result_url, cancel_url = self:job_urls(job)
+    r = json_reply(200, {
+      request_id = answer_id, status_url = status_url, result_url = result_url, cancel_url = cancel_url,
+    })
   end
-  local status_url, result_url, cancel_url = self:job_urls(job)
-  return json_reply(200, {
-    request_id = answer_id, status_url = status_url, result_url = result_url, cancel_url = cancel_url,
-  })
+  r.delay = job.submit_delay -- @emu:submit_delay=S: the answer waits S seconds of the clock
+  return r
 end
 
 -- @emu:error_ROUTE=CODE[@HTTP][*N]: the job's first N requests on that route answer
@@ -109,11 +119,25 @@ function handlers.status(self, _, id)
     job.status_key = key
     job.status_reply = with_extra_code(job, json_reply(200, self:status_body(job, state, position)))
   end
+  if state == "cancelling" then jobs.cancelling_answered(job, now) end
   return job.status_reply
 end
 
+local OUTPUTS
 local ODD_MARK = "\0emu-odd-output\0"
 local ODD_MARK_JSON = json.encode(ODD_MARK)
+
+--- The outputs of @emu:output=KIND that a client cannot download (and videos, a usable
+-- one): kind -> function(server, job) -> the output value (nil: no "output" field).
+M.OUTPUTS = {
+  empty = function() return { video = "" } end,
+  missing = function() return {} end,
+  null = function() return { video = reply.null } end,
+  videos_empty = function() return { videos = reply.array({}) } end,
+  none = function() return nil end,
+  videos = function(self, job) return { videos = { self:video_url(job) } } end,
+}
+OUTPUTS = M.OUTPUTS
 
 -- The body of a result answer: the final one once the job is over, else its status.
 local function result_body(self, job, state, position)
@@ -125,10 +149,15 @@ local function result_body(self, job, state, position)
       finished_at = self:iso(job.ends),
     }
     if state == "completed" then
-      body.output = { video = self:video_url(job) }
-      if jobs.ODD_OUTPUTS[job.directives.output] then body.output.extra = ODD_MARK end
+      local shape = OUTPUTS[job.directives.output]
+      if shape then
+        body.output = shape(self, job)
+      else
+        body.output = { video = self:video_url(job) }
+        if jobs.ODD_OUTPUTS[job.directives.output] then body.output.extra = ODD_MARK end
+      end
     else
-      body.error = { error_code = 500001, error_message = job.fail }
+      body.error = jobs.fail_error(job)
     end
     return body
   elseif state == "cancelled" then
@@ -136,6 +165,33 @@ local function result_body(self, job, state, position)
   end
   return self:status_body(job, state, position)
 end
+
+--- The answer of the result route when the job's result is not to be had, or nil:
+-- 400005 before the end (@emu:result_not_ready, --result-not-ready 400005) and for a while
+-- after completed (@emu:result_lag, --result-lag); 404 or 400 after any end (@emu:no_result).
+local function result_refusal(job, state, now)
+  if FINAL[state] then
+    if job.no_result then
+      job.no_result_answers = job.no_result_answers + 1
+      if job.no_result == 400 then return error_reply(400, 400001, "Request result not available") end
+      return not_found("Request result not found")
+    end
+    local lag = state == "completed" and job.lag
+    if not lag then return nil end
+    if lag.answers then
+      if job.lag_answers >= lag.answers then return nil end
+      job.lag_answers = job.lag_answers + 1
+    elseif now >= job.ends + lag.seconds then
+      return nil
+    end
+  elseif job.not_ready ~= "400005" then
+    return nil
+  end
+  job.not_ready_answers = job.not_ready_answers + 1
+  return error_reply(400, 400005, M.NOT_READY_MESSAGE)
+end
+
+M.NOT_READY_MESSAGE = "Request is not completed yet"
 
 --- GET /v1/requests/{id}/result: the final body once the job is over, else its status.
 function handlers.result(self, req, id)
@@ -146,6 +202,9 @@ function handlers.result(self, req, id)
   job.polls.result = job.polls.result + 1
   local now = self.clock()
   local state, position = job_state(job, now)
+  local refusal = result_refusal(job, state, now)
+  if refusal then return refusal end
+  if state == "cancelling" then jobs.cancelling_answered(job, now) end
   if FINAL[state] then
     job.noticed_at = job.noticed_at or micro(now)
     job.result_at = job.result_at or micro(now)
@@ -166,19 +225,38 @@ function handlers.result(self, req, id)
   return r
 end
 
---- POST /v1/requests/{id}/cancel: cancels a queued job; otherwise not_cancellable.
-function handlers.cancel(self, _, id)
+--- POST /v1/requests/{id}/cancel: cancels a queued job; otherwise not_cancellable. The
+-- answer of a cancel that was accepted (or of a job already cancelled) takes the shape of
+-- the job's @emu:cancel=KIND, or the one a cancel fault put in req.cancel_mode:
+--   cancelled (default)  {"request_id","status":"cancelled","outcome":"cancelled"}
+--   requested            {"request_id","status":"cancelled","outcome":"cancellation_requested"}
+--   bare                 {"request_id","status":"cancelled"}
+--   pending              {"request_id","status":"cancellation_requested"}: the job is
+--                        cancelling until its wait is over (jobs.cancel)
+-- A job that is cancelling answers as pending. The reply's accepted is true when the job
+-- is (being) cancelled, for the cancel faults.
+function handlers.cancel(self, req, id)
   local job = self.jobs[id]
   if not job then return not_found("Request not found") end
   local directed = directed_error(job, "cancel")
   if directed then return directed end
   job.polls.cancel = job.polls.cancel + 1
-  local state = jobs.cancel(job, self.clock())
-  return json_reply(200, {
-    request_id = job.id,
-    status = wire_status(job, state),
-    outcome = state == "cancelled" and "cancelled" or "not_cancellable",
-  })
+  local mode = req.cancel_mode or job.cancel_mode
+  local state = jobs.cancel(job, self.clock(), mode)
+  local body = { request_id = job.id, status = wire_status(job, state) }
+  if state == "cancelled" then
+    local kind = mode and mode.kind
+    if kind == "requested" then
+      body.outcome = "cancellation_requested"
+    elseif kind ~= "bare" then
+      body.outcome = "cancelled"
+    end
+  elseif state ~= "cancelling" then
+    body.outcome = "not_cancellable"
+  end
+  local r = json_reply(200, body)
+  r.accepted = state == "cancelled" or state == "cancelling"
+  return r
 end
 
 return M

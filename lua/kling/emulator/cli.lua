@@ -54,6 +54,16 @@ local function clock_kind(text)
   return bad("clock", text .. " (" .. table.concat(clock.KINDS, " or ") .. ")")
 end
 
+local function not_ready_kind(text)
+  if not emulator.NOT_READY_KINDS[text] then return bad("result-not-ready", text .. " (status or 400005)") end
+  return text
+end
+
+local function wait_value(text)
+  if not emulator.parse_wait(text) then return bad("result-lag", text .. " (N answers or Ss seconds)") end
+  return text
+end
+
 -- The flags: long name, argument name (nil: a flag), converter, help.
 local FLAGS = {
   { "host", "H", string_value("host"), "address both listeners bind to (default " .. D.host .. ")" },
@@ -69,8 +79,12 @@ local FLAGS = {
   { "video-bytes", "N", whole("video-bytes", 0), "serve N bytes of the test pattern instead of the sample MP4" },
   { "seed", "N", whole("seed"), "seed for ids, drawn times and fault decisions (default: varies)" },
   { "faults", "SPEC", fault_list, "inject faults, SPEC = ROUTE:FAULT:RATE[:ARG] (repeatable, or comma-separated); "
-    .. "ROUTE: " .. table.concat(faults.ROUTES, " ") .. "; RATE: 0 to 1; FAULT and ARG: see Faults below; "
+    .. "ROUTE, FAULT and ARG: see Faults below; RATE: 0 to 1; "
     .. "e.g. --faults status:503:0.2 --faults all:429:0.1:2" },
+  { "result-not-ready", "KIND", not_ready_kind, "what the result route of an unfinished job answers: status (its "
+    .. "status body, the default) or 400005 (HTTP 400 with error_code 400005)" },
+  { "result-lag", "N|Ss", wait_value, "a completed job's first N result requests (or those in the S seconds "
+    .. "after its end) answer 400005 (default none)" },
   { "clock", "KIND", clock_kind, "the jobs' clock: monotonic (default) or manual (moves only when driven "
     .. "by POST /__emulator/clock)" },
   { "exit-on-stdin-eof", nil, nil, "exit when standard input reaches end of file" },
@@ -78,7 +92,10 @@ local FLAGS = {
 }
 M.FLAGS = FLAGS
 
-local EPILOG = "Faults (FAULT in --faults; * = acts on the request first; [routes] unless all five):\n"
+local NUMBERS = { "one", "two", "three", "four", "five", "six", "seven", "eight", "nine" }
+local EPILOG = "Faults (FAULT in --faults; * = acts on the request first; [routes] unless all "
+  .. (NUMBERS[#faults.ROUTES - 1] or #faults.ROUTES - 1) .. "):\n"
+  .. "  ROUTE: " .. table.concat(faults.ROUTES, " ") .. "\n"
   .. faults.help("  ")
   .. "\nFirst line on stdout once listening:\n"
   .. "  kling-emulator api=http://HOST:PORT/v1 files=http://HOST:PORT2 stats=http://HOST:PORT/__emulator/stats\n"

@@ -32,7 +32,8 @@ end
 --- GET /__emulator/stats: the counters, the connections, the jobs by state.
 function handlers.stats(self)
   local c = self.counters
-  local by_state = { in_queue = 0, in_progress = 0, completed = 0, failed = 0, cancelled = 0, custom = 0 }
+  local by_state = { in_queue = 0, in_progress = 0, completed = 0, failed = 0, cancelled = 0, custom = 0,
+    cancelling = 0 }
   local now = self.clock()
   local status_polls = { n = 0, sum = 0 }
   local result_fetches = { n = 0, sum = 0 }
@@ -110,6 +111,7 @@ function handlers.job_record(self, _, id)
     ends_at = job.ends,
     finished_at_clock = finished_clock(job, state) or null,
     cancelled_at_clock = job.cancelled_at or null,
+    cancel_requested_at_clock = job.cancel_requested_at or null,
     noticed_at_clock = job.noticed_at or null,
     result_at_clock = job.result_at or null,
     status_polls = job.polls.status,
@@ -121,6 +123,12 @@ function handlers.job_record(self, _, id)
     headers = job.headers,
     polls = job.polls,
     error_answers = job.error_answers,
+    not_ready_answers = job.not_ready_answers,
+    no_result_answers = job.no_result_answers,
+    submit_delay = job.submit_delay or null,
+    price_per_second = job.price or jobs.PRICE_PER_SECOND,
+    data_uris = array(job.data_uris or {}),
+    body_bytes = #job.body,
     body = job.body,
   })
   -- the input exactly as received (it parsed as a JSON object at submit)

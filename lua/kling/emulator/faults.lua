@@ -41,6 +41,7 @@ local ARGS = {
   integer = { whole = true, min = 0, rule = "whole seconds >= 0" },
   seconds = { min = 0, rule = "seconds >= 0" },
   rate = { whole = true, min = 1, rule = "whole bytes per second >= 1" },
+  count = { whole = true, min = 0, rule = "a whole number of answers >= 0" },
 }
 
 local ANY = { json = true, file = true }
@@ -76,8 +77,25 @@ local function range_fault(shape)
   end
 end
 
+-- A cancel fault: the handler answers an accepted cancel in this shape (req.cancel_mode,
+-- see kling.emulator.api's cancel); a cancel that is refused goes out as usual, not counted.
+local function cancel_fault(kind)
+  return {
+    before = function(req, arg)
+      req.cancel_mode = { kind = kind, wait = kind == "pending" and { answers = arg } or nil }
+    end,
+    reply = function(_, _, r)
+      if not r.accepted then return nil end
+      return r
+    end,
+  }
+end
+local CANCEL_REQUESTED, CANCEL_BARE, CANCEL_PENDING =
+  cancel_fault("requested"), cancel_fault("bare"), cancel_fault("pending")
+
 -- Each reply function: (server, entry, reply (the handler's, for faults that act), req,
 -- arg (the entry's ARG, or the fault's default)) -> the reply to send | nil when the fault does not apply to this answer (not counted).
+-- A fault that acts may also have before(req, arg), run before the handler.
 -- A reply with close = "reset" | "drop" closes the connection without an answer; delay
 -- waits that many seconds of the emulator's clock first; cut sends half of a file's body;
 -- trickle sends it that many bytes per second.
@@ -128,6 +146,19 @@ M.LIST = {
     reply = function() return { status = 200, type = "application/json", body = MALFORMED_BODY } end },
   { name = "error200", fits = JSON, summary = "200 with an error body",
     reply = function() return { status = 200, type = "application/json", body = ERROR200_BODY } end },
+  { name = "not_ready", fits = { result = true }, summary = "400 with error_code 400005 (not completed yet)",
+    reply = function()
+      return error_reply(400, 400005, "Request is not completed yet (injected fault)")
+    end },
+  { name = "cancel_requested", fits = { cancel = true }, acts = true,
+    summary = "an accepted cancel answers outcome cancellation_requested",
+    before = CANCEL_REQUESTED.before, reply = CANCEL_REQUESTED.reply },
+  { name = "cancel_bare", fits = { cancel = true }, acts = true,
+    summary = "an accepted cancel answers no outcome",
+    before = CANCEL_BARE.before, reply = CANCEL_BARE.reply },
+  { name = "cancel_pending", fits = { cancel = true }, arg = "count", default = 1, acts = true,
+    summary = "an accepted cancel answers cancellation_requested, cancelled after ARG answers (default 1)",
+    before = CANCEL_PENDING.before, reply = CANCEL_PENDING.reply },
   { name = "cut", fits = FILE, acts = true, summary = "sends half the body announced, then closes",
     reply = function(_, _, r, req)
       if not r.source or r.length < 1 or req.method == "HEAD" then return nil end
@@ -336,6 +367,7 @@ function M.faulted(server, kind, name, req, capture)
   local spec = FAULTS[fault]
   local r
   if spec.acts then
+    if spec.before then spec.before(req, entry.arg or spec.default) end
     r = server.handlers[name](server, req, capture)
     local job = req.job
     if job then

@@ -47,7 +47,7 @@ local REASONS = M.REASONS
 --- The reader's limits, unless the caller gives others: timeout (seconds of silence inside
 -- a request, and before one on a kept-alive connection), line (bytes of one line, CRLF
 -- included), head (bytes of all header lines), headers (lines), body (bytes).
-M.LIMITS = { timeout = 60, line = 8192, head = 64 * 1024, headers = 200, body = 16 * 1024 * 1024 }
+M.LIMITS = { timeout = 60, line = 8192, head = 64 * 1024, headers = 200, body = 64 * 1024 * 1024 }
 
 local CHUNK = 64 * 1024 -- the writer's piece of a streamed body
 

@@ -3,7 +3,8 @@
 -- A job is a record with timestamps on the emulator's clock (kling.emulator.clock); its
 -- state is computed from the clock when asked, so nothing ticks and no request costs
 -- O(number of jobs). States: in_queue, in_progress, completed, failed, cancelled, custom
--- (an @emu:status word). The directives (@emu:NAME[=VALUE] words of the prompt) shape a
+-- (an @emu:status word), cancelling (a cancel answered cancellation_requested, until its
+-- wait is over). The directives (@emu:NAME[=VALUE] words of the prompt) shape a
 -- job when it is created; they are read here and nowhere else, except the error answers
 -- they ask for (kling.emulator.api) and the file host's (kling.emulator.files).
 -- The functions taking `server` first are installed as methods of the server object.
@@ -24,7 +25,8 @@ M.PRICE_PER_SECOND = 0.112 -- 0.56 for the default 5 s clip
 M.DIRECTIVES = {
   "queue", "run", "fail", "status", "spell", "nourls", "error200", "bytes", "pattern", "validators",
   "ifrange", "redirect", "redirect_to", "redirect_code", "signed", "output", "request_id",
-  "error_status", "error_result", "error_cancel", "extra_code",
+  "error_status", "error_result", "error_cancel", "extra_code", "result_not_ready", "result_lag",
+  "cancel", "fail_error", "no_result", "submit_delay",
 }
 
 -- ---------------------------------------------------------------------------------------
@@ -53,6 +55,40 @@ function M.parse_timing(value)
   lo, hi = util.finite_seconds(lo), util.finite_seconds(hi)
   if not lo or not hi or lo > hi then return nil end
   return lo, hi
+end
+
+--- Read a wait counted in answers or in seconds: "N" (a whole number of answers) or "Ss"
+-- (seconds of the emulator's clock, fractions allowed), as @emu:result_lag, --result-lag
+-- and @emu:cancel=pending:... take it.
+-- @return { answers = N } | { seconds = S } | nil when the value is neither
+function M.parse_wait(value)
+  if type(value) == "number" then value = tostring(value) end
+  if type(value) ~= "string" then return nil end
+  local n = value:match("^%s*(%d+)%s*$")
+  if n then return { answers = tonumber(n) } end
+  local s = util.finite_seconds(tonumber(value:match("^%s*([%d.]+)s%s*$")))
+  if s then return { seconds = s } end
+  return nil
+end
+
+--- What the result route of an unfinished job answers: "status" (its status body, as
+-- RunComfy documents) or "400005" (HTTP 400 with error_code 400005, as it is observed).
+M.NOT_READY_KINDS = { status = true, ["400005"] = true }
+
+--- The shapes of an accepted cancel's answer (@emu:cancel=KIND).
+M.CANCEL_KINDS = { cancelled = true, requested = true, bare = true, pending = true }
+
+--- Read @emu:cancel=KIND (cancelled, requested, bare, pending, pending:N, pending:Ss).
+-- @return { kind, wait ({ answers } | { seconds }, for pending; default 1 answer) } | nil
+function M.parse_cancel(value)
+  if type(value) ~= "string" then return nil end
+  local kind, wait = value:match("^(%a+):(.+)$")
+  if kind ~= "pending" then kind, wait = value, nil end
+  if not M.CANCEL_KINDS[kind] then return nil end
+  if kind ~= "pending" then return { kind = kind } end
+  local w = wait and M.parse_wait(wait)
+  if wait and not w then return nil end
+  return { kind = kind, wait = w or { answers = 1 } }
 end
 
 -- This job's time: from its directive (seconds or LO:HI) if valid, else the server's;
@@ -207,6 +243,17 @@ function M.create(server, model_id, body, input, directives, headers)
     polls = { status = 0, result = 0, cancel = 0 },
     error_answers = { status = 0, result = 0, cancel = 0 }, -- answers of @emu:error_ROUTE
   }
+  -- the result route: before the end, after it, and for a job that ended without a result
+  local not_ready = directives.result_not_ready
+  if not_ready == true then not_ready = "400005" end
+  job.not_ready = M.NOT_READY_KINDS[not_ready] and not_ready or server.result_not_ready or "status"
+  job.lag = M.parse_wait(directives.result_lag) or server.result_lag_wait
+  job.lag_answers, job.not_ready_answers, job.no_result_answers = 0, 0, 0
+  local no_result = directives.no_result
+  job.no_result = (no_result == true or no_result == "404") and 404 or no_result == "400" and 400 or nil
+  job.fail_error = (directives.fail_error == "string" or directives.fail_error == "object") and directives.fail_error or nil
+  job.cancel_mode = M.parse_cancel(directives.cancel)
+  job.submit_delay = util.finite_seconds(tonumber(directives.submit_delay))
   file_directives(job, directives, server.video_bytes)
   server.jobs[id] = job
   server.job_list[#server.job_list + 1] = job
@@ -222,6 +269,16 @@ end
 -- States: in_queue, in_progress, completed, failed, cancelled, custom (an @emu:status word).
 function M.state(job, now)
   if job.cancelled_at then return "cancelled" end
+  local pending = job.cancel_pending
+  if pending then
+    -- a cancel answered cancellation_requested: cancelled once its wait is over (seconds
+    -- here; answers as they are sent, see cancelling_answered)
+    if pending.until_clock and now >= pending.until_clock then
+      job.cancelled_at, job.cancel_pending = pending.until_clock, nil
+      return "cancelled"
+    end
+    return "cancelling"
+  end
   local t = now - job.created
   if t < job.queue then
     local left = job.queue > 0 and (job.queue - t) / job.queue or 0
@@ -245,6 +302,7 @@ end
 --- The status word a client sees for a state (@emu:status, @emu:spell=alt).
 function M.wire_status(job, state)
   if state == "custom" then return job.status_word end
+  if state == "cancelling" then return "cancellation_requested" end
   if job.alt then
     if state == "completed" then return "succeeded" end
     if state == "cancelled" then return "canceled" end
@@ -252,19 +310,40 @@ function M.wire_status(job, state)
   return state
 end
 
---- Cancel a job at clock time now if it is still queued. @return its state after
-function M.cancel(job, now)
+--- Cancel a job at clock time now if it is still queued.
+-- @param mode nil or { kind, wait } (parse_cancel): with kind "pending" the job is
+--   cancelling (status cancellation_requested) until wait is over: its next wait.answers
+--   status or result answers, or wait.seconds of the clock (0 of either: at once)
+-- @return its state after ("cancelling" for a pending cancel accepted now, even with a
+--   wait of 0), accepted (true when this request cancelled it)
+function M.cancel(job, now, mode)
   local state = M.state(job, now)
-  if state == "in_queue" then
+  if state ~= "in_queue" then return state, false end
+  job.cancel_requested_at = micro(now)
+  local wait = mode and mode.kind == "pending" and mode.wait
+  if not wait or (wait.answers or wait.seconds) == 0 then
     job.cancelled_at = micro(now)
-    state = "cancelled"
+  elseif wait.seconds then
+    job.cancel_pending = { until_clock = micro(now + wait.seconds) }
+  else
+    job.cancel_pending = { answers_left = wait.answers }
   end
-  return state
+  return wait and "cancelling" or "cancelled", true
 end
 
---- The cost of a completed job (USD), as ?include_cost=true reports it.
+--- Note a status or result answer that said cancellation_requested: the job is cancelled
+-- once it has had the answers its pending cancel waits for.
+function M.cancelling_answered(job, now)
+  local pending = job.cancel_pending
+  if not (pending and pending.answers_left) then return end
+  pending.answers_left = pending.answers_left - 1
+  if pending.answers_left <= 0 then job.cancelled_at, job.cancel_pending = micro(now), nil end
+end
+
+--- The cost of a completed job (USD), as ?include_cost=true reports it: its model's
+-- price per second (the catalog's, else PRICE_PER_SECOND) times its duration, in cents.
 function M.cost(job)
-  return floor(M.PRICE_PER_SECOND * job.duration * 100 + 0.5) / 100
+  return floor((job.price or M.PRICE_PER_SECOND) * job.duration * 100 + 0.5) / 100
 end
 
 -- ---------------------------------------------------------------------------------------
@@ -288,7 +367,17 @@ function M.status_body(server, job, state, position)
   }
   if state == "in_queue" then body.queue_position = position end
   if state == "in_progress" then body.instance_id = job.instance_id end
+  if state == "failed" and job.fail_error then body.error = M.fail_error(job) end
   return body
+end
+
+--- The error a failed job's answers carry: {"error_code":500001,"error_message":M} on the
+-- result route by default; with @emu:fail_error=string the message itself, with =object
+-- {"message":M}, on both the status and the result routes.
+function M.fail_error(job)
+  if job.fail_error == "string" then return job.fail end
+  if job.fail_error == "object" then return { message = job.fail } end
+  return { error_code = 500001, error_message = job.fail }
 end
 
 --- An ISO 8601 UTC time (whole seconds) of clock time t.

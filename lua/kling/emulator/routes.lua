@@ -5,8 +5,11 @@
 -- "other"), auth (needs the bearer token), id (the capture is a request id to check),
 -- faults (the route draws for faults; "json" for answers in JSON, "file" for the file
 -- host's: which faults fit it, see kling.emulator.faults), methods (method -> handler name;
--- the handlers are kling.emulator.api's, .control's and .files'). A new route is one line
--- here and one handler; its counter, its fault route name and its 405 answers follow.
+-- the handlers are kling.emulator.api's, .catalog's, .control's and .files'). A new route
+-- is one line here and one handler; its counter, its fault route name and its 405 answers
+-- follow. Several lines may share a pattern with other methods (POST /v1/models/{id} is a
+-- submit, GET the catalog's model): a request goes to the first line whose pattern and
+-- method both fit, and a 405's Allow lists the methods of every line whose pattern fits.
 --
 -- Dispatch: route one request -> reply, kind, injected fault (name) | nil. The server's
 -- faulted method (kling.emulator.faults) runs the handler of a faultable route.
@@ -22,6 +25,9 @@ M.API_ROUTES = {
   { pattern = "^/v1/requests/([^/]*)/status$", kind = "status", auth = true, id = true, faults = "json", methods = { GET = "status" } },
   { pattern = "^/v1/requests/([^/]*)/result$", kind = "result", auth = true, id = true, faults = "json", methods = { GET = "result" } },
   { pattern = "^/v1/requests/([^/]*)/cancel$", kind = "cancel", auth = true, id = true, faults = "json", methods = { POST = "cancel" } },
+  { pattern = "^/v1/models$", kind = "catalog", auth = true, faults = "json", methods = { GET = "models" } },
+  { pattern = "^/v1/models/categories$", kind = "catalog", auth = true, faults = "json", methods = { GET = "model_categories" } },
+  { pattern = "^/v1/models/(.+)$", kind = "catalog", auth = true, faults = "json", methods = { GET = "model" } },
   { pattern = "^/__emulator/stats$", kind = "stats", methods = { GET = "stats" } },
   { pattern = "^/__emulator/reset$", kind = "stats", methods = { POST = "reset" } },
   { pattern = "^/__emulator/jobs/([^/]*)$", kind = "stats", methods = { GET = "job_record" } },
@@ -116,10 +122,19 @@ local function count_file_request(self, req)
   end
 end
 
--- 405 with the route's methods in Allow.
-local function not_allowed(route)
-  local allow = {}
-  for method in pairs(route.methods) do allow[#allow + 1] = method end
+-- 405 with the methods of every route whose pattern fits the path in Allow.
+local function not_allowed(list, path)
+  local allow, seen = {}, {}
+  for _, route in ipairs(list) do
+    if path:match(route.pattern) then
+      for method in pairs(route.methods) do
+        if not seen[method] then
+          seen[method] = true
+          allow[#allow + 1] = method
+        end
+      end
+    end
+  end
   table.sort(allow)
   local r = error_reply(405, 405001, "Method not allowed")
   r.headers = { { "Allow", concat(allow, ", ") } }
@@ -130,29 +145,48 @@ end
 function M.dispatch(self, listener, req)
   local path = req.path
   if listener == self.files then count_file_request(self, req) end
-  for _, route in ipairs(listener.routes) do
-    local capture = path:match(route.pattern)
-    if capture then
-      local kind = route.kind
-      self:count(kind)
-      if route.auth then
-        local refusal = self:check_auth(req)
-        if refusal then
-          self.counters.auth_failures = self.counters.auth_failures + 1
-          return refusal, kind
-        end
+  local routes = listener.routes
+  -- the first route whose pattern and method fit; else the first whose pattern fits (405)
+  local route, capture
+  local method = req.method
+  for _, r in ipairs(routes) do
+    if r.methods[method] then
+      capture = path:match(r.pattern)
+      if capture then
+        route = r
+        break
       end
-      local name = route.methods[req.method]
-      if not name then return not_allowed(route), kind end
-      if route.id and (#capture > 128 or not capture:match(ID_PATTERN)) then
-        return error_reply(400, 400001, "Invalid resource identifier"), kind
-      end
-      if FAULT_CLASS[kind] then
-        local r, fault = self:faulted(kind, name, req, capture)
-        return r, kind, fault
-      end
-      return self.handlers[name](self, req, capture), kind
     end
+  end
+  if not route then
+    for _, r in ipairs(routes) do
+      capture = path:match(r.pattern)
+      if capture then
+        route = r
+        break
+      end
+    end
+  end
+  if route then
+    local kind = route.kind
+    self:count(kind)
+    if route.auth then
+      local refusal = self:check_auth(req)
+      if refusal then
+        self.counters.auth_failures = self.counters.auth_failures + 1
+        return refusal, kind
+      end
+    end
+    local name = route.methods[req.method]
+    if not name then return not_allowed(routes, path), kind end
+    if route.id and (#capture > 128 or not capture:match(ID_PATTERN)) then
+      return error_reply(400, 400001, "Invalid resource identifier"), kind
+    end
+    if FAULT_CLASS[kind] then
+      local r, fault = self:faulted(kind, name, req, capture)
+      return r, kind, fault
+    end
+    return self.handlers[name](self, req, capture), kind
   end
   local kind = listener == self.files and "download" or "other"
   self:count(kind)
