@@ -188,6 +188,8 @@ local function settle_options(opts)
     o.result_lag_wait = jobs.parse_wait(o.result_lag)
     if not o.result_lag_wait then return nil, "bad result_lag: " .. tostring(o.result_lag) .. " (N or Ss)" end
   end
+  local loaded, lerr = catalog.load_all()
+  if not loaded then return nil, lerr end
   local clk, cerr = clock.new(opts.clock)
   if not clk then return nil, cerr end
   o.clock_source = clk

@@ -247,7 +247,7 @@ local function load(model)
   model.schema = schema
   local names = {}
   for name in pairs(schema.properties) do
-    names[#names + 1] = { name, model.schema_text:find('"' .. name .. '"%s*:') }
+    names[#names + 1] = { name, model.schema_text:find('"' .. name:gsub("%p", "%%%0") .. '"%s*:') or math.huge }
   end
   table.sort(names, function(a, b) return a[2] < b[2] end)
   model.inputs = {}
@@ -260,6 +260,17 @@ local function load(model)
     if kind then model.url_fields[name] = kind end
   end
   return model
+end
+
+--- Load every model's schema now (emulator.new does, so that a schema missing from the
+-- installation stops the emulator at its start instead of failing a request).
+-- @return true | nil, err
+function M.load_all()
+  for _, model in ipairs(M.MODELS) do
+    local ok, err = pcall(load, model)
+    if not ok then return nil, tostring(err) end
+  end
+  return true
 end
 
 --- A catalog model by id (its schema loaded), or nil.
