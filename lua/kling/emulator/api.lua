@@ -1,8 +1,9 @@
 --- kling.emulator.api: the handlers of the API routes (/v1, bearer token required).
 --
 -- POST /v1/models/{model_id} (submit), GET /v1/requests/{id}/status, GET .../result,
--- POST .../cancel. (The GET routes of /v1/models are kling.emulator.catalog's.) Each takes (server, req, capture) and returns a reply
--- (kling.emulator.reply); the job model is kling.emulator.jobs. The route table
+-- POST .../cancel (the GET routes of /v1/models are kling.emulator.catalog's, which also
+-- checks a submit's input beyond its prompt). Each takes (server, req, capture) and returns
+-- a reply (kling.emulator.reply); the job model is kling.emulator.jobs. The route table
 -- (kling.emulator.routes) has already checked the token, the method and the id's shape,
 -- and the faults (kling.emulator.faults) decide whether a handler runs at all.
 local jobs = require "kling.emulator.jobs"
