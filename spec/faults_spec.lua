@@ -275,6 +275,26 @@ describe("kling-emulator faults", function()
       assert.equal(1, injected("download", "reset"))
     end)
 
+    it("reset_reused: resets only a request on a connection that already served one", function()
+      emu:set_faults{ "submit:reset_reused:1", "status:reset_reused:1" }
+      local before = emu:stats()
+      -- the first request of a fresh connection is answered as usual...
+      local first = post_submit("a cat on a new connection", { fresh = true })
+      assert.equal(200, first.status, first.body)
+      local id = json(first.body).request_id
+      -- ...the next one on the same kept-alive connection is reset, and creates no job
+      local second = post_submit("a cat on a reused connection")
+      assert.is_true(refused(second), tostring(second.status))
+      local after = emu:stats()
+      assert.equal(before.jobs_created + 1, after.jobs_created)
+      assert.equal(before.faults.submit_attempts + 2, after.faults.submit_attempts)
+      assert.equal(1, after.faults.injected.submit.reset_reused)
+      -- a status on a fresh connection is answered; the same route reused is reset
+      assert.equal(200, api("GET", "/requests/" .. id .. "/status", { fresh = true }).status)
+      assert.is_true(refused(api("GET", "/requests/" .. id .. "/status")))
+      assert.equal(1, injected("status", "reset_reused"))
+    end)
+
     it("drop_after_create: creates the job, then closes without answering", function()
       emu:set_faults{ "submit:drop_after_create:1" }
       local before = emu:stats()

@@ -127,6 +127,12 @@ M.LIST = {
     reply = status_fault(504) },
   { name = "reset", fits = ANY, summary = "closes the connection without an answer, with a TCP RST",
     reply = function() return { status = 0, close = "reset" } end },
+  { name = "reset_reused", fits = ANY,
+    summary = "as reset, but only a request that arrives on a connection that already served one",
+    reply = function(_, _, _, req)
+      if (req.nth or 1) > 1 then return { status = 0, close = "reset" } end
+      return nil -- the first request of a connection: answered as usual
+    end },
   { name = "drop_after_create", fits = { submit = true }, acts = true,
     summary = "creates the job, then closes without an answer",
     reply = function() return { status = 0, close = "drop" } end },
@@ -376,7 +382,10 @@ function M.faulted(server, kind, name, req, capture)
     end
   end
   local faulted = spec.reply(server, entry, r, req, entry.arg or spec.default)
-  if not faulted then return r end
+  if not faulted then -- the fault does not apply to this request: answered as usual
+    if spec.acts then return r end
+    return server.handlers[name](server, req, capture)
+  end
   if faulted.record then
     faulted.record.status = faulted.status
     faulted.record.fault = fault

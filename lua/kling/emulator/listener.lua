@@ -96,6 +96,7 @@ end
 -- (server:serve).
 function M.serve(self, listener, con)
   local limits = self.http_limits
+  local nth = 0 -- requests read on this connection (req.nth: 1 for the first, 2 once reused)
   while not self.stopped do
     local req, err, status = read_request(con, limits)
     if not req then
@@ -105,6 +106,8 @@ function M.serve(self, listener, con)
       end
       return
     end
+    nth = nth + 1
+    req.nth = nth
     local r, kind, fault = self:dispatch(listener, req)
     if r.delay then self.sleep(r.delay) end
     if r.close then
