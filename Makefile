@@ -22,8 +22,17 @@ PKG_CFLAGS    = $(shell $(PKG_CONFIG) --cflags lua5.4 libcurl 2>/dev/null)
 PKG_LIBS      = $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null)
 SAN           = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-SRC  = src/buf.c src/http.c src/engine.c src/poller.c src/schema.c src/jsonw.c src/journal.c src/core.c
-HDR  = src/buf.h src/http.h src/engine.h src/poller.h src/schema.h src/jsonw.h src/journal.h src/core.h
+# The C core (pure C, no lua.h): util, protocol, the event seam (EVENT: one
+# backend), buffers, SHA-256, settings and URL rules (net), transfers (http),
+# the engine, the poller, the journal's files. The Lua binding: lbind, one
+# lua_*.c per subsystem, core.c (the module's entry).
+EVENT ?= src/event_epoll.c
+CORE_SRC = src/util.c src/protocol.c $(EVENT) src/buf.c src/sha256.c src/net.c src/http.c src/engine.c \
+           src/poller.c src/journal.c
+BIND_SRC = src/lbind.c src/lua_engine.c src/lua_poller.c src/lua_protocol.c src/lua_journal.c \
+           src/lua_schema.c src/lua_jsonw.c src/core.c
+SRC  = $(CORE_SRC) $(BIND_SRC)
+HDR  = $(wildcard src/*.h)
 LUA_MODULES = $(wildcard lua/kling/*.lua)
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libcurl4-openssl-dev pkg-config gcc make curl \

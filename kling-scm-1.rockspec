@@ -39,7 +39,10 @@ build = {
   type = "builtin",
   modules = {
     ["kling.core"] = {
-      sources = { "src/buf.c", "src/http.c", "src/engine.c", "src/poller.c", "src/schema.c", "src/jsonw.c", "src/journal.c", "src/core.c" },
+      sources = { "src/util.c", "src/protocol.c", "src/event_epoll.c", "src/buf.c", "src/sha256.c", "src/net.c",
+        "src/http.c", "src/engine.c", "src/poller.c", "src/journal.c",
+        "src/lbind.c", "src/lua_engine.c", "src/lua_poller.c", "src/lua_protocol.c", "src/lua_journal.c",
+        "src/lua_schema.c", "src/lua_jsonw.c", "src/core.c" },
       libraries = { "curl" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
@@ -53,6 +56,7 @@ build = {
     ["kling.json"] = "lua/kling/json.lua",
     ["kling.loops"] = "lua/kling/loops.lua",
     ["kling.journal"] = "lua/kling/journal.lua",
+    ["kling.protocol"] = "lua/kling/protocol.lua",
     ["kling.cli"] = "lua/kling/cli.lua",
     ["kling.cli.batch"] = "lua/kling/cli/batch.lua",
     ["kling.emulator"] = "lua/kling/emulator.lua",

@@ -6,13 +6,17 @@
 --   local output = assert(job:wait())
 --   job:download("kite.mp4")
 --
--- The names here are the contract of DESIGN.md.
+-- The names here are kling's public API (README.md); the library's parts
+-- are kling.client (clients and their exchanges), kling.job, kling.protocol,
+-- kling.errors, kling.models, kling.journal, kling.json, kling.sched and
+-- kling.loops, over the C core kling.core.
 local client = require "kling.client"
 local errors = require "kling.errors"
 local json = require "kling.json"
 local models = require "kling.models"
 local sched = require "kling.sched"
 local core = require "kling.core"
+local now = core.engine.now
 
 local M = {}
 
@@ -89,7 +93,7 @@ end
 -- opts: timeout (default 1800, for the whole set), on_update(job).
 function M.wait_all(jobs, opts)
   opts = opts or {}
-  local timeout = opts.timeout or 1800
+  local timeout = opts.timeout or core.DEFAULTS.wait_timeout
   local outputs, errs, left = {}, {}, 0
   local function one_ended() left = left - 1 end
   for i, job in ipairs(jobs) do
@@ -102,7 +106,7 @@ function M.wait_all(jobs, opts)
       job:_hold(opts.on_update, one_ended)
     end
   end
-  if left > 0 then wait_jobs(jobs, function() return left <= 0 end, core.now() + timeout) end
+  if left > 0 then wait_jobs(jobs, function() return left <= 0 end, now() + timeout) end
   for i, job in ipairs(jobs) do
     if outputs[i] == nil and errs[i] == nil then
       local ended, out, err = job:_release(opts.on_update, one_ended)
@@ -121,7 +125,7 @@ end
 -- opts: timeout (default 1800), on_update(job).
 function M.wait_any(jobs, opts)
   opts = opts or {}
-  local timeout = opts.timeout or 1800
+  local timeout = opts.timeout or core.DEFAULTS.wait_timeout
   for _, job in ipairs(jobs) do
     if job:done() then return job end
   end
@@ -130,7 +134,7 @@ function M.wait_any(jobs, opts)
     if job:done() then winner = winner or job else failed = failed + 1 end
   end
   for _, job in ipairs(jobs) do job:_hold(opts.on_update, one_ended) end
-  wait_jobs(jobs, function() return winner ~= nil or failed == #jobs end, core.now() + timeout)
+  wait_jobs(jobs, function() return winner ~= nil or failed == #jobs end, now() + timeout)
   for _, job in ipairs(jobs) do
     local ended, _, err = job:_release(opts.on_update, one_ended)
     if ended and not job:done() then last_err = err end

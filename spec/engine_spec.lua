@@ -99,3 +99,53 @@ describe("the engine", function()
     c:close()
   end)
 end)
+
+-- A transfer the engine holds (behind the rate cap) that cannot start when its
+-- turn comes ends like any other: reported, so that its waiter wakes. libcurl
+-- refuses any option string over 8 MB, so a user_agent that long makes every
+-- start fail; nothing is ever sent (port 9 on loopback: nothing listens).
+describe("a request that cannot start", function()
+  local HUGE_UA = ("u"):rep(8 * 1000 * 1000 + 1)
+
+  local function client()
+    return kling.new { base_url = "http://127.0.0.1:9/v1", token = "t", user_agent = HUGE_UA, max_rps = 1,
+      retries = false, on_warning = false }
+  end
+
+  it("reports a call queued behind max_rps that cannot start, so its waiter inside kling.run wakes", function()
+    local c = client()
+    local errs, finished = {}, 0
+    local t0 = core.now()
+    kling.run(function()
+      for i = 1, 2 do -- the first takes the one token and fails at once; the second waits for the next
+        kling.spawn(function()
+          local _, err = assert(c:job("q-" .. i)):refresh()
+          errs[i] = err
+          finished = finished + 1
+        end)
+      end
+      c:sleep(15, function() return finished == 2 end) -- a watchdog: the run must not hang
+      assert(finished == 2, "a refresh queued behind max_rps never returned")
+    end)
+    for i = 1, 2 do
+      assert.equals("network", errs[i].kind)
+      assert.matches("cannot configure the transfer", errs[i].message)
+    end
+    assert.is_true(core.now() - t0 < 10)
+    c:close()
+  end)
+
+  it("ends the waits whose polls cannot start, queued behind max_rps too, at once and not at their deadline", function()
+    local c = client()
+    local jobs = { assert(c:job("w-1")), assert(c:job("w-2")), assert(c:job("w-3")) }
+    local t0 = core.now()
+    local outs, errs = kling.wait_all(jobs, { timeout = 8 })
+    for i = 1, 3 do
+      assert.is_nil(outs[i])
+      assert.equals("network", errs[i].kind, tostring(errs[i]))
+    end
+    assert.is_true(core.now() - t0 < 6, "took " .. (core.now() - t0))
+    assert.equals(0, c._engine:poll_stats().watched)
+    c:close()
+  end)
+end)

@@ -1,233 +1,73 @@
 /*
- * engine.c - the client's libcurl multi handle and the transfers in flight
- * (see engine.h). libcurl tells its sockets to on_socket (an epoll set) and
- * its timer to on_timer (a deadline); driving the engine waits in
- * epoll_wait until a socket is ready, a deadline passes, or the caller's
- * time is up, then hands the events to curl_multi_socket_action.
+ * engine.c - the client's libcurl multi handle and the transfers it holds
+ * (see engine.h). libcurl tells its sockets to on_socket (the event set,
+ * event.h) and its timer to on_timer (a deadline); driving the engine waits
+ * in the event set until a socket is ready, a deadline passes, or the
+ * caller's time is up, then hands the events to curl_multi_socket_action.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "engine.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <time.h>
 
-double kengine_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+#include "protocol.h"
+
+void kengine_defaults(kengine_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->net.timeout_ms = (long)(KD_TIMEOUT * 1000);
+  o->net.connect_timeout_ms = (long)(KD_CONNECT_TIMEOUT * 1000);
+  o->net.max_body = (size_t)KD_MAX_BODY;
+  o->max_connections = KD_MAX_CONNECTIONS;
+  o->max_active = KD_MAX_CONNECTIONS * KD_ACTIVE_PER_CONNECTION;
+  o->max_rps = KD_MAX_RPS;
+  o->max_retries = KD_RETRIES_MAX;
+  o->retry_base = KD_RETRY_BASE;
+  o->retry_cap = KD_RETRY_CAP;
+  o->retry_after_cap = KD_RETRY_AFTER_CAP;
 }
 
-static char *dupstr(const char *s) {
-  if (s == NULL) return NULL;
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d) memcpy(d, s, n);
-  return d;
-}
-
-/* scheme, host and port of a URL, lower-cased by libcurl; port filled in
- * from the scheme's default. The caller frees with curl_free. */
-static int url_origin(const char *url, char **scheme, char **host, char **port) {
-  *scheme = *host = *port = NULL;
-  CURLU *u = curl_url();
-  if (u == NULL) return -1;
-  int rc = -1;
-  if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK
-      && curl_url_get(u, CURLUPART_SCHEME, scheme, 0) == CURLUE_OK
-      && curl_url_get(u, CURLUPART_HOST, host, 0) == CURLUE_OK
-      && curl_url_get(u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT) == CURLUE_OK)
-    rc = 0;
-  curl_url_cleanup(u);
-  if (rc != 0) {
-    curl_free(*scheme);
-    curl_free(*host);
-    curl_free(*port);
-    *scheme = *host = *port = NULL;
-  }
-  return rc;
-}
-
-/* localhost, ::1, or an IPv4 literal 127.a.b.c (not a name that starts with "127.") */
-static int is_loopback(const char *host) {
-  if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0) return 1;
-  if (strncmp(host, "127.", 4) != 0) return 0;
-  int dots = 0;
-  for (const char *p = host + 4; *p; p++) {
-    if (*p == '.') {
-      if (p[-1] == '.' || p[1] == '\0') return 0;
-      dots++;
-    } else if (*p < '0' || *p > '9') {
-      return 0;
-    }
-  }
-  return dots == 2;
-}
-
-int kengine_direct_only(const char *url, int is_api) {
-  char *scheme, *host, *port;
-  if (url_origin(url, &scheme, &host, &port) != 0) return 1;
-  int direct = is_loopback(host) || (is_api && strcmp(scheme, "http") == 0);
-  curl_free(scheme);
-  curl_free(host);
-  curl_free(port);
-  return direct;
-}
-
-int kengine_check_url(const kengine *e, const char *url, int *is_api, char *err, size_t errlen) {
-  char *scheme, *host, *port;
-  *is_api = 0;
-  if (url_origin(url, &scheme, &host, &port) != 0) {
-    snprintf(err, errlen, "not a valid URL");
-    return -1;
-  }
-  int rc = 0;
-  if (strcmp(scheme, "https") != 0 && strcmp(scheme, "http") != 0) {
-    snprintf(err, errlen, "refusing URL scheme '%s' (http and https only)", scheme);
-    rc = -1;
-  } else if (strcmp(scheme, "http") == 0 && !is_loopback(host) && !e->allow_insecure_http) {
-    snprintf(err, errlen, "refusing plain http to '%s': use https (or allow_insecure_http = true)", host);
-    rc = -1;
-  } else {
-    *is_api = e->api_scheme && strcmp(scheme, e->api_scheme) == 0 && strcmp(host, e->api_host) == 0
-              && strcmp(port, e->api_port) == 0;
-  }
-  curl_free(scheme);
-  curl_free(host);
-  curl_free(port);
-  return rc;
-}
-
-/* libcurl's socket callback: keep the epoll set in step. Pure C. */
+/* libcurl's socket callback: keep the event set in step. Pure C. */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
   kengine *e = userp;
   (void)easy;
-  if (what == CURL_POLL_REMOVE) {
-    if (socketp) epoll_ctl(e->epfd, EPOLL_CTL_DEL, s, NULL);
-    curl_multi_assign(e->multi, s, NULL);
-    return 0;
-  }
-  struct epoll_event ev;
-  memset(&ev, 0, sizeof ev);
-  ev.data.fd = s;
-  ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-  if (socketp) {
-    if (epoll_ctl(e->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
-      epoll_ctl(e->epfd, EPOLL_CTL_ADD, s, &ev);
-  } else {
-    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
-      epoll_ctl(e->epfd, EPOLL_CTL_MOD, s, &ev);
-    curl_multi_assign(e->multi, s, (void *)e);
-  }
+  (void)socketp;
+  if (what == CURL_POLL_REMOVE) kev_watch(e->ev, s, 0);
+  else kev_watch(e->ev, s, ((what & CURL_POLL_IN) ? KEV_IN : 0) | ((what & CURL_POLL_OUT) ? KEV_OUT : 0));
   return 0;
-}
-
-curl_socket_t kengine_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr) {
-  kengine *e = ud;
-  (void)purpose;
-  curl_socket_t fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
-  if (fd != CURL_SOCKET_BAD) {
-    e->sockets_opened++;
-    if (++e->sockets_open > e->sockets_peak) e->sockets_peak = e->sockets_open;
-  }
-  return fd;
-}
-
-int kengine_close_socket(void *ud, curl_socket_t fd) {
-  kengine *e = ud;
-  e->sockets_open--;
-  return close(fd);
 }
 
 /* libcurl's timer callback: one deadline. Pure C. */
 static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
   kengine *e = userp;
   (void)multi;
-  e->curl_deadline = timeout_ms < 0 ? -1.0 : kengine_now() + (double)timeout_ms / 1000.0;
+  e->curl_deadline = timeout_ms < 0 ? -1.0 : know() + (double)timeout_ms / 1000.0;
   return 0;
 }
 
 int kengine_init(kengine *e, const kengine_opts *o, char *err, size_t errlen) {
   memset(e, 0, sizeof *e);
-  e->epfd = -1;
+  TAILQ_INIT(&e->inflight);
+  TAILQ_INIT(&e->queued);
+  TAILQ_INIT(&e->delayed);
+  TAILQ_INIT(&e->done);
   e->curl_deadline = -1;
   e->wake_at = -1;
   e->max_rps = o->max_rps > 0 ? o->max_rps : 0;
-  e->max_active = o->max_connections > 0 ? (int)(o->max_connections * 4) : 32;
-  e->max_retries = o->max_retries >= 0 ? o->max_retries : 4;
-  e->retry_base = o->retry_base > 0 ? o->retry_base : 0.5;
-  e->retry_cap = o->retry_cap > 0 ? o->retry_cap : 30;
-  e->retry_after_cap = o->retry_after_cap > 0 ? o->retry_after_cap : 120;
-  e->rng = (unsigned long long)(kengine_now() * 1e9) | 1;
-  e->tokens = e->max_rps > 1 ? e->max_rps : 1;
-  e->tokens_at = kengine_now();
-  e->timeout_ms = o->timeout_ms;
-  e->connect_timeout_ms = o->connect_timeout_ms;
-  e->max_body = o->max_body;
-  e->allow_insecure_http = o->allow_insecure_http;
+  e->max_active = o->max_active;
+  e->max_retries = o->max_retries;
+  e->retry_base = o->retry_base;
+  e->retry_cap = o->retry_cap;
+  e->retry_after_cap = o->retry_after_cap;
   e->max_connections = o->max_connections;
-
-  char *scheme, *host, *port;
-  if (url_origin(o->api_base, &scheme, &host, &port) != 0) {
-    snprintf(err, errlen, "base_url is not a valid URL");
-    return -1;
-  }
-  e->api_scheme = dupstr(scheme);
-  e->api_host = dupstr(host);
-  e->api_port = dupstr(port);
-  curl_free(scheme);
-  curl_free(host);
-  curl_free(port);
-  if (!e->api_scheme || !e->api_host || !e->api_port) goto oom;
-
-  int dummy;
-  if (kengine_check_url(e, o->api_base, &dummy, err, errlen) != 0) {
-    kengine_close(e);
-    return -1;
-  }
-  if (o->token && o->token[0]) {
-    static const char prefix[] = "Authorization: Bearer ";
-    size_t n = strlen(o->token);
-    if (strpbrk(o->token, "\r\n") != NULL) {
-      snprintf(err, errlen, "token contains a line break");
-      kengine_close(e);
-      return -1;
-    }
-    e->token = dupstr(o->token);
-    e->auth_header = malloc(sizeof prefix + n);
-    if (!e->token || !e->auth_header) goto oom;
-    memcpy(e->auth_header, prefix, sizeof prefix - 1);
-    memcpy(e->auth_header + sizeof prefix - 1, o->token, n + 1);
-  }
-  if (o->ca_file && !(e->ca_file = dupstr(o->ca_file))) goto oom;
-  { /* the user's no_proxy (as libcurl reads it), and loopback: never through a proxy */
-    static const char loopback[] = "localhost,127.0.0.0/8,::1";
-    const char *np = getenv("no_proxy");
-    if (np == NULL || np[0] == '\0') np = getenv("NO_PROXY");
-    if (np == NULL) np = "";
-    size_t lead = strspn(np, " \t");
-    if (np[lead] == '*' && np[lead + 1 + strspn(np + lead + 1, " \t")] == '\0') {
-      e->no_proxy = dupstr("*"); /* no proxy for any host (libcurl reads "*" only alone) */
-    } else {
-      size_t n = strlen(np);
-      e->no_proxy = malloc(n + sizeof loopback + 1);
-      if (e->no_proxy) snprintf(e->no_proxy, n + sizeof loopback + 1, "%s%s%s", np, n ? "," : "", loopback);
-    }
-    if (e->no_proxy == NULL) goto oom;
-  }
-  if (o->user_agent && !(e->user_agent = dupstr(o->user_agent))) goto oom;
-
-  e->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (e->epfd < 0) {
-    snprintf(err, errlen, "epoll_create1: %s", strerror(errno));
+  krng_seed(&e->rng);
+  e->tokens = e->max_rps > 1 ? e->max_rps : 1;
+  e->tokens_at = know();
+  if (knet_init(&e->net, &o->net, err, errlen) != 0) return -1;
+  e->ev = kev_new(err, errlen);
+  if (e->ev == NULL) {
     kengine_close(e);
     return -1;
   }
@@ -245,46 +85,118 @@ int kengine_init(kengine *e, const kengine_opts *o, char *err, size_t errlen) {
   curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, on_timer);
   curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, (void *)e);
   return 0;
-
-oom:
-  snprintf(err, errlen, "out of memory");
-  kengine_close(e);
-  return -1;
-}
-
-static void wipe(char *s) {
-  if (s) {
-    volatile char *p = s;
-    while (*p) *p++ = 0;
-  }
 }
 
 void kengine_close(kengine *e) {
-  while (e->inflight) kengine_remove(e, e->inflight);
-  while (e->queued_head) kengine_remove(e, e->queued_head);
-  while (e->delayed) kengine_remove(e, e->delayed);
-  e->owned_done = NULL; /* their owner frees them */
+  kxfer *x;
+  while ((x = TAILQ_FIRST(&e->inflight)) != NULL) kengine_remove(e, x);
+  while ((x = TAILQ_FIRST(&e->queued)) != NULL) kengine_remove(e, x);
+  while ((x = TAILQ_FIRST(&e->delayed)) != NULL) kengine_remove(e, x);
+  while ((x = TAILQ_FIRST(&e->done)) != NULL) kengine_remove(e, x); /* their owner frees them */
   if (e->multi) curl_multi_cleanup(e->multi);
   e->multi = NULL;
   while (e->npool > 0) curl_easy_cleanup(e->pool[--e->npool]);
   free(e->user_done);
   e->user_done = NULL;
   e->nuser_done = e->capuser_done = 0;
-  if (e->epfd >= 0) close(e->epfd);
-  e->epfd = -1;
-  wipe(e->token);
-  wipe(e->auth_header);
-  free(e->token);
-  free(e->auth_header);
-  free(e->api_scheme);
-  free(e->api_host);
-  free(e->api_port);
-  free(e->ca_file);
-  free(e->user_agent);
-  free(e->no_proxy);
-  e->token = e->auth_header = e->api_scheme = e->api_host = e->api_port = NULL;
-  e->ca_file = e->user_agent = e->no_proxy = NULL;
+  kev_free(e->ev);
+  e->ev = NULL;
+  knet_close(&e->net);
 }
+
+int kengine_pollfd(const kengine *e) {
+  return e->ev ? kev_fd(e->ev) : -1;
+}
+
+/* ---- the lists ------------------------------------------------------- */
+
+/* Puts x (on no list) on the list `list` of e. */
+static void put(kengine *e, kxfer *x, enum kx_list list) {
+  x->engine = e;
+  x->list = list;
+  switch (list) {
+  case KX_INFLIGHT:
+    TAILQ_INSERT_TAIL(&e->inflight, x, link);
+    e->ninflight++;
+    if (x->is_api) e->nactive_api++;
+    break;
+  case KX_QUEUED:
+    TAILQ_INSERT_TAIL(&e->queued, x, link);
+    e->nqueued++;
+    break;
+  case KX_DELAYED: TAILQ_INSERT_TAIL(&e->delayed, x, link); break;
+  case KX_ENDED: TAILQ_INSERT_TAIL(&e->done, x, link); break;
+  case KX_NOWHERE: break;
+  }
+}
+
+/* Takes x off whichever list holds it (out of the multi handle too). The
+ * one place a transfer leaves the engine's books. */
+static void unlink_xfer(kengine *e, kxfer *x) {
+  switch (x->list) {
+  case KX_INFLIGHT:
+    if (e->multi && x->easy) curl_multi_remove_handle(e->multi, x->easy);
+    TAILQ_REMOVE(&e->inflight, x, link);
+    e->ninflight--;
+    if (x->is_api) e->nactive_api--;
+    break;
+  case KX_QUEUED:
+    TAILQ_REMOVE(&e->queued, x, link);
+    e->nqueued--;
+    break;
+  case KX_DELAYED: TAILQ_REMOVE(&e->delayed, x, link); break;
+  case KX_ENDED: TAILQ_REMOVE(&e->done, x, link); break;
+  case KX_NOWHERE: break;
+  }
+  x->list = KX_NOWHERE;
+  x->engine = NULL;
+}
+
+static void give_back_easy(kengine *e, kxfer *x) {
+  CURL *easy = kxfer_take_easy(x);
+  if (easy == NULL) return;
+  if (e->npool < (int)(sizeof e->pool / sizeof e->pool[0])) e->pool[e->npool++] = easy;
+  else curl_easy_cleanup(easy);
+}
+
+/* Notes that a transfer of the caller ended (for eng:finished()). */
+static void note_user_done(kengine *e, kxfer *x) {
+  if (e->nuser_done == e->capuser_done) {
+    int ncap = e->capuser_done ? e->capuser_done * 2 : 64;
+    void **n = realloc(e->user_done, (size_t)ncap * sizeof *n);
+    if (n == NULL) return; /* the caller then finds out by asking x:done() */
+    e->user_done = n;
+    e->capuser_done = ncap;
+  }
+  e->user_done[e->nuser_done++] = x;
+}
+
+/* A transfer has ended (detached): the poller's goes on the done list, the
+ * caller's is noted for eng:finished(). Every end goes through here. */
+static void report(kengine *e, kxfer *x) {
+  if (x->owner) put(e, x, KX_ENDED);
+  else note_user_done(e, x);
+}
+
+/* A held transfer (taken off its list) that could not be started, later than
+ * kengine_add (from the queue or the delayed list), ends with
+ * CURLE_FAILED_INIT, reported like any other end: the caller's waiter
+ * wakes, the poller reads it. */
+static void fail_start(kengine *e, kxfer *x) {
+  x->state = KX_RUNNING;
+  kxfer_finish(x, CURLE_FAILED_INIT);
+  give_back_easy(e, x);
+  report(e, x);
+  e->failed_starts++; /* an end like collect's: kengine_step counts it */
+}
+
+kxfer *kengine_take_done(kengine *e) {
+  kxfer *x = TAILQ_FIRST(&e->done);
+  if (x) unlink_xfer(e, x);
+  return x;
+}
+
+/* ---- starting -------------------------------------------------------- */
 
 /* Refills the token bucket; true when a request may start now. */
 static int take_token(kengine *e, double now) {
@@ -302,25 +214,11 @@ static double next_token_at(const kengine *e) {
   return e->tokens_at + (1 - e->tokens) / e->max_rps;
 }
 
-static void link_inflight(kengine *e, kxfer *x) {
-  x->prev = NULL;
-  x->next = e->inflight;
-  if (e->inflight) e->inflight->prev = x;
-  e->inflight = x;
-  e->ninflight++;
-}
-
-static void give_back_easy(kengine *e, kxfer *x) {
-  CURL *easy = kxfer_take_easy(x);
-  if (easy == NULL) return;
-  if (e->npool < (int)(sizeof e->pool / sizeof e->pool[0])) e->pool[e->npool++] = easy;
-  else curl_easy_cleanup(easy);
-}
-
+/* Puts x (on no list) into the multi handle and the in-flight list. */
 static int start(kengine *e, kxfer *x, char *err, size_t errlen) {
   x->attempts++;
   CURL *easy = e->npool ? e->pool[--e->npool] : NULL;
-  if (kxfer_begin(x, e, easy) != 0) {
+  if (kxfer_begin(x, &e->net, easy) != 0) {
     if (err) snprintf(err, errlen, "%s", x->errbuf[0] ? x->errbuf : "curl_easy_init failed");
     give_back_easy(e, x);
     return -1;
@@ -331,11 +229,8 @@ static int start(kengine *e, kxfer *x, char *err, size_t errlen) {
     give_back_easy(e, x);
     return -1;
   }
-  x->queued = 0;
-  if (x->is_api) {
-    e->requests++;
-    e->nactive_api++;
-  }
+  if (x->is_api) e->requests++;
+  put(e, x, KX_INFLIGHT);
   return 0;
 }
 
@@ -349,295 +244,124 @@ int kengine_add(kengine *e, kxfer *x, char *err, size_t errlen) {
     snprintf(err, errlen, "client is closed");
     return -1;
   }
-  x->engine = e;
   x->state = KX_RUNNING;
-  if (x->is_api && (e->queued_head || !may_start(e, kengine_now()))) {
-    x->queued = 1; /* starts when the rate allows, in order */
-    x->next = NULL;
-    x->prev = e->queued_tail;
-    if (e->queued_tail) e->queued_tail->next = x;
-    else e->queued_head = x;
-    e->queued_tail = x;
-    e->nqueued++;
+  if (x->is_api && (!TAILQ_EMPTY(&e->queued) || !may_start(e, know()))) {
+    put(e, x, KX_QUEUED); /* starts when the rate allows, in order */
     return 0;
   }
   if (start(e, x, err, errlen) != 0) {
-    x->engine = NULL;
     x->state = KX_NEW;
     return -1;
   }
-  link_inflight(e, x);
   return 0;
-}
-
-/* Notes that a transfer of the caller ended (for eng:finished()). */
-static void note_user_done(kengine *e, kxfer *x) {
-  if (x->owner) return;
-  if (e->nuser_done == e->capuser_done) {
-    int ncap = e->capuser_done ? e->capuser_done * 2 : 64;
-    void **n = realloc(e->user_done, (size_t)ncap * sizeof *n);
-    if (n == NULL) return; /* the caller then finds out by asking x:done() */
-    e->user_done = n;
-    e->capuser_done = ncap;
-  }
-  e->user_done[e->nuser_done++] = x;
 }
 
 void kengine_remove(kengine *e, kxfer *x) {
   if (x->engine != e) return;
-  if (x->delayed) {
-    for (kxfer **pp = &e->delayed; *pp; pp = &(*pp)->next)
-      if (*pp == x) {
-        *pp = x->next;
-        break;
-      }
-    x->delayed = 0;
-  } else if (x->queued) {
-    if (x->prev) x->prev->next = x->next;
-    else e->queued_head = x->next;
-    if (x->next) x->next->prev = x->prev;
-    else e->queued_tail = x->prev;
-    e->nqueued--;
-    x->queued = 0;
-  } else {
-    if (e->multi && x->easy) curl_multi_remove_handle(e->multi, x->easy);
-    if (x->prev) x->prev->next = x->next;
-    else e->inflight = x->next;
-    if (x->next) x->next->prev = x->prev;
-    e->ninflight--;
-    if (x->is_api) e->nactive_api--;
-  }
-  x->prev = x->next = NULL;
-  x->engine = NULL;
+  unlink_xfer(e, x);
   if (x->state == KX_RUNNING) { /* torn down before it ended */
     x->aborted = 1;
     kxfer_finish(x, CURLE_ABORTED_BY_CALLBACK);
-    note_user_done(e, x);
+    if (!x->owner) note_user_done(e, x);
   }
   if (e->multi) give_back_easy(e, x);
 }
 
 /* Starts queued API transfers as far as the rate allows. */
 static void start_queued(kengine *e) {
-  double now = kengine_now();
-  while (e->queued_head && may_start(e, now)) {
-    kxfer *x = e->queued_head;
-    e->queued_head = x->next;
-    if (e->queued_head) e->queued_head->prev = NULL;
-    else e->queued_tail = NULL;
-    e->nqueued--;
-    x->next = x->prev = NULL;
-    if (start(e, x, NULL, 0) != 0) {
-      x->queued = 0;
-      x->engine = NULL;
-      kxfer_finish(x, CURLE_FAILED_INIT);
-      if (x->owner) {
-        x->next_done = e->owned_done;
-        e->owned_done = x;
-      }
-      continue;
-    }
-    link_inflight(e, x);
+  double now = know();
+  kxfer *x;
+  while ((x = TAILQ_FIRST(&e->queued)) != NULL && may_start(e, now)) {
+    unlink_xfer(e, x);
+    if (start(e, x, NULL, 0) != 0) fail_start(e, x);
   }
 }
 
-static double rnd01(kengine *e) { /* xorshift64*, in [0, 1) */
-  e->rng ^= e->rng >> 12;
-  e->rng ^= e->rng << 25;
-  e->rng ^= e->rng >> 27;
-  return (double)((e->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
-}
+/* ---- retries --------------------------------------------------------- */
 
-double kengine_retry_after(const char *v) {
-  if (v == NULL || v[0] == '\0') return -1;
-  char *end;
-  double s = strtod(v, &end);
-  if (end != v && *end == '\0') return s >= 0 && isfinite(s) ? s : -1;
-  time_t t = curl_getdate(v, NULL); /* the HTTP-date form */
-  if (t < 0) return -1;
-  double d = difftime(t, time(NULL));
-  return d > 0 ? d : 0;
-}
-
-/*
- * The one rule for reading an answer of the service. Every layer reads answers
- * with it: the engine (below: which exchanges to try again), the poller (a
- * watched job's status and result answers), and the Lua layer (errors.lua,
- * through kling.core.answer_kind and kling.core.error_code). README.md,
- * "Errors", says the same in words.
- *
- * An answer is an error when its HTTP status is not 2xx, or when its body holds
- * an error_code, whatever the HTTP status (RunComfy sometimes answers 200 with
- * an error body). An error_code is a JSON number without a fraction, from 0 to
- * 2^53, or a string of 1 to 15 ASCII digits; anything else (1.5, "12abc", "",
- * null, true) is no error code, and the answer is read for what else it holds
- * (kcore_error_code). The kind:
- *   1. error_code 400002 is payment; 400004 and 403001 are auth; 404001 is
- *      not_found, whatever the HTTP status;
- *   2. otherwise the HTTP status decides when it is not 2xx; with a 2xx status
- *      the error_code's family decides (code / 1000: 500001 -> 500), read as a
- *      status;
- *   3. 401 and 403 auth, 402 payment, 404 not_found, 408 timeout, 429
- *      rate_limited, any other 4xx bad_request, any 5xx server; anything else
- *      (a 1xx or 3xx status, a family such as 0 or 12) protocol.
- * Retryable: timeout (408), rate_limited (429) and server (5xx), and nothing
- * else: the same request is tried again (with backoff, honouring Retry-After)
- * whether the error came as an HTTP status or inside a 2xx body. The paid
- * submit has a stricter rule of its own (want_retry).
- */
-static const struct { long lo, hi; const char *kind; int retryable; } ANSWER_STATUS[] = {
-  { 401, 401, "auth", 0 },     { 402, 402, "payment", 0 },        { 403, 403, "auth", 0 },
-  { 404, 404, "not_found", 0 }, { 408, 408, "timeout", 1 },       { 429, 429, "rate_limited", 1 },
-  { 400, 499, "bad_request", 0 }, { 500, 599, "server", 1 },
-};
-static const struct { long long code; const char *kind; } ANSWER_CODE[] = {
-  { 400002, "payment" }, { 400004, "auth" }, { 403001, "auth" }, { 404001, "not_found" },
-};
-
-const char *kanswer_kind(long status, int has_code, long long code, int *retryable) {
-  int ok2xx = status >= 200 && status <= 299;
-  if (retryable) *retryable = 0;
-  if (ok2xx && !has_code) return NULL;
-  if (has_code)
-    for (size_t i = 0; i < sizeof ANSWER_CODE / sizeof ANSWER_CODE[0]; i++)
-      if (ANSWER_CODE[i].code == code) return ANSWER_CODE[i].kind;
-  long long s = ok2xx ? code / 1000 : status;
-  for (size_t i = 0; i < sizeof ANSWER_STATUS / sizeof ANSWER_STATUS[0]; i++)
-    if (s >= ANSWER_STATUS[i].lo && s <= ANSWER_STATUS[i].hi) {
-      if (retryable) *retryable = ANSWER_STATUS[i].retryable;
-      return ANSWER_STATUS[i].kind;
-    }
-  return "protocol";
-}
-
-void kengine_mask(const kengine *e, char *s, size_t cap) {
-  const char *tok = e ? e->token : NULL;
-  size_t tn = tok ? strlen(tok) : 0;
-  if (tn == 0 || cap == 0 || strstr(s, tok) == NULL) return;
-  char *out = malloc(cap);
-  if (out == NULL) { /* no room to rewrite it: say nothing of it rather than the token */
-    snprintf(s, cap, "***");
-    return;
-  }
-  size_t o = 0;
-  const char *p = s, *hit;
-  while ((hit = strstr(p, tok)) != NULL) {
-    size_t before = (size_t)(hit - p);
-    if (o + before >= cap) before = cap - 1 - o;
-    memcpy(out + o, p, before);
-    o += before;
-    for (int k = 0; k < 3 && o + 1 < cap; k++) out[o++] = '*';
-    p = hit + tn;
-    if (o + 1 >= cap) break;
-  }
-  size_t rest = strlen(p);
-  if (o + rest >= cap) rest = cap - 1 - o;
-  memcpy(out + o, p, rest);
-  o += rest;
-  out[o] = '\0';
-  memcpy(s, out, o + 1);
-  free(out);
-}
-
-/* Did a proxy refuse to open the tunnel (CONNECT answered, not 2xx)? */
-long kengine_proxy_refusal(CURL *easy) {
-  long cc = 0;
-  if (easy == NULL || curl_easy_getinfo(easy, CURLINFO_HTTP_CONNECTCODE, &cc) != CURLE_OK) return 0;
-  return cc != 0 && (cc < 200 || cc > 299) ? cc : 0;
-}
-
-/* Should x be tried again after this outcome? Sets the delay. A submit only
- * when it provably never reached the server, or was refused with 429; any
- * other request when the transport failed on the way, or the answer is
- * retryable by the one rule above (kanswer_kind). */
-static int want_retry(kengine *e, kxfer *x, CURLcode code, long status, double *delay) {
-  if (x->retry == KX_RETRY_NONE || x->attempts > e->max_retries) return 0;
-  if (x->too_large || x->io_error || x->oom || x->aborted) return 0;
-  if (x->path && (x->redirect_error || x->range_error || x->complete)) return 0;
-  int never_sent = code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY
-                   || code == CURLE_COULDNT_CONNECT;
-  int transient = never_sent || code == CURLE_OPERATION_TIMEDOUT || code == CURLE_RECV_ERROR
-                  || code == CURLE_SEND_ERROR || code == CURLE_GOT_NOTHING || code == CURLE_PARTIAL_FILE
-                  || code == CURLE_HTTP2 || code == CURLE_HTTP2_STREAM;
-  long refused = kengine_proxy_refusal(x->easy);
-  if (refused) { /* the proxy's own answer, read by the same rule; the request never left */
-    int again = 0;
-    kanswer_kind(refused, 0, 0, &again);
-    transient = never_sent = again;
-  }
-  int ok;
-  kbody_info bi;
-  memset(&bi, 0, sizeof bi);
-  int read = code == CURLE_OK && x->is_api && !x->path && e->body_info && e->body_info(e->body_info_ud, x, &bi);
-  if (code != CURLE_OK) ok = x->retry == KX_RETRY_SUBMIT ? never_sent : transient;
-  else if (x->retry == KX_RETRY_SUBMIT) ok = status == 429 && !(read && bi.has_id); /* an answer with an id is never "not sent" */
-  else {
-    const char *kind = kanswer_kind(status, read && bi.has_code, bi.code, &ok);
-    /* a status or result answer without a usable status: asked again, a few times */
-    if (kind == NULL && x->status_answer && !(read && bi.has_status) && x->attempts < KANSWER_UNUSABLE_TRIES) ok = 1;
-  }
-  if (!ok) return 0;
+/* The delay before x's next try, by the engine's backoff (full jitter) and
+ * at least ra (a Retry-After in seconds, < 0 none). 0 when x may not go
+ * again: its retries are spent, ra asks for longer than retry_after_cap, or
+ * a download's deadline would pass first. */
+static int retry_delay(kengine *e, kxfer *x, double ra, double *delay) {
+  if (x->attempts > e->max_retries) return 0;
   double ceiling = e->retry_base * pow(2, x->attempts - 1);
   if (ceiling > e->retry_cap) ceiling = e->retry_cap;
-  *delay = rnd01(e) * ceiling; /* full jitter */
-  double ra = code == CURLE_OK ? kengine_retry_after(x->retry_after) : -1;
+  *delay = krng_next(&e->rng) * ceiling;
   if (ra >= 0) {
     if (ra > e->retry_after_cap) return 0; /* the server asks for longer than we wait: say so */
     if (ra > *delay) *delay = ra;
   }
-  if (x->deadline_at > 0 && kengine_now() + *delay >= x->deadline_at) {
+  if (x->deadline_at > 0 && know() + *delay >= x->deadline_at) {
     x->deadline_hit = 1; /* a download's deadline would pass before the next try */
     return 0;
   }
   return 1;
 }
 
-/* Takes x out of the multi handle and files it to be tried again. A
+/* Should x be tried again after this outcome? Sets the delay. A failure on
+ * the way by the protocol's rule (kproto_transient; a submit only when it
+ * provably never reached the server); a file host's answer by its HTTP
+ * status (kproto_answer_kind). An API answer: never here (engine.h). */
+static int want_retry(kengine *e, kxfer *x, CURLcode code, long status, double *delay) {
+  if (x->retry == KX_RETRY_NONE) return 0;
+  if (x->too_large || x->io_error || x->oom || x->aborted) return 0;
+  if (x->path && (x->redirect_error || x->range_error || x->complete)) return 0;
+  int ok;
+  if (code != CURLE_OK) {
+    int never_sent;
+    int transient = kproto_transient(code, knet_proxy_refusal(x->easy), &never_sent);
+    ok = x->retry == KX_RETRY_SUBMIT ? never_sent : transient;
+  } else if (x->is_api) {
+    return 0;
+  } else {
+    kproto_answer_kind(status, 0, 0, &ok);
+  }
+  if (!ok) return 0;
+  return retry_delay(e, x, code == CURLE_OK ? kproto_retry_after(x->retry_after) : -1, delay);
+}
+
+/* Files x (detached, its easy handle given back) to go again after delay. A
  * download's next hop or fresh start (again: 0) is not a retry: it takes
  * nothing from the retry budget. */
-static void requeue(kengine *e, kxfer *x, double delay, int again) {
-  curl_multi_remove_handle(e->multi, x->easy);
-  if (x->prev) x->prev->next = x->next;
-  else e->inflight = x->next;
-  if (x->next) x->next->prev = x->prev;
-  e->ninflight--;
-  if (x->is_api) e->nactive_api--;
-  give_back_easy(e, x);
+static void delay_xfer(kengine *e, kxfer *x, double delay, int again) {
   kxfer_rewind(x);
-  x->retry_at = kengine_now() + delay;
-  x->delayed = 1;
-  x->prev = NULL;
-  x->next = e->delayed;
-  e->delayed = x;
+  x->retry_at = know() + delay;
+  put(e, x, KX_DELAYED);
   if (again) e->retries++;
   else x->attempts--;
 }
 
-static void delay_retry(kengine *e, kxfer *x, double delay) {
-  requeue(e, x, delay, 1);
+/* Takes x (in flight) out of the multi handle and files it to go again. */
+static void requeue(kengine *e, kxfer *x, double delay, int again) {
+  unlink_xfer(e, x);
+  give_back_easy(e, x);
+  delay_xfer(e, x, delay, again);
+}
+
+int kengine_again(kengine *e, kxfer *x) {
+  if (e->multi == NULL || x->state != KX_DONE || x->list != KX_NOWHERE || x->owner || x->path) return -1;
+  double delay;
+  if (!retry_delay(e, x, kproto_retry_after(x->retry_after), &delay)) return 0;
+  x->state = KX_RUNNING;
+  delay_xfer(e, x, delay, 1);
+  return 1;
 }
 
 /* Starts the delayed transfers whose time has come (through the queue). */
 static void start_delayed(kengine *e) {
-  double now = kengine_now();
-  kxfer **pp = &e->delayed;
-  while (*pp) {
-    kxfer *x = *pp;
-    if (x->retry_at > now) {
-      pp = &x->next;
-      continue;
-    }
-    *pp = x->next;
-    x->delayed = 0;
-    x->next = NULL;
+  double now = know();
+  kxfer *x, *next;
+  for (x = TAILQ_FIRST(&e->delayed); x != NULL; x = next) {
+    next = TAILQ_NEXT(x, link);
+    if (x->retry_at > now) continue;
+    unlink_xfer(e, x);
     char err[128];
-    if (kengine_add(e, x, err, sizeof err) != 0) {
-      x->engine = NULL;
-      kxfer_finish(x, CURLE_FAILED_INIT);
-      note_user_done(e, x);
-    }
+    if (kengine_add(e, x, err, sizeof err) != 0) fail_start(e, x);
   }
 }
+
+/* ---- driving --------------------------------------------------------- */
 
 static int collect(kengine *e) {
   int n = 0, left;
@@ -654,8 +378,8 @@ static int collect(kengine *e) {
     double delay;
     /* a download's bytes on disk before anything is decided: a write that fails ends it */
     if (x->path && !x->owner) kxfer_flush(x);
-    if (x->path && !x->owner && !x->io_error && kxfer_review(x, e, status) != 0) {
-      if (x->deadline_at > 0 && kengine_now() >= x->deadline_at) {
+    if (x->path && !x->owner && !x->io_error && kxfer_review(x, &e->net, status) != 0) {
+      if (x->deadline_at > 0 && know() >= x->deadline_at) {
         x->deadline_hit = 1;
       } else {
         requeue(e, x, 0, 0);
@@ -663,68 +387,64 @@ static int collect(kengine *e) {
       }
     }
     if (!x->owner && want_retry(e, x, code, status, &delay)) {
-      delay_retry(e, x, delay);
+      requeue(e, x, delay, 1);
       continue;
     }
     kxfer_finish(x, code);
     kengine_remove(e, x); /* the easy handle goes back to the pool */
-    if (x->owner) {
-      x->next_done = e->owned_done;
-      e->owned_done = x;
-    } else {
-      note_user_done(e, x);
-    }
+    report(e, x);
     n++;
   }
   return n;
 }
 
 double kengine_timeout(const kengine *e) {
-  double now = kengine_now(), at = -1;
+  double now = know(), at = -1;
   if (e->curl_deadline >= 0) at = e->curl_deadline;
   if (e->wake_at >= 0 && (at < 0 || e->wake_at < at)) at = e->wake_at;
   if (e->nqueued && e->max_rps > 0) {
     double t = next_token_at(e);
     if (at < 0 || t < at) at = t;
   }
-  for (const kxfer *x = e->delayed; x; x = x->next)
+  const kxfer *x;
+  TAILQ_FOREACH(x, &e->delayed, link)
     if (at < 0 || x->retry_at < at) at = x->retry_at;
   if (at < 0) return -1;
   return at > now ? at - now : 0;
 }
 
-#define MAX_EVENTS 256
+/* The event set's callback: a socket is ready. */
+static void on_ready(void *ud, int fd, int what) {
+  kengine *e = ud;
+  int action = 0, running;
+  if (what & KEV_IN) action |= CURL_CSELECT_IN;
+  if (what & KEV_OUT) action |= CURL_CSELECT_OUT;
+  if (what & KEV_ERR) action |= CURL_CSELECT_ERR;
+  curl_multi_socket_action(e->multi, fd, action, &running);
+}
 
 int kengine_step(kengine *e, double timeout) {
   if (e->multi == NULL) return 0;
   int running, done = 0;
-  double deadline = kengine_now() + (timeout > 0 ? timeout : 0);
-  struct epoll_event evs[MAX_EVENTS];
+  double deadline = know() + (timeout > 0 ? timeout : 0);
+  e->failed_starts = 0;
   for (;;) {
     start_delayed(e);
     start_queued(e);
-    done += collect(e);
-    double now = kengine_now();
+    done += collect(e) + e->failed_starts;
+    e->failed_starts = 0;
+    double now = know();
     if (done || (e->wake_at >= 0 && now >= e->wake_at)) break;
     double wait = deadline - now;
     double t = kengine_timeout(e);
     if (t >= 0 && t < wait) wait = t;
-    int ms = wait <= 0 ? 0 : wait > 86400.0 ? 86400000 : (int)ceil(wait * 1000.0);
-    int n = epoll_wait(e->epfd, evs, MAX_EVENTS, ms);
-    if (n < 0 && errno != EINTR) break;
-    for (int i = 0; i < n; i++) {
-      int action = 0;
-      if (evs[i].events & (EPOLLIN | EPOLLHUP)) action |= CURL_CSELECT_IN;
-      if (evs[i].events & EPOLLOUT) action |= CURL_CSELECT_OUT;
-      if (evs[i].events & EPOLLERR) action |= CURL_CSELECT_ERR;
-      curl_multi_socket_action(e->multi, evs[i].data.fd, action, &running);
-    }
-    if (e->curl_deadline >= 0 && kengine_now() >= e->curl_deadline) {
+    if (kev_wait(e->ev, kwait_ms(wait), on_ready, e) < 0) break;
+    if (e->curl_deadline >= 0 && know() >= e->curl_deadline) {
       e->curl_deadline = -1;
       curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     }
     done += collect(e);
-    if (done || kengine_now() >= deadline) break;
+    if (done || know() >= deadline) break;
   }
   return done;
 }

@@ -1,146 +1,109 @@
 /*
- * engine.h - a client's HTTP engine: one libcurl multi handle, its
- * settings (token, API origin, timeouts, TLS), and the transfers in flight.
+ * engine.h - a client's HTTP engine: one libcurl multi handle, the client's
+ * settings (net.h), and the transfers it holds, each on one list: in
+ * flight, queued (waiting for a rate token), delayed (waiting to be tried
+ * again) or done (a poller's transfer that has ended).
  *
- * libcurl's socket and timer callbacks only update an epoll set and a
- * deadline; kengine_step waits on them. API requests may be held back by a
- * client-wide cap on requests per second (a token bucket).
+ * libcurl's socket and timer callbacks only update the event set (event.h)
+ * and a deadline; kengine_step waits on them. API requests may be held back
+ * by a client-wide cap on requests per second (a token bucket).
  *
- * The engine decides which requests carry the token: only those whose
- * origin (scheme, host, port) is the API's. It refuses plain http to any
- * host but loopback unless the caller allowed it.
+ * Retries: a transfer that fails on the way is tried again here, by the
+ * protocol's rule for transport failures (kproto_transient; a paid submit
+ * only when it provably never reached the server), and a file host's
+ * answer by its HTTP status. An API answer is never judged here: its body
+ * decides, and the engine cannot read it; the Lua layer reads it and asks
+ * for another try with kengine_again, which applies the same backoff.
+ *
+ * Pure C: no Lua. Calls go one way: engine -> http (transfers) -> net.
  */
 #ifndef KLING_ENGINE_H
 #define KLING_ENGINE_H
 
+#include <sys/queue.h>
 #include <curl/curl.h>
 
+#include "defaults.h"
+#include "event.h"
 #include "http.h"
+#include "net.h"
+#include "util.h"
 
-/* What the body of an API answer says, as the engine's retries need it. */
-typedef struct kbody_info {
-  int has_code;            /* it holds an error_code (kcore_error_code says what counts) ... */
-  long long code;          /* ... this one */
-  int has_status;          /* a usable "status": a string of at least one byte */
-  int has_id;              /* a "request_id" (a string or a number, usable or not) */
-} kbody_info;
+TAILQ_HEAD(kxfer_list, kxfer);
 
-/* A status or result answer without a usable status (not JSON, truncated,
- * {}, [], a status that is no string...) is asked again, like one that
- * cannot be decoded: at most this many such answers in a row, then the
- * caller gets the last one (kind protocol). The poller (a wait) and the
- * engine (job:refresh, job:result, with the client's retries) count alike. */
-#define KANSWER_UNUSABLE_TRIES 5
+typedef struct kengine_opts {
+  knet_opts net;
+  long max_connections;    /* connections at once (CURLMOPT_MAX_TOTAL_CONNECTIONS) */
+  int max_active;          /* API transfers in the multi handle at once */
+  double max_rps;          /* API requests per second; 0 = no cap */
+  int max_retries;         /* tries after the first */
+  double retry_base, retry_cap, retry_after_cap; /* seconds (defaults.h: the backoff) */
+} kengine_opts;
 
 typedef struct kengine {
+  knet net;                /* the settings every transfer reads */
   CURLM *multi;
-  int epfd;                /* libcurl's sockets, as its socket callback asks */
+  kev *ev;                 /* libcurl's sockets, as its socket callback asks */
   double curl_deadline;    /* libcurl's timer; < 0 when unset */
   double wake_at;          /* the poller's next due time; < 0 when none */
-  double max_rps;          /* API requests per second; 0 = no cap */
+  double max_rps;
   double tokens, tokens_at;
-  kxfer *queued_head, *queued_tail; /* API transfers waiting for a token */
-  int nqueued;
-  kxfer *owned_done;       /* finished transfers that belong to the poller */
+  struct kxfer_list inflight, queued, delayed, done;
+  int ninflight, nqueued;
   void **user_done;        /* the caller's transfers that ended since it last asked */
   int nuser_done, capuser_done;
-  kxfer *delayed;          /* transfers waiting to be tried again (linked by next) */
-  int max_retries;         /* tries after the first */
+  int max_retries;
   double retry_base, retry_cap, retry_after_cap;
-  unsigned long long rng;
+  krng rng;
   long long retries;       /* tries made again */
-  int max_active;          /* API transfers in the multi handle at once */
+  int max_active;
   int nactive_api;
-  CURL *pool[64];          /* reset easy handles for reuse */
+  CURL *pool[KL_EASY_POOL]; /* reset easy handles for reuse */
   int npool;
   long long requests;      /* API requests started */
   long long connects;      /* TCP connections opened (CURLINFO_NUM_CONNECTS) */
-  int sockets_open, sockets_peak; /* counted by the open/close socket callbacks */
-  long long sockets_opened;
-  char *token;             /* NULL when none */
-  char *auth_header;       /* "Authorization: Bearer ..." */
-  char *api_scheme, *api_host, *api_port;
-  char *ca_file;
-  char *user_agent;
-  long timeout_ms, connect_timeout_ms;
-  size_t max_body;         /* cap on in-memory response bodies */
-  int allow_insecure_http;
   long max_connections;
-  /* Reads the body of an API answer (see kbody_info): returns 1 and fills
-   * *info when the body is JSON it could decode, else 0. Set by the Lua
-   * binding; NULL: the HTTP status alone decides. */
-  int (*body_info)(void *ud, const kxfer *x, struct kbody_info *info);
-  void *body_info_ud;
-  char *no_proxy;          /* CURLOPT_NOPROXY of every transfer: the user's list and loopback */
-  kxfer *inflight;         /* doubly linked */
-  int ninflight;
-  int completed;           /* finished during the current drive */
+  int failed_starts;       /* held transfers that could not start, during kengine_step */
 } kengine;
 
-typedef struct kengine_opts {
-  const char *token, *api_base, *ca_file, *user_agent;
-  long timeout_ms, connect_timeout_ms, max_connections;
-  double max_rps;
-  size_t max_body;
-  int allow_insecure_http;
-  int max_retries;         /* -1: the default (4) */
-  double retry_base, retry_cap, retry_after_cap; /* 0: the defaults */
-} kengine_opts;
+/* The defaults of defaults.h, for the binding to start from. */
+void kengine_defaults(kengine_opts *o);
 
 /* Returns 0, or -1 with a reason in err. */
 int kengine_init(kengine *e, const kengine_opts *o, char *err, size_t errlen);
 void kengine_close(kengine *e);
 
-/* Is the URL acceptable (http/https, TLS unless loopback or allowed)?
- * Fills is_api when its origin is the API's. Returns 0 or -1 with err. */
-int kengine_check_url(const kengine *e, const char *url, int *is_api, char *err, size_t errlen);
-
-/* Adds a configured transfer to the multi handle. Returns 0 or -1. */
+/* Adds a transfer (from kxfer_new) to the engine: it starts now, or is
+ * queued behind the rate cap. Returns 0 or -1 with err (x is then not held). */
 int kengine_add(kengine *e, kxfer *x, char *err, size_t errlen);
-/* Detaches a transfer (finished or not) from the engine. */
+/* Detaches a transfer from the engine, whatever list holds it; one that has
+ * not ended is aborted (its result then says so, and the caller's is noted
+ * for kengine_finished). */
 void kengine_remove(kengine *e, kxfer *x);
 
-/* libcurl's open/close socket callbacks: count the engine's sockets. */
-curl_socket_t kengine_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr);
-int kengine_close_socket(void *ud, curl_socket_t fd);
+/* Sends a caller's finished transfer again, after the backoff of the
+ * engine's retries (at least its answer's Retry-After): for an answer the
+ * Lua layer judged retryable by the protocol's rule. Returns 1 when it will
+ * go again, 0 when the retries are spent or the answer asks to wait longer
+ * than retry_after_cap (x is left as it was), -1 when x is not a finished,
+ * detached transfer. */
+int kengine_again(kengine *e, kxfer *x);
 
 /* Drives the engine for at most timeout seconds, returning early once any
- * transfer has finished or the poller is due (wake_at). Sleeps in the
- * kernel (epoll) while nothing is ready. Returns the number of transfers
- * that finished; those owned by the poller are left on owned_done. */
+ * transfer has ended or the poller is due (wake_at). Sleeps in the kernel
+ * while nothing is ready. Returns the number of transfers that ended (the
+ * poller's wait on the done list: kengine_take_done). */
 int kengine_step(kengine *e, double timeout);
 
+/* The next of the poller's transfers that ended (detached), or NULL. */
+kxfer *kengine_take_done(kengine *e);
+
 /* Seconds until the engine has something to do (libcurl's timer, the
- * poller, a rate token), or -1 when it waits only on sockets or nothing. */
+ * poller, a rate token, a delayed retry), or -1 when it waits only on
+ * sockets or nothing. */
 double kengine_timeout(const kengine *e);
 
-double kengine_now(void);
-
-/* A Retry-After value (delta-seconds or HTTP-date) as seconds from now, or -1. */
-double kengine_retry_after(const char *v);
-
-/* The one rule for reading an answer of the service; every layer uses it (the
- * engine, the poller, and the Lua layer through kling.core.answer_kind). See
- * the comment at its definition in engine.c.
- * status: the HTTP status; has_code, code: RunComfy's error_code of the body
- * (kcore_error_code says what counts as one). Returns NULL for a success,
- * else the error kind ("auth", "payment", "not_found", "bad_request",
- * "timeout", "rate_limited", "server", "protocol"); *retryable (may be NULL)
- * says whether the same request may be tried again. */
-const char *kanswer_kind(long status, int has_code, long long code, int *retryable);
-
-/* Masks the token in the NUL-terminated text s (a buffer of cap bytes): every
- * occurrence becomes "***", cut at cap. For the parts of a message kling builds
- * that quote what a server sent (a redirect's Location, a Content-Range). */
-void kengine_mask(const kengine *e, char *s, size_t cap);
-
-/* Must a transfer to url go straight to its host, never through a proxy?
- * Yes for loopback hosts, and for a plain-http request that carries the token
- * (a proxy would read it in clear text). Returns 1 or 0. */
-int kengine_direct_only(const char *url, int is_api);
-
-/* The HTTP status a proxy answered a CONNECT with, when it refused to open the
- * tunnel (not 2xx); 0 when no proxy refused (or none was used). */
-long kengine_proxy_refusal(CURL *easy);
+/* The descriptor that is readable when the engine has work (event.h). */
+int kengine_pollfd(const kengine *e);
 
 #endif

@@ -50,7 +50,7 @@
  * - The bytes gathered in memory go to the .part whatever ends the
  *   transfer: its end, an abort, the engine's close, or kxfer_free.
  * - Redirects are followed here, not by libcurl: each target is judged as
- *   the URL itself would be (kengine_check_url), and https never goes to
+ *   the URL itself would be (knet_check_url), and https never goes to
  *   plain http; at most KX_MAX_REDIRECTS hops.
  * - A try ends when it stays below low_speed_limit bytes/s for
  *   low_speed_time seconds (libcurl's low-speed rule); a deadline, when
@@ -60,7 +60,6 @@
  */
 #define _GNU_SOURCE /* sync_file_range */
 #include "http.h"
-#include "engine.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -72,33 +71,20 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "journal.h" /* ksha256_hex */
+#include "defaults.h"
+#include "net.h"
+#include "sha256.h"
+#include "util.h"
 
-#define KX_ERROR_BODY_CAP 65536 /* error answers of the file host, kept in memory */
-#define KX_LOW_SPEED_LIMIT_DEFAULT 1024L /* bytes/s */
-#define KX_LOW_SPEED_TIME_DEFAULT 30L    /* s */
-#define KX_MAX_REDIRECTS 5
-#define KX_MAX_RESTARTS 2
-#define KX_WBUF (256u << 10) /* bytes gathered before one write(2) to the .part (bench/download.lua) */
-#define KX_META_MAX 4096
+#define KX_ERROR_BODY_CAP KL_ERROR_BODY_CAP /* error answers of the file host, kept in memory */
+#define KX_MAX_REDIRECTS KL_MAX_REDIRECTS
+#define KX_MAX_RESTARTS KL_MAX_RESTARTS
+#define KX_WBUF KL_WRITE_BUFFER
+#define KX_META_MAX KL_META_MAX
 #define KX_META_MAGIC "kling-part 2"
 
-static char *kx_strdup(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d) memcpy(d, s, n);
-  return d;
-}
-
-static char *kx_concat(const char *a, const char *b) {
-  size_t na = strlen(a), nb = strlen(b);
-  char *d = malloc(na + nb + 1);
-  if (d) {
-    memcpy(d, a, na);
-    memcpy(d + na, b, nb + 1);
-  }
-  return d;
-}
+#define kx_strdup kstrdup
+#define kx_concat kconcat
 
 static void copy_header_value(char *dst, size_t dstlen, const char *v, size_t n) {
   if (memchr(v, '\0', n) != NULL) n = 0; /* a value with a NUL byte is no value: never read it cut short */
@@ -647,7 +633,7 @@ static int begin_body(kxfer *x, long code) {
     if (bad) {
       char cr[sizeof x->r_content_range]; /* the host's text: the token masked */
       snprintf(cr, sizeof cr, "%s", x->r_content_range[0] == '\1' ? "(too long)" : x->r_content_range);
-      kengine_mask(x->engine, cr, sizeof cr);
+      knet_mask(x->net, cr, sizeof cr);
       snprintf(x->problem, sizeof x->problem, "the file host answered a range request from byte %lld with %s (Content-Range '%s')",
                (long long)x->offset, bad, cr);
       x->restart = 1;
@@ -722,18 +708,18 @@ static int add_header(kxfer *x, const char *h) {
 
 #define SETOPT(opt, val) do { if (curl_easy_setopt(x->easy, opt, val) != CURLE_OK) return -1; } while (0)
 
-kxfer *kxfer_new(kengine *e, const kx_spec *s, char *err, size_t errlen) {
+kxfer *kxfer_new(knet *e, const kx_spec *s, char *err, size_t errlen) {
   return kxfer_new_ex(e, s, err, errlen, NULL);
 }
 
-kxfer *kxfer_new_ex(kengine *e, const kx_spec *s, char *err, size_t errlen, kx_new_error *why) {
+kxfer *kxfer_new_ex(knet *e, const kx_spec *s, char *err, size_t errlen, kx_new_error *why) {
   kx_new_error ignored;
   if (why == NULL) why = &ignored;
   why->io = 0;
   why->errnum = 0;
   why->path[0] = '\0';
   int is_api = 0;
-  if (kengine_check_url(e, s->url, &is_api, err, errlen) != 0) return NULL;
+  if (knet_check_url(e, s->url, &is_api, err, errlen) != 0) return NULL;
   if (s->download) is_api = 0; /* downloads never carry the token */
   int method;
   if (strcmp(s->method, "GET") == 0) method = KX_GET;
@@ -747,6 +733,7 @@ kxfer *kxfer_new_ex(kengine *e, const kx_spec *s, char *err, size_t errlen, kx_n
   kxfer *x = calloc(1, sizeof *x);
   if (x == NULL) { snprintf(err, errlen, "out of memory"); return NULL; }
   x->fd = x->lock_fd = -1;
+  x->net = e;
   kbuf_init(&x->body, s->download ? 0 : e->max_body);
   x->is_api = is_api;
   x->method = method;
@@ -754,7 +741,6 @@ kxfer *kxfer_new_ex(kengine *e, const kx_spec *s, char *err, size_t errlen, kx_n
   x->timeout_ms = s->timeout_ms > 0 ? s->timeout_ms : e->timeout_ms;
   x->fresh = s->fresh;
   x->retry = s->retry;
-  x->status_answer = s->status_answer;
   x->length = -1;
   x->total = -1;
   x->url = kx_strdup(s->url);
@@ -769,10 +755,11 @@ kxfer *kxfer_new_ex(kengine *e, const kx_spec *s, char *err, size_t errlen, kx_n
   if (s->download) {
     x->origin_url = kx_strdup(s->url);
     if (download_names(x, s->download) != 0 || !x->origin_url) goto fail_oom;
-    x->low_speed_limit = s->low_speed_limit > 0 ? s->low_speed_limit : KX_LOW_SPEED_LIMIT_DEFAULT;
+    /* unset: the defaults (defaults.h): min_rate, and the transfer's timeout */
+    x->low_speed_limit = s->low_speed_limit > 0 ? s->low_speed_limit : (long)KD_DOWNLOAD_MIN_RATE;
     x->low_speed_time = s->low_speed_time > 0 ? s->low_speed_time
-                        : x->timeout_ms > 0 ? (x->timeout_ms + 999) / 1000 : KX_LOW_SPEED_TIME_DEFAULT;
-    if (s->deadline > 0) x->deadline_at = kengine_now() + s->deadline;
+                        : x->timeout_ms > 0 ? (x->timeout_ms + 999) / 1000 : (long)KD_TIMEOUT;
+    if (s->deadline > 0) x->deadline_at = know() + s->deadline;
     /* the lock before the sidecar is read: what is read is not being written */
     if (check_target(x, why) != 0 || take_lock(x, why) != 0) {
       target_message(x, why, err, errlen);
@@ -789,7 +776,7 @@ fail_oom:
   return NULL;
 }
 
-static int configure(kxfer *x, kengine *e) {
+static int configure(kxfer *x, knet *e) {
   SETOPT(CURLOPT_URL, x->url);
   SETOPT(CURLOPT_PRIVATE, (void *)x);
   SETOPT(CURLOPT_NOSIGNAL, 1L);
@@ -812,10 +799,10 @@ static int configure(kxfer *x, kengine *e) {
   SETOPT(CURLOPT_NOPROXY, e->no_proxy);
   SETOPT(CURLOPT_HTTPPROXYTUNNEL, 1L);
   SETOPT(CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE);
-  if (kengine_direct_only(x->url, x->is_api)) SETOPT(CURLOPT_PROXY, "");
-  SETOPT(CURLOPT_OPENSOCKETFUNCTION, kengine_open_socket);
+  if (knet_direct_only(x->url, x->is_api)) SETOPT(CURLOPT_PROXY, "");
+  SETOPT(CURLOPT_OPENSOCKETFUNCTION, knet_open_socket);
   SETOPT(CURLOPT_OPENSOCKETDATA, (void *)e);
-  SETOPT(CURLOPT_CLOSESOCKETFUNCTION, kengine_close_socket);
+  SETOPT(CURLOPT_CLOSESOCKETFUNCTION, knet_close_socket);
   SETOPT(CURLOPT_CLOSESOCKETDATA, (void *)e);
 
   if (x->path) {
@@ -824,7 +811,7 @@ static int configure(kxfer *x, kengine *e) {
     SETOPT(CURLOPT_LOW_SPEED_LIMIT, x->low_speed_limit);
     SETOPT(CURLOPT_LOW_SPEED_TIME, x->low_speed_time);
     if (x->deadline_at > 0) {
-      double left = x->deadline_at - kengine_now();
+      double left = x->deadline_at - know();
       long ms = left > 0 ? (long)(left * 1000.0) + 1 : 1;
       SETOPT(CURLOPT_TIMEOUT_MS, ms);
     }
@@ -863,7 +850,7 @@ static int configure(kxfer *x, kengine *e) {
   return 0;
 }
 
-int kxfer_begin(kxfer *x, kengine *e, CURL *easy) {
+int kxfer_begin(kxfer *x, knet *e, CURL *easy) {
   x->easy = easy ? easy : curl_easy_init();
   if (x->easy == NULL) return -1;
   if (configure(x, e) != 0) {
@@ -902,7 +889,7 @@ static void url_for_message(char *out, size_t outlen, const char *url) {
   snprintf(out, outlen, "%.*s%s", (int)n, url, url[n] ? "..." : "");
 }
 
-int kxfer_review(kxfer *x, kengine *e, long status) {
+int kxfer_review(kxfer *x, const knet *e, long status) {
   if (x->path == NULL) return 0;
   if (x->restart) { /* a range answer that did not match, seen by on_body */
     if (x->restarts < KX_MAX_RESTARTS) return KX_START_OVER;
@@ -919,7 +906,7 @@ int kxfer_review(kxfer *x, kengine *e, long status) {
     }
     char cr[sizeof x->r_content_range]; /* the host's text: the token masked */
     snprintf(cr, sizeof cr, "%s", x->r_content_range[0] == '\1' ? "(too long)" : x->r_content_range);
-    kengine_mask(e, cr, sizeof cr);
+    knet_mask(e, cr, sizeof cr);
     snprintf(x->problem, sizeof x->problem, "the file host answered 416 to a range request from byte %lld (Content-Range '%s')",
              (long long)x->offset, cr);
     x->restart = 1;
@@ -933,7 +920,7 @@ int kxfer_review(kxfer *x, kengine *e, long status) {
       return 0; /* no Location: an HTTP error like any other */
     char shown[256], why[256];
     url_for_message(shown, sizeof shown, loc);
-    kengine_mask(e, shown, sizeof shown); /* the host's Location: the token masked */
+    knet_mask(e, shown, sizeof shown); /* the host's Location: the token masked */
     int is_api;
     if (x->hops >= KX_MAX_REDIRECTS) {
       snprintf(x->problem, sizeof x->problem, "more than %d redirects (the last to %s)", KX_MAX_REDIRECTS, shown);
@@ -945,8 +932,8 @@ int kxfer_review(kxfer *x, kengine *e, long status) {
       x->redirect_error = 1;
       return 0;
     }
-    if (kengine_check_url(e, loc, &is_api, why, sizeof why) != 0) {
-      kengine_mask(e, why, sizeof why); /* it may quote the Location's host */
+    if (knet_check_url(e, loc, &is_api, why, sizeof why) != 0) {
+      knet_mask(e, why, sizeof why); /* it may quote the Location's host */
       snprintf(x->problem, sizeof x->problem, "refusing the redirect to %s: %s", shown, why);
       x->redirect_error = 1;
       return 0;
@@ -1019,7 +1006,7 @@ void kxfer_finish(kxfer *x, CURLcode code) {
     curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &x->pretransfer);
     curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &x->http_version);
     x->length = kxfer_length(x);
-    long refused = code != CURLE_OK ? kengine_proxy_refusal(x->easy) : 0;
+    long refused = code != CURLE_OK ? knet_proxy_refusal(x->easy) : 0;
     if (refused) { /* say it was the proxy, not the service, that refused */
       char *ip = NULL;
       long port = 0;
@@ -1031,7 +1018,7 @@ void kxfer_finish(kxfer *x, CURLcode code) {
     }
   }
   if (x->path) {
-    if (code == CURLE_OPERATION_TIMEDOUT && x->deadline_at > 0 && kengine_now() >= x->deadline_at - 0.05)
+    if (code == CURLE_OPERATION_TIMEDOUT && x->deadline_at > 0 && know() >= x->deadline_at - 0.05)
       x->deadline_hit = 1; /* this try was cut by the deadline, not by the low-speed rule */
     finish_download(x);
   }

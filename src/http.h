@@ -5,16 +5,19 @@
  * buffer (or the file it streams a download into) and what it learned of the
  * response: HTTP status, the headers the client needs, the byte counts and,
  * on failure, a classified error. Callbacks here are pure C: they only fill
- * buffers and flags. engine.c owns the multi handle and the list of
- * transfers in flight; core.c exposes both to Lua.
+ * buffers and flags. A transfer reads its client's settings and URL rules
+ * (net.h); engine.c owns the multi handle and the engine's lists of
+ * transfers and drives them; lua_engine.c exposes both to Lua.
  */
 #ifndef KLING_HTTP_H
 #define KLING_HTTP_H
 
 #include <stdio.h>
+#include <sys/queue.h>
 #include <curl/curl.h>
 
 #include "buf.h"
+#include "net.h"
 
 struct kengine;
 
@@ -36,8 +39,6 @@ typedef struct kx_spec {
   long low_speed_limit; /* downloads: a try ends below this many bytes/s ... (0 = 1024) */
   long low_speed_time;  /* ... kept up for this many seconds (0 = timeout_ms, else 30) */
   double deadline;      /* downloads: seconds for the whole download, retries included; 0 = none */
-  int status_answer;    /* a status or result request: a 2xx answer without a usable status is asked
-                           again (KANSWER_UNUSABLE_TRIES in engine.h) */
 } kx_spec;
 
 /* What went wrong when kxfer_new refuses: a local file problem (io = 1, with
@@ -50,6 +51,9 @@ typedef struct kx_new_error {
 
 enum { KX_RETRY_NONE = 0, KX_RETRY_SAFE, KX_RETRY_SUBMIT };
 
+/* Which of the engine's lists a transfer is on (one at a time, by `link`). */
+enum kx_list { KX_NOWHERE = 0, KX_INFLIGHT, KX_QUEUED, KX_DELAYED, KX_ENDED };
+
 typedef struct kxfer {
   CURL *easy;              /* only while it runs: made (or taken from a pool) at start */
   struct curl_slist *headers;
@@ -60,18 +64,16 @@ typedef struct kxfer {
   int method;              /* KX_GET, KX_POST, KX_HEAD */
   long timeout_ms;
   int fresh;
-  struct kengine *engine;  /* NULL once the engine is gone */
-  struct kxfer *prev, *next; /* the engine's in-flight list */
+  knet *net;               /* the client's settings (the engine's) */
+  struct kengine *engine;  /* set while the engine holds it (on one of its lists); for engine.c */
+  TAILQ_ENTRY(kxfer) link; /* on the engine's list `list` */
+  enum kx_list list;
   enum kx_state state;
   int is_api;              /* carries the token: API origin only */
-  int queued;              /* waiting for a rate token, not yet in the multi handle */
-  int delayed;             /* waiting to be tried again (the engine's delayed list) */
   int retry;               /* KX_RETRY_* */
-  int status_answer;       /* kx_spec's status_answer */
   int attempts;            /* tries made so far */
-  double retry_at;
+  double retry_at;         /* on the delayed list: when to try again */
   void *owner;             /* the poller's watch, when the poller made it */
-  struct kxfer *next_done; /* the engine's owned_done list */
 
   kbuf body;               /* response body (or an error body of a download) */
   char *path, *part;       /* download destination and its .part file */
@@ -100,7 +102,7 @@ typedef struct kxfer {
   /* downloads: this answer's headers */
   char r_etag[256], r_last_modified[64], r_content_range[128], r_date[64];
   long low_speed_limit, low_speed_time;
-  double deadline_at;      /* kengine_now() past which no try starts; 0 = none */
+  double deadline_at;      /* know() past which no try starts; 0 = none */
   int deadline_hit;
   int restart;             /* the answer cannot be appended: start over from 0 */
   int restarts, hops;      /* starts over and redirects followed so far */
@@ -138,18 +140,18 @@ typedef struct kxfer {
  * is opened when the first verified byte arrives. On failure returns NULL
  * and writes a reason into err (size errlen); kxfer_new_ex also says whether
  * it is a local file problem (why may be NULL). */
-kxfer *kxfer_new(struct kengine *e, const kx_spec *spec, char *err, size_t errlen);
-kxfer *kxfer_new_ex(struct kengine *e, const kx_spec *spec, char *err, size_t errlen, kx_new_error *why);
+kxfer *kxfer_new(knet *n, const kx_spec *spec, char *err, size_t errlen);
+kxfer *kxfer_new_ex(knet *n, const kx_spec *spec, char *err, size_t errlen, kx_new_error *why);
 /* Called by the engine when a download's try has ended, before it decides
  * whether to try again: follows a redirect (the target judged as the URL
- * itself would be: kengine_check_url, and https never goes to http), reads a
+ * itself would be: knet_check_url, and https never goes to http), reads a
  * 416, and asks to start over after a range answer that did not match.
  * Returns KX_NEXT_HOP or KX_START_OVER when the transfer must go out again
  * at once (the easy handle still attached), else 0. */
-int kxfer_review(kxfer *x, struct kengine *e, long status);
+int kxfer_review(kxfer *x, const knet *n, long status);
 enum { KX_NEXT_HOP = 1, KX_START_OVER = 2 };
 /* Configures easy (fresh or reset) for the transfer and takes it. 0 or -1. */
-int kxfer_begin(kxfer *x, struct kengine *e, CURL *easy);
+int kxfer_begin(kxfer *x, knet *n, CURL *easy);
 /* Called by the engine when libcurl reports the transfer done. */
 void kxfer_finish(kxfer *x, CURLcode code);
 /* A download: writes the bytes of this try still in memory to the .part.

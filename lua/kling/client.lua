@@ -1,27 +1,37 @@
 --- kling clients: one C engine (a libcurl multi handle) each, and the API
--- exchanges built on it. See DESIGN.md for the public API.
+-- exchanges built on it: where answers enter kling (decoded and masked:
+-- Client:_take), are read by the protocol (kling.protocol), and reach the
+-- jobs (the poller's answers: Client:_pump). README.md documents the API.
+--
+-- Calls go one way: kling.client -> kling.job, kling.protocol, kling.errors,
+-- kling.journal, kling.models, kling.sched -> kling.core (the C core, which
+-- never calls back).
 local core = require "kling.core"
 local json = require "kling.json"
 local errors = require "kling.errors"
 local models = require "kling.models"
+local protocol = require "kling.protocol"
 local sched = require "kling.sched"
 local journal = require "kling.journal"
+
+local engine_lib = core.engine
+local DEFAULTS = core.DEFAULTS
 
 local M = {}
 
 M.VERSION = "0.1.0"
 M.DEFAULT_BASE_URL = "https://model-api.runcomfy.net/v1"
-M.ID_PATTERN = "^[A-Za-z0-9_-]+$"
+--- The request id rule (kling.protocol): the characters; 1 to 128 of them.
+M.ID_PATTERN = protocol.ID_PATTERN
 
 local Client = {}
 Client.__index = Client
 Client.__name = "kling.client"
 M.Client = Client
 
---- True when s is a request id the contract accepts (^[A-Za-z0-9_-]{1,128}$).
-function M.valid_id(s)
-  return type(s) == "string" and #s >= 1 and #s <= 128 and s:match(M.ID_PATTERN) ~= nil
-end
+--- True when s is a request id the contract accepts (^[A-Za-z0-9_-]{1,128}$:
+-- kling.protocol.valid_id).
+M.valid_id = protocol.valid_id
 
 local OPTION_TYPES = {
   token = "string", base_url = "string", timeout = "number", connect_timeout = "number",
@@ -54,9 +64,11 @@ end
 -- job is watched; intervals grow by `factor` (with +-`jitter`) while nothing
 -- changes, up to `near` once a job may end at any moment; never below `min`
 -- nor above `max`, and no polls before the shortest run time seen so far.
-M.DEFAULT_POLL = { initial = 1, min = 0.5, max = 30, near = 7, factor = 1.5, jitter = 0.1 }
+-- (kling.core.DEFAULTS.poll: src/defaults.h)
+M.DEFAULT_POLL = {}
+for k, v in pairs(DEFAULTS.poll) do M.DEFAULT_POLL[k] = v end
 
---- Makes a client. Every option is optional; see DESIGN.md and README.md.
+--- Makes a client. Every option is optional; see README.md ("Options").
 -- Raises on a wrong option (a programming error); never on the network.
 function M.new(opts)
   opts = opts or {}
@@ -78,18 +90,18 @@ function M.new(opts)
     if not opts.poll.near then poll.near = math.max(poll.min, math.min(poll.near, poll.max)) end
     if not opts.poll.max then poll.max = math.max(poll.max, poll.near) end
   end
-  local ok, engine = pcall(core.new, {
+  local ok, engine = pcall(engine_lib.new, {
     base_url = base,
     token = token,
-    timeout = opts.timeout or 30,
-    connect_timeout = opts.connect_timeout or 10,
+    timeout = opts.timeout, -- nil: kling.core.DEFAULTS
+    connect_timeout = opts.connect_timeout,
     ca_file = opts.ca_file,
     allow_insecure_http = opts.allow_insecure_http,
     max_connections = opts.max_connections,
     max_body = opts.max_body,
     max_rps = opts.max_rps,
     retries = opts.retries,
-    user_agent = opts.user_agent or ("kling-lua/" .. M.VERSION .. " libcurl/" .. core.curl_version),
+    user_agent = opts.user_agent or ("kling-lua/" .. M.VERSION .. " libcurl/" .. engine_lib.curl_version),
   })
   if not ok then error("kling.new: " .. tostring(engine):gsub("^[^:]*:%d+: ", ""), 2) end
   local okp, perr = pcall(engine.set_poll, engine, poll)
@@ -101,7 +113,7 @@ function M.new(opts)
   return setmetatable({
     base_url = base,
     has_token = token ~= nil and token ~= "",
-    request_timeout = opts.timeout or 30,
+    request_timeout = opts.timeout or DEFAULTS.timeout,
     poll = poll,
     _engine = engine,
     _watched = {}, -- poller handle -> job
@@ -122,17 +134,9 @@ function Client:scrub(s)
   return self._engine:scrub(tostring(s))
 end
 
--- kling's own words in an answer: the field names it reads and the status and
--- outcome words it knows. They are the protocol's, not text a server made up,
--- and stay as they are whatever the token (a short token must not turn
--- "status" into something kling no longer reads).
-local OWN_WORDS = {}
-for _, w in ipairs { "request_id", "status_url", "result_url", "cancel_url", "status", "queue_position",
-  "instance_id", "output", "video", "videos", "cost", "error", "error_code", "error_message", "message", "detail",
-  "loc", "msg", "outcome", "in_queue", "in_progress", "completed", "failed", "cancelled", "succeeded", "canceled",
-  "pending", "waiting", "starting", "processing", "not_cancellable", "cancellation_requested" } do
-  OWN_WORDS[w] = true
-end
+-- kling's own words in an answer (field names, status and outcome words: the
+-- protocol's, never masked; kling.protocol.OWN_WORDS).
+local OWN_WORDS = protocol.OWN_WORDS
 M.OWN_WORDS = OWN_WORDS
 
 -- Masks a string from a server, unless it is one of kling's own words.
@@ -202,24 +206,48 @@ function Client:timeout()
   return self._engine:timeout()
 end
 
--- Applies the poller's news to the jobs, and wakes whoever waits on them.
+-- Wakes whoever waits on the caller's transfers that ended, and takes in
+-- the poller's answers (Client:_poll_answer), waking whoever waits on their
+-- jobs.
 function Client:_pump()
   local engine = self._engine
   for _, key in ipairs(engine:finished()) do sched.notify(key) end
-  local updates = engine:updates()
-  -- every update is applied, whatever one of them raises (an on_update of
+  local answers = engine:answers()
+  -- every answer is taken in, whatever one of them raises (an on_update of
   -- the caller's): no job loses its outcome to another's error
   local raised
-  for i = 1, #updates do
-    local u = updates[i]
-    local job = self._watched[u.handle]
-    if job then
-      local ok, e = pcall(job._apply, job, u)
-      if not ok and raised == nil then raised = e end
-      sched.notify(job)
-    end
+  for i = 1, #answers do
+    local a = answers[i]
+    local job = self._watched[a.handle]
+    local ok, e = pcall(self._poll_answer, self, job, a)
+    if not ok and raised == nil then raised = e end
+    if job then sched.notify(job) end
   end
   if raised ~= nil then error(raised, 0) end
+end
+
+-- Reads a finished poll (decoded and masked where it enters) by the
+-- protocol: "status", "retry", "unusable" or "end" (kling.protocol.judge).
+local function read_poll(self, a)
+  return protocol.judge(self:_take(a), a.value)
+end
+
+-- One finished poll of a watched job (an answer of eng:answers()): read here
+-- by the protocol, handed to the C poller as an observation (eng:observe:
+-- the status word and queue position, or what to do), which schedules the
+-- next poll or says the wait has ended; then applied to the job.
+function Client:_poll_answer(job, a)
+  local what, done = "ended", true
+  if not a.ended then -- (ended: the request could not start; the wait is over)
+    local ok, w = pcall(read_poll, self, a)
+    what = ok and w or "end"
+    if what == "status" then
+      done = self._engine:observe(a.handle, "status", a.value.status, protocol.queue_position(a.value))
+    else
+      done = self._engine:observe(a.handle, what, a.retry_after)
+    end
+  end
+  if job then job:_take_poll(a, what, done) end
 end
 
 -- Starts polling a job in the engine (once).
@@ -254,7 +282,7 @@ function Client:_await(x, on_tick)
     return
   end
   while not x:done() do
-    sched.wait(self, done, core.now() + 0.25, key)
+    sched.wait(self, done, engine_lib.now() + 0.25, key)
     on_tick()
   end
 end
@@ -262,9 +290,10 @@ end
 --- Sleeps for s seconds while the engine keeps working (yields inside
 -- kling.run, where stop() can end the sleep early).
 function Client:sleep(s, stop)
-  sched.wait(self, function() return stop ~= nil and stop() end, core.now() + s)
+  sched.wait(self, function() return stop ~= nil and stop() end, engine_lib.now() + s)
 end
 
+--- The error kind of each kind of transport failure (err.transport).
 local TRANSPORT_KIND = {
   resolve = "network", connect = "network", tls = "network", network = "network",
   redirect = "network", truncated = "network", aborted = "network",
@@ -273,18 +302,7 @@ local TRANSPORT_KIND = {
   proxy = "network", -- a proxy refused or failed: err.transport == "proxy", the message names it
 }
 
--- One transfer, awaited; returns the raw result table, or nil, err.
-function Client:_transfer(spec, on_tick)
-  local x, msg = self._engine:request(spec)
-  if not x then
-    -- kling's own text about the caller's URL (a server's URL was masked where it entered)
-    return nil, errors.new("network", msg, { retryable = false })
-  end
-  self:_await(x, on_tick)
-  local res = x:result()
-  x:close()
-  return res
-end
+M.TRANSPORT_KIND = TRANSPORT_KIND
 
 -- The JSON text of a request body, written exactly (json.encode_wire):
 -- text | nil, err (kind validation, naming the path of the value that has no
@@ -302,12 +320,30 @@ local function no_token()
   return errors.new("auth", "no API token: pass token= to kling.new or set RUNCOMFY_TOKEN")
 end
 
+-- Should this answer to a direct call be sent again (x:again(): the
+-- engine's backoff, within the client's retries)? By the protocol: a
+-- retryable error (kling.protocol.judge), or, on a route whose answer must
+-- hold a status (opts.status_answer), one without a usable status, up to
+-- UNUSABLE_TRIES answers. A paid submit only after an HTTP 429 that names no
+-- job (an answer with a request id is never "not sent").
+local function ask_again(res, opts)
+  local v = res.value
+  if opts.submit then
+    local id = type(v) == "table" and v.request_id
+    return res.status == 429 and not (type(id) == "string" or math.type(id) ~= nil)
+  end
+  local what = protocol.judge(res, v)
+  return what == "retry" or (what == "unusable" and opts.status_answer == true
+    and res.attempts < protocol.UNUSABLE_TRIES)
+end
+
 -- One API exchange. Returns decoded body, result | nil, err.
 -- opts.body_text: the body, already encoded (then body is ignored).
 -- opts.submit: a paid POST: never replayed, and a failure after it may have
 -- reached the server is reported as submit_unknown. opts.status_answer: a
 -- status or result request, whose 2xx answer without a usable status is asked
--- again (a few times, with the client's retries).
+-- again (a few times, with the client's retries). The engine tries a failure
+-- on the way again by itself; an answer is read here (ask_again).
 -- Returns decoded body, res | nil, err, res (res when an answer came).
 function Client:_api(method, url, body, opts)
   opts = opts or {}
@@ -318,11 +354,20 @@ function Client:_api(method, url, body, opts)
     encoded, err = self:_encode(body)
     if not encoded then return nil, err end
   end
-  local res, err = self:_transfer {
+  local x, msg = self._engine:request {
     method = method, url = url, body = encoded, fresh = opts.submit, timeout = opts.timeout,
-    retry = opts.submit and "submit" or "safe", status_answer = opts.status_answer,
+    retry = opts.submit and "submit" or "safe",
   }
-  if not res then return nil, err end
+  if not x then
+    -- kling's own text about the caller's URL (a server's URL was masked where it entered)
+    return nil, errors.new("network", msg, { retryable = false })
+  end
+  local res
+  repeat
+    self:_await(x)
+    res = x:result()
+  until res.error or not ask_again(self:_take(res), opts) or not x:again()
+  x:close()
   return self:_answer(res, opts)
 end
 
@@ -346,16 +391,36 @@ function Client:_unknown_with_id(err, id)
     .. "): the job may or may not exist and be billed; it was not sent again; look it up by its id", fields)
 end
 
--- Reads a finished API exchange (as x:result() gives it): decoded body, res
--- | nil, err, res (res: nil for a transport error). What the server sent is
--- masked here, where it enters (Client:_mask): the decoded body, res.body and
--- the headers kept. Transport messages (libcurl's and kling's own, about the
--- caller's URL and files) are not: the parts of them that quote a server
--- were masked where they were built (src/http.c).
+-- Takes in the answer of a finished exchange (as x:result() gives it) where
+-- it enters kling: decodes its body (kling.json.decode: lua-cjson, as deep
+-- as the writer writes) and masks what the server sent (Client:_mask): the
+-- decoded value (res.value; nil when there is no body or it is not JSON, and
+-- res.why then says why), res.body and the headers kept. Transport messages
+-- (libcurl's and kling's own, about the caller's URL and files) are not
+-- masked: the parts of them that quote a server were masked where they were
+-- built (src/http.c). Once per res; returns res.
+function Client:_take(res)
+  if res.taken then return res end
+  res.taken = true
+  local raw = res.body
+  if type(raw) == "string" then
+    res.body = self:scrub(raw)
+    if not res.error and raw:find("%S") then
+      local ok, v = pcall(json.decode, raw)
+      if ok then res.value = self:_mask(v) else res.why = tostring(v):gsub("^.-:%d+: ", "") end
+    end
+  end
+  for _, h in ipairs { "content_type", "content_length", "retry_after" } do
+    if type(res[h]) == "string" then res[h] = self:scrub(res[h]) end
+  end
+  return res
+end
+
+-- Reads a finished API exchange (taken in: Client:_take): decoded body, res
+-- | nil, err, res (res: nil for a transport error).
 -- opts: submit (see _api), request_id.
 function Client:_answer(res, opts)
-  local raw = res.body
-  if type(raw) == "string" then res.body = self:scrub(raw) end
+  self:_take(res)
   if res.error then
     local e = res.error
     local kind = TRANSPORT_KIND[e.kind] or "network"
@@ -363,7 +428,7 @@ function Client:_answer(res, opts)
     if e.kind == "tls" then e.message = "TLS: " .. e.message end
     if e.kind == "proxy" then
       -- the proxy's refusal, read by the one rule: a 503 may pass, a 403 will not
-      local _, again = core.answer_kind(e.proxy_status or 0)
+      local _, again = protocol.answer_kind(e.proxy_status or 0)
       fields.retryable = e.proxy_status ~= nil and again == true
       fields.proxy_status = e.proxy_status
     end
@@ -373,14 +438,7 @@ function Client:_answer(res, opts)
     end
     return nil, errors.new(kind, e.message, fields)
   end
-  local decoded, why
-  if type(raw) == "string" and raw:find("%S") then
-    local ok, v = pcall(json.decode, raw)
-    if ok then decoded = self:_mask(v) else why = tostring(v):gsub("^.-:%d+: ", "") end
-  end
-  for _, h in ipairs { "content_type", "content_length", "retry_after" } do
-    if type(res[h]) == "string" then res[h] = self:scrub(res[h]) end
-  end
+  local decoded, why = res.value, res.why
   local err = errors.from_answer(res.status, decoded, function(s) return s end, opts.request_id)
   local id = opts.submit and type(decoded) == "table" and decoded.request_id
   if err and (type(id) == "string" or math.type(id)) then
@@ -408,17 +466,19 @@ function Client:_answer(res, opts)
   return decoded, res
 end
 
---- Builds the URL of a request route from the base URL.
+--- Builds the URL of a request route ("status", "result", "cancel") from the
+-- base URL (kling.protocol.url; id must be a valid request id).
 function Client:request_url(id, what)
-  return self.base_url .. "/requests/" .. id .. "/" .. what
+  return assert(protocol.url(self.base_url, what, id))
 end
 
 -- A string from a server (masked where it entered) made safe to print and to
 -- store: printable ASCII kept (a backslash doubled), every other byte as
 -- \xHH; at most 1024 bytes of it (then "...").
 function Client:_escape(s)
-  local cut = #s > 1024
-  s = s:sub(1, 1024):gsub("\\", "\\\\"):gsub("[^ -~]", function(c) return string.format("\\x%02x", c:byte()) end)
+  local max = core.LIMITS.escape_max
+  local cut = #s > max
+  s = s:sub(1, max):gsub("\\", "\\\\"):gsub("[^ -~]", function(c) return string.format("\\x%02x", c:byte()) end)
   return cut and (s .. "...") or s
 end
 
@@ -447,7 +507,7 @@ end
 function Client:submit(model_id, input, opts)
   if type(model_id) ~= "string" then error("client:submit: model_id must be a string", 2) end
   local tag = opts and opts.tag
-  if tag ~= nil and (type(tag) ~= "string" or #tag > 256) then
+  if tag ~= nil and (type(tag) ~= "string" or #tag > core.LIMITS.tag_max) then
     error("client:submit: opts.tag must be a string of at most 256 bytes", 2)
   end
   if not models.valid_model_id(model_id) then
@@ -461,15 +521,16 @@ function Client:submit(model_id, input, opts)
   if not encoded then return nil, eerr end
   local intent
   if self._journal then
-    intent = { e = "intent", key = core.random_key(), model = model_id, tag = tag,
-      digest = "sha256:" .. core.sha256(encoded), t = os.time() }
+    intent = { e = "intent", key = core.journal.random_key(), model = model_id, tag = tag,
+      digest = "sha256:" .. core.journal.sha256(encoded), t = os.time() }
     local jok, jerr = self._journal:append(intent)
     if not jok then
       jerr.message = jerr.message .. "; the submit was not sent (its intent could not be recorded first)"
       return nil, jerr
     end
   end
-  local body, err = self:_api("POST", self.base_url .. "/models/" .. model_id, nil, { submit = true, body_text = encoded })
+  local body, err = self:_api(protocol.ROUTES.submit.method, assert(protocol.url(self.base_url, "submit", model_id)), nil,
+    { submit = true, body_text = encoded })
   if body and not M.valid_id(body.request_id) then
     local raw = body.request_id
     local fields = { answer = body, retryable = false }
@@ -477,7 +538,7 @@ function Client:submit(model_id, input, opts)
     if type(raw) == "string" or math.type(raw) then
       fields.request_id_raw = self:_escape(type(raw) == "string" and raw or self:scrub(tostring(math.tointeger(raw) or raw)))
       message = "the service accepted the submit but answered with a request_id the library will not put in a URL "
-        .. "(it must match ^[A-Za-z0-9_-]{1,128}$): \"" .. fields.request_id_raw .. "\"; the job may exist and be billed; "
+        .. "(it must match " .. protocol.ID_RULE .. "): \"" .. fields.request_id_raw .. "\"; the job may exist and be billed; "
         .. "it was not sent again"
     else
       message = "the service accepted the submit but answered without a valid request_id; the job may exist"
@@ -564,8 +625,8 @@ end
 --- Attaches to an existing request. Returns job | nil, err (invalid id).
 function Client:job(request_id, model_id)
   if not M.valid_id(request_id) then
-    return nil, errors.new("validation", "invalid request id: must match ^[A-Za-z0-9_-]{1,128}$",
-      { errors = { { path = "/request_id", message = "must match ^[A-Za-z0-9_-]{1,128}$" } } })
+    return nil, errors.new("validation", "invalid request id: must match " .. protocol.ID_RULE,
+      { errors = { { path = "/request_id", message = "must match " .. protocol.ID_RULE } } })
   end
   return require("kling.job").new(self, request_id, model_id, nil)
 end
@@ -576,7 +637,7 @@ end
 -- working file host (a 5 s clip is megabytes; at 1 KiB/s it would take
 -- hours) and far above a host that trickles bytes to keep a connection up;
 -- 30 s rides out a congested link or a brief outage without giving up.
-M.DOWNLOAD_MIN_RATE = 1024
+M.DOWNLOAD_MIN_RATE = DEFAULTS.download_min_rate
 
 --- The bounds of the download options, in one place: client:download_url and
 -- job:download raise on a value outside them (a programming error), and the
@@ -588,11 +649,12 @@ M.DOWNLOAD_MIN_RATE = 1024
 --   max_bytes      bytes, from 0 (no cap) to 9000000000000000000
 -- (libcurl counts the low-speed time in whole seconds: a stall_timeout under
 -- 1 s is 1 s.)
+local LIMITS = core.LIMITS
 M.DOWNLOAD_BOUNDS = {
-  stall_timeout = { what = "a number of seconds", above = 0, max = 1e7, note = "about 115 days" },
-  deadline = { what = "a number of seconds", above = 0, max = 1e7, note = "about 115 days" },
-  min_rate = { what = "a whole number of bytes per second", min = 1, max = 1e12, whole = true },
-  max_bytes = { what = "a number of bytes", min = 0, max = 9e18, note = "0: no cap" },
+  stall_timeout = { what = "a number of seconds", above = 0, max = LIMITS.seconds_max, note = "about 115 days" },
+  deadline = { what = "a number of seconds", above = 0, max = LIMITS.seconds_max, note = "about 115 days" },
+  min_rate = { what = "a whole number of bytes per second", min = 1, max = LIMITS.rate_max, whole = true },
+  max_bytes = { what = "a number of bytes", min = 0, max = LIMITS.bytes_max, note = "0: no cap" },
 }
 
 --- The rule of a download option in words, e.g. "a number of seconds > 0 and
@@ -633,7 +695,7 @@ M.check_download_opts = check_download_opts
 -- Returns true | nil, err (kind io, err.path: the file at fault).
 function M.check_download_target(path)
   if type(path) ~= "string" or path == "" then error("check_download_target: path must be a non-empty string", 2) end
-  local ok, msg, bad = core.check_download_target(path)
+  local ok, msg, bad = engine_lib.check_download_target(path)
   if ok then return true end
   return nil, errors.new("io", msg, { retryable = false, path = bad or path })
 end

@@ -5,11 +5,11 @@
 -- (a list of { path =, message = }). `tostring(err)` gives one readable line
 -- (plus one line per validation problem). Messages never hold the token:
 -- whatever came from the server passes through the client's scrubber.
-local core = require "kling.core"
+local protocol = require "kling.protocol"
 
 local M = {}
 
---- The kinds, as DESIGN.md names them (plus not_ready for job:result()).
+--- The kinds (README.md, "Errors"; not_ready for job:result()).
 -- io: a local file or disk failure (journal, batch state, download target);
 -- its message names the path and the system's reason; never retryable.
 M.KINDS = {
@@ -53,13 +53,13 @@ function M.is(v)
   return getmetatable(v) == Error
 end
 
---- An error_code as an integer, or nil when v is none: the one rule of the C
--- core (kling.core.error_code; see kanswer_kind in src/engine.c): a number
--- without a fraction from 0 to 2^53, or a string of 1 to 15 ASCII digits.
--- 1.5, "12abc", "", null and booleans are no error code.
+--- An error_code as an integer, or nil when v is none: the one rule
+-- (kling.protocol.error_code; src/protocol.c): a number without a fraction
+-- from 0 to 2^53, or a string of 1 to 15 ASCII digits. 1.5, "12abc", "",
+-- null and booleans are no error code.
 local function numeric_code(v)
   if v == nil then return nil end
-  return core.error_code(v)
+  return protocol.error_code(v)
 end
 
 M.numeric_code = numeric_code
@@ -105,14 +105,14 @@ end
 
 --- The error an HTTP answer stands for, or nil when it is a success.
 -- status: HTTP status; body: the decoded JSON body (or nil); scrub: masks the token.
--- The kind and whether it is retryable come from the one rule of the C core
--- (kling.core.answer_kind; see kanswer_kind in src/engine.c), which the engine
--- and the poller also follow: an HTTP 2xx whose body has an `error_code` is an
--- error too (observed), and a retryable one (408, 429, 5xx, as a status or a
--- code's family) is tried again like the same HTTP status.
+-- The kind and whether it is retryable come from the one rule
+-- (kling.protocol.answer_kind; src/protocol.c), which every reading of an
+-- answer follows: an HTTP 2xx whose body has an `error_code` is an error too
+-- (observed), and a retryable one (408, 429, 5xx, as a status or a code's
+-- family) is tried again like the same HTTP status.
 function M.from_answer(status, body, scrub, request_id)
   local code = type(body) == "table" and numeric_code(body.error_code) or nil
-  local kind, retryable = core.answer_kind(status, code)
+  local kind, retryable = protocol.answer_kind(status, code)
   if not kind then return nil end
   local msg = M.server_message(body) or ("HTTP " .. status .. " from the service")
   return M.new(kind, scrub(msg), {

@@ -1,7 +1,11 @@
 --- kling jobs: one generation request, its last known state, and the calls
--- that move it on (refresh, result, wait, cancel, download).
+-- that move it on (refresh, result, wait, cancel, download). Every answer
+-- about a job, whether a wait's poll or a direct call, is taken in by the
+-- same functions (Job:_absorb, Job:_take_result), by the protocol's words
+-- (kling.protocol).
 local core = require "kling.core"
 local errors = require "kling.errors"
+local protocol = require "kling.protocol"
 local sched = require "kling.sched"
 
 local M = {}
@@ -11,14 +15,10 @@ Job.__index = Job
 Job.__name = "kling.job"
 M.Job = Job
 
---- Statuses as RunComfy spells them, mapped to the ones jobs report.
-M.STATUS = {
-  in_queue = "in_queue", in_progress = "in_progress", completed = "completed",
-  cancelled = "cancelled", failed = "failed",
-  succeeded = "completed", canceled = "cancelled",
-  pending = "in_queue", waiting = "in_queue", starting = "in_progress", processing = "in_progress",
-}
-M.TERMINAL = { completed = true, failed = true, cancelled = true }
+--- Statuses as RunComfy spells them, mapped to the ones jobs report, and
+-- the statuses of a job that has ended (kling.protocol: src/protocol.c).
+M.STATUS = protocol.STATUS
+M.TERMINAL = protocol.TERMINAL
 
 -- Uses the service's URL only when it lies under our base URL (so the token
 -- can never be sent elsewhere); otherwise builds it from the id.
@@ -67,13 +67,13 @@ function Job:done()
   return M.TERMINAL[self.status] == true
 end
 
--- Takes in a status answer (masked where it entered: Client:_answer); returns
+-- Takes in a status answer (masked where it entered: Client:_take); returns
 -- true when something a watcher cares about changed. An answer without a
--- usable status (a string of at least one byte) is kind protocol: the engine
--- and the poller have asked again by then (KANSWER_UNUSABLE_TRIES).
+-- usable status (a string of at least one byte) is kind protocol: the client
+-- and the poller have asked again by then (protocol.UNUSABLE_TRIES).
 function Job:_absorb(body)
   local raw = body.status
-  if type(raw) ~= "string" or raw == "" then
+  if not protocol.usable_status(raw) then
     return nil, errors.new("protocol", "answer without a status string", { request_id = self.id })
   end
   local status = M.STATUS[raw]
@@ -84,8 +84,7 @@ function Job:_absorb(body)
       self.client._warn("job " .. self.id .. " reports unknown status '" .. raw .. "'; still polling")
     end
   end
-  local qp = math.type(body.queue_position) and math.tointeger(body.queue_position) or nil
-  if status ~= "in_queue" then qp = nil end
+  local qp = protocol.queue_position(body)
   local changed = status ~= self.status or qp ~= self.queue_position
   self.status, self.raw_status, self.queue_position = status, raw, qp
   if type(body.instance_id) == "string" then self.instance_id = body.instance_id end
@@ -95,7 +94,7 @@ end
 --- GETs the status now (an answer without a usable status is asked again,
 -- a few times, with the client's retries). Returns status | nil, err.
 function Job:refresh()
-  local body, err = self.client:_api("GET", self.urls.status, nil, { request_id = self.id, status_answer = true })
+  local body, err = self.client:_api(protocol.ROUTES.status.method, self.urls.status, nil, { request_id = self.id, status_answer = true })
   if not body then return nil, err end
   local changed, perr = self:_absorb(body)
   if changed == nil then return nil, perr end
@@ -176,7 +175,7 @@ end
 --- GETs the result now, without waiting. Returns output | nil, err
 -- (kind "not_ready" while the job runs, "failed" or "cancelled" when it ended so).
 function Job:result()
-  local body, err, res = self.client:_api("GET", self.urls.result, nil, { request_id = self.id, status_answer = true })
+  local body, err, res = self.client:_api(protocol.ROUTES.result.method, self.urls.result, nil, { request_id = self.id, status_answer = true })
   if not body then
     if res and err.kind == "protocol" then self:_journal_unreadable(err, res.body) end
     return nil, err
@@ -184,14 +183,16 @@ function Job:result()
   return self:_take_result(body)
 end
 
--- Takes in news from the client's poller (see poller.c's eng:updates()).
--- What the server sent is masked here, where it enters (the status word, the
--- result; a failure goes through Client:_answer). Whatever the answer holds,
+-- Takes in a finished poll of the client's poller (Client:_poll_answer):
+-- a, the answer (taken in: decoded and masked where it entered, a.value),
+-- what the protocol says of it (kling.protocol.judge: "status", "retry",
+-- "unusable", "end"; "ended" when the request could not start), and done,
+-- true when the wait has ended with this answer. Whatever the answer holds,
 -- the job gets its outcome: an answer that cannot be taken in is kind
 -- protocol for this job alone (and when it was the result of a job that has
 -- ended, that end is journaled with the answer's text). An error raised by an
--- on_update of the caller's is raised again once the update is applied.
-function Job:_apply(u)
+-- on_update of the caller's is raised again once the answer is applied.
+function Job:_take_poll(a, what, done)
   local raised
   local function call(list)
     for _, fn in ipairs(list) do
@@ -199,30 +200,23 @@ function Job:_apply(u)
       if not ok and raised == nil then raised = e end
     end
   end
-  if u.status then
-    local known = M.STATUS[u.raw_status] ~= nil
-    local raw = self.client:_mask_word(u.raw_status)
-    local status = known and u.status or raw
-    local changed = status ~= self.status or u.queue_position ~= self.queue_position
-    self.status, self.raw_status, self.queue_position = status, raw, u.queue_position
-    if not known and self._warned ~= raw then
-      self._warned = raw
-      self.client._warn("job " .. self.id .. " reports unknown status '" .. tostring(raw) .. "'; still polling")
-    end
-    if changed and self._on_update then call(self._on_update) end
+  if what == "status" then
+    local ok, changed = pcall(self._absorb, self, a.value)
+    if not ok then raised = changed
+    elseif changed and self._on_update then call(self._on_update) end
   end
-  if u.done then
+  if done then
     self.client:_unwatch(self)
     local ok, out, err = pcall(function()
-      if u.result then
-        return self:_take_result(self.client:_mask(u.result))
+      if what == "status" then -- the result answer of a job that has ended
+        return self:_take_result(a.value)
       end
-      local body, err = self.client:_answer(u.failure, { request_id = self.id })
+      local body, err = self.client:_answer(a, { request_id = self.id })
       if body then
-        err = errors.new("protocol", (u.route or "status") .. " answer without a status string (the service "
-          .. "answered so " .. core.unusable_tries .. " times in a row)", { request_id = self.id })
+        err = errors.new("protocol", a.route .. " answer without a status string (the service "
+          .. "answered so " .. protocol.UNUSABLE_TRIES .. " times in a row)", { request_id = self.id })
       end
-      if u.route == "result" and err.kind == "protocol" then self:_journal_unreadable(err, u.failure.body) end
+      if a.route == "result" and err.kind == "protocol" then self:_journal_unreadable(err, a.body) end
       return nil, err
     end)
     if not ok then
@@ -283,37 +277,35 @@ end
 
 --- Waits until the job ends. The client's engine polls it on an adaptive
 -- schedule (see the `poll` option of kling.new), with every other job.
--- opts: timeout (seconds, default 1800), on_update(job) on a status or
+-- opts: timeout (seconds, default 1800: kling.core.DEFAULTS.wait_timeout), on_update(job) on a status or
 -- queue-position change.
 -- Returns output | nil, err. After a "timeout" the job can be waited on again.
 function Job:wait(opts)
   opts = opts or {}
   if self.output then return self.output end
   if self.error then return nil, self.error end
-  local timeout = opts.timeout or 1800
-  local stop = opts._stop -- kling.wait_any: give up quietly once it says true
+  local timeout = opts.timeout or core.DEFAULTS.wait_timeout
   self:_hold(opts.on_update)
-  sched.wait(self.client, function() return self._final ~= nil or (stop ~= nil and stop()) end,
-    core.now() + timeout, self)
+  sched.wait(self.client, function() return self._final ~= nil end, core.engine.now() + timeout, self)
   local ended, out, err = self:_release(opts.on_update)
   if ended then return out, err end
-  if stop and stop() then return nil end
   return nil, self:_timeout_error(timeout)
 end
 
 --- Cancels a queued job. Returns true | nil, err ("not_cancellable" once it runs).
 function Job:cancel()
-  local body, err = self.client:_api("POST", self.urls.cancel, nil, { request_id = self.id })
+  local body, err = self.client:_api(protocol.ROUTES.cancel.method, self.urls.cancel, nil, { request_id = self.id })
   if not body then return nil, err end
   if type(body.status) == "string" then self:_absorb(body) end
   local outcome = body.outcome
-  if outcome == "cancelled" or outcome == "canceled" or (outcome == nil and self.status == "cancelled") then
+  local means = protocol.OUTCOME[outcome]
+  if means == "cancelled" or (outcome == nil and self.status == "cancelled") then
     self.status = "cancelled"
     self.queue_position = nil
     self.error = errors.new("cancelled", "the job was cancelled", { request_id = self.id })
     self:_journal_end()
     return true
-  elseif outcome == "not_cancellable" or outcome == nil then
+  elseif means == "not_cancellable" or outcome == nil then
     return nil, errors.new("not_cancellable",
       "the job can no longer be cancelled (status " .. tostring(self.status) .. ")",
       { request_id = self.id, job_status = self.status })

@@ -38,6 +38,7 @@
 local core = require "kling.core"
 local json = require "kling.json"
 local errors = require "kling.errors"
+local protocol = require "kling.protocol"
 local cjson = require "cjson"
 
 local M = {}
@@ -50,7 +51,7 @@ Journal.__name = "kling.journal"
 -- nesting): written as text instead, so an end is always recorded.
 local loose = cjson.new()
 loose.encode_invalid_numbers(true)
-loose.encode_max_depth(core.json_max_depth) -- as deep as answers are decoded
+loose.encode_max_depth(core.json.max_depth) -- as deep as answers are decoded
 
 --- A journal at path (created on the first append; its directory must exist).
 -- opts.what names it in messages (default "journal"; the batch state says
@@ -111,7 +112,7 @@ M.encode_event = encode_event
 -- message; the file is left as it was).
 function Journal:append(event)
   event.t = event.t or os.time()
-  local ok, msg, errno = core.journal_append(self.path, encode_event(event) .. "\n")
+  local ok, msg, errno = core.journal.append(self.path, encode_event(event) .. "\n")
   if ok then return true end
   return nil, self:_io_error(msg, errno)
 end
@@ -166,7 +167,7 @@ end
 -- recovered the events found after such a fragment. A journal that does not
 -- exist yet is empty.
 function Journal:read()
-  local text, msg, errno = core.journal_read(self.path)
+  local text, msg, errno = core.journal.read(self.path)
   if not text then return nil, self:_io_error(msg, errno) end
   local events, bad, recovered = {}, 0, 0
   for _, entry in ipairs(entries_of(text)) do
@@ -235,8 +236,7 @@ function Journal:state()
   end
   local unknown = {}
   for _, ev in ipairs(su) do
-    local rid = type(ev.request_id) == "string" and ev.request_id:match("^[A-Za-z0-9_-]+$")
-      and #ev.request_id <= 128 and ev.request_id or nil
+    local rid = protocol.valid_id(ev.request_id) and ev.request_id or nil
     local known = rid ~= nil and jobs[rid] ~= nil -- looked up and found, or waited for: a job now
     if known and type(ev.intent) == "string" and intents[ev.intent] and intents[ev.intent].outcome ~= "submitted" then
       close(ev.intent, "submitted", rid)
@@ -273,7 +273,7 @@ end
 -- Returns dropped, unreadable (lines dropped; unreadable lines kept as they
 -- were) | nil, err (kind io; the journal is left as it was).
 function Journal:compact()
-  local lock, msg, errno = core.journal_lock(self.path)
+  local lock, msg, errno = core.journal.lock(self.path)
   if not lock then return nil, self:_io_error(msg, errno) end
   local text, rmsg, rerrno = lock:read()
   if not text then

@@ -6,7 +6,7 @@
 -- The writer's rules (README.md, "JSON on the wire"): a Lua integer goes out
 -- with all its digits, a float as the shortest text that reads back as the
 -- same double (an integral float keeps ".0"); a table marked with
--- M.array (core.array_mt), or with dkjson's mark (a metatable whose
+-- M.array (core.json.array_mt), or with dkjson's mark (a metatable whose
 -- __jsontype is "array", as dkjson.decode gives), is an array, [] when empty;
 -- one with dkjson's "object" mark is an object; another table is an
 -- array when its keys are exactly 1..n (n >= 1), an object when they are all
@@ -20,15 +20,15 @@ local core = require "kling.core"
 
 local M = {}
 
-local ARRAY_MT = core.array_mt
+local ARRAY_MT = core.json.array_mt
 
 --- The value that stands for JSON null (cjson.null, a NULL light userdata).
 M.null = cjson.null
 
 -- Three writers over the same code (each a C function with its own buffer).
-local wire = core.json_encoder("wire", dkjson.null)
-local text = core.json_encoder("text", dkjson.null)
-local display = core.json_encoder("display", dkjson.null)
+local wire = core.json.encoder("wire", dkjson.null)
+local text = core.json.encoder("text", dkjson.null)
+local display = core.json.encoder("display", dkjson.null)
 
 --- Marks t (or a new table) as a JSON array: it is written as an array,
 -- `[]` when empty. Returns t.
@@ -68,11 +68,11 @@ function M.encode_display(v)
 end
 
 local codec = cjson.new()
-codec.decode_max_depth(core.json_max_depth) -- as deep as the writer writes (lua-cjson stops at 1000)
+codec.decode_max_depth(core.json.max_depth) -- as deep as the writer writes (lua-cjson stops at 1000)
 
---- How deep JSON is written and answers are decoded: 4096 levels (the C
--- poller's decoder and the engine's use the same limit).
-M.MAX_DEPTH = core.json_max_depth
+--- How deep JSON is written and answers are decoded: 4096 levels (this
+-- decoder reads every answer of the service; src/defaults.h).
+M.MAX_DEPTH = core.json.max_depth
 
 --- Decodes JSON text (answers, kling's own files), nested up to M.MAX_DEPTH
 -- levels. Returns the value, or raises like cjson.decode. Arrays are not

@@ -21,14 +21,9 @@ M.SHIPPED = {
 
 local registry = {} -- model id -> { schema = table, compiled = userdata }
 
---- True when a model id has the shape RunComfy uses ("owner/family/.../task").
-function M.valid_model_id(id)
-  if type(id) ~= "string" or #id == 0 or #id > 256 then return false end
-  for seg in (id .. "/"):gmatch("(.-)/") do
-    if not seg:match("^[A-Za-z0-9][A-Za-z0-9._-]*$") then return false end
-  end
-  return true
-end
+--- True when a model id has the shape RunComfy uses ("owner/family/.../task"):
+-- slash-separated names of letters, digits, '.', '_' and '-' (kling.protocol).
+M.valid_model_id = require("kling.protocol").valid_model_id
 
 -- The keys of tbl sorted by where '"key":' first appears in text after
 -- position start (keys not found last, alphabetically); and those positions.
@@ -107,7 +102,7 @@ local function install(model_id, schema, text)
   local annotated = deep_copy(schema)
   if text then annotate_order(annotated, text, 1) end
   annotate_implicit(model_id, annotated)
-  local compiled = core.compile_schema(annotated)
+  local compiled = core.schema.compile(annotated)
   registry[model_id] = { schema = schema, compiled = compiled, loose = lets_through(compiled:describe()) }
   return registry[model_id]
 end

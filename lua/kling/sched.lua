@@ -9,7 +9,7 @@
 -- * inside a cqueues controller it waits through cqueues.poll(client);
 -- * otherwise it blocks in the client's engine (epoll) until something
 --   happens or the deadline.
-local core = require "kling.core"
+local core = require "kling.core".engine -- now, wait_fds
 
 local M = {}
 

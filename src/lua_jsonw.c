@@ -1,7 +1,10 @@
 /*
- * jsonw.c - the JSON writer of kling (jsonw.h).
+ * lua_jsonw.c - the JSON writer of kling: request bodies, journal lines and
+ * the command-line tool's --json output, written from Lua values
+ * (kling.core.json; no parser here: decoding is lua-cjson's and dkjson's).
+ * Binding code by nature: it walks Lua tables.
  *
- *   local encode = core.json_encoder(mode [, null2])
+ *   local encode = core.json.encoder(mode [, null2])
  *   local text = encode(value)             -- or nil, reason, path
  *
  * mode "wire" is for request bodies: anything without an exact JSON form is
@@ -42,18 +45,16 @@
  *   list positions counted from 1 as in Lua): a table with both integer and
  *   string keys, integer keys that are not 1..n, keys of any other type,
  *   functions, threads, userdata other than the null sentinels, tables
- *   nested deeper than KJSONW_MAX_DEPTH (also what a cycle gives).
+ *   nested deeper than KL_JSON_MAX_DEPTH (also what a cycle gives).
  *
  * Tables are read raw (lua_next, lua_rawget): no metamethod runs, and the
  * walk creates no Lua object, so no finalizer can run in the middle of it.
  * The output buffer lives in a userdata held by the function and is reused
  * from call to call (a call that comes in while another runs gets its own).
  */
-#include "jsonw.h"
 #include "buf.h"
-#include "schema.h"
-
-#include <lauxlib.h>
+#include "defaults.h"
+#include "lbind.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -497,9 +498,9 @@ static int jsontype_mark(lua_State *L, int mt) {
 
 static int put_table(jw *w, int t) {
   lua_State *L = w->L;
-  if (w->depth >= KJSONW_MAX_DEPTH)
+  if (w->depth >= KL_JSON_MAX_DEPTH)
     return refuse(w, "tables nested more than %d deep (a table that holds itself?) have no JSON form",
-                  KJSONW_MAX_DEPTH);
+                  KL_JSON_MAX_DEPTH);
   if (!lua_checkstack(L, 8)) return refuse(w, "tables nested too deep for the Lua stack have no JSON form");
   int marked = 0, object = 0;
   if (lua_getmetatable(L, t)) {
@@ -665,7 +666,7 @@ static int l_encode(lua_State *L) {
   return r == 0 ? 1 : 3;
 }
 
-/* core.json_encoder(mode [, null2]) -> encode */
+/* core.json.encoder(mode [, null2]) -> encode */
 static int l_encoder(lua_State *L) {
   static const char *const modes[] = { "wire", "text", "display", NULL };
   int mode = luaL_checkoption(L, 1, NULL, modes);
@@ -678,11 +679,15 @@ static int l_encoder(lua_State *L) {
   return 1;
 }
 
-void kjsonw_open(lua_State *L) {
+void kl_open_json(lua_State *L) {
   static const luaL_Reg meta[] = { { "__gc", l_box_gc }, { NULL, NULL } };
   luaL_newmetatable(L, BOX_MT);
   luaL_setfuncs(L, meta, 0);
   lua_pop(L, 1);
   lua_pushcfunction(L, l_encoder);
-  lua_setfield(L, -2, "json_encoder");
+  lua_setfield(L, -2, "encoder");
+  luaL_getmetatable(L, KLING_ARRAY_MT);
+  lua_setfield(L, -2, "array_mt");
+  lua_pushinteger(L, KL_JSON_MAX_DEPTH); /* how deep answers are decoded: as deep as the writer writes */
+  lua_setfield(L, -2, "max_depth");
 }

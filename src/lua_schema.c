@@ -1,5 +1,13 @@
 /*
- * schema.c - compiling input schemas and validating Lua tables (schema.h).
+ * lua_schema.c - input schemas compiled into C structures, and the validator
+ * that checks a Lua table against one and builds the input to send
+ * (kling.core.schema.compile). Binding code by nature: a schema arrives as
+ * a Lua table decoded by lua-cjson (nobody here parses JSON), and validation
+ * walks the input's Lua tables and the compiled tree together, reports every
+ * problem (path and message) in schema order, and builds a normalised copy
+ * (integral floats as integers, a total filled in from its parts, empty
+ * arrays marked as arrays).
+ *
  *
  * Keywords read: type (string, integer, number and the publisher's "float",
  * boolean, array, object), properties, required, items (a schema, or the
@@ -19,10 +27,7 @@
  * float only when it is integral (sent as an integer); NaN and infinities
  * are refused; an array must be a Lua sequence.
  */
-#include "schema.h"
-#include "core.h"
-
-#include <lauxlib.h>
+#include "lbind.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -467,7 +472,7 @@ static int compile_node(cctx *c, int idx, knode *n) {
   return 0;
 }
 
-/* core.compile_schema(tbl) -> schema userdata; raises on a schema it cannot read */
+/* core.schema.compile(tbl) -> schema userdata; raises on a schema it cannot read */
 static int l_compile(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lschema *s = lua_newuserdatauv(L, sizeof *s, 0);
@@ -1263,12 +1268,10 @@ static int l_describe(lua_State *L) {
   return 1;
 }
 
-void kschema_open(lua_State *L) {
+void kl_open_schema(lua_State *L) {
   static const luaL_Reg methods[] = { { "validate", l_validate }, { "describe", l_describe }, { NULL, NULL } };
   static const luaL_Reg meta[] = { { "__gc", l_schema_gc }, { NULL, NULL } };
-  kcore_class(L, SCHEMA_MT, meta, methods);
-  luaL_newmetatable(L, KLING_ARRAY_MT);
-  lua_setfield(L, -2, "array_mt"); /* core.array_mt */
+  kl_class(L, SCHEMA_MT, meta, methods);
   lua_pushcfunction(L, l_compile);
-  lua_setfield(L, -2, "compile_schema");
+  lua_setfield(L, -2, "compile");
 }

@@ -1,0 +1,34 @@
+/*
+ * event.h - the seam between the engine and the kernel's event mechanism:
+ * watch descriptors for reading and writing, wait for them with a timeout,
+ * and one descriptor that is readable when any watched one is ready (what
+ * eng:pollfd() hands to foreign event loops).
+ *
+ * One backend is compiled in: event_epoll.c (Linux) today. Another (poll(2),
+ * kqueue) is one new file implementing these five functions, chosen in the
+ * Makefile and the rockspec. Pure C.
+ */
+#ifndef KLING_EVENT_H
+#define KLING_EVENT_H
+
+typedef struct kev kev;
+
+enum { KEV_IN = 1, KEV_OUT = 2, KEV_ERR = 4 };
+
+/* A new event set, or NULL with a reason in err (size errlen). */
+kev *kev_new(char *err, size_t errlen);
+void kev_free(kev *ev);
+
+/* Watches fd for what (KEV_IN | KEV_OUT; 0 stops watching it). 0 or -1. */
+int kev_watch(kev *ev, int fd, int what);
+
+/* Waits at most ms milliseconds (0: only looks) for watched descriptors to be
+ * ready, and calls ready(ud, fd, what) for each (what: KEV_IN, KEV_OUT,
+ * KEV_ERR). Returns how many were ready, 0 on timeout or a signal, -1 on an
+ * error (errno set). */
+int kev_wait(kev *ev, int ms, void (*ready)(void *ud, int fd, int what), void *ud);
+
+/* A descriptor that is readable when a watched one is ready. */
+int kev_fd(const kev *ev);
+
+#endif

@@ -1,0 +1,26 @@
+/*
+ * lua_engine.h - the engine userdata, shared by the two files that bind it
+ * (lua_engine.c: requests and stepping; lua_poller.c: watched jobs).
+ */
+#ifndef KLING_LUA_ENGINE_H
+#define KLING_LUA_ENGINE_H
+
+#include "engine.h"
+#include "lbind.h"
+#include "poller.h"
+
+#define ENGINE_MT "kling.core.engine"
+
+typedef struct lengine {
+  kengine e;
+  kpoller p;
+  int open;
+} lengine;
+
+/* The open engine at stack index i (raises otherwise). */
+lengine *kl_check_engine(lua_State *L, int i);
+
+/* Pushes the table x:result() gives for a finished transfer. */
+void kl_push_result(lua_State *L, kxfer *x);
+
+#endif
