@@ -24,6 +24,9 @@ SAN           = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-saniti
 
 SRC  = src/buf.c src/http.c src/engine.c src/poller.c src/schema.c src/jsonw.c src/journal.c src/core.c
 HDR  = src/buf.h src/http.h src/engine.h src/poller.h src/schema.h src/jsonw.h src/journal.h src/core.h
+# the command-line tool's terminal facts (kling.core.term: isatty, size)
+SRC += src/term.c
+HDR += src/term.h
 LUA_MODULES = $(wildcard lua/kling/*.lua)
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libcurl4-openssl-dev pkg-config gcc make curl \

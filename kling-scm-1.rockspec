@@ -39,7 +39,8 @@ build = {
   type = "builtin",
   modules = {
     ["kling.core"] = {
-      sources = { "src/buf.c", "src/http.c", "src/engine.c", "src/poller.c", "src/schema.c", "src/jsonw.c", "src/journal.c", "src/core.c" },
+      sources = { "src/buf.c", "src/http.c", "src/engine.c", "src/poller.c", "src/schema.c", "src/jsonw.c", "src/journal.c", "src/core.c",
+        "src/term.c" },
       libraries = { "curl" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },

@@ -34,6 +34,7 @@
 #include "journal.h"
 #include "jsonw.h"
 #include "schema.h"
+#include "term.h"
 
 #define XFER_MT "kling.core.transfer"
 #define DEFAULT_MAX_BODY (8u * 1024u * 1024u)
@@ -683,6 +684,7 @@ int luaopen_kling_core(lua_State *L) {
   kschema_open(L);
   kjsonw_open(L);
   kjournal_open(L);
+  kterm_open(L); /* kling.core.term: isatty, size (term.c) */
   curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
   lua_pushstring(L, v->version);
   lua_setfield(L, -2, "curl_version");
