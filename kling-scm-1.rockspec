@@ -72,6 +72,7 @@ build = {
     ["kling.cli.help"] = "lua/kling/cli/help.lua",
     ["kling.cli.input"] = "lua/kling/cli/input.lua",
     ["kling.cli.jobs"] = "lua/kling/cli/jobs.lua",
+    ["kling.cli.manpage"] = "lua/kling/cli/manpage.lua",
     ["kling.cli.models"] = "lua/kling/cli/models.lua",
     ["kling.cli.options"] = "lua/kling/cli/options.lua",
     ["kling.cli.output"] = "lua/kling/cli/output.lua",

@@ -3,6 +3,7 @@
 --
 --   name, summary           the command and its line in `kling --help`
 --   args, args_help         its positional arguments in the usage line ("ID...") and help
+--   argname, choices        their name in help ("ID"), and the words they may be (if any)
 --   options                 option and group names of kling.cli.options ({ "api", "out", ... })
 --   option_help             name -> a help line of this command's own for an option
 --   sections                section -> its title in this command's help

@@ -16,6 +16,7 @@ local C = {
   args = "SHELL",
   argname = "SHELL",
   args_help = "bash, zsh or fish",
+  choices = { "bash", "zsh", "fish" },
   description = "Prints a completion script for SHELL on stdout: commands, options and the names of their "
     .. "values. make install installs the three scripts where bash-completion, zsh and fish look for them.",
   examples = {

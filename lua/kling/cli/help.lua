@@ -15,6 +15,7 @@ local C = {
   args = "[COMMAND]",
   argname = "COMMAND",
   args_help = "a command (default: the tool's help)",
+  help_command = true,
   description = "Shows the help of a command (as `kling COMMAND --help` does), or of the tool.",
 }
 

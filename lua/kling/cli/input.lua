@@ -52,18 +52,24 @@ end
 --- The prompt of generate/submit from its positional words (several are joined with
 -- spaces; the one word `-` reads stdin) or --prompt-file PATH (`-`: stdin): the text,
 -- its trailing line breaks removed, or nil when none was given.
-function M.prompt(cmd, o, pos)
-  local from_stdin = #pos == 1 and pos[1] == "-"
+-- Where the prompt comes from: the path to read ("-": stdin), or nil for its words.
+-- Raises a usage error for two sources, or stdin asked for twice (before reading any).
+local function prompt_source(cmd, o, pos)
   if o.prompt_file and #pos > 0 then
     exit.usage(cmd, "give the prompt as words, as - (stdin) or with --prompt-file, not both")
   end
-  local path = o.prompt_file or (from_stdin and "-") or nil
+  local path = o.prompt_file or ((#pos == 1 and pos[1] == "-") and "-") or nil
+  if path == "-" and o.input == "-" then
+    exit.usage(cmd, "stdin is read once: --input - and a prompt from stdin cannot both be used")
+  end
+  return path
+end
+
+function M.prompt(cmd, o, pos)
+  local path = prompt_source(cmd, o, pos)
   if not path then
     if #pos == 0 then return nil end
     return table.concat(pos, " ")
-  end
-  if path == "-" and o.input == "-" then
-    exit.usage(cmd, "stdin is read once: --input - and a prompt from stdin cannot both be used")
   end
   local what = path == "-" and "the prompt from stdin" or ("--prompt-file " .. path)
   return (M.read_source(cmd, path, what):gsub("[\r\n]+$", ""))
@@ -72,6 +78,7 @@ end
 --- The input of generate/submit: --input FILE, then the flags and the prompt over it.
 -- Raises a usage error for what cannot be read or does not parse.
 function M.build(cmd, o, pos)
+  prompt_source(cmd, o, pos) -- (its refusals come before anything is read)
   local input = {}
   if o.input then
     local obj, err = M.decode_object(M.read_source(cmd, o.input, "--input"))

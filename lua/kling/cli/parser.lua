@@ -76,6 +76,9 @@ function M.build()
     else
       local arg = c:argument(def.argname or "ARG", def.args_help):args("*"):target("args")
       if not def.args then arg:hidden(true) end
+      if def.choices then arg:choices(def.choices) end
+      -- (argparse's own flag for a help command: its completion offers the command names)
+      if def.help_command then c._is_help_command = true end
       c:flag("-h --help", "show this help")
       add_options(c, def)
     end
