@@ -405,23 +405,19 @@ function B.execute(run, items, to_submit, to_attach)
   end)
 end
 
-function B.run(o, pos)
-  local cmd = "batch"
-  if #pos ~= 1 then exit.usage(cmd, "give one FILE.jsonl") end
-  if not o.out_dir then exit.usage(cmd, "--out-dir DIR is required (the videos and the batch state go there)") end
-  local file = pos[1]
-  local items, code = B.read_items(o, file)
-  if not items then return code end
+-- The batch's shared state: its context, the batch state file read, and run.append,
+-- which writes to it | nil, the exit code (a state that cannot be read: exit 8).
+local function open_run(o)
   if not files.is_dir(o.out_dir) and not files.mkdir_p(o.out_dir) then
-    exit.usage(cmd, "cannot create the directory " .. o.out_dir)
+    exit.usage("batch", "cannot create the directory " .. o.out_dir)
   end
   local store = journal.open(files.join(o.out_dir, B.STATE_FILE), { what = "batch state" })
   local state, claimed = B.load_state(store)
   if not state then
     io.stderr:write(tostring(claimed), "\n")
-    return EXIT.io
+    return nil, EXIT.io
   end
-  local ctx = context.new(cmd, o)
+  local ctx = context.new("batch", o)
   local run = { ctx = ctx, o = o, state = state, claimed = claimed, inflight = 0, job_item = {},
     concurrency = o.concurrency or 4 }
   -- Appends to the batch state: true | nil, err (kind io; exit 8 at the end).
@@ -434,6 +430,19 @@ function B.run(o, pos)
     if said then ctx.display:warn(tostring(err) .. "\n  " .. said) end
     return nil, err
   end
+  return run
+end
+
+function B.run(o, pos)
+  local cmd = "batch"
+  if #pos ~= 1 then exit.usage(cmd, "give one FILE.jsonl") end
+  if not o.out_dir then exit.usage(cmd, "--out-dir DIR is required (the videos and the batch state go there)") end
+  local file = pos[1]
+  local items, code = B.read_items(o, file)
+  if not items then return code end
+  local run, failed = open_run(o)
+  if not run then return failed end
+  local ctx = run.ctx
   local to_submit, to_attach = B.plan(run, items)
   if not to_submit then return to_attach end
   -- every video's file can be written (the library's check: the directory, KEY.mp4, its

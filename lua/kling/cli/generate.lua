@@ -31,31 +31,9 @@ local C = {
   },
 }
 
---- Validates, submits and (unless submit_only or --no-wait) follows one job: the command
--- `cmd` ("generate" or "submit") with options o and prompt words pos. Returns the exit code.
-function C.submit_like(o, pos, cmd, submit_only)
-  local model = o.model or kling.DEFAULT_MODEL
-  if not models.valid_model_id(model) then exit.usage(cmd, "invalid model id '" .. model .. "'") end
-  local sent_input = input.build(cmd, o, pos)
-  local ctx = context.new(cmd, o, { client = false })
-  local target
-  if not submit_only and not o.no_wait then target = files.output_target(cmd, o, ".") end
-  local ok, sent = kling.validate(sent_input, model)
-  if not ok then
-    local lines = input.validation_lines(sent)
-    ctx.display:warn("kling: the input is not valid for " .. model .. " (nothing was sent):\n  "
-      .. table.concat(lines, "\n  "))
-    if ctx.mode == "json" then
-      io.stdout:write(json.encode { model = model, status = "invalid", error = output.error_object(sent) }, "\n")
-    end
-    return EXIT.validation
-  end
-  if o.dry_run then
-    io.stdout:write(assert(json.encode_wire(sent)), "\n") -- validated: it has a JSON form
-    return EXIT.ok
-  end
-  ctx:make_client()
-  ctx.target = target
+-- Submits the validated input `sent` inside ctx:run, then (unless submit_only or
+-- --no-wait) follows the job to target. Returns the exit code.
+local function submit_and_follow(ctx, cmd, model, sent, target, submit_only)
   return ctx:run(function()
     local job, err = ctx:submit(model, sent, { tag = input.submit_tag(cmd, sent) })
     if not job then
@@ -70,7 +48,7 @@ function C.submit_like(o, pos, cmd, submit_only)
     else
       ctx.display:log(job.id .. " submitted (" .. model .. ")")
     end
-    if submit_only or o.no_wait then
+    if submit_only or ctx.o.no_wait then
       if ctx.mode ~= "json" then io.stdout:write(job.id, "\n") end
       ctx:emit(job)
       return ctx.code
@@ -78,6 +56,35 @@ function C.submit_like(o, pos, cmd, submit_only)
     ctx:follow(job, target)
     return ctx.code
   end)
+end
+
+--- Validates, submits and (unless submit_only or --no-wait) follows one job: the command
+-- `cmd` ("generate" or "submit") with options o and prompt words pos. Returns the exit code.
+-- Nothing is sent for an invalid input (exit 3), with --dry-run, or when the output target
+-- cannot be written (checked first).
+function C.submit_like(o, pos, cmd, submit_only)
+  local model = o.model or kling.DEFAULT_MODEL
+  if not models.valid_model_id(model) then exit.usage(cmd, "invalid model id '" .. model .. "'") end
+  local given = input.build(cmd, o, pos)
+  local ctx = context.new(cmd, o, { client = false })
+  local target
+  if not submit_only and not o.no_wait then target = files.output_target(cmd, o, ".") end
+  local ok, sent = kling.validate(given, model)
+  if not ok then
+    ctx.display:warn("kling: the input is not valid for " .. model .. " (nothing was sent):\n  "
+      .. table.concat(input.validation_lines(sent), "\n  "))
+    if ctx.mode == "json" then
+      io.stdout:write(json.encode { model = model, status = "invalid", error = output.error_object(sent) }, "\n")
+    end
+    return EXIT.validation
+  end
+  if o.dry_run then
+    io.stdout:write(assert(json.encode_wire(sent)), "\n") -- validated: it has a JSON form
+    return EXIT.ok
+  end
+  ctx:make_client()
+  ctx.target = target
+  return submit_and_follow(ctx, cmd, model, sent, target, submit_only)
 end
 
 function C.run(o, pos)

@@ -78,6 +78,50 @@ local function command_section(def, out)
   end
 end
 
+local HEAD = {
+  ".SH NAME",
+  "kling \\- submit, watch, cancel and download RunComfy Model API jobs (Kling 3.0 video)",
+  ".SH SYNOPSIS",
+  ".B kling",
+  ".I COMMAND",
+  "[\\fIoptions\\fR] [\\fIarguments\\fR]",
+  ".br",
+  ".B kling",
+  "\\fB\\-\\-help\\fR | \\fB\\-\\-version\\fR",
+}
+
+local SYNTAX = "Options may come in any order around the arguments; \\fB\\-\\-name=value\\fR and "
+  .. "\\fB\\-\\-name value\\fR both work; \\fB\\-\\-\\fR ends the options. The connection options may also "
+  .. "come before the command. \\fBkling help\\fR \\fICOMMAND\\fR and \\fBkling\\fR \\fICOMMAND\\fR "
+  .. "\\fB\\-\\-help\\fR print the same help."
+
+-- FILES and SEE ALSO (roff already).
+local TAIL = {
+  ".SH FILES",
+  ".TP",
+  "\\fI$XDG_STATE_HOME/kling/jobs.jsonl\\fR (or \\fI~/.local/state/kling/jobs.jsonl\\fR)",
+  "the journal: every paid submit's intent, request id and end (\\fB\\-\\-journal\\fR, "
+    .. "\\fB\\-\\-no\\-journal\\fR)",
+  ".TP",
+  "\\fIDIR/.kling\\-batch.jsonl\\fR",
+  "the state of \\fBkling batch\\fR in its \\fB\\-\\-out\\-dir\\fR: which line was submitted as which job",
+  ".TP",
+  "\\fIFILE.part\\fR, \\fIFILE.part.meta\\fR, \\fIFILE.part.lock\\fR",
+  "a download in progress, its validators, and its lock",
+  ".SH SEE ALSO",
+  "\\fBkling\\-emulator\\fR (\\fBkling emulator \\-\\-help\\fR), \\fBcurl\\fR(1); doc/CLI.md, "
+    .. "doc/JOURNAL.md and README.md in kling's sources.",
+}
+
+local function append(out, lines)
+  for _, l in ipairs(lines) do out[#out + 1] = l end
+end
+
+-- A .TP entry: its label (roff) and its text (plain).
+local function entry(out, label, text)
+  append(out, { ".TP", label, esc(text) })
+end
+
 --- The manual page, as roff (man macros).
 function M.render()
   local out = {
@@ -85,58 +129,24 @@ function M.render()
     ".TH KLING 1 \"\" \"kling " .. esc(kling.VERSION) .. "\" \"User Commands\"",
     ".nh", -- no hyphenation: option names and paths stay whole
     ".ad l",
-    ".SH NAME",
-    "kling \\- submit, watch, cancel and download RunComfy Model API jobs (Kling 3.0 video)",
-    ".SH SYNOPSIS",
-    ".B kling",
-    ".I COMMAND",
-    "[\\fIoptions\\fR] [\\fIarguments\\fR]",
-    ".br",
-    ".B kling",
-    "\\fB\\-\\-help\\fR | \\fB\\-\\-version\\fR",
-    ".SH DESCRIPTION",
   }
+  append(out, HEAD)
+  out[#out + 1] = ".SH DESCRIPTION"
   paragraphs(require("kling.cli.parser").DESCRIPTION, out)
   out[#out + 1] = ".PP"
   paragraphs(help.NOTES, out)
-  out[#out + 1] = ".PP"
-  out[#out + 1] = "Options may come in any order around the arguments; \\fB\\-\\-name=value\\fR and "
-    .. "\\fB\\-\\-name value\\fR both work; \\fB\\-\\-\\fR ends the options. The connection options may also "
-    .. "come before the command. \\fBkling help\\fR \\fICOMMAND\\fR and \\fBkling\\fR \\fICOMMAND\\fR "
-    .. "\\fB\\-\\-help\\fR print the same help."
-  out[#out + 1] = ".SH COMMANDS"
+  append(out, { ".PP", SYNTAX, ".SH COMMANDS" })
   for _, def in ipairs(commands.all()) do command_section(def, out) end
   out[#out + 1] = ".SH ENVIRONMENT"
   for _, v in ipairs(env.VARS) do
-    out[#out + 1] = ".TP"
     local names = {}
     for i, n in ipairs(v.names) do names[i] = "\\fB" .. esc(n) .. "\\fR" end
-    out[#out + 1] = table.concat(names, ", ")
-    out[#out + 1] = esc(v.help)
+    entry(out, table.concat(names, ", "), v.help)
   end
   out[#out + 1] = ".SH EXIT STATUS"
-  for _, c in ipairs(exit.CODES) do
-    out[#out + 1] = ".TP"
-    out[#out + 1] = "\\fB" .. c.code .. "\\fR"
-    out[#out + 1] = esc(table.concat(c.help, " "))
-  end
-  out[#out + 1] = ".PP"
-  out[#out + 1] = "With several jobs the most serious outcome wins."
-  out[#out + 1] = ".SH FILES"
-  out[#out + 1] = ".TP"
-  out[#out + 1] = "\\fI$XDG_STATE_HOME/kling/jobs.jsonl\\fR (or \\fI~/.local/state/kling/jobs.jsonl\\fR)"
-  out[#out + 1] = "the journal: every paid submit's intent, request id and end (\\fB\\-\\-journal\\fR, "
-    .. "\\fB\\-\\-no\\-journal\\fR)"
-  out[#out + 1] = ".TP"
-  out[#out + 1] = "\\fIDIR/.kling\\-batch.jsonl\\fR"
-  out[#out + 1] = "the state of \\fBkling batch\\fR in its \\fB\\-\\-out\\-dir\\fR: which line was submitted as "
-    .. "which job"
-  out[#out + 1] = ".TP"
-  out[#out + 1] = "\\fIFILE.part\\fR, \\fIFILE.part.meta\\fR, \\fIFILE.part.lock\\fR"
-  out[#out + 1] = "a download in progress, its validators, and its lock"
-  out[#out + 1] = ".SH SEE ALSO"
-  out[#out + 1] = "\\fBkling\\-emulator\\fR (\\fBkling emulator \\-\\-help\\fR), \\fBcurl\\fR(1); doc/CLI.md, "
-    .. "doc/JOURNAL.md and README.md in kling's sources."
+  for _, c in ipairs(exit.CODES) do entry(out, "\\fB" .. c.code .. "\\fR", table.concat(c.help, " ")) end
+  append(out, { ".PP", "With several jobs the most serious outcome wins." })
+  append(out, TAIL)
   return table.concat(out, "\n") .. "\n"
 end
 

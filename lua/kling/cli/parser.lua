@@ -183,8 +183,9 @@ end
 --- Parses argv (the words after `kling`): { command = def, o = options, pos = words }, or
 -- { version = true } / { help = true } for the tool itself, or { usage = true } when no
 -- command was given. Raises a usage error (kling.cli.exit) for anything it cannot take.
-function M.parse(argv)
-  -- the connection options (and --help, --version) may come before the command
+-- The words before the command (the connection options, --help, --version, with their
+-- values), and the index of the command's word.
+local function before_command(argv)
   local pre, i = {}, 1
   local api = {}
   for _, name in ipairs(options.GROUPS.api) do
@@ -199,6 +200,11 @@ function M.parse(argv)
     end
     i = i + 1
   end
+  return pre, i
+end
+
+function M.parse(argv)
+  local pre, i = before_command(argv)
   local name = argv[i]
   if not name then
     if #pre == 0 then return { usage = true } end
