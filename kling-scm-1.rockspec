@@ -23,7 +23,8 @@ dependencies = {
   "lua-cjson >= 2.1",
   "dkjson >= 2.5", -- JSON input files and batch lines: integers and empty arrays kept
   "cqueues", -- the emulator, and Ctrl-C in the command-line tool
-  "argparse", -- kling-emulator's flags
+  "argparse", -- the command lines of kling and kling-emulator
+  "luafilesystem", -- the command-line tool's directories (lfs)
 }
 
 test_dependencies = {
@@ -42,7 +43,7 @@ build = {
       sources = { "src/util.c", "src/protocol.c", "src/event_epoll.c", "src/buf.c", "src/sha256.c", "src/net.c",
         "src/http.c", "src/engine.c", "src/poller.c", "src/journal.c",
         "src/lbind.c", "src/lua_engine.c", "src/lua_poller.c", "src/lua_protocol.c", "src/lua_journal.c",
-        "src/lua_schema.c", "src/lua_jsonw.c", "src/core.c" },
+        "src/lua_schema.c", "src/lua_jsonw.c", "src/lua_term.c", "src/core.c" },
       libraries = { "curl" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
@@ -59,6 +60,35 @@ build = {
     ["kling.protocol"] = "lua/kling/protocol.lua",
     ["kling.cli"] = "lua/kling/cli.lua",
     ["kling.cli.batch"] = "lua/kling/cli/batch.lua",
+    ["kling.cli.cancel"] = "lua/kling/cli/cancel.lua",
+    ["kling.cli.commands"] = "lua/kling/cli/commands.lua",
+    ["kling.cli.completion"] = "lua/kling/cli/completion.lua",
+    ["kling.cli.context"] = "lua/kling/cli/context.lua",
+    ["kling.cli.display"] = "lua/kling/cli/display.lua",
+    ["kling.cli.download"] = "lua/kling/cli/download.lua",
+    ["kling.cli.emulator"] = "lua/kling/cli/emulator.lua",
+    ["kling.cli.env"] = "lua/kling/cli/env.lua",
+    ["kling.cli.exit"] = "lua/kling/cli/exit.lua",
+    ["kling.cli.files"] = "lua/kling/cli/files.lua",
+    ["kling.cli.format"] = "lua/kling/cli/format.lua",
+    ["kling.cli.generate"] = "lua/kling/cli/generate.lua",
+    ["kling.cli.help"] = "lua/kling/cli/help.lua",
+    ["kling.cli.input"] = "lua/kling/cli/input.lua",
+    ["kling.cli.jobs"] = "lua/kling/cli/jobs.lua",
+    ["kling.cli.manpage"] = "lua/kling/cli/manpage.lua",
+    ["kling.cli.models"] = "lua/kling/cli/models.lua",
+    ["kling.cli.options"] = "lua/kling/cli/options.lua",
+    ["kling.cli.output"] = "lua/kling/cli/output.lua",
+    ["kling.cli.parser"] = "lua/kling/cli/parser.lua",
+    ["kling.cli.result"] = "lua/kling/cli/result.lua",
+    ["kling.cli.resume"] = "lua/kling/cli/resume.lua",
+    ["kling.cli.schema"] = "lua/kling/cli/schema.lua",
+    ["kling.cli.signals"] = "lua/kling/cli/signals.lua",
+    ["kling.cli.status"] = "lua/kling/cli/status.lua",
+    ["kling.cli.submit"] = "lua/kling/cli/submit.lua",
+    ["kling.cli.term"] = "lua/kling/cli/term.lua",
+    ["kling.cli.validate"] = "lua/kling/cli/validate.lua",
+    ["kling.cli.wait"] = "lua/kling/cli/wait.lua",
     ["kling.emulator"] = "lua/kling/emulator.lua",
     ["kling.emulator_video"] = "lua/kling/emulator_video.lua",
     ["kling.emulator.api"] = "lua/kling/emulator/api.lua",
@@ -76,6 +106,9 @@ build = {
     ["kling.emulator.routes"] = "lua/kling/emulator/routes.lua",
     ["kling.emulator.util"] = "lua/kling/emulator/util.lua",
   },
+  -- doc/ (the manual page doc/kling.1 among it) is copied into the rock's directory:
+  -- luarocks has no place for manual pages; `make install` puts it in share/man/man1
+  copy_directories = { "doc" },
   install = {
     bin = { ["kling"] = "bin/kling", ["kling-emulator"] = "bin/kling-emulator" },
     -- data files found through package.path with .json for .lua

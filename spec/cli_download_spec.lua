@@ -10,36 +10,17 @@ local cli = require "kling.cli"
 
 local q = helpers.quote
 local TOKEN = "cli-download-token-5e02"
-local POLL = "initial=0.05,min=0.05,near=0.2,max=0.3"
 
-local emu, dir, state, n_runs
+local cli_run = require "cli_run"
+local emu, dir, state, runner
 
 local function pattern(n, shift)
   return emulator.pattern_bytes(shift or 0, n)
 end
 
---- Runs bin/kling to the end: { code, out, err }. opts: env (map), prefix (shell words run
--- before lua5.4, e.g. a ulimit).
-local function kling(args, opts)
-  opts = opts or {}
-  n_runs = n_runs + 1
-  local base = dir .. "/run" .. n_runs
-  local vars = {
-    "RUNCOMFY_MODEL_API_BASE=" .. q(emu.api), "XDG_STATE_HOME=" .. q(state), "KLING_POLL=" .. POLL,
-    "RUNCOMFY_TOKEN=" .. q(TOKEN),
-  }
-  for k, v in pairs(opts.env or {}) do vars[#vars + 1] = k .. "=" .. q(v) end
-  local words = {}
-  for _, a in ipairs(args) do words[#words + 1] = q(a) end
-  local inner = string.format("exec env -u LUA_PATH -u LUA_CPATH %s lua5.4 %s %s",
-    table.concat(vars, " "), q(helpers.root .. "/bin/kling"), table.concat(words, " "))
-  if opts.prefix then inner = opts.prefix .. "; " .. inner end
-  local cmd = string.format("cd %s && sh -c %s >%s 2>%s </dev/null", q(dir), q(inner), q(base .. ".out"), q(base .. ".err"))
-  local ok, how, code = os.execute(cmd)
-  local res = { out = helpers.read_file(base .. ".out") or "", err = helpers.read_file(base .. ".err") or "" }
-  res.code = ok and 0 or (how == "exit" and code or 128 + code)
-  return res
-end
+--- Runs bin/kling to the end: { code, out, err } (spec/cli_run.lua). opts: env (map), prefix
+-- (shell commands run before kling, e.g. a ulimit).
+local function kling(args, opts) return runner.run(args, opts) end
 
 local function trim(s) return (s:gsub("%s+$", "")) end
 
@@ -74,10 +55,11 @@ describe("kling downloads (command line)", function()
     emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0", "--run", "0", "--seed", "4" }
     dir = helpers.tmpdir()
     state = dir .. "/state"
-    n_runs = 0
+    runner = cli_run.new { api = emu.api, token = TOKEN, dir = dir, state = state }
   end)
 
   teardown(function()
+    if runner then runner.cleanup() end
     if emu then emu:stop() end
     if dir then os.execute("rm -rf " .. q(dir)) end
   end)
@@ -333,13 +315,6 @@ describe("kling downloads (command line)", function()
   end)
 
   describe("signals during a download", function()
-    local runner
-    setup(function()
-      -- its own directory: cli_run names its files run1.out, run1.rc... as kling() here does
-      os.execute("mkdir -p " .. q(dir .. "/signals"))
-      runner = require("cli_run").new { api = emu.api, token = TOKEN, dir = dir .. "/signals" }
-    end)
-
     for _, case in ipairs { { "HUP", 129, "download" }, { "TERM", 143, "download" }, { "INT", 130, "download" },
       { "TERM", 143, "generate" } } do
       local sig, code, cmd = case[1], case[2], case[3]
@@ -356,7 +331,7 @@ describe("kling downloads (command line)", function()
           p = runner.spawn { "generate", "signal gen " .. sig .. " @emu:bytes=400000 @emu:queue=0 @emu:run=0", "-o", path }
         end
         -- the .part is made when the first verified bytes arrive: they are in memory now
-        require("cli_run").eventually(function() return size_of(path .. ".part") ~= nil end, 30, "the .part")
+        cli_run.eventually(function() return size_of(path .. ".part") ~= nil end, 30, "the .part")
         p.signal(sig)
         local res = p.wait(30)
         emu:set_faults {}
@@ -380,14 +355,12 @@ describe("kling downloads (command line)", function()
   describe("one download per path", function()
     it("a second kling download or generate to a path another download writes exits 8 at once, naming it; "
       .. "the first saves its own video", function()
-      os.execute("mkdir -p " .. q(dir .. "/lock"))
-      local runner = require("cli_run").new { api = emu.api, token = TOKEN, dir = dir .. "/lock" }
       local a = completed("lock A @emu:bytes=300000 @emu:pattern=5")
       local b = completed("lock B @emu:bytes=300000")
       local path = dir .. "/same.mp4"
       emu:set_faults { "download:trickle:1:50000" } -- 6 s (the emulator's trickle sends wrong bytes above its 64 KiB chunk)
       local p = runner.spawn { "download", a, "-o", path, "--force" }
-      require("cli_run").eventually(function() return size_of(path .. ".part") ~= nil end, 30, "A's .part")
+      cli_run.eventually(function() return size_of(path .. ".part") ~= nil end, 30, "A's .part")
       emu:set_faults {}
       local before = emu:stats()
       for _, args in ipairs { { "download", b, "-o", path, "--force" }, { "wait", b, "-o", path, "--force" },

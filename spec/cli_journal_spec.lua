@@ -10,77 +10,27 @@ local journal = require "kling.journal"
 
 local q = helpers.quote
 local TOKEN = "cli-journal-token-3d9e"
-local POLL = "initial=0.05,min=0.05,near=0.2,max=0.3"
 
-local emu, dir, n_runs = nil, nil, 0
+local cli_run = require "cli_run"
 
-local function env_prefix(opts)
-  local vars = {
-    "RUNCOMFY_MODEL_API_BASE=" .. q(emu.api),
-    "XDG_STATE_HOME=" .. q(opts.state or (dir .. "/state")),
-    "KLING_POLL=" .. POLL,
-    "RUNCOMFY_TOKEN=" .. q(TOKEN),
-  }
-  return "env -u RUNCOMFY_API_TOKEN -u LUA_PATH -u LUA_CPATH " .. table.concat(vars, " ")
-end
+local emu, dir, runner
 
-local function command_line(args, opts)
-  local words = {}
-  for _, a in ipairs(args) do words[#words + 1] = q(a) end
-  local cmd = "lua5.4 " .. q(helpers.root .. "/bin/kling") .. " " .. table.concat(words, " ")
-  if opts.ulimit_blocks then -- a file-size limit: writes past it fail part-way, then EFBIG
-    cmd = "sh -c " .. q(string.format("trap '' XFSZ; ulimit -f %d; exec %s", opts.ulimit_blocks, cmd))
-  end
-  return cmd
-end
-
---- Runs bin/kling to the end: { code, out, err }.
-local function kling(args, opts)
+-- A file-size limit (ulimit -f, 512-byte blocks) for the run: writes past it fail
+-- part-way, then EFBIG (SIGXFSZ ignored by the shell first, as by kling itself).
+local function run_opts(opts)
   opts = opts or {}
-  n_runs = n_runs + 1
-  local base = dir .. "/run" .. n_runs
-  local cmd = string.format("cd %s && %s %s >%s 2>%s </dev/null", q(dir), env_prefix(opts), command_line(args, opts),
-    q(base .. ".out"), q(base .. ".err"))
-  local ok, how, code = os.execute(cmd)
-  local res = { out = helpers.read_file(base .. ".out") or "", err = helpers.read_file(base .. ".err") or "" }
-  res.code = ok and 0 or (how == "exit" and code or 128 + code)
-  return res
+  local o = { state = opts.state }
+  if opts.ulimit_blocks then o.prefix = string.format("trap '' XFSZ; ulimit -f %d", opts.ulimit_blocks) end
+  return o
 end
+
+--- Runs bin/kling to the end: { code, out, err } (spec/cli_run.lua).
+local function kling(args, opts) return runner.run(args, run_opts(opts)) end
 
 --- Starts bin/kling in the background: { pid, wait(seconds) -> res, kill(sig) }.
-local function spawn(args, opts)
-  opts = opts or {}
-  n_runs = n_runs + 1
-  local base = dir .. "/run" .. n_runs
-  assert(os.execute(string.format("cd %s && ( %s %s >%s 2>%s </dev/null & echo $! >%s; wait $!; echo $? >%s ) 2>/dev/null &",
-    q(dir), env_prefix(opts), command_line(args, opts), q(base .. ".out"), q(base .. ".err"), q(base .. ".pid"),
-    q(base .. ".rc"))))
-  local p = {}
-  local deadline = os.time() + 10
-  repeat
-    p.pid = tonumber((helpers.read_file(base .. ".pid") or ""):match("%d+"))
-    if not p.pid then helpers.sleep(0.02) end
-  until p.pid or os.time() > deadline
-  function p.wait(seconds)
-    local limit = os.time() + (seconds or 20)
-    -- the shell creates the .rc file before it writes the status in it
-    while not (helpers.read_file(base .. ".rc") or ""):match("%d+") and os.time() <= limit do helpers.sleep(0.05) end
-    return { code = tonumber((helpers.read_file(base .. ".rc") or ""):match("%d+")),
-      out = helpers.read_file(base .. ".out") or "", err = helpers.read_file(base .. ".err") or "" }
-  end
-  function p.kill(sig) os.execute("kill -" .. sig .. " " .. p.pid .. " 2>/dev/null") end
-  return p
-end
+local function spawn(args, opts) return runner.spawn(args, run_opts(opts)) end
 
-local function eventually(fn, seconds, what)
-  local limit = os.time() + (seconds or 10)
-  while os.time() <= limit do
-    local v = fn()
-    if v then return v end
-    helpers.sleep(0.05)
-  end
-  error("timed out waiting for " .. (what or "a condition"), 2)
-end
+local eventually = cli_run.eventually
 
 local function json_lines(text)
   local list = {}
@@ -108,8 +58,10 @@ describe("kling and its journal", function()
   setup(function()
     emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0.2", "--run", "0.2" }
     dir = helpers.tmpdir()
+    runner = cli_run.new { api = emu.api, token = TOKEN, dir = dir }
   end)
   teardown(function()
+    if runner then runner.cleanup() end
     disk.umount_all()
     if emu then emu:stop() end
     if dir then os.execute("rm -rf " .. q(dir)) end

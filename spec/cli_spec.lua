@@ -4,87 +4,20 @@ local cjson = require "cjson"
 
 local q = helpers.quote
 local TOKEN = "cli-spec-token-7c21"
-local POLL = "initial=0.05,min=0.05,near=0.2,max=0.3"
 local VIDEO = require "kling.emulator_video"
 
-local emu, dir, state, n_runs
+local cli_run = require "cli_run"
 
--- Environment of a run: the emulator, the token, a journal of our own, fast polls.
-local function env_prefix(opts)
-  opts = opts or {}
-  local vars = {
-    "RUNCOMFY_MODEL_API_BASE=" .. q(opts.base or emu.api),
-    "XDG_STATE_HOME=" .. q(opts.state or state),
-    "KLING_POLL=" .. POLL,
-  }
-  if opts.token ~= false then vars[#vars + 1] = "RUNCOMFY_TOKEN=" .. q(opts.token or TOKEN) end
-  for k, v in pairs(opts.env or {}) do vars[#vars + 1] = k .. "=" .. q(v) end
-  return "env -u RUNCOMFY_TOKEN -u RUNCOMFY_API_TOKEN -u LUA_PATH -u LUA_CPATH " .. table.concat(vars, " ")
-end
+local emu, dir, state, runner
 
-local function command_line(args)
-  local words = {}
-  for _, a in ipairs(args) do words[#words + 1] = q(a) end
-  return "lua5.4 " .. q(helpers.root .. "/bin/kling") .. " " .. table.concat(words, " ")
-end
+--- Runs bin/kling to the end: { code, out, err } (spec/cli_run.lua: the emulator, the token,
+-- a journal of our own, fast polls; opts: base, state, token, env, cwd, stdin).
+local function kling(args, opts) return runner.run(args, opts) end
 
---- Runs bin/kling to the end: { code, out, err }.
-local function kling(args, opts)
-  opts = opts or {}
-  n_runs = n_runs + 1
-  local base = dir .. "/run" .. n_runs
-  local stdin = "/dev/null"
-  if opts.stdin then
-    stdin = base .. ".in"
-    helpers.write_file(stdin, opts.stdin)
-  end
-  local cmd = string.format("cd %s && %s %s >%s 2>%s <%s", q(opts.cwd or dir), env_prefix(opts), command_line(args),
-    q(base .. ".out"), q(base .. ".err"), q(stdin))
-  local ok, how, code = os.execute(cmd)
-  local res = { out = helpers.read_file(base .. ".out") or "", err = helpers.read_file(base .. ".err") or "" }
-  res.code = ok and 0 or (how == "exit" and code or 128 + code)
-  return res
-end
+--- Starts bin/kling in the background: { pid, done(), wait(seconds) -> res, signal(name) }.
+local function spawn(args, opts) return runner.spawn(args, opts) end
 
---- Starts bin/kling in the background: { pid, done(), wait(seconds) -> res }.
-local function spawn(args, opts)
-  opts = opts or {}
-  n_runs = n_runs + 1
-  local base = dir .. "/run" .. n_runs
-  local cmd = string.format("cd %s && ( %s %s >%s 2>%s </dev/null & echo $! >%s; wait $!; echo $? >%s ) 2>/dev/null &",
-    q(opts.cwd or dir), env_prefix(opts), command_line(args), q(base .. ".out"), q(base .. ".err"),
-    q(base .. ".pid"), q(base .. ".rc"))
-  assert(os.execute(cmd))
-  local p = { base = base }
-  local deadline = os.time() + 10
-  repeat
-    p.pid = tonumber((helpers.read_file(base .. ".pid") or ""):match("%d+"))
-    if not p.pid then helpers.sleep(0.02) end
-  until p.pid or os.time() > deadline
-  assert(p.pid, "no pid")
-  -- the shell creates the .rc file before it writes the status in it: done once it holds one
-  function p.done() return (helpers.read_file(base .. ".rc") or ""):match("%d+") ~= nil end
-  function p.wait(seconds)
-    local limit = os.time() + (seconds or 20)
-    while not p.done() and os.time() <= limit do helpers.sleep(0.05) end
-    local rc = tonumber((helpers.read_file(base .. ".rc") or ""):match("%d+"))
-    return { code = rc, out = helpers.read_file(base .. ".out") or "", err = helpers.read_file(base .. ".err") or "" }
-  end
-  function p.signal(name) os.execute("kill -" .. name .. " " .. p.pid .. " 2>/dev/null") end
-  function p.err() return helpers.read_file(base .. ".err") or "" end
-  return p
-end
-
--- Polls until fn() is true (or fails after `seconds`).
-local function eventually(fn, seconds, what)
-  local limit = os.time() + (seconds or 10)
-  while os.time() <= limit do
-    local v = fn()
-    if v then return v end
-    helpers.sleep(0.05)
-  end
-  error("timed out waiting for " .. (what or "a condition"), 2)
-end
+local eventually = cli_run.eventually
 
 local function journal_lines(st)
   local text = helpers.read_file((st or state) .. "/kling/jobs.jsonl") or ""
@@ -119,10 +52,11 @@ describe("kling (command line)", function()
     emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0.2", "--run", "0.2" }
     dir = helpers.tmpdir()
     state = dir .. "/state"
-    n_runs = 0
+    runner = cli_run.new { api = emu.api, token = TOKEN, dir = dir, state = state }
   end)
 
   teardown(function()
+    if runner then runner.cleanup() end
     if emu then emu:stop() end
     if dir then os.execute("rm -rf " .. q(dir)) end
   end)
@@ -545,26 +479,33 @@ describe("kling (command line)", function()
       -- an API that accepts the connection and never answers: the submit stays in flight
       local port_file = dir .. "/silent.port"
       local script = dir .. "/silent.lua"
+      -- (it says when the request has arrived: the submit is in flight, no time window)
       helpers.write_file(script, [[
         local socket = require "cqueues.socket"
         local srv = socket.listen { host = "127.0.0.1", port = 0 }
         local _, _, port = srv:localname()
         local f = io.open(arg[1], "w") f:write(port) f:close()
         local held = {}
-        while true do held[#held + 1] = srv:accept() end
+        while true do
+          local con = srv:accept()
+          held[#held + 1] = con
+          con:setmode("b", "b")
+          repeat local line = con:read("*l") until not line or line == "\r" or line == ""
+          local g = io.open(arg[1] .. ".got", "w") g:write("request") g:close()
+        end
       ]])
       local silent = io.popen("exec lua5.4 " .. q(script) .. " " .. q(port_file) .. " & echo $!")
       local spid = tonumber(silent:read("l"))
       silent:close()
+      finally(function() os.execute("kill " .. spid .. " 2>/dev/null") end)
       local port = eventually(function() return tonumber(helpers.read_file(port_file) or "") end, 5, "the port")
       local p = spawn({ "generate", "never answered" }, { base = "http://127.0.0.1:" .. port .. "/v1" })
-      helpers.sleep(0.5)
+      eventually(function() return helpers.read_file(port_file .. ".got") end, 10, "the submit to go out")
       p.signal("INT")
       eventually(function() return p.err():find("submit in flight", 1, true) end, 5, "the first Ctrl-C")
       assert.is_false(p.done())
       p.signal("INT")
       local res = p.wait(5)
-      os.execute("kill " .. spid)
       assert.equals(130, res.code)
     end)
   end)

@@ -86,17 +86,24 @@ describe("kling on a terminal (tmux)", function()
     sessions[#sessions + 1] = name
     local words = {}
     for _, a in ipairs(args) do words[#words + 1] = q(a) end
+    local vars = {}
+    for k, v in pairs(opts.env or {}) do vars[#vars + 1] = k .. "=" .. q(v) end
     local cmd = string.format(
-      "cd %s && env -u LUA_PATH -u LUA_CPATH RUNCOMFY_MODEL_API_BASE=%s RUNCOMFY_TOKEN=%s XDG_STATE_HOME=%s "
-        .. "KLING_POLL=%s lua5.4 %s %s; echo EXIT=$?; sleep 600",
-      q(dir), q(opts.base or emu.api), q(TOKEN), q(dir .. "/state"), POLL, q(helpers.root .. "/bin/kling"),
-      table.concat(words, " "))
+      "cd %s && env -u LUA_PATH -u LUA_CPATH -u NO_COLOR RUNCOMFY_MODEL_API_BASE=%s RUNCOMFY_TOKEN=%s XDG_STATE_HOME=%s "
+        .. "KLING_POLL=%s %s lua5.4 %s %s; echo EXIT=$?; sleep 600",
+      q(dir), q(opts.base or emu.api), q(TOKEN), q(dir .. "/state"), POLL, table.concat(vars, " "),
+      q(helpers.root .. "/bin/kling"), table.concat(words, " "))
     tmux(string.format("new-session -d -s %s -x %d -y %d %s", name, opts.width or 100, opts.height or 20, q(cmd)))
     return name
   end
 
   local function screen(name)
     return tmux("capture-pane -p -t " .. q(name))
+  end
+
+  -- The screen with its colours, as SGR sequences.
+  local function screen_sgr(name)
+    return tmux("capture-pane -e -p -t " .. q(name))
   end
 
   -- Polls the screen until it matches pattern (plain text); returns that screen.
@@ -201,6 +208,33 @@ describe("kling on a terminal (tmux)", function()
     for _, name in ipairs { "one", "two", "four" } do
       assert.matches(name .. "  saved " .. dir .. "/batch/" .. name .. ".mp4", text, 1, true)
     end
+  end)
+
+  it("colours the line of a saved video, and not with NO_COLOR (the live display stays)", function()
+    local s = start { "generate", "in colour", "-o", "colour.mp4" }
+    wait_for(s, "EXIT=")
+    local text = screen_sgr(s)
+    local short = text:match("submitted (%w+)")
+    assert.matches("\27[32m" .. short .. "  saved colour.mp4 (", text, 1, true)
+    s = start({ "generate", "no colour @emu:queue=1", "-o", "plain-colour.mp4" }, { env = { NO_COLOR = "1" } })
+    wait_for(s, "queued, position ") -- the live row
+    wait_for(s, "EXIT=")
+    text = screen_sgr(s)
+    assert.matches("  saved plain-colour.mp4 (", text, 1, true)
+    assert.is_nil(text:find("\27[3", 1, true), "a colour despite NO_COLOR")
+    assert.is_nil(text:find("queued, position", 1, true)) -- redrawn in place, then erased
+  end)
+
+  it("writes plain log lines on a TERM=dumb terminal: no live redraw, no colour", function()
+    local s = start({ "generate", "dumb terminal @emu:queue=0.5", "-o", "dumb.mp4" }, { env = { TERM = "dumb" } })
+    local text = wait_for(s, "EXIT=")
+    local l = lines(text)
+    assert.matches("^%d%d:%d%d:%d%d [%w-]+ submitted %(kling/kling%-3%.0/pro/text%-to%-video%)$", l[1])
+    assert.matches("^%d%d:%d%d:%d%d [%w-]+ queued, position %d$", l[2])
+    assert.matches("^%d%d:%d%d:%d%d [%w-]+ saved dumb%.mp4 %(", l[#l - 2])
+    assert.equals("dumb.mp4", l[#l - 1]) -- the result on stdout, as off a terminal
+    assert.equals("EXIT=0", l[#l])
+    assert.is_nil(screen_sgr(s):find("\27[3", 1, true))
   end)
 
   it("cancels the queued job on Ctrl-C typed at the terminal", function()

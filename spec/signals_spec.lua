@@ -17,6 +17,7 @@ describe("kling on SIGTERM and SIGHUP", function()
     cli = cli_run.new { api = emu.api, token = TOKEN, dir = dir }
   end)
   teardown(function()
+    if cli then cli.cleanup() end
     if emu then emu:stop() end
     if dir then os.execute("rm -rf " .. helpers.quote(dir)) end
   end)

@@ -8,6 +8,7 @@
  *   core.json      encoder, array_mt, max_depth (lua_jsonw.c)
  *   core.schema    compile (lua_schema.c)
  *   core.journal   append, read, lock, sha256, random_key, ignore_sigxfsz (lua_journal.c)
+ *   core.term      isatty, size: the terminal of the command-line tool (lua_term.c)
  *   core.DEFAULTS  every default (defaults.h): timeout, connect_timeout,
  *                  max_connections, max_body, max_rps, retries = { max, base,
  *                  cap, retry_after_cap }, poll = { initial, min, max, near,
@@ -126,6 +127,7 @@ int luaopen_kling_core(lua_State *L) {
   subsystem(L, "json", kl_open_json);
   subsystem(L, "schema", kl_open_schema);
   subsystem(L, "journal", kl_open_journal);
+  subsystem(L, "term", kl_open_term);
   push_defaults(L);
   lua_setfield(L, -2, "DEFAULTS");
   push_limits(L);

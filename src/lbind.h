@@ -2,7 +2,7 @@
  * lbind.h - the Lua binding's shared helpers (a userdata class, reading an
  * options table) and the entry of each subsystem's binding. Only the
  * binding files include lua.h: core.c (the module), lua_engine.c,
- * lua_poller.c, lua_protocol.c, lua_journal.c, and lua_schema.c and
+ * lua_poller.c, lua_protocol.c, lua_journal.c, lua_term.c, and lua_schema.c and
  * lua_jsonw.c, which walk Lua tables by nature (the validator and the JSON
  * writer read Lua values). The core under them (engine, http, net, poller,
  * protocol, event, journal, sha256, util) is pure C and never calls Lua.
@@ -42,5 +42,6 @@ void kl_open_protocol(lua_State *L); /* the protocol statement (lua_protocol.c) 
 void kl_open_journal(lua_State *L);  /* append, read, lock, sha256, random_key, ignore_sigxfsz */
 void kl_open_schema(lua_State *L);   /* compile (lua_schema.c); makes the array metatable */
 void kl_open_json(lua_State *L);     /* encoder, array_mt, max_depth (lua_jsonw.c; after kl_open_schema) */
+void kl_open_term(lua_State *L);     /* isatty, size: the command-line tool's terminal (lua_term.c) */
 
 #endif
