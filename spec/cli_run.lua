@@ -23,7 +23,7 @@ M.POLL = "initial=0.05,min=0.05,near=0.2,max=0.3"
 
 -- What a run never inherits from the spec's own environment: a token, module paths, and
 -- what changes where requests go or how TLS is verified.
-local UNSET = { "RUNCOMFY_TOKEN", "RUNCOMFY_API_TOKEN", "LUA_PATH", "LUA_CPATH", "http_proxy", "https_proxy",
+local UNSET = { "RUNCOMFY_TOKEN", "RUNCOMFY_API_TOKEN", "RUNCOMFY_API_KEY", "LUA_PATH", "LUA_CPATH", "http_proxy", "https_proxy",
   "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY", "SSL_CERT_FILE", "CURL_CA_BUNDLE" }
 
 --- Polls until fn() is true (or fails after `seconds`); returns fn's value.

@@ -40,6 +40,7 @@ static void set_integer(lua_State *L, const char *k, lua_Integer v) {
 static void push_defaults(lua_State *L) {
   lua_createtable(L, 0, 10);
   set_number(L, "timeout", KD_TIMEOUT);
+  set_number(L, "submit_timeout", KD_SUBMIT_TIMEOUT);
   set_number(L, "connect_timeout", KD_CONNECT_TIMEOUT);
   set_integer(L, "max_connections", KD_MAX_CONNECTIONS);
   set_integer(L, "max_body", (lua_Integer)KD_MAX_BODY);
@@ -59,6 +60,7 @@ static void push_defaults(lua_State *L) {
   set_number(L, "jitter", KD_POLL_JITTER);
   lua_setfield(L, -2, "poll");
   set_number(L, "wait_timeout", KD_WAIT_TIMEOUT);
+  set_number(L, "cancel_wait", KD_CANCEL_WAIT);
   set_integer(L, "download_min_rate", (lua_Integer)KD_DOWNLOAD_MIN_RATE);
 }
 

@@ -18,6 +18,10 @@
 /* A client: kling.new{ timeout =, connect_timeout =, max_connections =,
  * max_body = } */
 #define KD_TIMEOUT 30.0            /* s: one API request, start to end */
+/* A submit's answer: kling.new{ submit_timeout = }. RunComfy's own clients
+ * wait 60-120 s for it (90 s in its ComfyUI nodes); a shorter limit turns a
+ * slow but successful (billed) submit into one of unknown outcome. */
+#define KD_SUBMIT_TIMEOUT 90.0     /* s */
 #define KD_CONNECT_TIMEOUT 10.0    /* s: one connection */
 #define KD_MAX_CONNECTIONS 8       /* connections at once, per client */
 #define KD_MAX_BODY (8.0 * 1024 * 1024) /* B: an answer kept in memory */
@@ -55,6 +59,10 @@
 
 /* job:wait, kling.wait_all, kling.wait_any: { timeout = } */
 #define KD_WAIT_TIMEOUT 1800.0     /* s */
+/* job:cancel{ timeout = }: how long a cancel the service accepted but has not
+ * made final ("cancellation_requested") is followed until the status says
+ * cancelled. */
+#define KD_CANCEL_WAIT 60.0        /* s */
 
 /* Downloads: a try ends when it stays under min_rate B/s for stall_timeout
  * seconds (default: the client's timeout). 1 KiB/s is far below any working

@@ -15,6 +15,8 @@
  *   queue_position(v) -> integer | nil
  *   usable_status(v) -> boolean
  *   retry_after(s) -> seconds | nil
+ *   not_ready(route, code) -> boolean (400005 on the result route); NOT_READY_CODE
+ *   cancel_means(status, outcome) -> "cancelled" | "requested" | "not_cancellable" | nil
  */
 #include <string.h>
 
@@ -120,12 +122,34 @@ static int l_retry_after(lua_State *L) {
   return 1;
 }
 
+/* core.protocol.not_ready(route, code) -> boolean (code: an integer or nil) */
+static int l_not_ready(lua_State *L) {
+  int r = kproto_route_named(luaL_checkstring(L, 1));
+  if (r < 0) return luaL_argerror(L, 1, "no such route");
+  int has_code = lua_isinteger(L, 2);
+  lua_pushboolean(L, kproto_not_ready((kproto_route)r, has_code, has_code ? (long long)lua_tointeger(L, 2) : 0));
+  return 1;
+}
+
+/* core.protocol.cancel_means(status, outcome) -> meaning | nil (a value that is
+ * no string counts as absent) */
+static int l_cancel_means(lua_State *L) {
+  size_t sn = 0, on = 0;
+  const char *st = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &sn) : NULL;
+  const char *oc = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &on) : NULL;
+  const char *m = kproto_cancel_means(st, sn, oc, on);
+  if (m) lua_pushstring(L, m);
+  else lua_pushnil(L);
+  return 1;
+}
+
 void kl_open_protocol(lua_State *L) {
   static const luaL_Reg functions[] = {
     { "error_code", l_error_code }, { "answer_kind", l_answer_kind }, { "transient", l_transient },
     { "valid_id", l_valid_id },     { "valid_model_id", l_valid_model_id }, { "url", l_url },
     { "queue_position", l_queue_position }, { "usable_status", l_usable_status },
-    { "retry_after", l_retry_after }, { NULL, NULL },
+    { "retry_after", l_retry_after }, { "not_ready", l_not_ready },
+    { "cancel_means", l_cancel_means }, { NULL, NULL },
   };
   luaL_setfuncs(L, functions, 0);
   lua_createtable(L, 0, (int)KPROTO_NWORDS);
@@ -172,6 +196,8 @@ void kl_open_protocol(lua_State *L) {
   lua_setfield(L, -2, "ID_RULE");
   lua_pushliteral(L, KPROTO_ID_PATTERN);
   lua_setfield(L, -2, "ID_PATTERN");
+  lua_pushinteger(L, (lua_Integer)KPROTO_CODE_NOT_READY);
+  lua_setfield(L, -2, "NOT_READY_CODE");
   lua_pushinteger(L, KPROTO_MODEL_ID_MAX);
   lua_setfield(L, -2, "MODEL_ID_MAX");
 }

@@ -72,6 +72,7 @@ int kproto_valid_model_id(const char *s, size_t n) {
 
 const kproto_word KPROTO_WORDS[] = {
   { "in_queue", KS_IN_QUEUE },       { "pending", KS_IN_QUEUE },        { "waiting", KS_IN_QUEUE },
+  { "cancellation_requested", KS_IN_QUEUE }, /* observed after a cancel accepted but not final yet */
   { "in_progress", KS_IN_PROGRESS }, { "starting", KS_IN_PROGRESS },    { "processing", KS_IN_PROGRESS },
   { "completed", KS_COMPLETED },     { "succeeded", KS_COMPLETED },     { "failed", KS_FAILED },
   { "cancelled", KS_CANCELLED },     { "canceled", KS_CANCELLED },
@@ -109,6 +110,27 @@ const kproto_outcome KPROTO_OUTCOMES[] = {
   { "cancellation_requested", "requested" },
 };
 const size_t KPROTO_NOUTCOMES = sizeof KPROTO_OUTCOMES / sizeof KPROTO_OUTCOMES[0];
+
+static const char *outcome_means(const char *raw, size_t len) {
+  for (size_t i = 0; i < KPROTO_NOUTCOMES; i++)
+    if (strlen(KPROTO_OUTCOMES[i].raw) == len && memcmp(KPROTO_OUTCOMES[i].raw, raw, len) == 0)
+      return KPROTO_OUTCOMES[i].means;
+  return NULL;
+}
+
+/* Observed: {"status":"cancelled","outcome":"cancellation_requested"} is
+ * cancelled (the status says so); {"status":"cancelled"} with no outcome is
+ * cancelled; {"status":"cancellation_requested"} with no outcome is accepted,
+ * not final yet. */
+const char *kproto_cancel_means(const char *status, size_t slen, const char *outcome, size_t olen) {
+  if (status && kproto_status_of(status, slen) == KS_CANCELLED) return "cancelled";
+  if (outcome) return outcome_means(outcome, olen);
+  if (status) {
+    const char *m = outcome_means(status, slen);
+    if (m && strcmp(m, "requested") == 0) return m;
+  }
+  return "not_cancellable";
+}
 
 /* ---- field names ------------------------------------------------------- */
 
@@ -195,6 +217,14 @@ const char *kproto_answer_kind(long status, int has_code, long long code, int *r
       return ANSWER_STATUS[i].kind;
     }
   return "protocol";
+}
+
+/* Observed (RunComfy's own integration tests): the result route answers HTTP
+ * 400 with error_code 400005 for a request that has not completed, also for a
+ * short while after its status said completed. The code decides, whatever the
+ * HTTP status, on the result route only. */
+int kproto_not_ready(kproto_route r, int has_code, long long code) {
+  return r == KP_RESULT && has_code && code == KPROTO_CODE_NOT_READY;
 }
 
 /*

@@ -95,6 +95,16 @@ typedef struct kproto_outcome {
 extern const kproto_outcome KPROTO_OUTCOMES[];
 extern const size_t KPROTO_NOUTCOMES;
 
+/* What a cancel answer means, by its status word and its outcome word (either
+ * may be NULL: absent or not a string). The status decides when it says the
+ * job is cancelled, whatever the outcome word; otherwise the outcome word
+ * (KPROTO_OUTCOMES); with no outcome, a status "cancellation_requested" means
+ * the cancel was accepted but is not final yet ("requested": poll until the
+ * status says cancelled), and any other status "not_cancellable". Returns
+ * "cancelled", "requested", "not_cancellable", or NULL for an outcome word
+ * kling does not know. */
+const char *kproto_cancel_means(const char *status, size_t slen, const char *outcome, size_t olen);
+
 /* ---- the field names kling reads --------------------------------------- */
 
 /* Every field name of an answer kling reads (never masked: kling's own words). */
@@ -116,6 +126,16 @@ int kproto_code_string(const char *s, size_t n, long long *code);
  * says whether the same request may be sent again. status: the HTTP status;
  * has_code, code: the body's error_code by the rule above. */
 const char *kproto_answer_kind(long status, int has_code, long long code, int *retryable);
+
+/* RunComfy's error_code for "the request has not completed yet" (observed on
+ * the result route, with HTTP 400, also for a while after the status already
+ * said completed). */
+#define KPROTO_CODE_NOT_READY 400005LL
+
+/* Is an answer of route r with this error_code (has_code 0: none) "not ready"
+ * (poll again), whatever its HTTP status? Only on the result route: 400005
+ * there is never "the service refused the input". Returns 1 or 0. */
+int kproto_not_ready(kproto_route r, int has_code, long long code);
 
 /* Is a transfer that failed on the way (libcurl's code; the HTTP status a
  * proxy refused the tunnel with, or 0) worth another try? Returns 1 or 0;

@@ -34,7 +34,7 @@ M.Client = Client
 M.valid_id = protocol.valid_id
 
 local OPTION_TYPES = {
-  token = "string", base_url = "string", timeout = "number", connect_timeout = "number",
+  token = "string", base_url = "string", timeout = "number", connect_timeout = "number", submit_timeout = "number",
   ca_file = "string", journal = "string|boolean", allow_insecure_http = "boolean",
   max_connections = "number", max_body = "number", poll = "table", max_rps = "number",
   retries = "table|boolean",
@@ -49,7 +49,7 @@ local function check_options(opts)
     for t in want:gmatch("[^|]+") do ok = ok or type(v) == t end
     if not ok then error("kling.new: option '" .. k .. "' must be a " .. want:gsub("|", " or ") .. ", got " .. type(v), 3) end
   end
-  for _, k in ipairs { "timeout", "connect_timeout" } do
+  for _, k in ipairs { "timeout", "connect_timeout", "submit_timeout" } do
     if opts[k] and not (opts[k] > 0) then error("kling.new: option '" .. k .. "' must be > 0", 3) end
   end
 end
@@ -58,6 +58,49 @@ local function env(name)
   local v = os.getenv(name)
   if v == "" then return nil end
   return v
+end
+
+--- The environment variables a token is read from, the first one set wins:
+-- RunComfy's CLI reads RUNCOMFY_TOKEN, its ComfyUI nodes RUNCOMFY_API_TOKEN,
+-- its MCP server and third-party code RUNCOMFY_API_KEY.
+M.TOKEN_VARIABLES = { "RUNCOMFY_TOKEN", "RUNCOMFY_API_TOKEN", "RUNCOMFY_API_KEY" }
+
+--- Why a token cannot be sent (nil when it can): RunComfy's tokens are
+-- printable ASCII without whitespace, and RunComfy's own clients refuse
+-- anything else, and a token given with its "Bearer " prefix. The reason
+-- never quotes the token.
+function M.token_problem(token)
+  if token:find("^[Bb][Ee][Aa][Rr][Ee][Rr]%s") then
+    return "starts with \"Bearer \" (give the token alone: kling adds the prefix)"
+  elseif token:find("%s") then
+    return "holds whitespace (a space, tab or line break)"
+  elseif token:find("[%z\1-\31\127]") then
+    return "holds a control character"
+  elseif token:find("[\128-\255]") then
+    return "holds a byte that is not ASCII"
+  end
+  return nil
+end
+
+-- The token and where it came from: opts.token, else the first of
+-- TOKEN_VARIABLES that is set (an empty one counts as unset). Raises on a
+-- token that cannot be sent (token_problem), naming its source, never it.
+local function pick_token(opts)
+  local token, source = opts.token, "option token"
+  if token == nil then
+    for _, name in ipairs(M.TOKEN_VARIABLES) do
+      token = env(name)
+      if token then
+        source = "environment variable " .. name
+        break
+      end
+    end
+  end
+  if token ~= nil and token ~= "" then
+    local why = M.token_problem(token)
+    if why then error("kling.new: the token of " .. source .. " " .. why .. "; it was not used", 3) end
+  end
+  return token
 end
 
 --- Default polling schedule (seconds): the first poll `initial` after a
@@ -74,7 +117,7 @@ function M.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("kling.new: options must be a table", 2) end
   check_options(opts)
-  local token = opts.token or env("RUNCOMFY_TOKEN") or env("RUNCOMFY_API_TOKEN")
+  local token = pick_token(opts)
   local base = (opts.base_url or env("RUNCOMFY_MODEL_API_BASE") or M.DEFAULT_BASE_URL):gsub("/+$", "")
   local poll = {}
   for k, v in pairs(M.DEFAULT_POLL) do poll[k] = v end
@@ -114,6 +157,8 @@ function M.new(opts)
     base_url = base,
     has_token = token ~= nil and token ~= "",
     request_timeout = opts.timeout or DEFAULTS.timeout,
+    -- a submit waits at least as long as any request, and 90 s by default (DEFAULTS.submit_timeout)
+    submit_timeout = opts.submit_timeout or math.max(DEFAULTS.submit_timeout, opts.timeout or 0),
     poll = poll,
     _engine = engine,
     _watched = {}, -- poller handle -> job
@@ -227,9 +272,10 @@ function Client:_pump()
 end
 
 -- Reads a finished poll (decoded and masked where it enters) by the
--- protocol: "status", "retry", "unusable" or "end" (kling.protocol.judge).
+-- protocol: "status", "not_ready", "retry", "unusable" or "end"
+-- (kling.protocol.judge).
 local function read_poll(self, a)
-  return protocol.judge(self:_take(a), a.value)
+  return protocol.judge(self:_take(a), a.value, a.route)
 end
 
 -- One finished poll of a watched job (an answer of eng:answers()): read here
@@ -241,8 +287,17 @@ function Client:_poll_answer(job, a)
   if not a.ended then -- (ended: the request could not start; the wait is over)
     local ok, w = pcall(read_poll, self, a)
     what = ok and w or "end"
+    if what ~= "status" and a.route == "result" and job and job:_ended_without_output() then
+      -- after a failed or cancelled status the result route may fail (404, 400...): the
+      -- status stands, and the wait ends with it (Job:_end_by_status)
+      what = "end"
+    end
     if what == "status" then
       done = self._engine:observe(a.handle, "status", a.value.status, protocol.queue_position(a.value))
+    elseif what == "not_ready" then
+      -- 400005 from the result route (also for a while after completed): asked again
+      -- with the poller's backoff, until the wait's deadline; never the job's end
+      done = self._engine:observe(a.handle, "retry", a.retry_after)
     else
       done = self._engine:observe(a.handle, what, a.retry_after)
     end
@@ -317,7 +372,8 @@ function Client:_encode(body)
 end
 
 local function no_token()
-  return errors.new("auth", "no API token: pass token= to kling.new or set RUNCOMFY_TOKEN")
+  return errors.new("auth", "no API token: pass token= to kling.new or set RUNCOMFY_TOKEN (or RUNCOMFY_API_TOKEN, "
+    .. "RUNCOMFY_API_KEY)")
 end
 
 -- Should this answer to a direct call be sent again (x:again(): the
@@ -355,7 +411,8 @@ function Client:_api(method, url, body, opts)
     if not encoded then return nil, err end
   end
   local x, msg = self._engine:request {
-    method = method, url = url, body = encoded, fresh = opts.submit, timeout = opts.timeout,
+    method = method, url = url, body = encoded, fresh = opts.submit,
+    timeout = opts.timeout or (opts.submit and self.submit_timeout or nil),
     retry = opts.submit and "submit" or "safe",
   }
   if not x then
@@ -439,7 +496,7 @@ function Client:_answer(res, opts)
     return nil, errors.new(kind, e.message, fields)
   end
   local decoded, why = res.value, res.why
-  local err = errors.from_answer(res.status, decoded, function(s) return s end, opts.request_id)
+  local err = errors.from_answer(res.status, decoded, function(s) return s end, opts.request_id, opts.route)
   local id = opts.submit and type(decoded) == "table" and decoded.request_id
   if err and (type(id) == "string" or math.type(id)) then
     return nil, self:_unknown_with_id(err, id), res

@@ -110,9 +110,13 @@ end
 -- answer follows: an HTTP 2xx whose body has an `error_code` is an error too
 -- (observed), and a retryable one (408, 429, 5xx, as a status or a code's
 -- family) is tried again like the same HTTP status.
-function M.from_answer(status, body, scrub, request_id)
+-- route (optional): the route answered ("result"...): error_code 400005 on the
+-- result route is kind not_ready whatever the HTTP status
+-- (kling.protocol.not_ready).
+function M.from_answer(status, body, scrub, request_id, route)
   local code = type(body) == "table" and numeric_code(body.error_code) or nil
   local kind, retryable = protocol.answer_kind(status, code)
+  if route and protocol.not_ready(route, code) then kind, retryable = "not_ready", true end
   if not kind then return nil end
   local msg = M.server_message(body) or ("HTTP " .. status .. " from the service")
   return M.new(kind, scrub(msg), {

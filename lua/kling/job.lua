@@ -85,6 +85,11 @@ function Job:_absorb(body)
     end
   end
   local qp = protocol.queue_position(body)
+  if status == "failed" then
+    -- observed: a failed status answer may carry the reason; it stands when the result
+    -- route then fails (Job:_end_by_status)
+    self._status_message = errors.server_message(body) or self._status_message
+  end
   local changed = status ~= self.status or qp ~= self.queue_position
   self.status, self.raw_status, self.queue_position = status, raw, qp
   if type(body.instance_id) == "string" then self.instance_id = body.instance_id end
@@ -101,13 +106,9 @@ function Job:refresh()
   return self.status, changed
 end
 
---- The video URL of an output: output.video, or a single-element output.videos.
-local function video_of(output)
-  if type(output) ~= "table" then return nil end
-  if type(output.video) == "string" then return output.video end
-  if type(output.videos) == "table" and type(output.videos[1]) == "string" then return output.videos[1] end
-  return nil
-end
+--- The video URL of an output: output.video, or the first of output.videos,
+-- when it is a usable URL (kling.protocol.video_of); nil otherwise.
+local video_of = protocol.video_of
 M.video_of = video_of
 
 -- Notes in the client's journal (once) that the job has ended. Never raises:
@@ -146,8 +147,10 @@ function Job:_take_result(body)
   local changed, perr = self:_absorb(body)
   if changed == nil then return nil, perr end
   if self.status == "completed" then
-    if type(body.output) ~= "table" then
-      local err = errors.new("protocol", "completed job without an output object", { request_id = self.id })
+    if not protocol.usable_output(body.output) then
+      -- observed: "output": {"video": ""}, {}, {"videos": []}, or none at all
+      local err = errors.new("protocol", "the job completed without a usable output (no video or image URL in "
+        .. (type(body.output) == "table" and "its output" or "its answer") .. ")", { request_id = self.id })
       local ok, text = pcall(require("kling.json").encode_display, body)
       self:_journal_unreadable(err, ok and text or nil)
       return nil, err
@@ -158,7 +161,7 @@ function Job:_take_result(body)
     self:_journal_end()
     return self.output
   elseif self.status == "failed" then
-    local msg = errors.server_message(body) or "the job failed (the service gave no reason)"
+    local msg = errors.server_message(body) or self._status_message or "the job failed (the service gave no reason)"
     local code = type(body.error) == "table" and errors.numeric_code(body.error.error_code) or nil
     self.error = errors.new("failed", msg, { request_id = self.id, code = code })
     self:_journal_end()
@@ -172,11 +175,46 @@ function Job:_take_result(body)
     { request_id = self.id, job_status = self.status })
 end
 
---- GETs the result now, without waiting. Returns output | nil, err
--- (kind "not_ready" while the job runs, "failed" or "cancelled" when it ended so).
+-- True once a status said the job failed or was cancelled (its outcome then
+-- stands whatever the result route answers).
+function Job:_ended_without_output()
+  return self.status == "failed" or self.status == "cancelled"
+end
+
+-- The end of a job whose status said failed or cancelled while its result
+-- route failed (result_err: that failure, a 404 or 400 among them): the
+-- status stands (kind failed, with the status answer's message, or
+-- cancelled), and the result's failure is reported in err.result_error.
+function Job:_end_by_status(result_err)
+  if self.status == "failed" then
+    self.error = errors.new("failed", self._status_message or "the job failed (the service gave no reason)",
+      { request_id = self.id, result_error = result_err })
+  else
+    self.error = errors.new("cancelled", "the job was cancelled", { request_id = self.id, result_error = result_err })
+  end
+  self:_journal_end()
+  return self.error
+end
+
+--- GETs the result now, without waiting. Returns output | nil, err: kind
+-- "not_ready" while the job runs (the result route's 400005 included, with
+-- err.job_status: the status the status route gives then), "failed" or
+-- "cancelled" when it ended so (also when its result route then answers an
+-- error, 404 or 400: err.result_error holds that answer's error), "protocol"
+-- for a completed job without a usable output.
 function Job:result()
-  local body, err, res = self.client:_api(protocol.ROUTES.result.method, self.urls.result, nil, { request_id = self.id, status_answer = true })
+  local body, err, res = self.client:_api(protocol.ROUTES.result.method, self.urls.result, nil,
+    { request_id = self.id, status_answer = true, route = "result" })
   if not body then
+    if err.kind == "not_ready" then
+      self:refresh() -- the status, for err.job_status (an error here leaves the last known one)
+      err.job_status = self.status
+      return nil, err
+    end
+    if res and not self:_ended_without_output() and (err.kind == "not_found" or err.kind == "bad_request") then
+      self:refresh() -- a job that failed or was cancelled may have no result: its status says so
+    end
+    if self:_ended_without_output() then return nil, self:_end_by_status(err) end
     if res and err.kind == "protocol" then self:_journal_unreadable(err, res.body) end
     return nil, err
   end
@@ -211,11 +249,12 @@ function Job:_take_poll(a, what, done)
       if what == "status" then -- the result answer of a job that has ended
         return self:_take_result(a.value)
       end
-      local body, err = self.client:_answer(a, { request_id = self.id })
+      local body, err = self.client:_answer(a, { request_id = self.id, route = a.route })
       if body then
         err = errors.new("protocol", a.route .. " answer without a status string (the service "
           .. "answered so " .. protocol.UNUSABLE_TRIES .. " times in a row)", { request_id = self.id })
       end
+      if a.route == "result" and self:_ended_without_output() then return nil, self:_end_by_status(err) end
       if a.route == "result" and err.kind == "protocol" then self:_journal_unreadable(err, a.body) end
       return nil, err
     end)
@@ -263,7 +302,9 @@ function Job:_release(on_update, on_end)
   remove(self._on_end, on_end)
   local final = self._final
   if final then
-    if not self:done() and self._waiters == 0 then self._final = nil end -- a later wait polls again
+    -- an outcome that is not the job's own (a network error, a result that could not be
+    -- read, a job that has not ended): a later wait polls again
+    if not (self.output or self.error) and self._waiters == 0 then self._final = nil end
     return true, final[1], final[2]
   end
   if self._waiters == 0 then self.client:_unwatch(self) end
@@ -292,20 +333,44 @@ function Job:wait(opts)
   return nil, self:_timeout_error(timeout)
 end
 
---- Cancels a queued job. Returns true | nil, err ("not_cancellable" once it runs).
-function Job:cancel()
+--- Cancels a queued job. What the answer means is the protocol's
+-- (kling.protocol.cancel_means): a status that says cancelled, whatever the
+-- outcome word, or the outcome "cancelled", is cancelled; a status
+-- "cancellation_requested" without an outcome was accepted but is not final:
+-- the job is then followed (as job:wait does) until its status says cancelled,
+-- for at most opts.timeout seconds (default 60: kling.core.DEFAULTS.cancel_wait;
+-- 0: not followed).
+-- Returns true, "cancelled" (job.status is cancelled); true, "requested" (the
+-- service accepted the cancel, its status did not say cancelled in time:
+-- job.cancel_requested is true and a later wait sees the end) | nil, err:
+-- kind "not_cancellable" once it runs, or when it completed or failed before
+-- the cancel took effect (err.job_status); "protocol" for an outcome word kling
+-- does not know; the kinds of a failed request.
+function Job:cancel(opts)
+  opts = opts or {}
   local body, err = self.client:_api(protocol.ROUTES.cancel.method, self.urls.cancel, nil, { request_id = self.id })
   if not body then return nil, err end
-  if type(body.status) == "string" then self:_absorb(body) end
+  if protocol.usable_status(body.status) then self:_absorb(body) end
   local outcome = body.outcome
-  local means = protocol.OUTCOME[outcome]
-  if means == "cancelled" or (outcome == nil and self.status == "cancelled") then
+  local means = protocol.cancel_means(body.status, outcome)
+  if means == "cancelled" then
     self.status = "cancelled"
     self.queue_position = nil
     self.error = errors.new("cancelled", "the job was cancelled", { request_id = self.id })
     self:_journal_end()
-    return true
-  elseif means == "not_cancellable" or outcome == nil then
+    return true, "cancelled"
+  elseif means == "requested" then
+    self.cancel_requested = true
+    local timeout = opts.timeout or core.DEFAULTS.cancel_wait
+    if not (timeout > 0) then return true, "requested" end
+    local out, werr = self:wait { timeout = timeout }
+    if werr and werr.kind == "cancelled" then return true, "cancelled" end
+    if out or (werr and werr.kind == "failed") then
+      return nil, errors.new("not_cancellable", "the service accepted the cancel, but the job "
+        .. (out and "completed" or "failed") .. " before it took effect", { request_id = self.id, job_status = self.status })
+    end
+    return true, "requested"
+  elseif means == "not_cancellable" then
     return nil, errors.new("not_cancellable",
       "the job can no longer be cancelled (status " .. tostring(self.status) .. ")",
       { request_id = self.id, job_status = self.status })

@@ -52,6 +52,51 @@ M.answer_kind = P.answer_kind
 M.transient = P.transient
 --- A usable status: a string of at least one byte.
 M.usable_status = P.usable_status
+--- RunComfy's error_code for "not completed yet" (400005).
+M.NOT_READY_CODE = P.NOT_READY_CODE
+--- not_ready(route, code) -> true when an answer of route ("result") with this
+-- error_code (an integer or nil) means "not ready, poll again", whatever its
+-- HTTP status (400005, on the result route only).
+M.not_ready = P.not_ready
+--- cancel_means(status, outcome) -> "cancelled" | "requested" |
+-- "not_cancellable" | nil (an unknown outcome word): what a cancel answer
+-- means. The status decides when it says cancelled; then the outcome word;
+-- with no outcome, a status "cancellation_requested" was accepted but is not
+-- final yet ("requested"), and any other status is "not_cancellable".
+M.cancel_means = P.cancel_means
+
+-- A URL an output may give: an http(s) URL of at least one byte after the
+-- scheme, with no space or control character.
+local function usable_url(v)
+  return type(v) == "string" and v:find("^[Hh][Tt][Tt][Pp][Ss]?://[^%s%c]") ~= nil and not v:find("[%z%c%s\127]")
+end
+M.usable_url = usable_url
+
+--- The video URL of an output: output.video, else the first of output.videos,
+-- when it is a usable URL (usable_url); nil otherwise.
+function M.video_of(output)
+  if type(output) ~= "table" then return nil end
+  if usable_url(output.video) then return output.video end
+  if type(output.videos) == "table" and usable_url(output.videos[1]) then return output.videos[1] end
+  return nil
+end
+
+--- Is an output of a completed job usable? It must give at least one usable
+-- URL (usable_url) as video, image, or an element of videos or images.
+-- Observed: a completed answer whose video is missing, null, "" or [] has no
+-- usable output: an error (kind protocol), never a success.
+function M.usable_output(output)
+  if type(output) ~= "table" then return false end
+  if usable_url(output.video) or usable_url(output.image) then return true end
+  for _, k in ipairs { "videos", "images" } do
+    if type(output[k]) == "table" then
+      for _, u in ipairs(output[k]) do
+        if usable_url(u) then return true end
+      end
+    end
+  end
+  return false
+end
 
 --- The queue position an answer gives: a number without a fraction from 0
 -- to 2^53, read while the job is in_queue; nil otherwise.
@@ -70,18 +115,22 @@ for w in pairs(M.STATUS) do M.OWN_WORDS[w] = true end
 for w in pairs(M.OUTCOME) do M.OWN_WORDS[w] = true end
 
 --- What an answer means, by the protocol. res: the exchange (x:result());
--- body: its decoded body (nil when there is none or it is not JSON). Returns
+-- body: its decoded body (nil when there is none or it is not JSON); route:
+-- the route it answered ("status", "result", ...; may be nil). Returns
 --   "status"   a usable status (body.status)
+--   "not_ready" the result is not ready yet (400005 on the result route,
+--              whatever the HTTP status: M.not_ready): ask again after backoff
 --   "retry"    ask again after backoff: a retryable error (408, 429, 5xx, as
 --              an HTTP status or an error_code's family), or a transient
 --              failure on the way
 --   "unusable" a 2xx answer without a usable status (asked again a few
 --              times by the routes that need one, M.UNUSABLE_TRIES)
 --   "end"      an error that ends the call
-function M.judge(res, body)
+function M.judge(res, body, route)
   local e = res.error
   if e then return (M.transient(e.curl_code or 0, e.proxy_status)) and "retry" or "end" end
   local code = type(body) == "table" and body.error_code ~= nil and M.error_code(body.error_code) or nil
+  if route and M.not_ready(route, code) then return "not_ready" end
   local kind, retryable = M.answer_kind(res.status, code)
   if kind then return retryable and "retry" or "end" end
   if type(body) == "table" and M.usable_status(body.status) then return "status" end

@@ -13,7 +13,9 @@ local C = {
   args_help = "request ids",
   options = { "model", "out", "api" },
   description = "Cancels each job while it is still queued. A job that already runs cannot be cancelled: exit "
-    .. "code 5 (it keeps running; kling wait ID collects it).",
+    .. "code 5 (it keeps running; kling wait ID collects it). A cancel the service accepts but has not made "
+    .. "final yet (status cancellation_requested) is followed for up to 60 s until the status says cancelled; "
+    .. "if it does not by then, the line says \"cancellation requested\" (exit 0).",
   examples = { "kling cancel 3f0c...      # exit 5 if it already runs" },
 }
 
@@ -25,7 +27,9 @@ function C.run(o, pos)
     for _, job in ipairs(ctx.attached) do
       local ok, err = job:cancel()
       if ok then
-        if ctx.mode == "json" then ctx:emit(job) else io.stdout:write(job.id, "  cancelled\n") end
+        -- err: "cancelled", or "requested" (accepted, its status did not say cancelled yet)
+        if ctx.mode == "json" then ctx:emit(job)
+        else io.stdout:write(job.id, err == "requested" and "  cancellation requested\n" or "  cancelled\n") end
       else
         ctx:fail(err, job)
       end

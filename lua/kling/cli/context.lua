@@ -131,6 +131,7 @@ function Ctx:make_client()
     on_warning = function(msg) self.display:warn("kling: warning: " .. msg) end,
   }
   opts.poll = poll_from_env(cmd)
+  opts.submit_timeout = o.submit_timeout
   local ok, client = pcall(kling.new, opts)
   if not ok then exit.usage(cmd, tostring(client):gsub("^kling%.new: ", "")) end
   self.client = client
@@ -239,7 +240,7 @@ function Ctx:hint(err, job, path)
       .. (kind == "io" and " once the file can be written" or "")
   end
   if kind == "auth" then
-    return "set RUNCOMFY_TOKEN (or RUNCOMFY_API_TOKEN), or pass --token-file PATH"
+    return "set RUNCOMFY_TOKEN (or RUNCOMFY_API_TOKEN, RUNCOMFY_API_KEY), or pass --token-file PATH"
   elseif kind == "timeout" and job then
     return "the job goes on; collect it later with: kling wait " .. job.id
   elseif kind == "submit_unknown" and err.request_id and not job then

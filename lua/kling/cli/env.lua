@@ -8,7 +8,7 @@ local M = {}
 -- name (or names), meaning. `who`: "cli" (read by the tool), "library" (by kling.new),
 -- "libcurl".
 M.VARS = {
-  { names = { "RUNCOMFY_TOKEN", "RUNCOMFY_API_TOKEN" }, who = "library",
+  { names = { "RUNCOMFY_TOKEN", "RUNCOMFY_API_TOKEN", "RUNCOMFY_API_KEY" }, who = "library",
     help = "the API token (the first one set); never taken from a flag value" },
   { names = { "RUNCOMFY_MODEL_API_BASE" }, who = "library",
     help = "the API (default https://model-api.runcomfy.net/v1); --base-url wins" },

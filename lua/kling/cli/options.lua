@@ -72,7 +72,7 @@ M.LIST = {
   { name = "quiet", short = "q", kind = "flag", section = "Output", help = "plain log lines instead of the live display" },
   -- the connection
   { name = "token-file", arg = "PATH", kind = "string", section = "Connection",
-    help = "read the token from PATH (default: $RUNCOMFY_TOKEN, then $RUNCOMFY_API_TOKEN)" },
+    help = "read the token from PATH (default: $RUNCOMFY_TOKEN, then $RUNCOMFY_API_TOKEN, then $RUNCOMFY_API_KEY)" },
   { name = "base-url", arg = "URL", kind = "string", section = "Connection",
     help = "the API (default: $RUNCOMFY_MODEL_API_BASE, or RunComfy's)" },
   { name = "ca-file", arg = "PATH", kind = "string", section = "Connection", help = "CA bundle to verify the server "
@@ -80,6 +80,9 @@ M.LIST = {
   { name = "journal", arg = "PATH", kind = "string", section = "Connection",
     help = "the job journal (default: $XDG_STATE_HOME/kling/jobs.jsonl); its directory must exist" },
   { name = "no-journal", kind = "flag", section = "Connection", help = "keep no journal" },
+  { name = "submit-timeout", arg = "S", kind = "positive", section = "Connection",
+    help = "wait up to S seconds for a submit's answer (default 90, as RunComfy's own clients wait 60-120 s; a "
+      .. "submit not answered in time has an unknown outcome and is never sent again)" },
 }
 
 --- name -> option (also by its short alias).

@@ -5,7 +5,7 @@ return {
   args = "[PROMPT...|-]",
   argname = "PROMPT",
   args_help = "the prompt (several words are joined with spaces; - reads it from stdin)",
-  options = { "input", "out", "api" },
+  options = { "input", "out", "api", "submit-timeout" },
   sections = { Input = "Input (the flags win over --input)" },
   option_help = { json = '{"id", "model", "status"} on stdout' },
   description = "Validates the input, submits it once and prints the request id (stdout).",

@@ -1,0 +1,270 @@
+-- The client against the service's observed answers (the emulator answers each way, by
+-- directive and by fault; doc/EMULATOR.md): a result that is not ready (HTTP 400 with
+-- error_code 400005, also for a while after the status said completed), the cancel
+-- outcomes (cancelled with outcome cancellation_requested, cancelled without an outcome,
+-- cancellation_requested then cancelled), a failed or cancelled job whose result route
+-- answers 404 or 400, a completed job without a usable output. Every wait goes through the
+-- same reading (job:wait, kling.wait_all, job:download, the command line's wait and result).
+local helpers = require "helpers"
+local kling = require "kling"
+local cli_run = require "cli_run"
+
+local TOKEN = "observed-client-token-5d1"
+local FAST = { initial = 0.02, min = 0.02, near = 0.05, max = 0.1 }
+local q = helpers.quote
+
+describe("the client, against the service's observed answers", function()
+  local emu, client, dir, cli
+
+  setup(function()
+    emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0.05", "--run", "0.05" }
+    client = kling.new { base_url = emu.api, token = TOKEN, poll = FAST }
+    dir = helpers.tmpdir()
+    cli = cli_run.new { api = emu.api, token = TOKEN, dir = dir }
+  end)
+
+  teardown(function()
+    if client then client:close() end
+    if emu then emu:stop() end
+    if cli then cli.cleanup() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  before_each(function() emu:set_faults {} end)
+
+  local function submit(prompt)
+    return assert(client:generate { prompt = prompt })
+  end
+
+  -- a second job object of the same request: nothing cached from the first
+  local function fresh(job)
+    return assert(client:job(job.id, job.model))
+  end
+
+  describe("a result that is not ready (error_code 400005)", function()
+    it("gives job:result() of a running job kind not_ready with job_status, not bad_request", function()
+      local job = submit("an unready cat @emu:result_not_ready @emu:queue=60")
+      local out, err = job:result()
+      assert.is_nil(out)
+      assert.equals("not_ready", err.kind)
+      assert.equals("in_queue", err.job_status)
+      assert.equals(400005, err.code)
+      assert.equals(1, emu:job_record(job.id).not_ready_answers)
+    end)
+
+    it("reads 400005 inside an HTTP 200 answer of the result route as not_ready too", function()
+      local job = submit("a cat @emu:error_result=400005 @emu:queue=60")
+      local _, err = job:result()
+      assert.equals("not_ready", err.kind)
+    end)
+
+    it("reads 400005 on the status route by the usual rule (it is no result): bad_request", function()
+      local job = submit("a cat @emu:error_status=400005@400 @emu:queue=60")
+      local _, err = job:refresh()
+      assert.equals("bad_request", err.kind)
+    end)
+
+    it("exits 6 from kling result ID for a running job answered 400005, and 0 once it is done", function()
+      local job = submit("an unready cat @emu:result_not_ready @emu:queue=60")
+      local res = cli.run { "result", job.id }
+      assert.equals(6, res.code, res.err)
+      assert.matches("has not ended", res.err, 1, true)
+      local done = submit("a done cat @emu:result_not_ready @emu:queue=0 @emu:run=0")
+      assert(done:wait { timeout = 30 })
+      res = cli.run { "result", done.id }
+      assert.equals(0, res.code, res.err)
+      assert.matches(emu.files, res.out, 1, true)
+    end)
+
+    it("keeps fetching the result after completed while it answers 400005, and returns the output (job:wait)", function()
+      local job = submit("a lagging cat @emu:result_lag=3 @emu:queue=0 @emu:run=0")
+      local out, err = job:wait { timeout = 30 }
+      assert.is_nil(err)
+      assert.matches("^" .. emu.files:gsub("%p", "%%%0"), out.video)
+      assert.equals(out.video, job.video_url)
+      assert.equals(3, emu:job_record(job.id).not_ready_answers)
+    end)
+
+    it("does the same for kling.wait_all, job:download and a result lag in seconds", function()
+      local a = submit("lag a @emu:result_lag=2 @emu:queue=0 @emu:run=0")
+      local b = submit("lag b @emu:result_lag=0.3s @emu:queue=0 @emu:run=0")
+      local outs, errs = kling.wait_all({ a, b }, { timeout = 30 })
+      for i, job in ipairs { a, b } do
+        assert.is_nil(errs[i], tostring(errs[i]))
+        assert.equals(job.video_url, outs[i].video)
+      end
+      local c = submit("lag c @emu:result_lag=2 @emu:queue=0 @emu:run=0")
+      local path, bytes = c:download(dir .. "/lag.mp4", { timeout = 30 })
+      assert.equals(dir .. "/lag.mp4", path)
+      assert.is_true(bytes > 0)
+    end)
+
+    it("never keeps a not-ready result as the job's end: a wait past its deadline times out, a later one asks again", function()
+      local job = submit("a cat @emu:queue=0 @emu:run=0")
+      assert(fresh(job):wait { timeout = 30 }) -- it has completed
+      emu:set_faults { "result:not_ready:1" }
+      local late = fresh(job)
+      local out, err = late:wait { timeout = 0.5 }
+      assert.is_nil(out)
+      assert.equals("timeout", err.kind)
+      emu:set_faults {}
+      out, err = late:wait { timeout = 30 }
+      assert.is_nil(err)
+      assert.equals(job.id, out.video:match("/v/([^/.]+)%.mp4$"))
+    end)
+
+    it("exits 0 from kling wait ID for a job whose result lags after completed", function()
+      local job = submit("a lagging cat @emu:result_lag=2 @emu:queue=0 @emu:run=0")
+      local res = cli.run { "wait", job.id }
+      assert.equals(0, res.code, res.err)
+      assert.matches(emu.files, res.out, 1, true)
+    end)
+  end)
+
+  describe("cancel outcomes", function()
+    for _, case in ipairs {
+      { "requested", '{"status":"cancelled","outcome":"cancellation_requested"}' },
+      { "bare", '{"status":"cancelled"} without an outcome' },
+    } do
+      it("returns true, cancelled for " .. case[2], function()
+        local job = submit("a cat @emu:cancel=" .. case[1] .. " @emu:queue=60")
+        local ok, how = job:cancel()
+        assert.is_true(ok, tostring(how))
+        assert.equals("cancelled", how)
+        assert.equals("cancelled", job.status)
+        local _, err = job:wait()
+        assert.equals("cancelled", err.kind)
+      end)
+    end
+
+    it("follows {\"status\":\"cancellation_requested\"} until the status says cancelled: true, cancelled", function()
+      local job = submit("a cat @emu:cancel=pending:2 @emu:queue=60")
+      local ok, how = job:cancel()
+      assert.is_true(ok, tostring(how))
+      assert.equals("cancelled", how)
+      assert.equals("cancelled", job.status)
+      assert.is_true(job.cancel_requested)
+    end)
+
+    it("returns true, requested when the status does not say cancelled within the cancel's timeout", function()
+      local job = submit("a cat @emu:cancel=pending:100000 @emu:queue=60")
+      local ok, how = job:cancel { timeout = 0.3 }
+      assert.is_true(ok, tostring(how))
+      assert.equals("requested", how)
+      assert.equals("in_queue", job.status)
+      local ok0, how0 = submit("a cat @emu:cancel=pending:100000 @emu:queue=60"):cancel { timeout = 0 }
+      assert.is_true(ok0)
+      assert.equals("requested", how0)
+    end)
+
+    it("reads the faults cancel_requested, cancel_bare and cancel_pending the same way", function()
+      for _, f in ipairs { "cancel_requested", "cancel_bare", "cancel_pending" } do
+        emu:set_faults { "cancel:" .. f .. ":1" }
+        local job = submit("a cat @emu:queue=60")
+        local ok, how = job:cancel()
+        assert.is_true(ok, f .. ": " .. tostring(how))
+        assert.equals("cancelled", how, f)
+      end
+    end)
+
+    it("exits 0 from kling cancel ID for each accepted answer", function()
+      for _, kind in ipairs { "requested", "bare", "pending" } do
+        local job = submit("a cat @emu:cancel=" .. kind .. " @emu:queue=60")
+        local res = cli.run { "cancel", job.id }
+        assert.equals(0, res.code, kind .. ": " .. res.err)
+        assert.matches(job.id .. "  cancelled", res.out, 1, true)
+      end
+    end)
+  end)
+
+  describe("a failed or cancelled job whose result route answers an error", function()
+    for _, shape in ipairs { "string", "object" } do
+      it("ends the wait with kind failed and the status answer's message (error as a " .. shape .. "), result 404", function()
+        local job = submit("a cat @emu:fail=Model_run_failed @emu:fail_error=" .. shape .. " @emu:no_result @emu:queue=0 @emu:run=0")
+        local out, err = job:wait { timeout = 30 }
+        assert.is_nil(out)
+        assert.equals("failed", err.kind)
+        assert.equals("Model run failed", err.message)
+        assert.equals("not_found", err.result_error.kind)
+        assert.is_true(emu:job_record(job.id).no_result_answers >= 1)
+      end)
+    end
+
+    it("does the same for a result answered 400 (@emu:no_result=400), and for job:result() of a fresh job", function()
+      local job = submit("a cat @emu:fail=Model_run_failed @emu:fail_error=string @emu:no_result=400 @emu:queue=0 @emu:run=0")
+      local _, err = job:wait { timeout = 30 }
+      assert.equals("failed", err.kind)
+      assert.equals("Model run failed", err.message)
+      assert.equals("bad_request", err.result_error.kind)
+      local _, err2 = fresh(job):result()
+      assert.equals("failed", err2.kind)
+      assert.equals("Model run failed", err2.message)
+    end)
+
+    it("ends a cancelled job's wait with kind cancelled when its result route answers 404", function()
+      local job = submit("a cat @emu:no_result @emu:queue=60")
+      assert(job:cancel())
+      local _, err = fresh(job):wait { timeout = 30 }
+      assert.equals("cancelled", err.kind)
+      assert.equals("not_found", err.result_error.kind)
+      local _, err2 = fresh(job):result()
+      assert.equals("cancelled", err2.kind)
+    end)
+
+    it("exits 5 from kling wait ID and kling result ID for such a failed job", function()
+      local job = submit("a cat @emu:fail=Model_run_failed @emu:fail_error=string @emu:no_result @emu:queue=0 @emu:run=0")
+      local res = cli.run { "wait", job.id }
+      assert.equals(5, res.code, res.err)
+      assert.matches("Model run failed", res.err, 1, true)
+      res = cli.run { "result", job.id }
+      assert.equals(5, res.code, res.err)
+    end)
+  end)
+
+  describe("a completed job without a usable output", function()
+    for _, shape in ipairs { "empty", "missing", "null", "videos_empty", "none" } do
+      it("ends the wait with kind protocol, no usable output, for @emu:output=" .. shape .. "; job.video_url stays nil", function()
+        local job = submit("a cat @emu:output=" .. shape .. " @emu:queue=0 @emu:run=0")
+        local out, err = job:wait { timeout = 30 }
+        assert.is_nil(out)
+        assert.equals("protocol", err.kind)
+        assert.matches("without a usable output", err.message, 1, true)
+        assert.is_nil(job.video_url)
+        assert.is_nil(job.output)
+      end)
+    end
+
+    it("takes output.videos with one URL as the video", function()
+      local job = submit("a cat @emu:output=videos @emu:queue=0 @emu:run=0")
+      local out = assert(job:wait { timeout = 30 })
+      assert.equals(out.videos[1], job.video_url)
+    end)
+
+    it("writes the end in the journal with the reason, and job:download leaves nothing behind", function()
+      local jpath = dir .. "/journal.jsonl"
+      local c = kling.new { base_url = emu.api, token = TOKEN, poll = FAST, journal = jpath }
+      local job = assert(c:generate { prompt = "a cat @emu:output=empty @emu:queue=0 @emu:run=0" })
+      local path, err = job:download(dir .. "/empty.mp4", { timeout = 30 })
+      assert.is_nil(path)
+      assert.equals("protocol", err.kind)
+      assert.is_nil(io.open(dir .. "/empty.mp4"))
+      assert.is_nil(io.open(dir .. "/empty.mp4.part"))
+      local text = assert(helpers.read_file(jpath))
+      local ended
+      for line in text:gmatch("[^\n]+") do
+        local v = helpers.json(line)
+        if v.e == "ended" and v.id == job.id then ended = v end
+      end
+      assert.is_not_nil(ended)
+      assert.matches("without a usable output", ended.error, 1, true)
+      c:close()
+    end)
+
+    it("exits 7 from kling wait ID, naming the reason", function()
+      local job = submit("a cat @emu:output=empty @emu:queue=0 @emu:run=0")
+      local res = cli.run { "wait", job.id }
+      assert.equals(7, res.code, res.err)
+      assert.matches("without a usable output", res.err, 1, true)
+    end)
+  end)
+end)
