@@ -126,44 +126,45 @@ describe("the client, against the service's observed answers", function()
       { "requested", '{"status":"cancelled","outcome":"cancellation_requested"}' },
       { "bare", '{"status":"cancelled"} without an outcome' },
     } do
-      it("returns true, cancelled for " .. case[2], function()
+      it("returns true, the job cancelled, for " .. case[2], function()
         local job = submit("a cat @emu:cancel=" .. case[1] .. " @emu:queue=60")
-        local ok, how = job:cancel()
-        assert.is_true(ok, tostring(how))
-        assert.equals("cancelled", how)
+        local ok, err = job:cancel()
+        assert.is_nil(err)
+        assert.is_true(ok)
         assert.equals("cancelled", job.status)
         local _, err = job:wait()
         assert.equals("cancelled", err.kind)
       end)
     end
 
-    it("follows {\"status\":\"cancellation_requested\"} until the status says cancelled: true, cancelled", function()
+    it("follows {\"status\":\"cancellation_requested\"} until the status says cancelled: true, the job cancelled", function()
       local job = submit("a cat @emu:cancel=pending:2 @emu:queue=60")
-      local ok, how = job:cancel()
-      assert.is_true(ok, tostring(how))
-      assert.equals("cancelled", how)
+      local ok, err = job:cancel()
+      assert.is_nil(err)
+      assert.is_true(ok)
       assert.equals("cancelled", job.status)
       assert.is_true(job.cancel_requested)
     end)
 
-    it("returns true, requested when the status does not say cancelled within the cancel's timeout", function()
+    it("returns true with job.cancel_requested when the status does not say cancelled within the cancel's timeout", function()
       local job = submit("a cat @emu:cancel=pending:100000 @emu:queue=60")
-      local ok, how = job:cancel { timeout = 0.3 }
-      assert.is_true(ok, tostring(how))
-      assert.equals("requested", how)
+      local ok, err = job:cancel { timeout = 0.3 }
+      assert.is_nil(err)
+      assert.is_true(ok)
+      assert.is_true(job.cancel_requested)
       assert.equals("in_queue", job.status)
-      local ok0, how0 = submit("a cat @emu:cancel=pending:100000 @emu:queue=60"):cancel { timeout = 0 }
-      assert.is_true(ok0)
-      assert.equals("requested", how0)
+      local other = submit("a cat @emu:cancel=pending:100000 @emu:queue=60")
+      assert.is_true(other:cancel { timeout = 0 })
+      assert.is_true(other.cancel_requested)
     end)
 
     it("reads the faults cancel_requested, cancel_bare and cancel_pending the same way", function()
       for _, f in ipairs { "cancel_requested", "cancel_bare", "cancel_pending" } do
         emu:set_faults { "cancel:" .. f .. ":1" }
         local job = submit("a cat @emu:queue=60")
-        local ok, how = job:cancel()
-        assert.is_true(ok, f .. ": " .. tostring(how))
-        assert.equals("cancelled", how, f)
+        local ok, err = job:cancel()
+        assert.is_true(ok, f .. ": " .. tostring(err))
+        assert.equals("cancelled", job.status, f)
       end
     end)
 
@@ -265,6 +266,80 @@ describe("the client, against the service's observed answers", function()
       local res = cli.run { "wait", job.id }
       assert.equals(7, res.code, res.err)
       assert.matches("without a usable output", res.err, 1, true)
+    end)
+  end)
+  describe("timeouts like the service's own clients", function()
+    it("waits 90 s for a submit's answer by default, whatever the requests' timeout", function()
+      assert.equals(90, require("kling.core").DEFAULTS.submit_timeout)
+      local c = kling.new { base_url = emu.api, token = TOKEN, poll = FAST, timeout = 1 }
+      assert.equals(90, c.submit_timeout)
+      local job, err = c:generate { prompt = "a slow submit @emu:submit_delay=2 @emu:queue=60" }
+      assert.is_nil(err)
+      assert.equals("in_queue", job.status)
+      assert.equals(120, kling.new { base_url = emu.api, token = TOKEN, timeout = 120 }.submit_timeout)
+      c:close()
+    end)
+
+    it("turns a submit not answered within submit_timeout into submit_unknown, sent once", function()
+      local c = kling.new { base_url = emu.api, token = TOKEN, submit_timeout = 0.5 }
+      local before = emu:stats()
+      local job, err = c:generate { prompt = "a slower submit @emu:submit_delay=3 @emu:queue=60" }
+      assert.is_nil(job)
+      assert.equals("submit_unknown", err.kind)
+      local after = emu:stats()
+      assert.equals(1, after.faults.submit_attempts - before.faults.submit_attempts)
+      assert.equals(1, after.jobs_created - before.jobs_created)
+      assert.has_error(function() kling.new { submit_timeout = 0 } end, "kling.new: option 'submit_timeout' must be > 0")
+      c:close()
+    end)
+
+    it("takes --submit-timeout S on the command line (exit 7, submit of unknown outcome)", function()
+      local res = cli.run { "submit", "a slower submit @emu:submit_delay=3 @emu:queue=60", "--submit-timeout", "0.5" }
+      assert.equals(7, res.code, res.err)
+      assert.matches("submit_unknown", res.err, 1, true)
+      res = cli.run { "submit", "a slow submit @emu:submit_delay=1 @emu:queue=60" }
+      assert.equals(0, res.code, res.err)
+      res = cli.run { "status", "x", "--submit-timeout", "1" }
+      assert.equals(2, res.code, res.err)
+    end)
+  end)
+
+  describe("the token", function()
+    it("is read from RUNCOMFY_API_KEY after RUNCOMFY_TOKEN and RUNCOMFY_API_TOKEN", function()
+      local job = submit("a cat @emu:queue=60")
+      local res = cli.run({ "status", job.id }, { token = false, env = { RUNCOMFY_API_KEY = TOKEN } })
+      assert.equals(0, res.code, res.err)
+      res = cli.run({ "status", job.id }, { token = false,
+        env = { RUNCOMFY_API_TOKEN = TOKEN, RUNCOMFY_API_KEY = "wrong-key" } })
+      assert.equals(0, res.code, res.err)
+      res = cli.run({ "status", job.id }, { token = false,
+        env = { RUNCOMFY_TOKEN = "wrong-token", RUNCOMFY_API_KEY = TOKEN } })
+      assert.equals(4, res.code, res.err)
+    end)
+
+    for _, case in ipairs {
+      { "a leading Bearer", "Bearer sekret-b1", "Bearer" },
+      { "a space", "sekret b2", "whitespace" },
+      { "a line break", "sekret-b3\n", "whitespace" },
+      { "a control character", "sekret\1b4", "control character" },
+      { "a byte that is not ASCII", "sekret\195\169b5", "not ASCII" },
+    } do
+      it("is refused by kling.new with " .. case[1] .. ", naming the rule and not the token", function()
+        local ok, msg = pcall(kling.new, { base_url = emu.api, token = case[2] })
+        assert.is_false(ok)
+        assert.matches(case[3], msg, 1, true)
+        assert.matches("option token", msg, 1, true)
+        assert.is_nil(msg:find("sekret", 1, true))
+      end)
+    end
+
+    it("is refused from the environment before anything is sent: the command exits 2 naming the variable", function()
+      local before = emu:stats().requests_total
+      local res = cli.run({ "submit", "a cat" }, { token = false, env = { RUNCOMFY_API_KEY = "Bearer sekret-e1" } })
+      assert.equals(2, res.code, res.err)
+      assert.matches("RUNCOMFY_API_KEY", res.err, 1, true)
+      assert.is_nil((res.out .. res.err):find("sekret", 1, true))
+      assert.equals(before, emu:stats().requests_total)
     end)
   end)
 end)

@@ -340,9 +340,10 @@ end
 -- the job is then followed (as job:wait does) until its status says cancelled,
 -- for at most opts.timeout seconds (default 60: kling.core.DEFAULTS.cancel_wait;
 -- 0: not followed).
--- Returns true, "cancelled" (job.status is cancelled); true, "requested" (the
--- service accepted the cancel, its status did not say cancelled in time:
--- job.cancel_requested is true and a later wait sees the end) | nil, err:
+-- Returns true | nil, err. true: job.status is "cancelled"; or the service
+-- accepted the cancel but its status did not say cancelled in time: then
+-- job.cancel_requested is true, job.status is not "cancelled" yet, and a later
+-- wait sees the end (kind cancelled). err:
 -- kind "not_cancellable" once it runs, or when it completed or failed before
 -- the cancel took effect (err.job_status); "protocol" for an outcome word kling
 -- does not know; the kinds of a failed request.
@@ -358,18 +359,18 @@ function Job:cancel(opts)
     self.queue_position = nil
     self.error = errors.new("cancelled", "the job was cancelled", { request_id = self.id })
     self:_journal_end()
-    return true, "cancelled"
+    return true
   elseif means == "requested" then
     self.cancel_requested = true
     local timeout = opts.timeout or core.DEFAULTS.cancel_wait
-    if not (timeout > 0) then return true, "requested" end
+    if not (timeout > 0) then return true end
     local out, werr = self:wait { timeout = timeout }
-    if werr and werr.kind == "cancelled" then return true, "cancelled" end
+    if werr and werr.kind == "cancelled" then return true end
     if out or (werr and werr.kind == "failed") then
       return nil, errors.new("not_cancellable", "the service accepted the cancel, but the job "
         .. (out and "completed" or "failed") .. " before it took effect", { request_id = self.id, job_status = self.status })
     end
-    return true, "requested"
+    return true -- accepted, not final yet (job.cancel_requested)
   elseif means == "not_cancellable" then
     return nil, errors.new("not_cancellable",
       "the job can no longer be cancelled (status " .. tostring(self.status) .. ")",

@@ -65,10 +65,11 @@ M.not_ready = P.not_ready
 -- final yet ("requested"), and any other status is "not_cancellable".
 M.cancel_means = P.cancel_means
 
--- A URL an output may give: an http(s) URL of at least one byte after the
--- scheme, with no space or control character.
+-- A URL an output may give: a string starting "http://" or "https://" (any
+-- case) with at least one byte after it. (Anything else in it is the file
+-- host's business: a download reports it.)
 local function usable_url(v)
-  return type(v) == "string" and v:find("^[Hh][Tt][Tt][Pp][Ss]?://[^%s%c]") ~= nil and not v:find("[%z%c%s\127]")
+  return type(v) == "string" and v:find("^[Hh][Tt][Tt][Pp][Ss]?://.") ~= nil
 end
 M.usable_url = usable_url
 

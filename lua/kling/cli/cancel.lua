@@ -27,9 +27,9 @@ function C.run(o, pos)
     for _, job in ipairs(ctx.attached) do
       local ok, err = job:cancel()
       if ok then
-        -- err: "cancelled", or "requested" (accepted, its status did not say cancelled yet)
+        -- accepted but not final yet: job.cancel_requested, its status not cancelled
         if ctx.mode == "json" then ctx:emit(job)
-        else io.stdout:write(job.id, err == "requested" and "  cancellation requested\n" or "  cancelled\n") end
+        else io.stdout:write(job.id, job.status ~= "cancelled" and "  cancellation requested\n" or "  cancelled\n") end
       else
         ctx:fail(err, job)
       end
