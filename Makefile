@@ -43,7 +43,7 @@ LUA_MODULES = $(wildcard lua/kling/*.lua)
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libcurl4-openssl-dev pkg-config gcc make curl \
                lua-cjson lua-dkjson lua-busted lua-cqueues lua-luv luarocks ca-certificates \
-               nginx-light openssl lua-socket tmux lua-argparse
+               nginx-light openssl lua-socket tmux lua-argparse lua-filesystem
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUSTED = $(LUA) /usr/bin/busted

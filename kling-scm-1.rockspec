@@ -53,6 +53,7 @@ build = {
     ["kling.job"] = "lua/kling/job.lua",
     ["kling.errors"] = "lua/kling/errors.lua",
     ["kling.models"] = "lua/kling/models.lua",
+    ["kling.catalog"] = "lua/kling/catalog.lua",
     ["kling.sched"] = "lua/kling/sched.lua",
     ["kling.json"] = "lua/kling/json.lua",
     ["kling.loops"] = "lua/kling/loops.lua",

@@ -45,6 +45,7 @@ function M.new(opts)
     local vars = {
       "RUNCOMFY_MODEL_API_BASE=" .. q(o.base or self.api),
       "XDG_STATE_HOME=" .. q(o.state or self.state),
+      "XDG_CACHE_HOME=" .. q(self.dir .. "/cache"), -- the model catalog's schema cache
       "KLING_POLL=" .. M.POLL,
     }
     if o.token ~= false then vars[#vars + 1] = "RUNCOMFY_TOKEN=" .. q(o.token or self.token) end

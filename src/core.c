@@ -61,6 +61,7 @@ static void push_defaults(lua_State *L) {
   lua_setfield(L, -2, "poll");
   set_number(L, "wait_timeout", KD_WAIT_TIMEOUT);
   set_number(L, "cancel_wait", KD_CANCEL_WAIT);
+  set_number(L, "catalog_max_age", KD_CATALOG_MAX_AGE);
   set_integer(L, "download_min_rate", (lua_Integer)KD_DOWNLOAD_MIN_RATE);
 }
 

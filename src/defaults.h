@@ -63,6 +63,9 @@
  * made final ("cancellation_requested") is followed until the status says
  * cancelled. */
 #define KD_CANCEL_WAIT 60.0        /* s */
+/* The model catalog: a schema cached on disk is used this long without
+ * asking the catalog again (kling models --refresh asks at once). */
+#define KD_CATALOG_MAX_AGE 86400.0 /* s: 24 h */
 
 /* Downloads: a try ends when it stays under min_rate B/s for stall_timeout
  * seconds (default: the client's timeout). 1 KiB/s is far below any working

@@ -93,7 +93,8 @@ static int l_url(lua_State *L) {
   char *out = luaL_buffinitsize(L, &b, cap);
   if (kproto_url(out, cap, base, (kproto_route)r, arg, n) != 0) {
     lua_pushnil(L);
-    lua_pushfstring(L, "invalid %s", KPROTO_ROUTES[r].arg_is_model ? "model id" : "request id");
+    lua_pushfstring(L, "invalid %s", KPROTO_ROUTES[r].no_arg ? "argument (the route takes none)"
+                                     : KPROTO_ROUTES[r].arg_is_model ? "model id" : "request id");
     return 2;
   }
   luaL_pushresultsize(&b, strlen(out));
@@ -183,7 +184,7 @@ void kl_open_protocol(lua_State *L) {
     lua_createtable(L, 0, 2);
     lua_pushstring(L, ri->method);
     lua_setfield(L, -2, "method");
-    lua_pushfstring(L, "%s%s%s", ri->prefix, ri->arg_is_model ? "{model_id}" : "{request_id}", ri->suffix);
+    lua_pushfstring(L, "%s%s%s", ri->prefix, ri->no_arg ? "" : ri->arg_is_model ? "{model_id}" : "{request_id}", ri->suffix);
     lua_setfield(L, -2, "path");
     lua_setfield(L, -2, ri->name);
   }

@@ -19,6 +19,9 @@ const kproto_route_info KPROTO_ROUTES[KP_NROUTES] = {
   [KP_STATUS] = { "status", "GET", "/requests/", "/status", 0, 1 },
   [KP_RESULT] = { "result", "GET", "/requests/", "/result", 0, 1 },
   [KP_CANCEL] = { "cancel", "POST", "/requests/", "/cancel", 0, 0 },
+  /* the model catalog (observed: RunComfy's own CLI reads it); the list takes a query */
+  [KP_MODELS] = { "models", "GET", "/models", "", 0, 0, 1 },
+  [KP_MODEL] = { "model", "GET", "/models/", "", 1, 0 },
 };
 
 int kproto_route_named(const char *name) {
@@ -30,7 +33,9 @@ int kproto_route_named(const char *name) {
 int kproto_url(char *out, size_t n, const char *base, kproto_route r, const char *arg, size_t arglen) {
   if ((int)r < 0 || r >= KP_NROUTES) return -1;
   const kproto_route_info *ri = &KPROTO_ROUTES[r];
-  if (ri->arg_is_model ? !kproto_valid_model_id(arg, arglen) : !kproto_valid_id(arg, arglen)) return -1;
+  if (ri->no_arg ? arglen != 0
+                 : ri->arg_is_model ? !kproto_valid_model_id(arg, arglen) : !kproto_valid_id(arg, arglen))
+    return -1;
   int w = snprintf(out, n, "%s%s%s%s", base, ri->prefix, arg, ri->suffix);
   return w >= 0 && (size_t)w < n ? 0 : -1;
 }

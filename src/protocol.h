@@ -18,15 +18,16 @@
 
 /* ---- routes ------------------------------------------------------------ */
 
-typedef enum { KP_SUBMIT = 0, KP_STATUS, KP_RESULT, KP_CANCEL, KP_NROUTES } kproto_route;
+typedef enum { KP_SUBMIT = 0, KP_STATUS, KP_RESULT, KP_CANCEL, KP_MODELS, KP_MODEL, KP_NROUTES } kproto_route;
 
 typedef struct kproto_route_info {
-  const char *name;        /* "submit", "status", "result", "cancel" */
+  const char *name;        /* "submit", "status", "result", "cancel", "models", "model" */
   const char *method;      /* "POST" or "GET" */
   const char *prefix;      /* the path after the base URL, before the argument */
   const char *suffix;      /* ... and after it */
   int arg_is_model;        /* the argument is a model id (else a request id) */
   int status_answer;       /* its 2xx answer must hold a usable status */
+  int no_arg;              /* takes no argument (the catalog's list) */
 } kproto_route_info;
 
 extern const kproto_route_info KPROTO_ROUTES[KP_NROUTES];

@@ -38,7 +38,7 @@ local OPTION_TYPES = {
   ca_file = "string", journal = "string|boolean", allow_insecure_http = "boolean",
   max_connections = "number", max_body = "number", poll = "table", max_rps = "number",
   retries = "table|boolean",
-  on_warning = "function|boolean", user_agent = "string",
+  on_warning = "function|boolean", user_agent = "string", cache_dir = "string|boolean", catalog = "boolean",
 }
 
 local function check_options(opts)
@@ -164,6 +164,10 @@ function M.new(opts)
     _watched = {}, -- poller handle -> job
     _journal = type(opts.journal) == "string" and journal.open(opts.journal) or nil,
     _warn = on_warning or function() end,
+    -- the model catalog's schema cache (kling.catalog): a directory, or nil for none
+    cache_dir = opts.cache_dir ~= false and (type(opts.cache_dir) == "string" and opts.cache_dir
+      or require("kling.catalog").default_dir()) or nil,
+    catalog = opts.catalog ~= false,
   }, Client)
 end
 
@@ -540,7 +544,11 @@ function Client:_escape(s)
 end
 
 --- Submits an input to a model: validates it (when the model's schema is
--- known; nothing is sent otherwise), then POSTs it once.
+-- known; nothing is sent otherwise), then POSTs it once. The schema of a
+-- model that is neither shipped nor registered is asked of the catalog first
+-- (once per client; cached on disk: Client:model); a model the catalog does
+-- not list is sent as given, and a catalog that cannot be asked is a warning
+-- (the input then goes unvalidated). Option catalog = false never asks.
 -- With a journal, an intent line (model, tag, time, the SHA-256 of the body,
 -- a key of its own) is on disk (fsynced) before the request leaves; when it
 -- cannot be written nothing is sent and the error has kind io (err.path).
@@ -571,6 +579,7 @@ function Client:submit(model_id, input, opts)
     return nil, errors.new("validation", "invalid model id " .. string.format("%q", model_id),
       { errors = { { path = "/model", message = "model id must be slash-separated names of letters, digits, '.', '_' or '-'" } } })
   end
+  require("kling.catalog").ensure(self, model_id) -- a catalog model's schema, once (never fails the submit)
   local ok, normalized = models.validate(input, model_id)
   if not ok then return nil, normalized end
   if not self.has_token then return nil, no_token() end
@@ -672,6 +681,33 @@ end
 function Client:compact_journal()
   if not self._journal then return nil, errors.new("validation", "this client has no journal") end
   return self._journal:compact()
+end
+
+--- The model catalog (observed: RunComfy's own CLI reads it): one page of
+-- its models. opts: search (a substring of the id, name or description),
+-- category (e.g. "text-to-video"), limit (1 to 500; the service's default
+-- 100), offset (>= 0). Raises on an option of the wrong type or range.
+-- Returns list, total | nil, err: each model { model_id, display_name,
+-- description, categories, price (base_price_usd, in dollars per
+-- price_unit; nil when the catalog gives none), price_unit, pricing_note };
+-- total, how many models match in all.
+function Client:models(opts)
+  return require("kling.catalog").list(self, opts)
+end
+
+--- One model of the catalog: { model_id, display_name, description,
+-- categories, price, price_unit, pricing_note, input_schema, cached_at (the
+-- time the schema was fetched, when it came from the disk cache) } | nil, err
+-- (kind not_found for a model the catalog does not have; validation for a
+-- model id that is not one; protocol for an answer without a usable schema).
+-- Its input schema is compiled and used from then on to validate submits to
+-- that model (as kling.register_model does), and cached on disk (option
+-- cache_dir; default $XDG_CACHE_HOME/kling) for 24 h:
+-- opts.refresh = true asks the catalog even when the cache is fresh. A
+-- catalog that cannot be asked gives the cached schema, however old, with a
+-- warning.
+function Client:model(model_id, opts)
+  return require("kling.catalog").model(self, model_id, opts)
 end
 
 --- submit(kling.DEFAULT_MODEL, input)

@@ -110,8 +110,10 @@ end
 --- Registers (or replaces) a model's input schema: JSON text or a decoded
 -- table. Raises on a bad id or a schema the compiler cannot read. When given
 -- as text, errors are reported in the order the text lists the fields;
--- from a table, in alphabetical order (or the table's "x-order").
-function M.register(model_id, schema)
+-- from a table, in alphabetical order (or the table's "x-order"), unless
+-- order_text (optional) is the JSON text the table was decoded from (the
+-- catalog's answer holding it: the fields' order is read from it).
+function M.register(model_id, schema, order_text)
   if not M.valid_model_id(model_id) then
     error("kling.register_model: invalid model id " .. string.format("%q", tostring(model_id)), 2)
   end
@@ -123,6 +125,7 @@ function M.register(model_id, schema)
     schema = decoded
   end
   if type(schema) ~= "table" then error("kling.register_model: schema must be a table or JSON text", 2) end
+  if text == nil and type(order_text) == "string" then text = order_text end
   local ok, err = pcall(install, model_id, schema, text)
   if not ok then error("kling.register_model(" .. model_id .. "): " .. tostring(err):gsub("^[^:]*:%d+: ", ""), 2) end
   return true
@@ -143,6 +146,12 @@ local function entry(model_id)
   local text = f:read("a")
   f:close()
   return install(model_id, json.decode(text), text)
+end
+
+--- True when a model's schema is known here (shipped or registered): its
+-- input is validated before anything is sent.
+function M.known(model_id)
+  return registry[model_id] ~= nil or M.SHIPPED[model_id] ~= nil
 end
 
 --- The registered schema of a model (as decoded), or nil.

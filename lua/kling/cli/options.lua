@@ -67,6 +67,13 @@ M.LIST = {
     help = "submit again the lines whose job failed or was cancelled" },
   { name = "retry-unknown", kind = "flag", section = "Options", help = "submit again the lines whose earlier submit "
     .. "has an unknown outcome (it may have created a billed job)" },
+  -- models (the catalog)
+  { name = "search", arg = "TEXT", kind = "string", section = "Options",
+    help = "only the models whose id, name or description holds TEXT" },
+  { name = "category", arg = "NAME", kind = "string", section = "Options",
+    help = "only the models of category NAME (e.g. text-to-video)" },
+  { name = "refresh", kind = "flag", section = "Options",
+    help = "fetch the input schema of every model listed again, and cache it (they are cached for 24 h)" },
   -- how results are shown
   { name = "json", kind = "flag", section = "Output", help = "one JSON object per job on stdout, nothing else" },
   { name = "quiet", short = "q", kind = "flag", section = "Output", help = "plain log lines instead of the live display" },

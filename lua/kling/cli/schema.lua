@@ -6,6 +6,7 @@ local models = require "kling.models"
 local exit = require "kling.cli.exit"
 local format = require "kling.cli.format"
 local output = require "kling.cli.output"
+local context = require "kling.cli.context"
 
 local io = output.io -- luacheck: ignore (shadows the global on purpose: escaped streams)
 local EXIT = exit.EXIT
@@ -16,12 +17,14 @@ local C = {
   args = "[MODEL]",
   argname = "MODEL",
   args_help = "a model id (default " .. models.DEFAULT_MODEL .. ")",
-  options = { "json" },
+  options = { "json", "api" },
   option_help = { json = '{"model", "fields": [{"name", "type", "required", "minimum", "maximum", "enum", '
     .. '"default", "description", "items"}]}' },
   description = "Shows the input fields of a model (default " .. models.DEFAULT_MODEL .. "), read from its "
     .. "schema: type, whether required, range or allowed values, default, description, and the generate flag "
-    .. "that sets it.",
+    .. "that sets it. The schema of any model of RunComfy's catalog is fetched from it (and cached for 24 h under "
+    .. "$XDG_CACHE_HOME/kling); a model the catalog does not have is a usage error (exit 2).",
+  examples = { "kling schema kling/kling-3.0/pro/image-to-video" },
 }
 
 -- The generate flag of each field of the default model.
@@ -69,7 +72,7 @@ local function field_bits(f, raw)
   if f.min_items or f.max_items then
     bits[#bits + 1] = string.format("%s to %s items", f.min_items or 0, f.max_items or "any")
   end
-  if raw.default ~= nil then bits[#bits + 1] = "default " .. show_value(raw.default) end
+  if raw.default ~= nil and raw.default ~= json.null then bits[#bits + 1] = "default " .. show_value(raw.default) end
   return table.concat(bits, ", ")
 end
 
@@ -116,17 +119,28 @@ end
 function C.run(o, pos)
   if #pos > 1 then exit.usage("schema", "give one model") end
   local model = pos[1] or kling.DEFAULT_MODEL
-  local d = models.valid_model_id(model) and models.describe(model) or nil
-  if not d then
-    io.stderr:write("kling schema: no schema is known for '", model, "' (kling models lists those that are)\n")
-    return EXIT.usage
+  if not models.valid_model_id(model) then exit.usage("schema", "'" .. model .. "' is no model id") end
+  local from
+  if not models.known(model) then
+    local ctx = context.new("schema", o)
+    local m, err = ctx.client:model(model)
+    if not m then
+      if err.kind == "not_found" then
+        io.stderr:write("kling schema: the catalog has no model '", model, "' (kling models lists those it has)\n")
+        return EXIT.usage
+      end
+      return ctx:fail(err)
+    end
+    from = m.cached_at and "the catalog, cached" or "the catalog"
   end
+  local d = models.describe(model)
   local raw = kling.schema(model) or {}
   if o.json then
     io.stdout:write(json.encode { model = model, fields = enrich(d.fields, raw.properties) }, "\n")
     return EXIT.ok
   end
-  local out = { model .. (model == kling.DEFAULT_MODEL and "  (default model)" or ""), "" }
+  local out = { model .. (model == kling.DEFAULT_MODEL and "  (default model)" or "")
+    .. (from and ("  (schema from " .. from .. ")") or ""), "" }
   describe_fields(d.fields, raw.properties, "", out, model == kling.DEFAULT_MODEL)
   io.stdout:write(table.concat(out, "\n"), "\n")
   return EXIT.ok
