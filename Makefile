@@ -34,9 +34,9 @@ SAN           = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-saniti
 # lua_*.c per subsystem, core.c (the module's entry).
 EVENT ?= src/event_epoll.c
 CORE_SRC = src/util.c src/protocol.c $(EVENT) src/buf.c src/sha256.c src/net.c src/http.c src/engine.c \
-           src/poller.c src/journal.c
+           src/poller.c src/journal.c src/media.c
 BIND_SRC = src/lbind.c src/lua_engine.c src/lua_poller.c src/lua_protocol.c src/lua_journal.c \
-           src/lua_schema.c src/lua_jsonw.c src/lua_term.c src/core.c
+           src/lua_schema.c src/lua_jsonw.c src/lua_term.c src/lua_media.c src/core.c
 SRC  = $(CORE_SRC) $(BIND_SRC)
 HDR  = $(wildcard src/*.h)
 LUA_MODULES = $(wildcard lua/kling/*.lua)

@@ -41,9 +41,9 @@ build = {
   modules = {
     ["kling.core"] = {
       sources = { "src/util.c", "src/protocol.c", "src/event_epoll.c", "src/buf.c", "src/sha256.c", "src/net.c",
-        "src/http.c", "src/engine.c", "src/poller.c", "src/journal.c",
+        "src/http.c", "src/engine.c", "src/poller.c", "src/journal.c", "src/media.c",
         "src/lbind.c", "src/lua_engine.c", "src/lua_poller.c", "src/lua_protocol.c", "src/lua_journal.c",
-        "src/lua_schema.c", "src/lua_jsonw.c", "src/lua_term.c", "src/core.c" },
+        "src/lua_schema.c", "src/lua_jsonw.c", "src/lua_term.c", "src/lua_media.c", "src/core.c" },
       libraries = { "curl" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },

@@ -51,6 +51,26 @@ function M.register_model(model_id, schema)
   return models.register(model_id, schema)
 end
 
+--- A local media file as a data: URI ("data:image/png;base64,..."), to stand
+-- in any URL field of an input (image_url, end_image_url...; observed:
+-- RunComfy's own ComfyUI nodes send local files so). The MIME type comes from
+-- the file's first bytes (PNG, JPEG, GIF, WebP, BMP; MP4, MOV, WebM; MP3,
+-- WAV, OGG, FLAC, M4A), the base64 text is built in C in one buffer of its
+-- final size. Files above the observed limits are refused before anything is
+-- sent: an image 6 MiB, a video 32 MiB, an audio file 16 MiB (of the file's
+-- bytes; kling.core.LIMITS.media_*_max); a submit whose whole body is above
+-- 64 MiB is refused too (client:submit).
+-- Returns uri, mime, bytes | nil, err: kind io (the file cannot be read;
+-- err.path) or validation (a type kling does not know, or too large).
+function M.file(path)
+  if type(path) ~= "string" or path == "" then error("kling.file: path must be a non-empty string", 2) end
+  local uri, mime, bytes = core.media.data_uri(path)
+  if uri then return uri, mime, bytes end
+  local message, why = mime, bytes
+  if why == "io" then return nil, errors.new("io", message, { path = path, retryable = false }) end
+  return nil, errors.new("validation", message, { path = path, errors = { { path = path, message = message } } })
+end
+
 --- The registered schema of a model, or nil.
 function M.schema(model_id)
   return models.schema(model_id or M.DEFAULT_MODEL)

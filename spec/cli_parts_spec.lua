@@ -121,7 +121,7 @@ describe("the command line's parts (in process)", function()
         { { "generate", "x", "--duration", "five" }, "--duration wants a number, got 'five'" },
         { { "generate", "-5" }, "unknown option '-5' (a value starting with '-' goes after '--')" },
         { { "batch", "f", "--concurrency", "0" }, "--concurrency wants a whole number >= 1, got '0'" },
-        { { "models", "--base-url", "u" }, "unknown option '--base-url'" },
+        { { "validate", "--base-url", "u" }, "unknown option '--base-url'" },
       }
       for _, c in ipairs(cases) do
         local r, err = parse(c[1])

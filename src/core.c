@@ -77,6 +77,10 @@ static void push_limits(lua_State *L) {
   set_number(L, "poll_value_max", KL_POLL_VALUE_MAX);
   set_integer(L, "json_max_depth", KL_JSON_MAX_DEPTH);
   set_integer(L, "tag_max", KL_TAG_MAX);
+  set_integer(L, "body_max", KL_BODY_MAX);
+  set_integer(L, "media_image_max", KL_MEDIA_IMAGE_MAX);
+  set_integer(L, "media_video_max", KL_MEDIA_VIDEO_MAX);
+  set_integer(L, "media_audio_max", KL_MEDIA_AUDIO_MAX);
   set_integer(L, "escape_max", KL_ESCAPE_MAX);
   set_integer(L, "max_redirects", KL_MAX_REDIRECTS);
   set_integer(L, "wait_fds", KL_WAIT_FDS);
@@ -131,6 +135,7 @@ int luaopen_kling_core(lua_State *L) {
   subsystem(L, "schema", kl_open_schema);
   subsystem(L, "journal", kl_open_journal);
   subsystem(L, "term", kl_open_term);
+  subsystem(L, "media", kl_open_media);
   push_defaults(L);
   lua_setfield(L, -2, "DEFAULTS");
   push_limits(L);

@@ -74,6 +74,13 @@
 
 /* ---- limits (kling.core.LIMITS) ---------------------------------------- */
 
+/* Local media files sent as data: URIs (kling.file; observed: RunComfy's own
+ * ComfyUI nodes send them, within these sizes of the file itself), and the
+ * whole request body (observed). */
+#define KL_MEDIA_IMAGE_MAX (6L * 1024 * 1024)   /* B */
+#define KL_MEDIA_VIDEO_MAX (32L * 1024 * 1024)  /* B */
+#define KL_MEDIA_AUDIO_MAX (16L * 1024 * 1024)  /* B */
+#define KL_BODY_MAX (64L * 1024 * 1024)         /* B: a request body */
 #define KL_SECONDS_MAX 1e7         /* s: any timeout, stall_timeout, deadline (about 115 days) */
 #define KL_RATE_MAX 1e12           /* B/s: a download's min_rate */
 #define KL_BYTES_MAX 9e18          /* B: a download's max_bytes */

@@ -42,6 +42,7 @@ void kl_open_protocol(lua_State *L); /* the protocol statement (lua_protocol.c) 
 void kl_open_journal(lua_State *L);  /* append, read, lock, sha256, random_key, ignore_sigxfsz */
 void kl_open_schema(lua_State *L);   /* compile (lua_schema.c); makes the array metatable */
 void kl_open_json(lua_State *L);     /* encoder, array_mt, max_depth (lua_jsonw.c; after kl_open_schema) */
+void kl_open_media(lua_State *L);    /* data: URIs of local media files (lua_media.c) */
 void kl_open_term(lua_State *L);     /* isatty, size: the command-line tool's terminal (lua_term.c) */
 
 #endif

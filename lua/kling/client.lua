@@ -585,6 +585,12 @@ function Client:submit(model_id, input, opts)
   if not self.has_token then return nil, no_token() end
   local encoded, eerr = self:_encode(normalized)
   if not encoded then return nil, eerr end
+  if #encoded > core.LIMITS.body_max then
+    -- observed: the service takes request bodies up to 64 MiB (data: URIs make them large)
+    return nil, errors.new("validation", string.format("the request body is %d bytes, above the %d MiB the service "
+      .. "takes (data: URIs of local files count whole); nothing was sent", #encoded, core.LIMITS.body_max // 1048576),
+      { errors = { { path = "/", message = "request body above 64 MiB" } } })
+  end
   local intent
   if self._journal then
     intent = { e = "intent", key = core.journal.random_key(), model = model_id, tag = tag,

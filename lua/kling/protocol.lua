@@ -65,11 +65,11 @@ M.not_ready = P.not_ready
 -- final yet ("requested"), and any other status is "not_cancellable".
 M.cancel_means = P.cancel_means
 
--- A URL an output may give: a string starting "http://" or "https://" (any
--- case) with at least one byte after it. (Anything else in it is the file
--- host's business: a download reports it.)
+-- A URL an output may give: a string with at least one byte that is not
+-- whitespace. (What else it holds is the file host's business: a download
+-- reports it; a URL the token was masked in stays usable as text.)
 local function usable_url(v)
-  return type(v) == "string" and v:find("^[Hh][Tt][Tt][Pp][Ss]?://.") ~= nil
+  return type(v) == "string" and v:find("%S") ~= nil
 end
 M.usable_url = usable_url
 
@@ -83,7 +83,8 @@ function M.video_of(output)
 end
 
 --- Is an output of a completed job usable? It must give at least one usable
--- URL (usable_url) as video, image, or an element of videos or images.
+-- URL (a string that is not empty or blank) as video, image, or an element of
+-- videos or images.
 -- Observed: a completed answer whose video is missing, null, "" or [] has no
 -- usable output: an error (kind protocol), never a success.
 function M.usable_output(output)

@@ -41,6 +41,15 @@ function M.decode_object(text)
   return v
 end
 
+-- FIELD=VALUE of --set and --file: a top-level field name (not empty, no "=").
+local function field_value(cmd, flag, s, shape)
+  local field, value = s:match("^([^=]+)=(.*)$")
+  if not field or not field:find("^[%w_.-]+$") then
+    exit.usage(cmd, flag .. " wants " .. shape .. " (a field name of letters, digits, '_', '.' or '-'), got '" .. s .. "'")
+  end
+  return field, value
+end
+
 -- --shot "PROMPT:SECONDS"
 local function parse_shot(cmd, s)
   local prompt, secs = s:match("^(.*):%s*([^:]-)%s*$")
@@ -98,6 +107,21 @@ function M.build(cmd, o, pos)
     local shots = json.array {}
     for _, s in ipairs(o.shot) do shots[#shots + 1] = parse_shot(cmd, s) end
     input.multi_prompt = shots
+  end
+  for _, s in ipairs(o.set or {}) do
+    local field, value = field_value(cmd, "--set", s, "FIELD=VALUE")
+    local v = json.decode_input(value)
+    if v == nil then v = value end -- a bare word is a string (JSON null is json.null, sent as null)
+    input[field] = v
+  end
+  for _, s in ipairs(o.file or {}) do
+    local field, path = field_value(cmd, "--file", s, "FIELD=PATH")
+    local uri, err = require("kling").file(path)
+    if not uri then
+      if err.kind == "io" then exit.disk(cmd, "--file " .. field .. "=" .. path .. ": " .. err.message) end
+      exit.usage(cmd, "--file " .. field .. "=" .. err.message)
+    end
+    input[field] = uri
   end
   return input
 end

@@ -15,7 +15,8 @@ local C = {
   summary = "list RunComfy's model catalog, with prices",
   options = { "search", "category", "refresh", "out", "api" },
   option_help = { json = 'one {"model_id", "display_name", "categories", "price", "price_unit", "pricing_note", '
-    .. '"default"} per model' },
+    .. '"default"} per model',
+    refresh = "fetch the input schema of every model listed again, and cache it (they are cached for 24 h)" },
   description = "Lists the models of RunComfy's catalog (GET /v1/models), with their price and categories. "
     .. "The input of any of them is validated before it is sent: its schema is fetched from the catalog on "
     .. "first use and cached for 24 h under $XDG_CACHE_HOME/kling (--refresh fetches them all again now). When "

@@ -32,6 +32,12 @@ M.LIST = {
   { name = "sound", kind = "flag", section = "Input", help = "sound on (sound=true)" },
   { name = "shot", arg = "PROMPT:SECONDS", kind = "list", section = "Input",
     help = "one shot of a multi-shot video (repeatable: multi_prompt; duration is their sum)" },
+  { name = "set", arg = "FIELD=VALUE", kind = "list", section = "Input",
+    help = "set input field FIELD to VALUE, read as JSON (a bare word is a string; repeatable): for fields "
+      .. "without a flag of their own, of any model" },
+  { name = "file", arg = "FIELD=PATH", kind = "list", section = "Input",
+    help = "a local file as a data: URI in field FIELD (repeatable; e.g. image_url=first.png); type from its "
+      .. "first bytes; refused above 6 MiB (image), 32 MiB (video), 16 MiB (audio)" },
   { name = "input", arg = "FILE", kind = "string", section = "Input",
     help = "a JSON object to start from (- reads stdin), sent as it is written" },
   { name = "model", arg = "ID", kind = "string", section = "Input", help = "the model (default " .. DEFAULT_MODEL .. ")" },
@@ -72,8 +78,6 @@ M.LIST = {
     help = "only the models whose id, name or description holds TEXT" },
   { name = "category", arg = "NAME", kind = "string", section = "Options",
     help = "only the models of category NAME (e.g. text-to-video)" },
-  { name = "refresh", kind = "flag", section = "Options",
-    help = "fetch the input schema of every model listed again, and cache it (they are cached for 24 h)" },
   -- how results are shown
   { name = "json", kind = "flag", section = "Output", help = "one JSON object per job on stdout, nothing else" },
   { name = "quiet", short = "q", kind = "flag", section = "Output", help = "plain log lines instead of the live display" },
@@ -102,7 +106,7 @@ end
 --- Groups of options several commands take.
 M.GROUPS = {
   input = { "prompt-file", "duration", "aspect-ratio", "negative-prompt", "cfg-scale", "no-sound", "sound", "shot",
-    "input", "model", "dry-run" },
+    "input", "set", "file", "model", "dry-run" },
   target = { "output", "out-dir", "force" },
   wait = { "timeout" },
   dl = { "stall-timeout", "min-rate", "download-deadline" },
