@@ -580,10 +580,11 @@ function Client:submit(model_id, input, opts)
       { errors = { { path = "/model", message = "model id must be slash-separated names of letters, digits, '.', '_' or '-'" } } })
   end
   require("kling.catalog").ensure(self, model_id) -- a catalog model's schema, once (never fails the submit)
-  local ok, normalized = models.validate(input, model_id)
+  local ok, normalized, text = models.validate(input, model_id)
   if not ok then return nil, normalized end
   if not self.has_token then return nil, no_token() end
-  local encoded, eerr = self:_encode(normalized)
+  local encoded, eerr = text, nil -- (written once: a large body is not built twice)
+  if not encoded then encoded, eerr = self:_encode(normalized) end
   if not encoded then return nil, eerr end
   if #encoded > core.LIMITS.body_max then
     -- observed: the service takes request bodies up to 64 MiB (data: URIs make them large)

@@ -179,17 +179,19 @@ end
 
 --- Checks that an input has an exact JSON form (the writer's rules, README
 -- "JSON on the wire"): what a schema does not check is checked here.
--- Returns true, input | nil, err (kind "validation", err.errors[1].path).
+-- Returns true, input, text (the JSON text, so that a caller sending it need
+-- not write it again) | nil, err (kind "validation", err.errors[1].path).
 function M.sendable(input, model_id)
   local text, why, path = json.encode_wire(input)
-  if text then return true, input end
+  if text then return true, input, text end
   return nil, errors.new("validation", path .. ": " .. why,
     { errors = { { path = path, message = why } }, model = model_id })
 end
 
 --- Validates an input for a model (default kling.DEFAULT_MODEL).
--- Returns true, input as it would be sent | nil, err (kind "validation",
--- err.errors = { { path =, message = }, ... } in schema order).
+-- Returns true, input as it would be sent[, its JSON text when it had to be
+-- written to be checked] | nil, err (kind "validation", err.errors = { {
+-- path =, message = }, ... } in schema order).
 function M.validate(input, model_id)
   model_id = model_id or M.DEFAULT_MODEL
   local e = entry(model_id)
