@@ -53,8 +53,9 @@ static int l_data_uri(lua_State *L) {
   }
   if ((long long)st.st_size > (long long)t->max) {
     fclose(f);
-    return fail(L, "size", "%s: %s (%s) of %I bytes, above the %d MiB RunComfy takes for an %s as a data: URI",
-                path, t->kind, t->mime, (lua_Integer)st.st_size, (int)(t->max / (1024 * 1024)), t->kind);
+    return fail(L, "size", "%s: %s (%s) of %I bytes, above the %d MiB RunComfy takes for %s %s as a data: URI",
+                path, t->kind, t->mime, (lua_Integer)st.st_size, (int)(t->max / (1024 * 1024)),
+                t->kind[0] == 'v' ? "a" : "an", t->kind);
   }
   if (fseek(f, 0, SEEK_SET) != 0) {
     fclose(f);
