@@ -482,7 +482,7 @@ end]]
       local res = kling { "download", "req1", "-o", dir .. "/novideo.mp4", "--json", "--base-url", host.base .. "/v1" }
       assert.equals(7, res.code, res.err)
       local o = cjson.decode(res.out)
-      assert.matches("no video URL", o.error.message, 1, true)
+      assert.matches("without a usable output", o.error.message, 1, true)
       assert.is_nil(o.path)
     end)
   end)

@@ -63,7 +63,7 @@ describe("retries under faults", function()
 
   it("never sends a submit again after a 503, a reset, a slow answer or a drop: kind submit_unknown", function()
     local path = dir .. "/unknown.jsonl"
-    local c = client { journal = path }
+    local c = client { journal = path, submit_timeout = 1 } -- (a submit waits 90 s by default)
     for _, f in ipairs { "submit:503:1", "submit:reset:1", "submit:slow:1:2", "submit:drop_after_create:1" } do
       faults { f }
       local before = emu:stats().faults.submit_attempts
