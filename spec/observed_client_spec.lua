@@ -305,6 +305,19 @@ describe("the client, against the service's observed answers", function()
   end)
 
   describe("the token", function()
+    it("missing, ends a wait at once with kind auth, polling nothing (job:wait, kling.wait_all, kling wait)", function()
+      local job = submit("a cat @emu:queue=60")
+      local c = kling.new { base_url = emu.api, poll = FAST, cache_dir = false }
+      local before = emu:stats().requests_total
+      local _, err = assert(c:job(job.id)):wait { timeout = 5 }
+      assert.equals("auth", err.kind)
+      local _, errs = kling.wait_all({ assert(c:job(job.id)) }, { timeout = 5 })
+      assert.equals("auth", errs[1].kind)
+      assert.equals(before, emu:stats().requests_total)
+      local res = cli.run({ "wait", job.id, "--timeout", "5" }, { token = false })
+      assert.equals(4, res.code, res.err)
+    end)
+
     it("is read from RUNCOMFY_API_KEY after RUNCOMFY_TOKEN and RUNCOMFY_API_TOKEN", function()
       local job = submit("a cat @emu:queue=60")
       local res = cli.run({ "status", job.id }, { token = false, env = { RUNCOMFY_API_KEY = TOKEN } })

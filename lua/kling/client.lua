@@ -380,6 +380,12 @@ local function no_token()
     .. "RUNCOMFY_API_KEY)")
 end
 
+-- The error of a call that needs the token when the client has none (kind
+-- auth; nothing is sent), or nil.
+function Client:_token_error()
+  if not self.has_token then return no_token() end
+end
+
 -- Should this answer to a direct call be sent again (x:again(): the
 -- engine's backoff, within the client's retries)? By the protocol: a
 -- retryable error (kling.protocol.judge), or, on a route whose answer must

@@ -281,6 +281,14 @@ function Job:_hold(on_update, on_end)
     table.insert(self._on_end, on_end)
   end
   self._waiters = (self._waiters or 0) + 1
+  local no_token = not self._final and self.client:_token_error()
+  if no_token then
+    -- no token: nothing is polled (a poll would go out without it and be refused, or
+    -- be tried again until the deadline); the wait ends at once with kind auth
+    self._final = { nil, no_token }
+    if on_end then on_end(self) end
+    return
+  end
   if not self._final then self.client:_watch(self) end
 end
 
