@@ -1,5 +1,5 @@
 /*
- * jsonw_fuzz.c - libFuzzer target: the JSON writer (src/jsonw.c).
+ * jsonw_fuzz.c - libFuzzer target: the JSON writer (src/lua_jsonw.c).
  *
  * Once per process: a Lua state with kling.core linked in (fuzz_common.h)
  * and fuzz/jsonw_harness.lua loaded. For each input the harness reads the
