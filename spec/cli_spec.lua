@@ -456,22 +456,28 @@ describe("kling (command line)", function()
 
     it("leaves a running job running and says how to collect it", function()
       local st = dir .. "/state-int2"
-      local p = spawn({ "generate", "keep running @emu:queue=0 @emu:run=1.5", "--json" }, { state = st })
-      local id = eventually(function()
-        local sid = first_submitted(st)
-        return sid and emu:job_record(sid).state == "in_progress" and sid
-      end, 10, "the job to run")
-      helpers.sleep(0.1)
+      -- an emulator on a manual clock: the job cannot end before the signal
+      local m = helpers.start_emulator { "--token", TOKEN, "--clock", "manual" }
+      finally(function() m:stop() end)
+      local p = spawn({ "generate", "keep running @emu:queue=0.5 @emu:run=1.5", "--json" }, { state = st, base = m.api })
+      local id = eventually(function() return first_submitted(st) end, 10, "the submit")
+      m:advance(1)
+      local rec = m:job_record(id)
+      assert.equals("in_progress", rec.state)
+      local polls = rec.status_polls
+      -- the command has asked for the job's status since: it knows the job runs
+      eventually(function() return m:job_record(id).status_polls > polls end, 10, "a status poll")
       p.signal("INT")
       local res = p.wait(10)
       assert.equals(130, res.code, res.err)
       assert.matches(id .. " keeps running", res.err, 1, true)
       assert.matches("kling wait " .. id, res.err, 1, true)
-      assert.is_false(emu:job_record(id).cancelled)
+      assert.is_false(m:job_record(id).cancelled)
       local o = cjson.decode(res.out)
       assert.equals(id, o.id)
       assert.equals("interrupted", o.error.kind)
-      res = kling({ "wait", id }, { state = st })
+      m:advance(2)
+      res = kling({ "wait", id }, { state = st, base = m.api })
       assert.equals(0, res.code, res.err)
     end)
 

@@ -168,6 +168,28 @@ function Emulator:set_faults(faults, seed)
   return helpers.json(res.body)
 end
 
+--- Move the emulator's clock s seconds on (an emulator started with --clock manual; see
+-- doc/EMULATOR.md, "The clock"): a spec says "s seconds later" without waiting for them.
+-- @return the clock's new value (seconds)
+function Emulator:advance(s)
+  local res = helpers.http("POST", self.root .. "/__emulator/clock", { body = cjson.encode { advance = s } })
+  assert(res.status == 200, "emulator /__emulator/clock answered " .. tostring(res.status) .. ": " .. res.body)
+  return helpers.json(res.body).now
+end
+
+--- Wait until f() returns a true value (asked every 20 ms) and return it; error with what
+-- after `seconds` (default 10) of asking. A spec waits on an event this way, never on a
+-- fixed sleep: the bound is only there so that a broken spec ends.
+function helpers.eventually(f, seconds, what)
+  local deadline = os.time() + (seconds or 10)
+  repeat
+    local v = f()
+    if v then return v end
+    helpers.sleep(0.02)
+  until os.time() > deadline
+  error("timed out waiting for " .. (what or "a condition"), 2)
+end
+
 --- One request to the emulator's API with the curl CLI (see helpers.http); the
 -- bearer token is the one the emulator was started with (--token), unless
 -- opts.token gives another, or false for none.
