@@ -44,7 +44,7 @@ LUA_MODULES = $(wildcard lua/kling/*.lua)
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libcurl4-openssl-dev pkg-config gcc make curl \
                lua-cjson lua-dkjson lua-busted lua-cqueues lua-luv luarocks ca-certificates \
-               nginx-light openssl lua-socket tmux lua-argparse
+               nginx-light openssl lua-socket tmux lua-argparse lua-filesystem
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUSTED = $(LUA) /usr/bin/busted
@@ -186,7 +186,7 @@ fuzz-deps:
 
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%_fuzz)
 
-$(FUZZ_DIR)/%_fuzz: fuzz/%_fuzz.c fuzz/fuzz_common.h $(SRC) $(HDR) | fuzz-deps
+$(FUZZ_DIR)/%_fuzz: fuzz/%_fuzz.c fuzz/fuzz_common.h fuzz/fuzz_harness.h $(SRC) $(HDR) | fuzz-deps
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(SRC) $(FUZZ_LIBS)
 

@@ -37,13 +37,7 @@ local function completed(prompt)
   return id
 end
 
-local function size_of(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
+local size_of = helpers.size_of
 
 local function mounted(path, opts)
   os.execute("mkdir -p " .. q(path))
