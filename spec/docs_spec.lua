@@ -7,11 +7,26 @@ local lfs = require "lfs"
 
 local root = helpers.root
 
--- Every file under dir (relative to the root), recursively, but those under skip.
+-- What .gitignore ignores by name anywhere (*.o, *.so ...: what a build leaves in src/).
+local IGNORED = {}
+for line in (helpers.read_file(root .. "/.gitignore") or ""):gmatch("[^\n]+") do
+  if not line:find("/", 1, true) then
+    IGNORED[#IGNORED + 1] = "^" .. line:gsub("[%.%-%+%?%%]", "%%%0"):gsub("%*", ".*") .. "$"
+  end
+end
+local function ignored(name)
+  for _, p in ipairs(IGNORED) do
+    if name:match(p) then return true end
+  end
+  return false
+end
+
+-- Every file under dir (relative to the root), recursively, but those under skip and
+-- those .gitignore ignores.
 local function files_under(dir, skip, out)
   out = out or {}
   for name in lfs.dir(root .. "/" .. dir) do
-    if name ~= "." and name ~= ".." then
+    if name ~= "." and name ~= ".." and not ignored(name) then
       local rel = dir .. "/" .. name
       local mode = lfs.attributes(root .. "/" .. rel, "mode")
       if mode == "directory" then
