@@ -29,11 +29,7 @@ local function completed(prompt)
   local res = kling { "submit", prompt .. " @emu:queue=0 @emu:run=0" }
   assert.equals(0, res.code, res.err)
   local id = trim(res.out)
-  local limit = os.time() + 10
-  while emu:job_record(id).state ~= "completed" do
-    assert(os.time() <= limit, "the job did not complete")
-    helpers.sleep(0.02)
-  end
+  helpers.eventually(function() return emu:job_record(id).state == "completed" end, 10, "the job to complete")
   return id
 end
 

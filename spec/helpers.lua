@@ -125,6 +125,41 @@ function helpers.scratch(dir)
   return d
 end
 
+--- An API on loopback that accepts connections and never answers (a lua5.4 process):
+-- a request sent to it stays in flight. It says when a request's head has arrived, so that
+-- a spec waits on that event, not on a time window.
+-- @param dir a scratch directory for its files
+-- @return { base = "http://127.0.0.1:PORT/v1", arrived() -> true once a request came,
+--   stop() } (stop kills it by pid; call it from a finally or a teardown)
+function helpers.silent_api(dir)
+  local port_file, script = dir .. "/silent.port", dir .. "/silent.lua"
+  write_file(script, [[
+    local socket = require "cqueues.socket"
+    local srv = socket.listen { host = "127.0.0.1", port = 0 }
+    local _, _, port = srv:localname()
+    local f = io.open(arg[1], "w") f:write(port) f:close()
+    local held = {}
+    while true do
+      local con = srv:accept()
+      held[#held + 1] = con
+      con:setmode("b", "b")
+      repeat local line = con:read("*l") until not line or line == "\r" or line == ""
+      local g = io.open(arg[1] .. ".got", "w") g:write("request") g:close() -- the request is in flight
+    end
+  ]])
+  local p = io.popen("exec lua5.4 " .. quote(script) .. " " .. quote(port_file) .. " & echo $!")
+  local pid = tonumber(p:read("l"))
+  p:close()
+  local api = {}
+  function api.stop() os.execute("kill " .. pid .. " 2>/dev/null") end
+  function api.arrived() return helpers.read_file(port_file .. ".got") ~= nil end
+  local ok, port = pcall(helpers.eventually, function() return tonumber(helpers.read_file(port_file) or "") end,
+    5, "the silent API's port")
+  if not ok then api.stop(); error(port, 2) end
+  api.base = "http://127.0.0.1:" .. port .. "/v1"
+  return api
+end
+
 --- A TCP port on 127.0.0.1 that was free a moment ago.
 function helpers.free_port()
   local s = assert(require("cqueues.socket").listen { host = "127.0.0.1", port = 0 })
