@@ -290,6 +290,11 @@ describe("kling (command line)", function()
 
   describe("jobs by id", function()
     it("submit, status, result, cancel, wait and download", function()
+      -- an emulator on a manual clock: no job moves on between two commands, however slow
+      -- the machine is to start them
+      local m = helpers.start_emulator { "--token", TOKEN, "--clock", "manual" }
+      finally(function() m:stop() end)
+      local function kling(args) return runner.run(args, { base = m.api }) end
       local res = kling { "submit", "by id @emu:queue=1.5 @emu:run=0.2" }
       assert.equals(0, res.code, res.err)
       local id = trim(res.out)
@@ -306,17 +311,19 @@ describe("kling (command line)", function()
       res = kling { "cancel", id }
       assert.equals(0, res.code, res.err)
       assert.equals(id .. "  cancelled\n", res.out)
-      assert.is_true(emu:job_record(id).cancelled)
+      assert.is_true(m:job_record(id).cancelled)
       res = kling { "wait", id, "--json" }
       assert.equals(5, res.code)
       assert.equals("cancelled", cjson.decode(res.out).error.kind)
 
       res = kling { "submit", "runs @emu:queue=0 @emu:run=0.6" }
       local id2 = trim(res.out)
-      eventually(function() return emu:job_record(id2).state == "in_progress" end, 5, "the job to run")
+      m:advance(0.1)
+      assert.equals("in_progress", m:job_record(id2).state)
       res = kling { "cancel", id2 }
       assert.equals(5, res.code)
       assert.matches("not_cancellable", res.err, 1, true)
+      m:advance(1)
       res = kling { "download", id2, "-o", dir .. "/byid.mp4", "--json" }
       assert.equals(0, res.code, res.err)
       o = cjson.decode(res.out)
@@ -324,9 +331,9 @@ describe("kling (command line)", function()
       assert.equals(VIDEO, helpers.read_file(dir .. "/byid.mp4"))
       res = kling { "result", id2 }
       assert.equals(0, res.code)
-      assert.equals(emu.files .. "/v/" .. id2 .. ".mp4\n", res.out)
+      assert.equals(m.files .. "/v/" .. id2 .. ".mp4\n", res.out)
       res = kling { "status", id2 }
-      assert.equals(id2 .. "  completed  " .. emu.files .. "/v/" .. id2 .. ".mp4\n", res.out)
+      assert.equals(id2 .. "  completed  " .. m.files .. "/v/" .. id2 .. ".mp4\n", res.out)
     end)
 
     it("goes on with a download the file host cut, from its .part, in a later run", function()
