@@ -5,7 +5,7 @@
 -- multi_prompt input, beside cjson.encode of the same table, and the ratio
 -- (validate time / encode time; below 1 means validating costs less); then the
 -- same for the writer that makes the request body (kling.json.encode_wire, the C
--- writer of src/jsonw.c; on a tree from before it, kling.json.encode: lua-cjson
+-- writer of src/lua_jsonw.c; on a tree from before it, kling.json.encode: lua-cjson
 -- plus the walk that marked empty arrays), on the input as validated.
 package.path = "lua/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath

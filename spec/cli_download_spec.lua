@@ -29,25 +29,16 @@ local function completed(prompt)
   local res = kling { "submit", prompt .. " @emu:queue=0 @emu:run=0" }
   assert.equals(0, res.code, res.err)
   local id = trim(res.out)
-  local limit = os.time() + 10
-  while emu:job_record(id).state ~= "completed" do
-    assert(os.time() <= limit, "the job did not complete")
-    helpers.sleep(0.02)
-  end
+  helpers.eventually(function() return emu:job_record(id).state == "completed" end, 10, "the job to complete")
   return id
 end
 
-local function size_of(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
+local size_of = helpers.size_of
 
+-- A tmpfs at path (spec/disk.lua), opts "size=64k" or "ro,size=64k": false when it cannot
+-- be mounted (not root).
 local function mounted(path, opts)
-  os.execute("mkdir -p " .. q(path))
-  return os.execute("mount -t tmpfs -o " .. opts .. " tmpfs " .. q(path) .. " 2>/dev/null") == true
+  return require("disk").mount_tmpfs(path, opts:match("size=(%w+)"), { ro = opts:find("ro") ~= nil }) == true
 end
 
 describe("kling downloads (command line)", function()

@@ -48,9 +48,9 @@ end
 
 local function source_files()
   local list = { root .. "/lua/kling/cli.lua" }
-  local p = assert(io.popen("ls " .. q(root .. "/lua/kling/cli") .. "/*.lua"))
-  for line in p:lines() do list[#list + 1] = line end
-  p:close()
+  for _, name in ipairs(helpers.files(root .. "/lua/kling/cli")) do
+    if name:match("%.lua$") then list[#list + 1] = root .. "/lua/kling/cli/" .. name end
+  end
   return list
 end
 
@@ -590,11 +590,12 @@ describe("the command line's parts (in process)", function()
       local listed = {}
       for _, src in ipairs(spec.build.modules["kling.core"].sources) do listed[src] = true end
       assert.is_true(listed["src/lua_term.c"])
-      local p = assert(io.popen("cd '" .. root .. "' && ls src/*.c"))
-      for src in p:lines() do
-        if not src:match("^src/event_") then assert.is_true(listed[src], src .. " is not built by the rockspec") end
+      for _, name in ipairs(helpers.files(root .. "/src")) do
+        local src = "src/" .. name
+        if src:match("%.c$") and not src:match("^src/event_") then
+          assert.is_true(listed[src], src .. " is not built by the rockspec")
+        end
       end
-      p:close()
     end)
   end)
 end)

@@ -26,16 +26,8 @@ M.POLL = "initial=0.05,min=0.05,near=0.2,max=0.3"
 local UNSET = { "RUNCOMFY_TOKEN", "RUNCOMFY_API_TOKEN", "RUNCOMFY_API_KEY", "LUA_PATH", "LUA_CPATH", "http_proxy", "https_proxy",
   "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY", "SSL_CERT_FILE", "CURL_CA_BUNDLE" }
 
---- Polls until fn() is true (or fails after `seconds`); returns fn's value.
-function M.eventually(fn, seconds, what)
-  local limit = os.time() + (seconds or 10)
-  while os.time() <= limit do
-    local v = fn()
-    if v then return v end
-    helpers.sleep(0.05)
-  end
-  error("timed out waiting for " .. (what or "a condition"), 2)
-end
+--- Polls until fn() is true (or fails after `seconds`); returns fn's value (helpers.eventually).
+M.eventually = helpers.eventually
 
 function M.new(opts)
   local self = { n = 0, api = opts.api, token = opts.token, dir = opts.dir, state = opts.state or (opts.dir .. "/state") }

@@ -290,6 +290,11 @@ describe("kling (command line)", function()
 
   describe("jobs by id", function()
     it("submit, status, result, cancel, wait and download", function()
+      -- an emulator on a manual clock: no job moves on between two commands, however slow
+      -- the machine is to start them
+      local m = helpers.start_emulator { "--token", TOKEN, "--clock", "manual" }
+      finally(function() m:stop() end)
+      local function kling(args) return runner.run(args, { base = m.api }) end
       local res = kling { "submit", "by id @emu:queue=1.5 @emu:run=0.2" }
       assert.equals(0, res.code, res.err)
       local id = trim(res.out)
@@ -306,17 +311,19 @@ describe("kling (command line)", function()
       res = kling { "cancel", id }
       assert.equals(0, res.code, res.err)
       assert.equals(id .. "  cancelled\n", res.out)
-      assert.is_true(emu:job_record(id).cancelled)
+      assert.is_true(m:job_record(id).cancelled)
       res = kling { "wait", id, "--json" }
       assert.equals(5, res.code)
       assert.equals("cancelled", cjson.decode(res.out).error.kind)
 
       res = kling { "submit", "runs @emu:queue=0 @emu:run=0.6" }
       local id2 = trim(res.out)
-      eventually(function() return emu:job_record(id2).state == "in_progress" end, 5, "the job to run")
+      m:advance(0.1)
+      assert.equals("in_progress", m:job_record(id2).state)
       res = kling { "cancel", id2 }
       assert.equals(5, res.code)
       assert.matches("not_cancellable", res.err, 1, true)
+      m:advance(1)
       res = kling { "download", id2, "-o", dir .. "/byid.mp4", "--json" }
       assert.equals(0, res.code, res.err)
       o = cjson.decode(res.out)
@@ -324,9 +331,9 @@ describe("kling (command line)", function()
       assert.equals(VIDEO, helpers.read_file(dir .. "/byid.mp4"))
       res = kling { "result", id2 }
       assert.equals(0, res.code)
-      assert.equals(emu.files .. "/v/" .. id2 .. ".mp4\n", res.out)
+      assert.equals(m.files .. "/v/" .. id2 .. ".mp4\n", res.out)
       res = kling { "status", id2 }
-      assert.equals(id2 .. "  completed  " .. emu.files .. "/v/" .. id2 .. ".mp4\n", res.out)
+      assert.equals(id2 .. "  completed  " .. m.files .. "/v/" .. id2 .. ".mp4\n", res.out)
     end)
 
     it("goes on with a download the file host cut, from its .part, in a later run", function()
@@ -456,51 +463,38 @@ describe("kling (command line)", function()
 
     it("leaves a running job running and says how to collect it", function()
       local st = dir .. "/state-int2"
-      local p = spawn({ "generate", "keep running @emu:queue=0 @emu:run=1.5", "--json" }, { state = st })
-      local id = eventually(function()
-        local sid = first_submitted(st)
-        return sid and emu:job_record(sid).state == "in_progress" and sid
-      end, 10, "the job to run")
-      helpers.sleep(0.1)
+      -- an emulator on a manual clock: the job cannot end before the signal
+      local m = helpers.start_emulator { "--token", TOKEN, "--clock", "manual" }
+      finally(function() m:stop() end)
+      local p = spawn({ "generate", "keep running @emu:queue=0.5 @emu:run=1.5", "--json" }, { state = st, base = m.api })
+      local id = eventually(function() return first_submitted(st) end, 10, "the submit")
+      m:advance(1)
+      local rec = m:job_record(id)
+      assert.equals("in_progress", rec.state)
+      local polls = rec.status_polls
+      -- the command has asked for the job's status since: it knows the job runs
+      eventually(function() return m:job_record(id).status_polls > polls end, 10, "a status poll")
       p.signal("INT")
       local res = p.wait(10)
       assert.equals(130, res.code, res.err)
       assert.matches(id .. " keeps running", res.err, 1, true)
       assert.matches("kling wait " .. id, res.err, 1, true)
-      assert.is_false(emu:job_record(id).cancelled)
+      assert.is_false(m:job_record(id).cancelled)
       local o = cjson.decode(res.out)
       assert.equals(id, o.id)
       assert.equals("interrupted", o.error.kind)
-      res = kling({ "wait", id }, { state = st })
+      m:advance(2)
+      res = kling({ "wait", id }, { state = st, base = m.api })
       assert.equals(0, res.code, res.err)
     end)
 
     it("quits at once on a second Ctrl-C", function()
       -- an API that accepts the connection and never answers: the submit stays in flight
-      local port_file = dir .. "/silent.port"
-      local script = dir .. "/silent.lua"
       -- (it says when the request has arrived: the submit is in flight, no time window)
-      helpers.write_file(script, [[
-        local socket = require "cqueues.socket"
-        local srv = socket.listen { host = "127.0.0.1", port = 0 }
-        local _, _, port = srv:localname()
-        local f = io.open(arg[1], "w") f:write(port) f:close()
-        local held = {}
-        while true do
-          local con = srv:accept()
-          held[#held + 1] = con
-          con:setmode("b", "b")
-          repeat local line = con:read("*l") until not line or line == "\r" or line == ""
-          local g = io.open(arg[1] .. ".got", "w") g:write("request") g:close()
-        end
-      ]])
-      local silent = io.popen("exec lua5.4 " .. q(script) .. " " .. q(port_file) .. " & echo $!")
-      local spid = tonumber(silent:read("l"))
-      silent:close()
-      finally(function() os.execute("kill " .. spid .. " 2>/dev/null") end)
-      local port = eventually(function() return tonumber(helpers.read_file(port_file) or "") end, 5, "the port")
-      local p = spawn({ "generate", "never answered" }, { base = "http://127.0.0.1:" .. port .. "/v1" })
-      eventually(function() return helpers.read_file(port_file .. ".got") end, 10, "the submit to go out")
+      local silent = helpers.silent_api(dir)
+      finally(silent.stop)
+      local p = spawn({ "generate", "never answered" }, { base = silent.base })
+      eventually(silent.arrived, 10, "the submit to go out")
       p.signal("INT")
       eventually(function() return p.err():find("submit in flight", 1, true) end, 5, "the first Ctrl-C")
       assert.is_false(p.done())

@@ -41,7 +41,7 @@ local function serve(api, levels, status_body)
 end
 
 describe("deep answers", function()
-  local dir, api, n = nil, nil, 0
+  local dir, api
 
   setup(function()
     dir = helpers.tmpdir()
@@ -49,15 +49,10 @@ describe("deep answers", function()
   end)
   teardown(function()
     if api then api.stop() end
-    os.execute("rm -rf " .. q(dir))
+    helpers.rm_rf(dir)
   end)
 
-  local function scratch()
-    n = n + 1
-    local d = dir .. "/s" .. n
-    os.execute("mkdir -p " .. q(d))
-    return d
-  end
+  local function scratch() return helpers.scratch(dir) end
 
   local function client(jpath)
     return kling.new { base_url = api.api, token = TOKEN, timeout = 5, journal = jpath,

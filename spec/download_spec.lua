@@ -13,23 +13,13 @@ local q = helpers.quote
 local TOKEN = "download-spec-token-91b4"
 local null = cjson.null
 
-local function size_of(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
+local size_of = helpers.size_of
 
 local function pattern(n, shift)
   return emulator.pattern_bytes(shift or 0, n)
 end
 
-local function append_file(path, data)
-  local f = assert(io.open(path, "ab"))
-  f:write(data)
-  f:close()
-end
+local append_file = helpers.append_file
 
 -- Fails once a download runs past `limit` seconds (so that, on code without the rule
 -- under test, the spec fails instead of running for hours).
@@ -684,9 +674,9 @@ describe("downloads", function()
   end)
 
   describe("local disk errors", function()
+    -- a tmpfs at path (spec/disk.lua): false when it cannot be mounted (not root)
     local function mounted(path, opts)
-      os.execute("mkdir -p " .. q(path))
-      return os.execute("mount -t tmpfs -o " .. opts .. " tmpfs " .. q(path) .. " 2>/dev/null") == true
+      return require("disk").mount_tmpfs(path, opts:match("size=(%w+)"), { ro = opts:find("ro") ~= nil }) == true
     end
 
     it("reports a missing directory as kind io, with the path, before sending anything", function()

@@ -18,12 +18,7 @@ local STD = "kling/kling-3.0/standard/text-to-video"
 local NOT_READY = { error_code = 400005, error_message = "Request is not completed yet" }
 local PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGBgAAAABQABpfZFQAAAAABJRU5ErkJggg=="
 
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local capture = helpers.capture
 
 describe("kling-emulator, as RunComfy's clients observe the service", function()
   local emu

@@ -16,12 +16,7 @@ local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%
 
 local now = cqueues.monotime
 
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local capture = helpers.capture
 
 -- A shell command run in the repository.
 local function in_root(cmd)

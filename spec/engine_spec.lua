@@ -66,15 +66,19 @@ describe("the engine", function()
 
   it("stops polling a job when its wait times out, and polls again on the next wait", function()
     local c = client()
-    local job = assert(c:generate { prompt = "long @emu:run=1.5" })
+    -- (a run of 600 s: no loaded machine lets it end inside the waits)
+    local job = assert(c:generate { prompt = "long @emu:run=600" })
     local out, err = job:wait { timeout = 0.3 }
     assert.is_nil(out)
     assert.equals("timeout", err.kind)
     assert.equals(0, c._engine:poll_stats().watched)
     local polls = emu:job_record(job.id).status_polls
-    helpers.sleep(0.3)
+    helpers.sleep(0.3) -- (nothing may happen meanwhile: a slow machine only polls less)
     assert.equals(polls, emu:job_record(job.id).status_polls)
-    assert(job:wait())
+    out, err = job:wait { timeout = 1.5 } -- (its first poll goes out at once)
+    assert.is_nil(out)
+    assert.equals("timeout", err and err.kind)
+    assert.is_true(emu:job_record(job.id).status_polls > polls)
     c:close()
   end)
 

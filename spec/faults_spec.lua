@@ -14,12 +14,7 @@ local TOKEN = "fault-token-456"
 local MODEL = "kling/kling-3.0/pro/text-to-video"
 local NO_JOB = "00000000-0000-4000-8000-000000000000"
 
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local capture = helpers.capture
 
 -- n requests to url on kept-alive connections, one after the other; -> list of statuses
 local function codes(e, url, n, token, method)

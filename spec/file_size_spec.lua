@@ -37,13 +37,7 @@ local function pad_line(n)
 end
 
 local function created() return emu:stats().jobs_created end
-local function size(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
+local size = helpers.size_of
 
 describe("a file-size limit", function()
   setup(function()

@@ -18,11 +18,7 @@ local function seed_of(data)
 end
 
 local function corpus_files()
-  local p = assert(io.popen("ls " .. helpers.quote(CORPUS)))
-  local names = {}
-  for name in p:lines() do names[#names + 1] = name end
-  p:close()
-  return names
+  return helpers.files(CORPUS)
 end
 
 describe("the schema fuzz corpus", function()
@@ -55,10 +51,7 @@ end)
 describe("the JSON writer's fuzz corpus", function()
   local run = dofile(helpers.root .. "/fuzz/jsonw_harness.lua")
   local dir = helpers.root .. "/fuzz/corpus/jsonw"
-  local p = assert(io.popen("ls " .. helpers.quote(dir)))
-  local names = {}
-  for name in p:lines() do names[#names + 1] = name end
-  p:close()
+  local names = helpers.files(dir)
 
   it("is there", function()
     assert.is_true(#names >= 10)

@@ -6,7 +6,14 @@
 --   emu:stats(), emu:job_record(id), emu:reset(), emu:stop()
 --   emu:faults(), emu:set_faults{ "status:503:0.2", "all:429:0.1:2" } (seed optional)
 --   helpers.http("GET", url, { headers = {...}, body = "...", token = "..." })
+--   emu:advance(s) (an emulator started with --clock manual: its clock s seconds on)
 --   helpers.sleep(0.1), helpers.tmpdir(), helpers.read_file(path), helpers.root
+--   helpers.eventually(f, seconds, what): wait on an event, never on a fixed sleep
+--   helpers.write_file(path, data), helpers.append_file(path, data), helpers.size_of(path)
+--   helpers.files(dir) (sorted names), helpers.mkdir(path), helpers.rm_rf(path),
+--   helpers.scratch(dir) (a fresh directory under dir)
+--   helpers.capture(cmd) (stdout), helpers.sh(cmd) (ok, stdout and stderr),
+--   helpers.free_port(), helpers.quote(s)
 local cjson = require "cjson"
 
 local helpers = {}
@@ -16,11 +23,22 @@ local function quote(s)
 end
 helpers.quote = quote
 
+--- What a shell command writes on stdout.
 local function capture(cmd)
   local p = assert(io.popen(cmd, "r"))
   local out = p:read("a")
   p:close()
   return out
+end
+helpers.capture = capture
+
+--- Run a shell command: true when it exits 0, what it wrote (stdout and stderr), and its
+-- exit code (or the signal that ended it).
+function helpers.sh(cmd)
+  local p = assert(io.popen("(" .. cmd .. ") 2>&1"))
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return ok, out, ok and 0 or code
 end
 
 -- The repository root: the parent of the directory holding this file.
@@ -54,12 +72,102 @@ function helpers.read_file(path)
   return data
 end
 
+--- Write data to path (replacing it).
 local function write_file(path, data)
   local f = assert(io.open(path, "wb"))
   f:write(data)
   f:close()
 end
 helpers.write_file = write_file
+
+--- Append data to path.
+function helpers.append_file(path, data)
+  local f = assert(io.open(path, "ab"))
+  f:write(data)
+  f:close()
+end
+
+--- The size of a file in bytes, or nil when it cannot be opened.
+function helpers.size_of(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+--- The names in a directory (without . and ..), sorted.
+function helpers.files(dir)
+  local names = {}
+  for name in require("lfs").dir(dir) do
+    if name ~= "." and name ~= ".." then names[#names + 1] = name end
+  end
+  table.sort(names)
+  return names
+end
+
+--- Make a directory and its parents (mkdir -p).
+function helpers.mkdir(path)
+  assert(os.execute("mkdir -p " .. quote(path)))
+end
+
+--- Remove a file or a directory tree (rm -rf); nil does nothing.
+function helpers.rm_rf(path)
+  if path then os.execute("rm -rf " .. quote(path)) end
+end
+
+local scratch_n = 0
+--- A fresh, empty directory under dir: dir/s1, dir/s2, ... (one per call in the process).
+function helpers.scratch(dir)
+  scratch_n = scratch_n + 1
+  local d = dir .. "/s" .. scratch_n
+  helpers.mkdir(d)
+  return d
+end
+
+--- An API on loopback that accepts connections and never answers (a lua5.4 process):
+-- a request sent to it stays in flight. It says when a request's head has arrived, so that
+-- a spec waits on that event, not on a time window.
+-- @param dir a scratch directory for its files
+-- @return { base = "http://127.0.0.1:PORT/v1", arrived() -> true once a request came,
+--   stop() } (stop kills it by pid; call it from a finally or a teardown)
+function helpers.silent_api(dir)
+  local port_file, script = dir .. "/silent.port", dir .. "/silent.lua"
+  write_file(script, [[
+    local socket = require "cqueues.socket"
+    local srv = socket.listen { host = "127.0.0.1", port = 0 }
+    local _, _, port = srv:localname()
+    local f = io.open(arg[1], "w") f:write(port) f:close()
+    local held = {}
+    while true do
+      local con = srv:accept()
+      held[#held + 1] = con
+      con:setmode("b", "b")
+      repeat local line = con:read("*l") until not line or line == "\r" or line == ""
+      local g = io.open(arg[1] .. ".got", "w") g:write("request") g:close() -- the request is in flight
+    end
+  ]])
+  local p = io.popen("exec lua5.4 " .. quote(script) .. " " .. quote(port_file) .. " & echo $!")
+  local pid = tonumber(p:read("l"))
+  p:close()
+  local api = {}
+  function api.stop() os.execute("kill " .. pid .. " 2>/dev/null") end
+  function api.arrived() return helpers.read_file(port_file .. ".got") ~= nil end
+  local ok, port = pcall(helpers.eventually, function() return tonumber(helpers.read_file(port_file) or "") end,
+    5, "the silent API's port")
+  if not ok then api.stop(); error(port, 2) end
+  api.base = "http://127.0.0.1:" .. port .. "/v1"
+  return api
+end
+
+--- A TCP port on 127.0.0.1 that was free a moment ago.
+function helpers.free_port()
+  local s = assert(require("cqueues.socket").listen { host = "127.0.0.1", port = 0 })
+  assert(s:listen())
+  local _, _, port = s:localname()
+  s:close()
+  return port
+end
 
 --- Is the process alive (a zombie waiting to be reaped counts as gone)?
 function helpers.alive(pid)
@@ -166,6 +274,28 @@ function Emulator:set_faults(faults, seed)
   local res = helpers.http("POST", self.root .. "/__emulator/faults", { body = cjson.encode(body) })
   assert(res.status == 200, "emulator /__emulator/faults answered " .. tostring(res.status) .. ": " .. res.body)
   return helpers.json(res.body)
+end
+
+--- Move the emulator's clock s seconds on (an emulator started with --clock manual; see
+-- doc/EMULATOR.md, "The clock"): a spec says "s seconds later" without waiting for them.
+-- @return the clock's new value (seconds)
+function Emulator:advance(s)
+  local res = helpers.http("POST", self.root .. "/__emulator/clock", { body = cjson.encode { advance = s } })
+  assert(res.status == 200, "emulator /__emulator/clock answered " .. tostring(res.status) .. ": " .. res.body)
+  return helpers.json(res.body).now
+end
+
+--- Wait until f() returns a true value (asked every 20 ms) and return it; error with what
+-- after `seconds` (default 10) of asking. A spec waits on an event this way, never on a
+-- fixed sleep: the bound is only there so that a broken spec ends.
+function helpers.eventually(f, seconds, what)
+  local deadline = os.time() + (seconds or 10)
+  repeat
+    local v = f()
+    if v then return v end
+    helpers.sleep(0.02)
+  until os.time() > deadline
+  error("timed out waiting for " .. (what or "a condition"), 2)
 end
 
 --- One request to the emulator's API with the curl CLI (see helpers.http); the

@@ -2,11 +2,10 @@
 -- `make install`, then loaded from another directory.
 local helpers = require "helpers"
 
+-- (what a command wrote, stdout and stderr, and its exit code)
 local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
+  local _, out, code = helpers.sh(cmd)
+  return out, code
 end
 
 local q = helpers.quote

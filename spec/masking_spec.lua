@@ -21,7 +21,7 @@ local LONG = "sekrit-token-123-long"
 local function has(s, token) return (s or ""):find(token, 1, true) ~= nil end
 
 describe("masking", function()
-  local dir, api, n = nil, nil, 0
+  local dir, api
 
   setup(function()
     dir = helpers.tmpdir()
@@ -29,15 +29,10 @@ describe("masking", function()
   end)
   teardown(function()
     if api then api.stop() end
-    os.execute("rm -rf " .. q(dir))
+    helpers.rm_rf(dir)
   end)
 
-  local function scratch()
-    n = n + 1
-    local d = dir .. "/s" .. n
-    os.execute("mkdir -p " .. q(d))
-    return d
-  end
+  local function scratch() return helpers.scratch(dir) end
 
   local function client(token, extra)
     local opts = { base_url = api.api, token = token, timeout = 5, retries = { max = 2, base = 0.01, cap = 0.02 },

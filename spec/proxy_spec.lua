@@ -16,20 +16,9 @@ local TOKEN = "proxy-token-Qw7e9"
 local HOST = "api.kling.test" -- not loopback, never resolved: only a proxy's CONNECT names it
 local eventually = cli_run.eventually
 
-local function sh(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1"))
-  local out = p:read("a")
-  local ok = p:close()
-  return ok, out
-end
+local sh = helpers.sh
 
-local function free_port()
-  local s = assert(require("cqueues.socket").listen { host = "127.0.0.1", port = 0 })
-  assert(s:listen())
-  local _, _, port = s:localname()
-  s:close()
-  return port
-end
+local free_port = helpers.free_port
 
 describe("proxies and CAs", function()
   local emu, dir, nginx_pid, tls_port, cli, pids = nil, nil, nil, nil, nil, {}

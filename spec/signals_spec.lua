@@ -114,30 +114,10 @@ describe("kling on SIGTERM and SIGHUP", function()
 
   it("quits at once on a second SIGTERM while a submit is in flight", function()
     -- an API that accepts the connection and never answers: the submit stays in flight
-    local port_file = dir .. "/silent.port"
-    local script = dir .. "/silent.lua"
-    helpers.write_file(script, [[
-      local socket = require "cqueues.socket"
-      local srv = socket.listen { host = "127.0.0.1", port = 0 }
-      local _, _, port = srv:localname()
-      local f = io.open(arg[1], "w") f:write(port) f:close()
-      local held = {}
-      while true do
-        local con = srv:accept()
-        held[#held + 1] = con
-        con:setmode("b", "b")
-        repeat local line = con:read("*l") until not line or line == "\r" or line == ""
-        local g = io.open(arg[1] .. ".got", "w") g:write("request") g:close() -- the submit is in flight
-      end
-    ]])
-    local silent = io.popen("exec lua5.4 " .. helpers.quote(script) .. " " .. helpers.quote(port_file) .. " & echo $!")
-    local spid = tonumber(silent:read("l"))
-    silent:close()
-    finally(function() os.execute("kill " .. spid .. " 2>/dev/null") end)
-    local port = eventually(function() return tonumber(helpers.read_file(port_file) or "") end, 5, "the port")
-    local p = cli.spawn({ "generate", "never answered" }, { base = "http://127.0.0.1:" .. port .. "/v1",
-      state = dir .. "/state-silent" })
-    eventually(function() return helpers.read_file(port_file .. ".got") end, 10, "the submit to go out")
+    local silent = helpers.silent_api(dir)
+    finally(silent.stop)
+    local p = cli.spawn({ "generate", "never answered" }, { base = silent.base, state = dir .. "/state-silent" })
+    eventually(silent.arrived, 10, "the submit to go out")
     p.signal("TERM")
     eventually(function() return p.err():find("submit in flight", 1, true) end, 5, "the first SIGTERM")
     assert.is_false(p.done())

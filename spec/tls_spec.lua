@@ -7,20 +7,9 @@ local kling = require "kling"
 local q = helpers.quote
 local TOKEN = "tls-token-77"
 
-local function sh(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1"))
-  local out = p:read("a")
-  local ok = p:close()
-  return ok, out
-end
+local sh = helpers.sh
 
-local function free_port()
-  local s = assert(require("cqueues.socket").listen { host = "127.0.0.1", port = 0 })
-  assert(s:listen())
-  local _, _, port = s:localname()
-  s:close()
-  return port
-end
+local free_port = helpers.free_port
 
 describe("TLS through nginx", function()
   local emu, dir, port, nginx_pid

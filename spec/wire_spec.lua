@@ -1,5 +1,5 @@
 -- The wire carries exactly what the user gave: the JSON writer of the C core
--- (src/jsonw.c, through kling.json), the JSON reader for user input
+-- (src/lua_jsonw.c, through kling.json), the JSON reader for user input
 -- (kling.json.decode_input: lua-cjson checks, dkjson reads), and the bytes that
 -- reach the service, read back raw from the emulator's job records (and from a
 -- small loopback server for answers the emulator does not give).

@@ -1,5 +1,5 @@
 --- JSON in kling: every text kling writes comes from the C writer
--- (src/jsonw.c); answers from the service and kling's own files are read
+-- (src/lua_jsonw.c); answers from the service and kling's own files are read
 -- with lua-cjson; JSON a user gives (--input files, batch lines) is read
 -- with dkjson, which keeps integers as Lua integers and marks arrays.
 --
