@@ -13,6 +13,7 @@ local models = require "kling.models"
 local protocol = require "kling.protocol"
 local sched = require "kling.sched"
 local journal = require "kling.journal"
+local math = require("kling.compat").math -- math.type, math.tointeger on 5.1 and LuaJIT
 
 local engine_lib = core.engine
 local DEFAULTS = core.DEFAULTS

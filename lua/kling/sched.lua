@@ -13,14 +13,18 @@ local core = require "kling.core".engine -- now, wait_fds
 
 local M = {}
 
+local compat = require "kling.compat"
+local unpack, pack = compat.unpack, compat.pack
+M.in_coroutine = compat.in_coroutine
+
 local current -- the scheduler of the kling.run in progress, if any
 local waiter  -- kling.set_waiter's function
 
 --- True when the running coroutine is a task of the running scheduler.
 function M.yieldable()
   if not current then return false end
-  local co, main = coroutine.running()
-  return not main and current.tasks[co] ~= nil
+  local co = coroutine.running()
+  return M.in_coroutine() and current.tasks[co] ~= nil
 end
 
 --- True inside kling.run (in any of its tasks or the code they call).
@@ -94,8 +98,8 @@ end
 --- Starts fn(...) as a task of the running scheduler.
 function M.spawn(fn, ...)
   if not current then error("kling.spawn: not inside kling.run", 2) end
-  local args = table.pack(...)
-  local co = coroutine.create(function() return fn(table.unpack(args, 1, args.n)) end)
+  local args = pack(...)
+  local co = coroutine.create(function() return fn(unpack(args, 1, args.n)) end)
   local task = { co = co }
   current.tasks[co] = task
   current.ntasks = current.ntasks + 1
@@ -108,7 +112,7 @@ local function heap_push(h, e)
   local i = #h + 1
   h[i] = e
   while i > 1 do
-    local p = i // 2
+    local p = math.floor(i / 2)
     if h[p][1] <= e[1] then break end
     h[i], h[p] = h[p], e
     i = p
@@ -238,7 +242,7 @@ function M.run(fn, ...)
     while s.ntasks > 0 do
       local run = gather(s)
       for _, t in ipairs(run) do
-        local r = table.pack(coroutine.resume(t.co))
+        local r = pack(coroutine.resume(t.co))
         if not r[1] then error(debug.traceback(t.co, tostring(r[2])), 0) end
         if coroutine.status(t.co) == "dead" then
           if t.co == main then results = r end
@@ -265,7 +269,7 @@ function M.run(fn, ...)
   end)
   current = nil
   if not ok then error(err, 0) end
-  return table.unpack(results, 2, results.n)
+  return unpack(results, 2, results.n)
 end
 
 return M
