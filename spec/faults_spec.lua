@@ -16,7 +16,7 @@ local NO_JOB = "00000000-0000-4000-8000-000000000000"
 
 local function capture(cmd)
   local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   return out
 end

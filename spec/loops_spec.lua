@@ -21,7 +21,7 @@ describe("foreign event loops", function()
   end)
 
   it("is a pollable: pollfd, events, timeout and step", function()
-    assert.is_true(math.type(client:pollfd()) == "integer" and client:pollfd() >= 0)
+    assert.is_true(helpers.math_type(client:pollfd()) == "integer" and client:pollfd() >= 0)
     assert.equals("r", client:events())
     local job = assert(client:generate { prompt = "pollable" })
     job:_hold()

@@ -9,7 +9,7 @@ local TOKEN = "tls-token-77"
 
 local function sh(cmd)
   local p = assert(io.popen("(" .. cmd .. ") 2>&1"))
-  local out = p:read("a")
+  local out = p:read("*a")
   local ok = p:close()
   return ok, out
 end
