@@ -32,8 +32,27 @@ SAN           = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-saniti
 # backend), buffers, SHA-256, settings and URL rules (net), transfers (http),
 # the engine, the poller, the journal's files. The Lua binding: lbind, one
 # lua_*.c per subsystem, core.c (the module's entry).
-EVENT ?= src/event_epoll.c
-CORE_SRC = src/util.c src/protocol.c $(EVENT) src/buf.c src/sha256.c src/net.c src/http.c src/engine.c \
+#
+# EVENT: the event seam's backend (src/event_$(EVENT).c): epoll on Linux,
+# kqueue on macOS and the BSDs, poll elsewhere; `make EVENT=poll` forces the
+# poll(2) one (the build remembers it: build/event-*.stamp). macOS links a
+# bundle whose Lua symbols the host resolves. Only luaopen_kling_core is
+# exported from core.so (-fvisibility=hidden).
+UNAME := $(shell uname -s)
+ifeq ($(UNAME),Linux)
+EVENT ?= epoll
+else ifneq ($(filter Darwin FreeBSD OpenBSD NetBSD DragonFly,$(UNAME)),)
+EVENT ?= kqueue
+else
+EVENT ?= poll
+endif
+ifeq ($(UNAME),Darwin)
+SHARED = -bundle -undefined dynamic_lookup
+else
+SHARED = -shared
+endif
+VISIBILITY = -fvisibility=hidden
+CORE_SRC = src/util.c src/protocol.c src/event_$(EVENT).c src/buf.c src/sha256.c src/net.c src/http.c src/engine.c \
            src/poller.c src/journal.c
 BIND_SRC = src/lbind.c src/lua_engine.c src/lua_poller.c src/lua_protocol.c src/lua_journal.c \
            src/lua_schema.c src/lua_jsonw.c src/lua_term.c src/core.c
@@ -53,9 +72,14 @@ BUSTED = $(LUA) /usr/bin/busted
 
 all: build/kling/core.so
 
-build/kling/core.so: $(SRC) $(HDR)
+build/event-$(EVENT).stamp:
 	@mkdir -p $(@D)
-	$(CC) $(WARN) $(CFLAGS) -fPIC -shared $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
+	@rm -f build/event-*.stamp build/*/kling/core.so
+	@touch $@
+
+build/kling/core.so: $(SRC) $(HDR) build/event-$(EVENT).stamp
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(VISIBILITY) -fPIC $(SHARED) $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
 
 # The core for another Lua: build/<LUA>/kling/core.so, LUA one of LUAS (their
 # pkg-config names); `make lua5.1` builds build/lua5.1/kling/core.so.
@@ -63,13 +87,13 @@ LUAS = lua5.1 lua5.2 lua5.3 lua5.4 luajit
 .PHONY: $(LUAS)
 $(LUAS): %: build/%/kling/core.so
 
-build/%/kling/core.so: $(SRC) $(HDR)
+build/%/kling/core.so: $(SRC) $(HDR) build/event-$(EVENT).stamp
 	@mkdir -p $(@D)
-	$(CC) $(WARN) $(CFLAGS) -fPIC -shared $(shell $(PKG_CONFIG) --cflags $* libcurl 2>/dev/null) -o $@ $(SRC) $(PKG_LIBS)
+	$(CC) $(WARN) $(CFLAGS) $(VISIBILITY) -fPIC $(SHARED) $(shell $(PKG_CONFIG) --cflags $* libcurl 2>/dev/null) -o $@ $(SRC) $(PKG_LIBS)
 
 build-check/kling/core.so: $(SRC) $(HDR)
 	@mkdir -p $(@D)
-	$(CC) $(WARN) -O1 -g $(SAN) -fPIC -shared $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
+	$(CC) $(WARN) -O1 -g $(SAN) $(VISIBILITY) -fPIC $(SHARED) $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
 
 # `make test-all`: the library's specs on each Lua of LUAS (busted --lua=X,
 # the core of build/X), each run ending with its own summary line, then the
@@ -82,7 +106,8 @@ LIB_SPECS = spec/core_spec.lua spec/validation_spec.lua spec/engine_spec.lua spe
             spec/jobs_spec.lua spec/retry_spec.lua spec/loops_spec.lua \
             spec/answers_spec.lua spec/masking_spec.lua spec/scheduler_spec.lua spec/edges_spec.lua \
             spec/status_answers_spec.lua spec/submit_ids_spec.lua spec/deep_answers_spec.lua \
-            spec/file_size_spec.lua spec/secrets_spec.lua spec/proxy_spec.lua spec/portability_spec.lua
+            spec/file_size_spec.lua spec/secrets_spec.lua spec/proxy_spec.lua spec/portability_spec.lua \
+            spec/hosts_spec.lua
 LIB_SPECS_53 = spec/download_spec.lua spec/faults_spec.lua spec/wire_spec.lua
 
 test-all: deps $(LUAS:%=build/%/kling/core.so)

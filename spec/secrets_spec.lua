@@ -35,7 +35,7 @@ end]]
   self.serve {}
   local p = io.popen("exec lua5.4 " .. q(helpers.root .. "/spec/hostile_api.lua") .. " " .. q(self.port_file) .. " "
     .. q(self.answers) .. " >/dev/null 2>&1 & echo $!")
-  self.pid = tonumber(p:read("l"))
+  self.pid = tonumber(p:read("*l"))
   p:close()
   local port = eventually(function() return tonumber(helpers.read_file(self.port_file) or "") end, 10, "the port")
   self.base = "http://127.0.0.1:" .. port

@@ -68,3 +68,11 @@ int kev_wait(kev *ev, int ms, void (*ready)(void *ud, int fd, int what), void *u
 int kev_fd(const kev *ev) {
   return ev->epfd;
 }
+
+int kev_fds(const kev *ev, int *fds, int *whats, int max) {
+  if (max > 0) {
+    fds[0] = ev->epfd;
+    whats[0] = KEV_IN;
+  }
+  return 1;
+}

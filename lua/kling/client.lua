@@ -39,7 +39,7 @@ local OPTION_TYPES = {
   ca_file = "string", journal = "string|boolean", allow_insecure_http = "boolean",
   max_connections = "number", max_body = "number", poll = "table", max_rps = "number",
   retries = "table|boolean",
-  on_warning = "function|boolean", user_agent = "string",
+  on_warning = "function|boolean", user_agent = "string", waiter = "function",
 }
 
 local function check_options(opts)
@@ -120,6 +120,7 @@ function M.new(opts)
     _watched = {}, -- poller handle -> job
     _journal = type(opts.journal) == "string" and journal.open(opts.journal) or nil,
     _warn = on_warning or function() end,
+    _waiter = opts.waiter, -- how this client's waits wait (kling.sched); nil: kling.set_waiter's
   }, Client)
 end
 
@@ -196,13 +197,27 @@ function Client:pollfd()
   return self._engine:pollfd()
 end
 
+--- Every descriptor a host's loop watches for this client, and for what:
+-- { { fd = n, events = "r" | "w" | "rw" }, ... }. With the epoll (Linux)
+-- and kqueue (macOS, the BSDs) backends, one entry: pollfd(), "r". With
+-- the poll backend (`make EVENT=poll`, other systems), where pollfd() is
+-- -1, one entry per socket of the engine (none while it is idle: then
+-- timeout() alone says when to step). The list changes as transfers come
+-- and go: ask again before each wait.
+function Client:pollfds()
+  return self._engine:pollfds()
+end
+
 --- What to wait for on pollfd(): always "r".
 function Client:events()
   return "r"
 end
 
---- Seconds until the client must be stepped even if pollfd() stays quiet
--- (nil: only when it becomes readable).
+--- Seconds until the client must be stepped even if its descriptors stay
+-- quiet (a poll, a retry or a timer of libcurl is due; 0: step now), or
+-- nil when nothing is due (step only when a descriptor is ready). Never
+-- math.huge. client:step(0) never blocks: a host's loop waits at most
+-- timeout() on pollfds(), then calls step(0).
 function Client:timeout()
   return self._engine:timeout()
 end

@@ -3,9 +3,11 @@
 --
 -- * inside a task of kling.run it yields to kling's scheduler, which drives
 --   every client its tasks wait on and sleeps in the kernel meanwhile;
--- * with a waiter set by kling.set_waiter(fn) it calls fn(client, seconds)
---   (for foreign event loops: fn may yield to its loop until the client's
---   pollfd() is readable or the time is up);
+-- * with a waiter (the client's, kling.new{ waiter = fn }, or else the one of
+--   kling.set_waiter(fn)) it calls fn(client, seconds, clients) (for foreign
+--   event loops: fn may yield to its loop until one of the clients has work,
+--   client:pollfds(), or the time is up); from a main thread, a waiter that
+--   yields gets a clear error instead of Lua's "attempt to yield";
 -- * inside a cqueues controller it waits through cqueues.poll(client);
 -- * otherwise it blocks in the client's engine (epoll) until something
 --   happens or the deadline.
@@ -33,10 +35,31 @@ function M.running()
 end
 
 --- Sets (or clears, with nil) the function that waits on a client outside
--- kling.run: fn(client, seconds) returns when the client may have work.
+-- kling.run, for clients made without a waiter of their own:
+-- fn(client, seconds, clients) returns when the client (or one of the list
+-- `clients`, when a wait spans several) may have work, or after seconds.
 function M.set_waiter(fn)
   if fn ~= nil and type(fn) ~= "function" then error("kling.set_waiter: expected a function or nil", 2) end
   waiter = fn
+end
+
+--- The message of a wait from a main thread through a waiter that yields.
+M.MAIN_THREAD = "kling: this wait cannot yield to the host's event loop from the main thread "
+  .. "(the client's waiter yields): call this from a coroutine, or use on_done (job:on_done(fn))"
+
+--- The waiter that applies to client: its own, or kling.set_waiter's.
+function M.waiter_of(client)
+  return client and client._waiter or waiter
+end
+
+-- Calls a waiter; from a main thread, a waiter that tries to yield gets
+-- M.MAIN_THREAD (a programming error: raised).
+local function call_waiter(w, client, seconds, list)
+  if M.in_coroutine() then return w(client, seconds, list) end
+  local ok, err = pcall(w, client, seconds, list)
+  if ok then return end
+  if type(err) == "string" and err:find("attempt to yield", 1, true) then error(M.MAIN_THREAD, 0) end
+  error(err, 0)
 end
 
 local function cqueues_controller()
@@ -63,9 +86,19 @@ function M.wait(client, ready, deadline, key, clients)
     elseif client == nil then
       -- nothing to drive: sleep in the kernel
       core.wait_fds({}, math.min(left, 1))
-    elseif waiter then
-      waiter(client, left)
-      client:step(0)
+    elseif M.waiter_of(client) then
+      local list, wait = { client }, left
+      for c in pairs(clients or {}) do
+        if c ~= client then list[#list + 1] = c end
+      end
+      for _, c in ipairs(list) do
+        local t = c:timeout()
+        if t and t < wait then wait = t end
+      end
+      -- a waiter that watches only its first client still lets the others on
+      if #list > 1 and wait > 0.1 then wait = 0.1 end
+      call_waiter(M.waiter_of(client), client, wait, list)
+      for _, c in ipairs(list) do c:step(0) end
     else
       local cq = cqueues_controller()
       if cq then
@@ -77,7 +110,17 @@ function M.wait(client, ready, deadline, key, clients)
           client._cq_cond = cond
         end
         local t = client:timeout()
-        cq.poll(client, cond, math.min(left, t or left))
+        if client:pollfd() >= 0 then
+          cq.poll(client, cond, math.min(left, t or left))
+        else -- the poll backend: its sockets one by one
+          local list = {}
+          for _, p in ipairs(client:pollfds()) do
+            list[#list + 1] = { pollfd = function() return p.fd end, events = function() return p.events end }
+          end
+          list[#list + 1] = cond
+          list[#list + 1] = math.min(left, t or left)
+          cq.poll((compat.unpack)(list))
+        end
         client:step(0)
         cond:signal()
       else
@@ -152,7 +195,9 @@ local function drive(s, wait)
     next(s.clients):step(wait)
   else
     local fds = {}
-    for c in pairs(s.clients) do fds[#fds + 1] = c:pollfd() end
+    for c in pairs(s.clients) do
+      for _, p in ipairs(c:pollfds()) do fds[#fds + 1] = p end
+    end
     core.wait_fds(fds, wait)
     for c in pairs(s.clients) do c:step(0) end
   end
