@@ -68,7 +68,7 @@ SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUSTED = $(LUA) /usr/bin/busted
 
-.PHONY: all deps test test-all demo check install uninstall clean rock schemas
+.PHONY: all deps test test-all test-curl768 curl768 check-kqueue demo check install uninstall clean rock schemas
 
 all: build/kling/core.so
 
@@ -79,6 +79,8 @@ build/event-$(EVENT).stamp:
 
 build/kling/core.so: $(SRC) $(HDR) build/event-$(EVENT).stamp
 	@mkdir -p $(@D)
+	@$(PKG_CONFIG) --atleast-version=7.68.0 libcurl || { echo "kling needs libcurl 7.68.0 or newer" \
+	  "(pkg-config says libcurl $$($(PKG_CONFIG) --modversion libcurl 2>/dev/null || echo missing))"; exit 1; }
 	$(CC) $(WARN) $(CFLAGS) $(VISIBILITY) -fPIC $(SHARED) $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
 
 # The core for another Lua: build/<LUA>/kling/core.so, LUA one of LUAS (their
@@ -90,6 +92,21 @@ $(LUAS): %: build/%/kling/core.so
 build/%/kling/core.so: $(SRC) $(HDR) build/event-$(EVENT).stamp
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CFLAGS) $(VISIBILITY) -fPIC $(SHARED) $(shell $(PKG_CONFIG) --cflags $* libcurl 2>/dev/null) -o $@ $(SRC) $(PKG_LIBS)
+
+# The kqueue backend compiled (not run: Linux has no kqueue) against the
+# declarations of its manual page (spec/kqueue_stub/sys/event.h).
+check-kqueue:
+	$(CC) $(WARN) -D_POSIX_C_SOURCE=200809L -Ispec/kqueue_stub -fsyntax-only src/event_kqueue.c
+	@echo "src/event_kqueue.c compiles against the kqueue(2) declarations"
+
+# The core with the branches of libcurl 7.68 taken on this newer libcurl
+# (src/curlcompat.h): `make test-curl768` runs the library's specs on it.
+build-curl768/kling/core.so: $(SRC) $(HDR)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(VISIBILITY) -DKLING_FORCE_CURL_7_68 -DCURL_DISABLE_DEPRECATION -fPIC $(SHARED) $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
+curl768: build-curl768/kling/core.so
+test-curl768: deps build-curl768/kling/core.so
+	$(BUSTED) --cpath="build-curl768/?.so" $(LIB_SPECS) $(LIB_SPECS_53)
 
 build-check/kling/core.so: $(SRC) $(HDR)
 	@mkdir -p $(@D)
@@ -109,6 +126,9 @@ LIB_SPECS = spec/core_spec.lua spec/validation_spec.lua spec/engine_spec.lua spe
             spec/file_size_spec.lua spec/secrets_spec.lua spec/proxy_spec.lua spec/portability_spec.lua \
             spec/hosts_spec.lua
 LIB_SPECS_53 = spec/download_spec.lua spec/faults_spec.lua spec/wire_spec.lua
+# Real hosts, once (under lua5.4; each host runs its own Lua): Neovim on
+# LuaJIT (build/luajit), the C host of examples/embed/host.c.
+HOST_SPECS = spec/embed_spec.lua
 
 test-all: deps $(LUAS:%=build/%/kling/core.so)
 	@mkdir -p build/test-all; p=0; f=0; k=0; \
@@ -124,7 +144,13 @@ test-all: deps $(LUAS:%=build/%/kling/core.so)
 	  p=$$((p + $$1)); f=$$((f + $$2)); k=$$((k + $$3)); \
 	  echo "== $$l: $$1 passed, $$2 failed, $$3 skipped"; \
 	done; \
-	echo "test-all ($(LUAS)): $$p passed, $$f failed, $$k skipped"; \
+	echo "== hosts: $(HOST_SPECS)"; \
+	busted --cpath="build/?.so" $(HOST_SPECS) 2>&1 | tee build/test-all/hosts.log; \
+	line=$$(tail -n 1 build/test-all/hosts.log); \
+	set -- $$(echo "$$line" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped$$/\1 \2 \3/p'); \
+	if [ $$# -ne 3 ]; then echo "== hosts: no summary line (the run broke)"; set -- 0 1 0; fi; \
+	p=$$((p + $$1)); f=$$((f + $$2)); k=$$((k + $$3)); \
+	echo "test-all ($(LUAS), hosts): $$p passed, $$f failed, $$k skipped"; \
 	[ $$f -eq 0 ]
 
 deps:
@@ -199,7 +225,7 @@ rock:
 	  CURL_INCDIR=$$($(PKG_CONFIG) --variable=includedir libcurl)/$$($(CC) -print-multiarch)
 
 clean:
-	rm -rf build build-check
+	rm -rf build build-check build-curl768
 
 # ---------------------------------------------------------------------------
 # Fuzzing and valgrind (fuzz/).

@@ -222,7 +222,7 @@ describe("secrets", function()
     local EVIL = "\27]0;pwned\7\27[2J\rfake line\nkling: cancelled nothing\t\194\155x\255\127end"
 
     local function clean(s)
-      return not s:find("[\0-\8\11-\31\127]") and not s:find("\194[\128-\159]") and helpers.utf8_len(s) ~= nil
+      return not s:find("[%z\1-\8\11-\31\127]") and not s:find("\194[\128-\159]") and helpers.utf8_len(s) ~= nil
     end
 
     it("escapes a server's failure message on stderr (plain) and in the journal listing", function()
