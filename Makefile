@@ -127,8 +127,9 @@ LIB_SPECS = spec/core_spec.lua spec/validation_spec.lua spec/engine_spec.lua spe
             spec/hosts_spec.lua
 LIB_SPECS_53 = spec/download_spec.lua spec/faults_spec.lua spec/wire_spec.lua
 # Real hosts, once (under lua5.4; each host runs its own Lua): Neovim on
-# LuaJIT (build/luajit), the C host of examples/embed/host.c.
-HOST_SPECS = spec/embed_spec.lua
+# LuaJIT (build/luajit), the C host of examples/embed/host.c; luarocks make
+# for each Lua, the release rockspec, luarocks pack.
+HOST_SPECS = spec/embed_spec.lua spec/rocks_spec.lua
 
 test-all: deps $(LUAS:%=build/%/kling/core.so)
 	@mkdir -p build/test-all; p=0; f=0; k=0; \

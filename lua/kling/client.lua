@@ -20,7 +20,7 @@ local DEFAULTS = core.DEFAULTS
 
 local M = {}
 
-M.VERSION = "0.1.0"
+M.VERSION = "0.2.0"
 M.DEFAULT_BASE_URL = "https://model-api.runcomfy.net/v1"
 --- The request id rule (kling.protocol): the characters; 1 to 128 of them.
 M.ID_PATTERN = protocol.ID_PATTERN
