@@ -108,7 +108,7 @@ curl768: build-curl768/kling/core.so
 test-curl768: deps build-curl768/kling/core.so
 	$(BUSTED) --cpath="build-curl768/?.so" $(LIB_SPECS) $(LIB_SPECS_53)
 
-build-check/kling/core.so: $(SRC) $(HDR)
+build-check/kling/core.so: $(SRC) $(HDR) build/event-$(EVENT).stamp
 	@mkdir -p $(@D)
 	$(CC) $(WARN) -O1 -g $(SAN) $(VISIBILITY) -fPIC $(SHARED) $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
 
