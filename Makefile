@@ -164,7 +164,7 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-test: deps all
+test: deps all build/luajit/kling/core.so
 	$(BUSTED)
 
 demo: deps all

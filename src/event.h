@@ -15,6 +15,9 @@ typedef struct kev kev;
 
 enum { KEV_IN = 1, KEV_OUT = 2, KEV_ERR = 4 };
 
+/* The backend's name: "epoll", "kqueue" or "poll" (core.engine.event_backend). */
+extern const char *const kev_name;
+
 /* A new event set, or NULL with a reason in err (size errlen). */
 kev *kev_new(char *err, size_t errlen);
 void kev_free(kev *ev);

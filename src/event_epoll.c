@@ -15,6 +15,8 @@
 
 #define MAX_EVENTS 256
 
+const char *const kev_name = "epoll";
+
 struct kev {
   int epfd;
 };

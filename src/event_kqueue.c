@@ -23,6 +23,8 @@
 
 #define MAX_EVENTS 256
 
+const char *const kev_name = "kqueue";
+
 struct kev {
   int kq;
 };

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const kev_name = "poll";
+
 struct kev {
   struct pollfd *fds;
   size_t n, cap;

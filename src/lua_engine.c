@@ -563,6 +563,8 @@ void kl_open_engine(lua_State *L) {
   curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
   lua_pushstring(L, v->version);
   lua_setfield(L, -2, "curl_version");
+  lua_pushstring(L, kev_name); /* the event seam's backend: epoll, kqueue or poll */
+  lua_setfield(L, -2, "event_backend");
   lua_pushboolean(L, (v->features & CURL_VERSION_HTTP2) != 0);
   lua_setfield(L, -2, "http2");
 }
