@@ -33,8 +33,27 @@ SAN           = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-saniti
 # backend), buffers, SHA-256, settings and URL rules (net), transfers (http),
 # the engine, the poller, the journal's files. The Lua binding: lbind, one
 # lua_*.c per subsystem, core.c (the module's entry).
-EVENT ?= src/event_epoll.c
-CORE_SRC = src/util.c src/protocol.c $(EVENT) src/buf.c src/sha256.c src/net.c src/http.c src/engine.c \
+#
+# EVENT: the event seam's backend (src/event_$(EVENT).c): epoll on Linux,
+# kqueue on macOS and the BSDs, poll elsewhere; `make EVENT=poll` forces the
+# poll(2) one (the build remembers it: build/event-*.stamp). macOS links a
+# bundle whose Lua symbols the host resolves. Only luaopen_kling_core is
+# exported from core.so (-fvisibility=hidden).
+UNAME := $(shell uname -s)
+ifeq ($(UNAME),Linux)
+EVENT ?= epoll
+else ifneq ($(filter Darwin FreeBSD OpenBSD NetBSD DragonFly,$(UNAME)),)
+EVENT ?= kqueue
+else
+EVENT ?= poll
+endif
+ifeq ($(UNAME),Darwin)
+SHARED = -bundle -undefined dynamic_lookup
+else
+SHARED = -shared
+endif
+VISIBILITY = -fvisibility=hidden
+CORE_SRC = src/util.c src/protocol.c src/event_$(EVENT).c src/buf.c src/sha256.c src/net.c src/http.c src/engine.c \
            src/poller.c src/journal.c src/media.c
 BIND_SRC = src/lbind.c src/lua_engine.c src/lua_poller.c src/lua_protocol.c src/lua_journal.c \
            src/lua_schema.c src/lua_jsonw.c src/lua_term.c src/lua_media.c src/core.c
@@ -42,24 +61,99 @@ SRC  = $(CORE_SRC) $(BIND_SRC)
 HDR  = $(wildcard src/*.h)
 LUA_MODULES = $(wildcard lua/kling/*.lua)
 
-DEB_PACKAGES = lua5.4 liblua5.4-dev libcurl4-openssl-dev pkg-config gcc make curl \
+DEB_PACKAGES = lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev \
+               luajit libluajit-5.1-dev neovim libcurl4-openssl-dev pkg-config gcc make curl \
                lua-cjson lua-dkjson lua-busted lua-cqueues lua-luv luarocks ca-certificates \
                nginx-light openssl lua-socket tmux lua-argparse lua-filesystem
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUSTED = $(LUA) /usr/bin/busted
 
-.PHONY: all deps test test-unit test-integration demo check install uninstall clean rock
+.PHONY: all deps test test-unit test-integration test-all test-curl768 curl768 check-kqueue demo check install uninstall clean rock schemas
 
 all: build/kling/core.so
 
-build/kling/core.so: $(SRC) $(HDR)
+build/event-$(EVENT).stamp:
 	@mkdir -p $(@D)
-	$(CC) $(WARN) $(CFLAGS) -fPIC -shared $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
+	@rm -f build/event-*.stamp build/*/kling/core.so
+	@touch $@
 
-build-check/kling/core.so: $(SRC) $(HDR)
+build/kling/core.so: $(SRC) $(HDR) build/event-$(EVENT).stamp
 	@mkdir -p $(@D)
-	$(CC) $(WARN) -O1 -g $(SAN) -fPIC -shared $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
+	@$(PKG_CONFIG) --atleast-version=7.68.0 libcurl || { echo "kling needs libcurl 7.68.0 or newer" \
+	  "(pkg-config says libcurl $$($(PKG_CONFIG) --modversion libcurl 2>/dev/null || echo missing))"; exit 1; }
+	$(CC) $(WARN) $(CFLAGS) $(VISIBILITY) -fPIC $(SHARED) $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
+
+# The core for another Lua: build/<LUA>/kling/core.so, LUA one of LUAS (their
+# pkg-config names); `make lua5.1` builds build/lua5.1/kling/core.so.
+LUAS = lua5.1 lua5.2 lua5.3 lua5.4 luajit
+.PHONY: $(LUAS)
+$(LUAS): %: build/%/kling/core.so
+
+build/%/kling/core.so: $(SRC) $(HDR) build/event-$(EVENT).stamp
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(VISIBILITY) -fPIC $(SHARED) $(shell $(PKG_CONFIG) --cflags $* libcurl 2>/dev/null) -o $@ $(SRC) $(PKG_LIBS)
+
+# The kqueue backend compiled (not run: Linux has no kqueue) against the
+# declarations of its manual page (spec/kqueue_stub/sys/event.h).
+check-kqueue:
+	$(CC) $(WARN) -D_POSIX_C_SOURCE=200809L -Ispec/kqueue_stub -fsyntax-only src/event_kqueue.c
+	@echo "src/event_kqueue.c compiles against the kqueue(2) declarations"
+
+# The core with the branches of libcurl 7.68 taken on this newer libcurl
+# (src/curlcompat.h): `make test-curl768` runs the library's specs on it.
+build-curl768/kling/core.so: $(SRC) $(HDR)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(VISIBILITY) -DKLING_FORCE_CURL_7_68 -DCURL_DISABLE_DEPRECATION -fPIC $(SHARED) $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
+curl768: build-curl768/kling/core.so
+test-curl768: deps build-curl768/kling/core.so
+	$(BUSTED) --cpath="build-curl768/?.so" $(LIB_SPECS) $(LIB_SPECS_53)
+
+build-check/kling/core.so: $(SRC) $(HDR) build/event-$(EVENT).stamp
+	@mkdir -p $(@D)
+	$(CC) $(WARN) -O1 -g $(SAN) $(VISIBILITY) -fPIC $(SHARED) $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
+
+# `make test-all`: the library's specs on each Lua of LUAS (busted --lua=X,
+# the core of build/X), each run ending with its own summary line, then the
+# total. LIB_SPECS run on all five; LIB_SPECS_53 need the emulator in the
+# spec's own process (it counts in 64-bit integers: Lua 5.3+) or check the
+# JSON writer's 64-bit integer edges (wire), and run on 5.3 and 5.4 only. The
+# other specs (the command-line tool, the emulator, the
+# install) are the tool's and the emulator's, which run on Lua 5.4: `make test`.
+LIB_SPECS = spec/core_spec.lua spec/validation_spec.lua spec/engine_spec.lua spec/journal_spec.lua \
+            spec/jobs_spec.lua spec/retry_spec.lua spec/loops_spec.lua \
+            spec/answers_spec.lua spec/masking_spec.lua spec/scheduler_spec.lua spec/edges_spec.lua \
+            spec/status_answers_spec.lua spec/submit_ids_spec.lua spec/deep_answers_spec.lua \
+            spec/file_size_spec.lua spec/secrets_spec.lua spec/proxy_spec.lua spec/portability_spec.lua \
+            spec/hosts_spec.lua
+LIB_SPECS_53 = spec/download_spec.lua spec/faults_spec.lua spec/wire_spec.lua
+# Real hosts, once (under lua5.4; each host runs its own Lua): Neovim on
+# LuaJIT (build/luajit), the C host of examples/embed/host.c; luarocks make
+# for each Lua, the release rockspec, luarocks pack.
+HOST_SPECS = spec/embed_spec.lua spec/rocks_spec.lua
+
+test-all: deps $(LUAS:%=build/%/kling/core.so)
+	@mkdir -p build/test-all; p=0; f=0; k=0; \
+	for l in $(LUAS); do \
+	  specs="$(LIB_SPECS)"; \
+	  case $$l in lua5.3|lua5.4) specs="$$specs $(LIB_SPECS_53)";; \
+	    *) echo "== $$l: not run here ($(LIB_SPECS_53)): they need the emulator in process, Lua 5.3+";; esac; \
+	  echo "== $$l: $$specs"; \
+	  busted --lua=$$l --cpath="build/$$l/?.so" $$specs 2>&1 | tee build/test-all/$$l.log; \
+	  line=$$(tail -n 1 build/test-all/$$l.log); \
+	  set -- $$(echo "$$line" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped$$/\1 \2 \3/p'); \
+	  if [ $$# -ne 3 ]; then echo "== $$l: no summary line (the run broke)"; set -- 0 1 0; fi; \
+	  p=$$((p + $$1)); f=$$((f + $$2)); k=$$((k + $$3)); \
+	  echo "== $$l: $$1 passed, $$2 failed, $$3 skipped"; \
+	done; \
+	echo "== hosts: $(HOST_SPECS)"; \
+	busted --cpath="build/?.so" $(HOST_SPECS) 2>&1 | tee build/test-all/hosts.log; \
+	line=$$(tail -n 1 build/test-all/hosts.log); \
+	set -- $$(echo "$$line" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped$$/\1 \2 \3/p'); \
+	if [ $$# -ne 3 ]; then echo "== hosts: no summary line (the run broke)"; set -- 0 1 0; fi; \
+	p=$$((p + $$1)); f=$$((f + $$2)); k=$$((k + $$3)); \
+	echo "test-all ($(LUAS), hosts): $$p passed, $$f failed, $$k skipped"; \
+	[ $$f -eq 0 ]
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -81,7 +175,7 @@ UNIT_SPECS = spec/docs_spec.lua spec/cli_parts_spec.lua spec/emulator_docs_spec.
              spec/emulator_http_spec.lua spec/emulator_observed_spec.lua spec/fuzz_spec.lua
 INTEGRATION_SPECS = $(filter-out $(UNIT_SPECS),$(sort $(wildcard spec/*_spec.lua)))
 
-test: deps all
+test: deps all build/luajit/kling/core.so
 	$(BUSTED) $(UNIT_SPECS) $(INTEGRATION_SPECS)
 
 test-unit: deps all
@@ -109,7 +203,7 @@ install: all
 	install -m 0755 build/kling/core.so $(DESTDIR)$(LUA_LIBDIR)/kling/core.so
 	install -m 0644 lua/kling.lua $(DESTDIR)$(LUA_SHAREDIR)/kling.lua
 	install -m 0644 $(LUA_MODULES) $(DESTDIR)$(LUA_SHAREDIR)/kling/
-	install -m 0644 lua/kling/schemas/*.json $(DESTDIR)$(LUA_SHAREDIR)/kling/schemas/
+	install -m 0644 lua/kling/schemas/*.json lua/kling/schemas/*.lua $(DESTDIR)$(LUA_SHAREDIR)/kling/schemas/
 	install -m 0644 lua/kling/cli/*.lua $(DESTDIR)$(LUA_SHAREDIR)/kling/cli/
 	install -m 0644 lua/kling/emulator/*.lua $(DESTDIR)$(LUA_SHAREDIR)/kling/emulator/
 	install -m 0755 bin/kling $(DESTDIR)$(BINDIR)/kling
@@ -134,13 +228,22 @@ man: all
 	$(LUA) -e 'package.path = "lua/?.lua;" .. package.path; package.cpath = "build/?.so;" .. package.cpath' \
 	  -e 'io.write(require("kling.cli.manpage").render())' > doc/kling.1
 
+# The shipped schemas as Lua modules (lua/kling/schemas/*.lua, each returning
+# its .json's text), so a host that loads kling through package.preload or a
+# bundle gets them without a search of package.path for a data file;
+# spec/portability_spec.lua fails when one differs from its .json.
+SCHEMA_JSON = $(wildcard lua/kling/schemas/*.json)
+schemas: $(SCHEMA_JSON:.json=.lua)
+lua/kling/schemas/%.lua: lua/kling/schemas/%.json
+	$(LUA) -e 'local src = "$<"; local f = assert(io.open(src, "rb")); local t = f:read("*a"); f:close(); local eq = ""; while t:find("]" .. eq .. "]", 1, true) do eq = eq .. "=" end; io.write("-- Generated by `make schemas` from ", src:match("[^/]*$$"), ": do not edit.\n", "return [", eq, "[\n", t, "]", eq, "]\n")' > $@
+
 # Build and install with luarocks into ~/.luarocks (Debian keeps curl.h in the multiarch dir).
 rock:
 	luarocks --lua-version=5.4 make --local --deps-mode=none kling-scm-1.rockspec \
 	  CURL_INCDIR=$$($(PKG_CONFIG) --variable=includedir libcurl)/$$($(CC) -print-multiarch)
 
 clean:
-	rm -rf build build-check
+	rm -rf build build-check build-curl768
 
 # ---------------------------------------------------------------------------
 # Fuzzing and valgrind (fuzz/).

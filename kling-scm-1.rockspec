@@ -6,11 +6,14 @@ source = {
   url = "git+https://github.com/kling-lua/kling.git",
 }
 
+-- POSIX systems: Linux (epoll), macOS and the BSDs (kqueue), others (poll); no Windows
+supported_platforms = { "unix" }
+
 description = {
   summary = "Client for RunComfy's Model API (Kling 3.0 video) with a C core on libcurl",
   detailed = [[
 Submit, watch, cancel and download RunComfy Model API jobs (Kling 3.0 Pro
-text-to-video first) from Lua 5.4: input validated before anything is sent,
+text-to-video first) from Lua 5.1 to 5.4 and LuaJIT: input validated before anything is sent,
 many jobs on one libcurl multi handle, waits that yield inside coroutines,
 streaming downloads, and a local emulator of the API for offline work.
 ]],
@@ -19,10 +22,9 @@ streaming downloads, and a local emulator of the API for offline work.
 }
 
 dependencies = {
-  "lua >= 5.4, < 5.5",
+  "lua >= 5.1, < 5.5", -- the library; the command-line tool and the emulator need 5.4 (README)
   "lua-cjson >= 2.1",
   "dkjson >= 2.5", -- JSON input files and batch lines: integers and empty arrays kept
-  "cqueues", -- the emulator, and Ctrl-C in the command-line tool
   "argparse", -- the command lines of kling and kling-emulator
   "luafilesystem", -- the command-line tool's directories (lfs)
 }
@@ -30,6 +32,7 @@ dependencies = {
 test_dependencies = {
   "busted",
   "luv",
+  "cqueues", -- the emulator (the specs start it), and Ctrl-C in the command-line tool when present
 }
 
 external_dependencies = {
@@ -40,10 +43,13 @@ build = {
   type = "builtin",
   modules = {
     ["kling.core"] = {
-      sources = { "src/util.c", "src/protocol.c", "src/event_epoll.c", "src/buf.c", "src/sha256.c", "src/net.c",
+      sources = { "src/util.c", "src/protocol.c", "src/event.c", "src/buf.c", "src/sha256.c", "src/net.c",
         "src/http.c", "src/engine.c", "src/poller.c", "src/journal.c", "src/media.c",
         "src/lbind.c", "src/lua_engine.c", "src/lua_poller.c", "src/lua_protocol.c", "src/lua_journal.c",
         "src/lua_schema.c", "src/lua_jsonw.c", "src/lua_term.c", "src/lua_media.c", "src/core.c" },
+      -- src/event.c: epoll on Linux, kqueue on macOS and the BSDs, poll(2) elsewhere
+      -- (defines = { "KLING_EVENT_POLL" } forces it); on macOS luarocks links a bundle
+      -- (its LIBFLAG: -bundle -undefined dynamic_lookup)
       libraries = { "curl" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
@@ -59,6 +65,8 @@ build = {
     ["kling.loops"] = "lua/kling/loops.lua",
     ["kling.journal"] = "lua/kling/journal.lua",
     ["kling.protocol"] = "lua/kling/protocol.lua",
+    ["kling.compat"] = "lua/kling/compat.lua",
+    ["kling.schemas.kling_3_0_pro_text_to_video"] = "lua/kling/schemas/kling_3_0_pro_text_to_video.lua",
     ["kling.cli"] = "lua/kling/cli.lua",
     ["kling.cli.batch"] = "lua/kling/cli/batch.lua",
     ["kling.cli.cancel"] = "lua/kling/cli/cancel.lua",
@@ -112,7 +120,8 @@ build = {
   copy_directories = { "doc" },
   install = {
     bin = { ["kling"] = "bin/kling", ["kling-emulator"] = "bin/kling-emulator" },
-    -- data files found through package.path with .json for .lua
+    -- the schema as published (the emulator reads it; the library requires the module
+    -- kling.schemas.kling_3_0_pro_text_to_video, which holds the same text)
     lua = {
       ["kling.schemas.kling_3_0_pro_text_to_video"] = "lua/kling/schemas/kling_3_0_pro_text_to_video.json",
     },

@@ -101,7 +101,9 @@ local function wait_jobs(jobs, ready, deadline)
       n = n + 1
     end
   end
-  if n <= 1 or sched.running() then
+  -- inside kling.run, or through the clients' waiter from a coroutine of the
+  -- host's loop (it yields instead of blocking the process), or for one client
+  if n <= 1 or sched.running() or (sched.waiter_of(first) and sched.in_coroutine()) then
     return sched.wait(first, ready, deadline, nil, clients)
   end
   return sched.run(function() return sched.wait(first, ready, deadline, nil, clients) end)

@@ -77,7 +77,7 @@ function M.new(opts)
   function self.run(args, o)
     o = o or {}
     local base = next_base()
-    local ok, how, code = os.execute("cd " .. q(o.cwd or self.dir) .. " && " .. command(args, o, base))
+    local ok, how, code = helpers.execute("cd " .. q(o.cwd or self.dir) .. " && " .. command(args, o, base))
     local res = { out = helpers.read_file(base .. ".out") or "", err = helpers.read_file(base .. ".err") or "" }
     res.code = ok and 0 or (how == "exit" and code or 128 + code)
     return res

@@ -73,7 +73,7 @@ describe("kling on a terminal (tmux)", function()
 
   local function tmux(args)
     local p = assert(io.popen("tmux -L " .. q(sock) .. " -f /dev/null " .. args .. " 2>&1"))
-    local out = p:read("a")
+    local out = p:read("*a")
     p:close()
     return out
   end

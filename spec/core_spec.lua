@@ -182,7 +182,7 @@ describe("kling.core", function()
     local c = kling.new { base_url = emu.api, token = TOKEN, poll = { initial = 0.05 }, retries = false }
     local job = assert(c:generate { prompt = "resume @emu:bytes=300000" })
     assert(job:wait())
-    local pattern = require("kling.emulator").pattern_bytes(0, 300000)
+    local pattern = helpers.pattern_bytes(0, 300000)
     local path = dir .. "/resumed.bin"
     emu:set_faults { "download:cut:1" } -- leaves a .part of 150000 bytes and its sidecar
     assert.is_nil(job:download(path))
@@ -287,7 +287,7 @@ describe("kling.new defaults from the environment", function()
     local cmd = string.format("cd %s && env %s lua5.4 -e %s 2>&1", helpers.quote(helpers.root), envs,
       helpers.quote('package.path="lua/?.lua;"..package.path package.cpath="build/?.so;"..package.cpath ' .. code))
     local p = io.popen(cmd)
-    local out = p:read("a")
+    local out = p:read("*a")
     p:close()
     return out
   end

@@ -18,7 +18,7 @@ function M.mount_tmpfs(dir, size, opts)
   os.execute("mkdir -p " .. q(dir))
   local errfile = os.tmpname()
   local options = "size=" .. size .. ((opts and opts.ro) and ",ro" or "")
-  local ok = os.execute("mount -t tmpfs -o " .. options .. " tmpfs " .. q(dir) .. " 2>" .. q(errfile))
+  local ok = helpers.execute("mount -t tmpfs -o " .. options .. " tmpfs " .. q(dir) .. " 2>" .. q(errfile))
   local why = (helpers.read_file(errfile) or ""):gsub("%s+$", "")
   os.remove(errfile)
   if not ok then return nil, "cannot mount a tmpfs at " .. dir .. " (" .. (why ~= "" and why or "mount failed") .. ")" end
@@ -65,7 +65,7 @@ function M.lua_child(code, opts)
   local pre = opts.ulimit_blocks and string.format("trap '' XFSZ; ulimit -f %d; ", opts.ulimit_blocks) or ""
   local cmd = string.format("cd %s && LUA_PATH=%s LUA_CPATH=%s sh -c %s >%s 2>&1", q(helpers.root),
     q(helpers.root .. "/lua/?.lua;;"), q(helpers.root .. "/build/?.so;;"), q(pre .. "exec lua5.4 " .. q(script)), q(out))
-  local ok = os.execute(cmd)
+  local ok = helpers.execute(cmd)
   local output = helpers.read_file(out) or ""
   os.execute("rm -rf " .. q(dir))
   return ok == true, output

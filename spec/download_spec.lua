@@ -820,7 +820,7 @@ describe("downloads", function()
       ]], helpers.root, helpers.root, emu.api, TOKEN, job.output.video, path))
       -- dash counts ulimit -f in 512-byte blocks: 102400 bytes
       local p = io.popen("sh -c " .. q("ulimit -f 200; trap '' XFSZ; exec lua5.4 " .. q(script)) .. " 2>&1")
-      local out = p:read("a")
+      local out = p:read("*a")
       p:close()
       local got, kind, epath, msg = out:match("^([^|]*)|([^|]*)|([^|]*)|([^\n]*)")
       assert.equals("nil", got, out)

@@ -86,7 +86,7 @@ end
 local function cpu_seconds(pid)
   local f = pid and io.open("/proc/" .. pid .. "/stat")
   if not f then return nil end
-  local stat = f:read("a")
+  local stat = f:read("*a")
   f:close()
   local fields = {}
   for word in stat:match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = word end

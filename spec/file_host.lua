@@ -95,7 +95,7 @@ local function serve(con)
     len = tonumber(headers["content-length"] or "") or 0
     if len > 0 then con:read(len) end
     local sf = io.open(script_file, "rb")
-    local text = sf and sf:read("a") or ""
+    local text = sf and sf:read("*a") or ""
     if sf then sf:close() end
     if text ~= last_text then count, last_text = 0, text end
     count = count + 1

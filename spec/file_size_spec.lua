@@ -23,7 +23,7 @@ local function kling(args, blocks)
   local cmd = string.format("cd %s && env -u RUNCOMFY_API_TOKEN -u LUA_PATH -u LUA_CPATH RUNCOMFY_MODEL_API_BASE=%s "
     .. "RUNCOMFY_TOKEN=%s XDG_STATE_HOME=%s KLING_POLL=%s sh -c %s >%s 2>%s </dev/null", q(dir), q(emu.api), q(TOKEN),
     q(dir .. "/state"), "initial=0.05,min=0.05,near=0.2,max=0.3", q(inner), q(base .. ".out"), q(base .. ".err"))
-  local ok, how, code = os.execute(cmd)
+  local ok, how, code = helpers.execute(cmd)
   local res = { out = helpers.read_file(base .. ".out") or "", err = helpers.read_file(base .. ".err") or "" }
   res.code = ok and 0 or (how == "exit" and code or 128 + code)
   return res
@@ -123,7 +123,7 @@ describe("a file-size limit", function()
 package.path = "lua/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 local function xfsz_ignored()
-  local text = io.open("/proc/self/status"):read("a")
+  local text = io.open("/proc/self/status"):read("*a")
   local mask = tonumber(text:match("SigIgn:%s*(%x+)"), 16)
   return (mask >> 24) & 1 == 1
 end
@@ -142,7 +142,7 @@ print(before, after, job ~= nil, xfsz_ignored())
       helpers.write_file(script, CHILD)
       local p = assert(io.popen(string.format("cd %s && lua5.4 %s %s %s %s", q(helpers.root), q(script), q(emu.api),
         q(TOKEN), q(dir .. "/lib-journal.jsonl"))))
-      local out = p:read("a")
+      local out = p:read("*a")
       p:close()
       assert.equals("false\tfalse\ttrue\ttrue\n", out)
     end)
@@ -164,7 +164,7 @@ print(job, err and err.kind)
         local inner = "ulimit -f 9; exec lua5.4 " .. q(script) .. " " .. q(emu.api) .. " " .. q(TOKEN) .. " " .. q(path)
           .. " " .. mode
         local p = assert(io.popen("cd " .. q(helpers.root) .. " && sh -c " .. q(inner) .. " 2>/dev/null; echo rc=$?"))
-        local out = p:read("a")
+        local out = p:read("*a")
         p:close()
         return out
       end

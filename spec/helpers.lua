@@ -26,7 +26,7 @@ helpers.quote = quote
 --- What a shell command writes on stdout.
 local function capture(cmd)
   local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   return out
 end
@@ -51,6 +51,54 @@ do
   helpers.root = capture("cd " .. quote(dir .. "/..") .. " && pwd"):gsub("%s+$", "")
 end
 
+--- The emulator's video bytes (kling.emulator.pattern_bytes): computed in this
+-- process on Lua 5.3+, by a lua5.4 process on older Luas (the emulator needs 5.3+).
+function helpers.pattern_bytes(shift, n)
+  if math.type then return require("kling.emulator").pattern_bytes(shift, n) end
+  local p = assert(io.popen("cd " .. quote(helpers.root) .. " && lua5.4 -e " .. quote(
+    "package.path = 'lua/?.lua;' .. package.path; io.write(require('kling.emulator').pattern_bytes("
+    .. tonumber(shift) .. ", " .. tonumber(n) .. "))"), "r"))
+  local data = p:read("*a")
+  p:close()
+  return data
+end
+
+--- math.type on every Lua (5.1, 5.2, LuaJIT: "integer" for an integral number below 2^53).
+function helpers.math_type(v)
+  if math.type then return math.type(v) end
+  if type(v) ~= "number" then return nil end
+  return (v == math.floor(v) and math.abs(v) < 2 ^ 53) and "integer" or "float"
+end
+
+--- utf8.len(s) on every Lua: the count of characters, or nil when s is not UTF-8.
+function helpers.utf8_len(s)
+  if utf8 then return utf8.len(s) end
+  local n, i = 0, 1
+  while i <= #s do
+    local c = s:byte(i)
+    local len = c < 0x80 and 1 or (c >= 0xC2 and c < 0xE0) and 2 or (c >= 0xE0 and c < 0xF0) and 3
+      or (c >= 0xF0 and c < 0xF5) and 4 or nil
+    if not len then return nil end
+    for j = i + 1, i + len - 1 do
+      local d = s:byte(j)
+      if not d or d < 0x80 or d > 0xBF then return nil end
+    end
+    i, n = i + len, n + 1
+  end
+  return n
+end
+
+--- os.execute with the results of Lua 5.2+ on every Lua: true|nil, "exit"|"signal", code
+-- (Lua 5.1 and LuaJIT without 5.2 compatibility return the wait status alone).
+function helpers.execute(cmd)
+  local ok, how, code = os.execute(cmd)
+  if type(ok) == "number" then
+    if ok % 256 == 0 then return ok == 0 or nil, "exit", ok / 256 end
+    return nil, "signal", ok % 128
+  end
+  return ok, how, code
+end
+
 --- Sleep s seconds (fractional).
 function helpers.sleep(s)
   os.execute(string.format("sleep %.3f", s))
@@ -67,7 +115,7 @@ end
 function helpers.read_file(path)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
-  local data = f:read("a")
+  local data = f:read("*a")
   f:close()
   return data
 end

@@ -72,7 +72,7 @@ describe("jobs against the emulator", function()
     assert.equals(3000000, bytes)
     local data = helpers.read_file(path)
     assert.equals(3000000, #data)
-    assert.equals(require("kling.emulator").pattern_bytes(0, 3000000), data)
+    assert.equals(helpers.pattern_bytes(0, 3000000), data)
   end)
 
   it("never sends an Authorization header to the file host", function()

@@ -37,7 +37,7 @@ describe("README.md", function()
         helpers.quote(dir), helpers.quote(emu.api), helpers.quote(helpers.root .. "/lua/?.lua;;"),
         helpers.quote(helpers.root .. "/build/?.so;;"), helpers.quote(file))
       local p = assert(io.popen(cmd))
-      local out = p:read("a")
+      local out = p:read("*a")
       local ok = p:close()
       assert.is_true(ok, "example " .. i .. " failed:\n" .. out)
     end)

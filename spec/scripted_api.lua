@@ -50,7 +50,7 @@ end]]
   self.serve {}
   local p = io.popen("exec lua5.4 " .. q(helpers.root .. "/spec/hostile_api.lua") .. " " .. q(self.port_file) .. " "
     .. q(self.answers) .. " >/dev/null 2>&1 & echo $!")
-  self.pid = tonumber(p:read("l"))
+  self.pid = tonumber(p:read("*l"))
   p:close()
   local port
   for _ = 1, 200 do

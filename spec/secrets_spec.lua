@@ -35,7 +35,7 @@ end]]
   self.serve {}
   local p = io.popen("exec lua5.4 " .. q(helpers.root .. "/spec/hostile_api.lua") .. " " .. q(self.port_file) .. " "
     .. q(self.answers) .. " >/dev/null 2>&1 & echo $!")
-  self.pid = tonumber(p:read("l"))
+  self.pid = tonumber(p:read("*l"))
   p:close()
   local port = eventually(function() return tonumber(helpers.read_file(self.port_file) or "") end, 10, "the port")
   self.base = "http://127.0.0.1:" .. port
@@ -222,7 +222,7 @@ describe("secrets", function()
     local EVIL = "\27]0;pwned\7\27[2J\rfake line\nkling: cancelled nothing\t\194\155x\255\127end"
 
     local function clean(s)
-      return not s:find("[\0-\8\11-\31\127]") and not s:find("\194[\128-\159]") and utf8.len(s) ~= nil
+      return not s:find("[%z\1-\8\11-\31\127]") and not s:find("\194[\128-\159]") and helpers.utf8_len(s) ~= nil
     end
 
     it("escapes a server's failure message on stderr (plain) and in the journal listing", function()

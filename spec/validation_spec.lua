@@ -45,11 +45,11 @@ local CASES = {
   { "a number as prompt", { prompt = 42 }, paths = { "/prompt" } },
   { "a table as prompt", { prompt = { "a" } }, paths = { "/prompt" } },
   { "a boolean as prompt", { prompt = true }, paths = { "/prompt" } },
-  { "a prompt that is not UTF-8", { prompt = "caf\xe9" }, paths = { "/prompt" } },
-  { "an overlong UTF-8 encoding", { prompt = "\xc0\xaf" }, paths = { "/prompt" } },
-  { "a UTF-16 surrogate in UTF-8", { prompt = "\xed\xa0\x80" }, paths = { "/prompt" } },
+  { "a prompt that is not UTF-8", { prompt = "caf\233" }, paths = { "/prompt" } },
+  { "an overlong UTF-8 encoding", { prompt = "\192\175" }, paths = { "/prompt" } },
+  { "a UTF-16 surrogate in UTF-8", { prompt = "\237\160\128" }, paths = { "/prompt" } },
   { "a NUL byte in the prompt", { prompt = "a\0b" }, paths = { "/prompt" } },
-  { "negative_prompt not UTF-8", { prompt = "p", negative_prompt = "\xff" }, paths = { "/negative_prompt" } },
+  { "negative_prompt not UTF-8", { prompt = "p", negative_prompt = "\255" }, paths = { "/negative_prompt" } },
   { "negative_prompt a number", { prompt = "p", negative_prompt = 1 }, paths = { "/negative_prompt" } },
   -- duration
   { "duration 16", { prompt = "p", duration = 16 }, paths = { "/duration" } },
@@ -141,7 +141,7 @@ describe("validation", function()
         assert.is_true(ok, sent and tostring(sent))
         for k, v in pairs(case.sent or {}) do
           assert.equals(v, sent[k])
-          assert.equals(math.type(v), math.type(sent[k]))
+          assert.equals(helpers.math_type(v), helpers.math_type(sent[k]))
         end
       end)
     end
@@ -168,7 +168,7 @@ describe("validation", function()
     assert.matches('"multi_prompt":%[%]', wire)
     assert.matches('"duration":5[,}]', wire)
     assert.equals(5, sent.duration)
-    assert.equals("integer", math.type(sent.duration))
+    assert.equals("integer", helpers.math_type(sent.duration))
   end)
 
   it("does not change the caller's table", function()

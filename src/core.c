@@ -118,7 +118,16 @@ static const struct { const char *alias, *sub, *name; } FLAT[] = {
   { "ignore_sigxfsz", "journal", "ignore_sigxfsz" },
 };
 
-int luaopen_kling_core(lua_State *L) {
+/* The one symbol core.so exports (the Makefile builds with -fvisibility=hidden). */
+#if defined(__GNUC__) || defined(__clang__)
+#define KLING_EXPORT __attribute__((visibility("default")))
+#else
+#define KLING_EXPORT
+#endif
+
+KLING_EXPORT int luaopen_kling_core(lua_State *L);
+
+KLING_EXPORT int luaopen_kling_core(lua_State *L) {
   static int curl_ready = 0;
   luaL_checkversion(L);
   if (!curl_ready) {

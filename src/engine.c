@@ -108,6 +108,10 @@ int kengine_pollfd(const kengine *e) {
   return e->ev ? kev_fd(e->ev) : -1;
 }
 
+int kengine_pollfds(const kengine *e, int *fds, int *whats, int max) {
+  return e->ev ? kev_fds(e->ev, fds, whats, max) : -1;
+}
+
 /* ---- the lists ------------------------------------------------------- */
 
 /* Puts x (on no list) on the list `list` of e. */

@@ -105,5 +105,7 @@ double kengine_timeout(const kengine *e);
 
 /* The descriptor that is readable when the engine has work (event.h). */
 int kengine_pollfd(const kengine *e);
+/* The descriptors to watch for the engine (event.h, kev_fds): count, or -1 when closed. */
+int kengine_pollfds(const kengine *e, int *fds, int *whats, int max);
 
 #endif

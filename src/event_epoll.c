@@ -15,6 +15,8 @@
 
 #define MAX_EVENTS 256
 
+const char *const kev_name = "epoll";
+
 struct kev {
   int epfd;
 };
@@ -67,4 +69,12 @@ int kev_wait(kev *ev, int ms, void (*ready)(void *ud, int fd, int what), void *u
 
 int kev_fd(const kev *ev) {
   return ev->epfd;
+}
+
+int kev_fds(const kev *ev, int *fds, int *whats, int max) {
+  if (max > 0) {
+    fds[0] = ev->epfd;
+    whats[0] = KEV_IN;
+  }
+  return 1;
 }

@@ -60,6 +60,7 @@
  */
 #define _GNU_SOURCE /* sync_file_range */
 #include "http.h"
+#include "curlcompat.h" /* libcurl 7.68 on */
 
 #include <errno.h>
 #include <stdlib.h>
@@ -785,7 +786,7 @@ static int configure(kxfer *x, knet *e) {
   SETOPT(CURLOPT_HEADERDATA, (void *)x);
   SETOPT(CURLOPT_WRITEFUNCTION, on_body);
   SETOPT(CURLOPT_WRITEDATA, (void *)x);
-  SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+  if (KL_SET_HTTP_ONLY(x->easy) != CURLE_OK) return -1;
   SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
   SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
   if (e->ca_file) SETOPT(CURLOPT_CAINFO, e->ca_file);
@@ -1095,7 +1096,7 @@ const char *kxfer_error_kind(const kxfer *x, int *sent) {
     if (x->code == CURLE_OPERATION_TIMEDOUT && x->pretransfer > 0) return "slow";
   }
   if (x->code == CURLE_OK) return NULL;
-  if (x->proxy_status || x->code == CURLE_PROXY || x->code == CURLE_COULDNT_RESOLVE_PROXY) {
+  if (x->proxy_status || KL_IS_CURLE_PROXY(x->code) || x->code == CURLE_COULDNT_RESOLVE_PROXY) {
     *sent = 0; /* the request never went past the proxy */
     return "proxy";
   }

@@ -13,6 +13,8 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include "compat.h" /* the Lua 5.4 API on 5.1, 5.2, 5.3 and LuaJIT */
+
 /* Makes the metatable `name` of a userdata class: the metamethods in meta,
  * the methods in methods as its __index. Leaves the stack as it was. */
 void kl_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);

@@ -245,6 +245,28 @@ static int l_pollfd(lua_State *L) {
   return 1;
 }
 
+/* eng:pollfds() -> { { fd = n, events = "r" | "w" | "rw" }, ... }: every
+ * descriptor a foreign loop watches for the engine (one, the pollfd, with
+ * epoll and kqueue; each socket with the poll backend) */
+static int l_pollfds(lua_State *L) {
+  lengine *le = kl_check_engine(L, 1);
+  int n = kengine_pollfds(&le->e, NULL, NULL, 0);
+  if (n < 0) n = 0;
+  int *fds = lua_newuserdata(L, 2 * (size_t)(n ? n : 1) * sizeof *fds), *whats = fds + n;
+  n = kengine_pollfds(&le->e, fds, whats, n);
+  if (n < 0) n = 0;
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, fds[i]);
+    lua_setfield(L, -2, "fd");
+    lua_pushstring(L, whats[i] == (KEV_IN | KEV_OUT) ? "rw" : whats[i] == KEV_OUT ? "w" : "r");
+    lua_setfield(L, -2, "events");
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
 /* eng:stats() -> { requests=, connects=, inflight=, queued=, sockets_open=,
  *   retries=, sockets_peak=, sockets_opened= } */
 static int l_stats(lua_State *L) {
@@ -456,8 +478,9 @@ static int l_xfer_tostring(lua_State *L) {
 
 /* --------------------------------------------------------- module functions */
 
-/* core.wait_fds({fd, ...}, seconds) -> true when one is readable, false on
- * timeout: the kernel wait of a scheduler that drives several clients. */
+/* core.wait_fds({fd | { fd =, events = "r" | "w" | "rw" }, ...}, seconds) ->
+ * true when one is ready (a bare fd: readable), false on timeout: the kernel
+ * wait of a scheduler that drives several clients (client:pollfds()). */
 static int l_wait_fds(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   double t = luaL_checknumber(L, 2);
@@ -466,8 +489,16 @@ static int l_wait_fds(lua_State *L) {
   if (n > KL_WAIT_FDS) return luaL_argerror(L, 1, "at most 64 descriptors");
   for (lua_Integer i = 0; i < n; i++) {
     lua_rawgeti(L, 1, i + 1);
-    fds[i].fd = (int)luaL_checkinteger(L, -1);
     fds[i].events = POLLIN;
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "events");
+      const char *w = luaL_optstring(L, -1, "r");
+      fds[i].events = (short)((strchr(w, 'r') ? POLLIN : 0) | (strchr(w, 'w') ? POLLOUT : 0));
+      lua_pop(L, 1);
+      lua_getfield(L, -1, "fd");
+      lua_replace(L, -2);
+    }
+    fds[i].fd = (int)luaL_checkinteger(L, -1);
     fds[i].revents = 0;
     lua_pop(L, 1);
   }
@@ -506,6 +537,7 @@ void kl_open_engine(lua_State *L) {
     { "request", l_request }, { "step", l_step },     { "pending", l_pending },
     { "scrub", l_scrub },     { "timeout", l_timeout }, { "pollfd", l_pollfd },
     { "stats", l_stats },     { "finished", l_finished }, { "close", l_engine_close },
+    { "pollfds", l_pollfds },
     { NULL, NULL },
   };
   static const luaL_Reg engine_meta[] = {
@@ -531,6 +563,8 @@ void kl_open_engine(lua_State *L) {
   curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
   lua_pushstring(L, v->version);
   lua_setfield(L, -2, "curl_version");
+  lua_pushstring(L, kev_name); /* the event seam's backend: epoll, kqueue or poll */
+  lua_setfield(L, -2, "event_backend");
   lua_pushboolean(L, (v->features & CURL_VERSION_HTTP2) != 0);
   lua_setfield(L, -2, "http2");
 }

@@ -671,7 +671,7 @@ static int l_encoder(lua_State *L) {
   static const char *const modes[] = { "wire", "text", "display", NULL };
   int mode = luaL_checkoption(L, 1, NULL, modes);
   lua_settop(L, 2);
-  if (luaL_getmetatable(L, KLING_ARRAY_MT) != LUA_TTABLE) return luaL_error(L, "kling: the array metatable is missing");
+  if (kl_getmetatable(L, KLING_ARRAY_MT) != LUA_TTABLE) return luaL_error(L, "kling: the array metatable is missing");
   new_box(L);
   lua_pushvalue(L, 2);
   lua_pushinteger(L, mode);

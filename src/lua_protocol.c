@@ -88,16 +88,15 @@ static int l_url(lua_State *L) {
   if (r < 0) return luaL_argerror(L, 2, "no such route");
   size_t n = 0;
   const char *arg = lua_type(L, 3) == LUA_TSTRING ? lua_tolstring(L, 3, &n) : "";
-  luaL_Buffer b;
   size_t cap = strlen(base) + n + 32;
-  char *out = luaL_buffinitsize(L, &b, cap);
+  char *out = lua_newuserdata(L, cap); /* scratch, collected (every Lua has it) */
   if (kproto_url(out, cap, base, (kproto_route)r, arg, n) != 0) {
     lua_pushnil(L);
     lua_pushfstring(L, "invalid %s", KPROTO_ROUTES[r].no_arg ? "argument (the route takes none)"
                                      : KPROTO_ROUTES[r].arg_is_model ? "model id" : "request id");
     return 2;
   }
-  luaL_pushresultsize(&b, strlen(out));
+  lua_pushstring(L, out);
   return 1;
 }
 

@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "net.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,7 +204,12 @@ void knet_mask(const knet *n, char *s, size_t cap) {
 curl_socket_t knet_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr) {
   knet *n = ud;
   (void)purpose;
+#ifdef SOCK_CLOEXEC
   curl_socket_t fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+#else /* macOS: no SOCK_CLOEXEC; the flag right after (kling starts no process meanwhile) */
+  curl_socket_t fd = socket(addr->family, addr->socktype, addr->protocol);
+  if (fd != CURL_SOCKET_BAD) (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
   if (fd != CURL_SOCKET_BAD) {
     n->sockets_opened++;
     if (++n->sockets_open > n->sockets_peak) n->sockets_peak = n->sockets_open;

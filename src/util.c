@@ -10,7 +10,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
+#if defined(__linux__) || defined(__FreeBSD__)
+#include <sys/random.h> /* getrandom; elsewhere (macOS, ...) /dev/urandom */
+#define KL_HAVE_GETRANDOM 1
+#endif
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +61,7 @@ double krng_next(krng *r) {
 int krandom_bytes(void *p, size_t n) {
   unsigned char *b = p;
   size_t got = 0;
+#ifdef KL_HAVE_GETRANDOM
   while (got < n) {
     ssize_t r = getrandom(b + got, n - got, 0);
     if (r < 0) {
@@ -67,6 +71,7 @@ int krandom_bytes(void *p, size_t n) {
     got += (size_t)r;
   }
   if (got == n) return 0;
+#endif
   int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC); /* no getrandom (an old kernel): the device */
   if (fd < 0) return -1;
   got = 0;

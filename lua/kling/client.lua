@@ -13,13 +13,14 @@ local models = require "kling.models"
 local protocol = require "kling.protocol"
 local sched = require "kling.sched"
 local journal = require "kling.journal"
+local math = require("kling.compat").math -- math.type, math.tointeger on 5.1 and LuaJIT
 
 local engine_lib = core.engine
 local DEFAULTS = core.DEFAULTS
 
 local M = {}
 
-M.VERSION = "0.1.0"
+M.VERSION = "0.2.0"
 M.DEFAULT_BASE_URL = "https://model-api.runcomfy.net/v1"
 --- The request id rule (kling.protocol): the characters; 1 to 128 of them.
 M.ID_PATTERN = protocol.ID_PATTERN
@@ -38,7 +39,7 @@ local OPTION_TYPES = {
   ca_file = "string", journal = "string|boolean", allow_insecure_http = "boolean",
   max_connections = "number", max_body = "number", poll = "table", max_rps = "number",
   retries = "table|boolean",
-  on_warning = "function|boolean", user_agent = "string", cache_dir = "string|boolean", catalog = "boolean",
+  on_warning = "function|boolean", user_agent = "string", cache_dir = "string|boolean", catalog = "boolean", waiter = "function",
 }
 
 local function check_options(opts)
@@ -168,6 +169,7 @@ function M.new(opts)
     cache_dir = opts.cache_dir ~= false and (type(opts.cache_dir) == "string" and opts.cache_dir
       or require("kling.catalog").default_dir()) or nil,
     catalog = opts.catalog ~= false,
+    _waiter = opts.waiter, -- how this client's waits wait (kling.sched); nil: kling.set_waiter's
   }, Client)
 end
 
@@ -244,13 +246,27 @@ function Client:pollfd()
   return self._engine:pollfd()
 end
 
+--- Every descriptor a host's loop watches for this client, and for what:
+-- { { fd = n, events = "r" | "w" | "rw" }, ... }. With the epoll (Linux)
+-- and kqueue (macOS, the BSDs) backends, one entry: pollfd(), "r". With
+-- the poll backend (`make EVENT=poll`, other systems), where pollfd() is
+-- -1, one entry per socket of the engine (none while it is idle: then
+-- timeout() alone says when to step). The list changes as transfers come
+-- and go: ask again before each wait.
+function Client:pollfds()
+  return self._engine:pollfds()
+end
+
 --- What to wait for on pollfd(): always "r".
 function Client:events()
   return "r"
 end
 
---- Seconds until the client must be stepped even if pollfd() stays quiet
--- (nil: only when it becomes readable).
+--- Seconds until the client must be stepped even if its descriptors stay
+-- quiet (a poll, a retry or a timer of libcurl is due; 0: step now), or
+-- nil when nothing is due (step only when a descriptor is ready). Never
+-- math.huge. client:step(0) never blocks: a host's loop waits at most
+-- timeout() on pollfds(), then calls step(0).
 function Client:timeout()
   return self._engine:timeout()
 end

@@ -233,7 +233,9 @@ end
 function Job:_take_poll(a, what, done)
   local raised
   local function call(list)
-    for _, fn in ipairs(list) do
+    local snapshot = {} -- a callback may remove itself (job:on_done's does)
+    for i, fn in ipairs(list) do snapshot[i] = fn end
+    for _, fn in ipairs(snapshot) do
       local ok, e = pcall(fn, self)
       if not ok and raised == nil then raised = e end
     end
@@ -339,6 +341,63 @@ function Job:wait(opts)
   local ended, out, err = self:_release(opts.on_update)
   if ended then return out, err end
   return nil, self:_timeout_error(timeout)
+end
+
+-- The callbacks of job:on_update and job:on_done: one hold on the job (the
+-- client polls it from then on) until it has an outcome.
+local function callbacks(self)
+  local cb = self._callbacks
+  if cb then return cb end
+  cb = { updates = {}, dones = {} }
+  self._callbacks = cb
+  function cb.update(job)
+    for _, fn in ipairs(cb.updates) do fn(job) end
+  end
+  function cb.done(job)
+    self._callbacks = nil
+    local _, out, err = job:_release(cb.update, cb.done)
+    local raised
+    for _, fn in ipairs(cb.dones) do
+      local ok, e = pcall(fn, job, out, err)
+      if not ok and raised == nil then raised = e end
+    end
+    if raised ~= nil then error(raised, 0) end
+  end
+  self:_hold(cb.update, cb.done)
+  return cb
+end
+
+local function check_callback(fn, who)
+  if type(fn) ~= "function" then error(who .. ": expected a function, got " .. type(fn), 3) end
+end
+
+--- Calls fn(job) from client:step() each time the job's status or queue
+-- position changes. From this call on, the client polls the job (no wait
+-- call is needed: a host's loop only steps the client, see
+-- client:pollfds() and client:timeout()) until it ends. An error raised by
+-- fn is raised by the client:step() that called it. Returns the job.
+function Job:on_update(fn)
+  check_callback(fn, "job:on_update")
+  if self.output or self.error then return self end -- it has ended: nothing will change
+  local cb = callbacks(self)
+  cb.updates[#cb.updates + 1] = fn
+  return self
+end
+
+--- Calls fn(job, output, err) once, from client:step(), when the job has
+-- an outcome: output (a table) when it completed, else nil and err (kind
+-- "failed", "cancelled", or the error that ended its polling, e.g.
+-- "protocol"). From this call on, the client polls the job. A job that has
+-- already ended calls fn at once (from this call). Returns the job.
+function Job:on_done(fn)
+  check_callback(fn, "job:on_done")
+  if self.output or self.error then
+    fn(self, self.output, self.error)
+    return self
+  end
+  local cb = callbacks(self)
+  cb.dones[#cb.dones + 1] = fn
+  return self
 end
 
 --- Cancels a queued job. What the answer means is the protocol's

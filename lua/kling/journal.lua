@@ -103,7 +103,7 @@ local function encode_event(event)
   ok, s = pcall(json.encode, safe)
   if ok and type(s) == "string" then return s end
   return json.encode { e = type(event.e) == "string" and event.e or "unknown", id = type(event.id) == "string" and event.id or nil,
-    t = math.type(event.t) == "integer" and event.t or nil, note = "the event could not be written" }
+    t = require("kling.compat").math.type(event.t) == "integer" and event.t or nil, note = "the event could not be written" }
 end
 M.encode_event = encode_event
 

@@ -2,8 +2,9 @@
 -- validation every submit goes through.
 --
 -- The schema of kling.DEFAULT_MODEL ships with the module
--- (kling/schemas/kling_3_0_pro_text_to_video.json, as RunComfy publishes it)
--- and is loaded on first use. kling.register_model adds or replaces others.
+-- (kling/schemas/kling_3_0_pro_text_to_video.json, as RunComfy publishes it,
+-- embedded in the module kling.schemas.kling_3_0_pro_text_to_video) and is
+-- loaded on first use. kling.register_model adds or replaces others.
 -- Models with no schema are sent as given.
 local core = require "kling.core"
 local errors = require "kling.errors"
@@ -13,8 +14,8 @@ local M = {}
 
 M.DEFAULT_MODEL = "kling/kling-3.0/pro/text-to-video"
 
--- Schemas shipped with the module: model id -> data file (a module name
--- whose file ends in .json instead of .lua).
+-- Schemas shipped with the module: model id -> the module that returns the
+-- schema's JSON text (lua/kling/schemas/<name>.lua, written from <name>.json).
 M.SHIPPED = {
   [M.DEFAULT_MODEL] = "kling.schemas.kling_3_0_pro_text_to_video",
 }
@@ -131,20 +132,21 @@ function M.register(model_id, schema, order_text)
   return true
 end
 
-local function shipped_path(modname)
-  local path = package.path:gsub("%.lua", ".json")
-  return package.searchpath(modname, path)
+-- The text of a shipped schema: its module (generated from the .json by
+-- `make schemas`) returns it, found by require like any of kling's modules,
+-- so package.preload and bundles work (no search for a data file).
+local function shipped_text(modname)
+  local ok, text = pcall(require, modname)
+  if ok and type(text) == "string" then return text end
+  return nil
 end
 
 -- The registry entry of a model, loading a shipped schema on first use.
 local function entry(model_id)
   local e = registry[model_id]
   if e or not M.SHIPPED[model_id] then return e end
-  local path = shipped_path(M.SHIPPED[model_id])
-  if not path then error("kling: the schema of " .. model_id .. " is missing from the installation", 0) end
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("a")
-  f:close()
+  local text = shipped_text(M.SHIPPED[model_id])
+  if not text then error("kling: the schema of " .. model_id .. " is missing from the installation", 0) end
   return install(model_id, json.decode(text), text)
 end
 

@@ -3,9 +3,11 @@
 --
 -- * inside a task of kling.run it yields to kling's scheduler, which drives
 --   every client its tasks wait on and sleeps in the kernel meanwhile;
--- * with a waiter set by kling.set_waiter(fn) it calls fn(client, seconds)
---   (for foreign event loops: fn may yield to its loop until the client's
---   pollfd() is readable or the time is up);
+-- * with a waiter (the client's, kling.new{ waiter = fn }, or else the one of
+--   kling.set_waiter(fn)) it calls fn(client, seconds, clients) (for foreign
+--   event loops: fn may yield to its loop until one of the clients has work,
+--   client:pollfds(), or the time is up); from a main thread, a waiter that
+--   yields gets a clear error instead of Lua's "attempt to yield";
 -- * inside a cqueues controller it waits through cqueues.poll(client);
 -- * otherwise it blocks in the client's engine (epoll) until something
 --   happens or the deadline.
@@ -13,14 +15,18 @@ local core = require "kling.core".engine -- now, wait_fds
 
 local M = {}
 
+local compat = require "kling.compat"
+local unpack, pack = compat.unpack, compat.pack
+M.in_coroutine = compat.in_coroutine
+
 local current -- the scheduler of the kling.run in progress, if any
 local waiter  -- kling.set_waiter's function
 
 --- True when the running coroutine is a task of the running scheduler.
 function M.yieldable()
   if not current then return false end
-  local co, main = coroutine.running()
-  return not main and current.tasks[co] ~= nil
+  local co = coroutine.running()
+  return M.in_coroutine() and current.tasks[co] ~= nil
 end
 
 --- True inside kling.run (in any of its tasks or the code they call).
@@ -29,10 +35,31 @@ function M.running()
 end
 
 --- Sets (or clears, with nil) the function that waits on a client outside
--- kling.run: fn(client, seconds) returns when the client may have work.
+-- kling.run, for clients made without a waiter of their own:
+-- fn(client, seconds, clients) returns when the client (or one of the list
+-- `clients`, when a wait spans several) may have work, or after seconds.
 function M.set_waiter(fn)
   if fn ~= nil and type(fn) ~= "function" then error("kling.set_waiter: expected a function or nil", 2) end
   waiter = fn
+end
+
+--- The message of a wait from a main thread through a waiter that yields.
+M.MAIN_THREAD = "kling: this wait cannot yield to the host's event loop from the main thread "
+  .. "(the client's waiter yields): call this from a coroutine, or use on_done (job:on_done(fn))"
+
+--- The waiter that applies to client: its own, or kling.set_waiter's.
+function M.waiter_of(client)
+  return client and client._waiter or waiter
+end
+
+-- Calls a waiter; from a main thread, a waiter that tries to yield gets
+-- M.MAIN_THREAD (a programming error: raised).
+local function call_waiter(w, client, seconds, list)
+  if M.in_coroutine() then return w(client, seconds, list) end
+  local ok, err = pcall(w, client, seconds, list)
+  if ok then return end
+  if type(err) == "string" and err:find("attempt to yield", 1, true) then error(M.MAIN_THREAD, 0) end
+  error(err, 0)
 end
 
 local function cqueues_controller()
@@ -59,9 +86,19 @@ function M.wait(client, ready, deadline, key, clients)
     elseif client == nil then
       -- nothing to drive: sleep in the kernel
       core.wait_fds({}, math.min(left, 1))
-    elseif waiter then
-      waiter(client, left)
-      client:step(0)
+    elseif M.waiter_of(client) then
+      local list, wait = { client }, left
+      for c in pairs(clients or {}) do
+        if c ~= client then list[#list + 1] = c end
+      end
+      for _, c in ipairs(list) do
+        local t = c:timeout()
+        if t and t < wait then wait = t end
+      end
+      -- a waiter that watches only its first client still lets the others on
+      if #list > 1 and wait > 0.1 then wait = 0.1 end
+      call_waiter(M.waiter_of(client), client, wait, list)
+      for _, c in ipairs(list) do c:step(0) end
     else
       local cq = cqueues_controller()
       if cq then
@@ -73,7 +110,17 @@ function M.wait(client, ready, deadline, key, clients)
           client._cq_cond = cond
         end
         local t = client:timeout()
-        cq.poll(client, cond, math.min(left, t or left))
+        if client:pollfd() >= 0 then
+          cq.poll(client, cond, math.min(left, t or left))
+        else -- the poll backend: its sockets one by one
+          local list = {}
+          for _, p in ipairs(client:pollfds()) do
+            list[#list + 1] = { pollfd = function() return p.fd end, events = function() return p.events end }
+          end
+          list[#list + 1] = cond
+          list[#list + 1] = math.min(left, t or left)
+          cq.poll((compat.unpack)(list))
+        end
         client:step(0)
         cond:signal()
       else
@@ -94,8 +141,8 @@ end
 --- Starts fn(...) as a task of the running scheduler.
 function M.spawn(fn, ...)
   if not current then error("kling.spawn: not inside kling.run", 2) end
-  local args = table.pack(...)
-  local co = coroutine.create(function() return fn(table.unpack(args, 1, args.n)) end)
+  local args = pack(...)
+  local co = coroutine.create(function() return fn(unpack(args, 1, args.n)) end)
   local task = { co = co }
   current.tasks[co] = task
   current.ntasks = current.ntasks + 1
@@ -108,7 +155,7 @@ local function heap_push(h, e)
   local i = #h + 1
   h[i] = e
   while i > 1 do
-    local p = i // 2
+    local p = math.floor(i / 2)
     if h[p][1] <= e[1] then break end
     h[i], h[p] = h[p], e
     i = p
@@ -148,7 +195,9 @@ local function drive(s, wait)
     next(s.clients):step(wait)
   else
     local fds = {}
-    for c in pairs(s.clients) do fds[#fds + 1] = c:pollfd() end
+    for c in pairs(s.clients) do
+      for _, p in ipairs(c:pollfds()) do fds[#fds + 1] = p end
+    end
     core.wait_fds(fds, wait)
     for c in pairs(s.clients) do c:step(0) end
   end
@@ -238,7 +287,7 @@ function M.run(fn, ...)
     while s.ntasks > 0 do
       local run = gather(s)
       for _, t in ipairs(run) do
-        local r = table.pack(coroutine.resume(t.co))
+        local r = pack(coroutine.resume(t.co))
         if not r[1] then error(debug.traceback(t.co, tostring(r[2])), 0) end
         if coroutine.status(t.co) == "dead" then
           if t.co == main then results = r end
@@ -265,7 +314,7 @@ function M.run(fn, ...)
   end)
   current = nil
   if not ok then error(err, 0) end
-  return table.unpack(results, 2, results.n)
+  return unpack(results, 2, results.n)
 end
 
 return M
