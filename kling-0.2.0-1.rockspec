@@ -47,9 +47,9 @@ build = {
   modules = {
     ["kling.core"] = {
       sources = { "src/util.c", "src/protocol.c", "src/event.c", "src/buf.c", "src/sha256.c", "src/net.c",
-        "src/http.c", "src/engine.c", "src/poller.c", "src/journal.c",
+        "src/http.c", "src/engine.c", "src/poller.c", "src/journal.c", "src/media.c",
         "src/lbind.c", "src/lua_engine.c", "src/lua_poller.c", "src/lua_protocol.c", "src/lua_journal.c",
-        "src/lua_schema.c", "src/lua_jsonw.c", "src/lua_term.c", "src/core.c" },
+        "src/lua_schema.c", "src/lua_jsonw.c", "src/lua_term.c", "src/lua_media.c", "src/core.c" },
       -- src/event.c: epoll on Linux, kqueue on macOS and the BSDs, poll(2) elsewhere
       -- (defines = { "KLING_EVENT_POLL" } forces it); on macOS luarocks links a bundle
       -- (its LIBFLAG: -bundle -undefined dynamic_lookup)
@@ -62,6 +62,7 @@ build = {
     ["kling.job"] = "lua/kling/job.lua",
     ["kling.errors"] = "lua/kling/errors.lua",
     ["kling.models"] = "lua/kling/models.lua",
+    ["kling.catalog"] = "lua/kling/catalog.lua",
     ["kling.sched"] = "lua/kling/sched.lua",
     ["kling.json"] = "lua/kling/json.lua",
     ["kling.loops"] = "lua/kling/loops.lua",

@@ -157,7 +157,7 @@ describe("the model catalog", function()
       local cache = dir .. "/shared-cache"
       local c1 = client { cache_dir = cache }
       assert(c1:model(I2V))
-      local files = io.popen("find " .. q(cache) .. " -name '*.json'"):read("a")
+      local files = io.popen("find " .. q(cache) .. " -name '*.json'"):read("*a")
       assert.matches("/models/%x+/kling%%2Fkling%-3%.0%%2Fpro%%2Fimage%-to%-video%.json", files)
       local before = catalog_requests()
       local c2 = client { cache_dir = cache }

@@ -37,7 +37,7 @@ if ... == "file_host" then
     self.serve "return function() return { status = 404, body = 'no script yet' } end"
     local p = io.popen("exec lua5.4 " .. q(helpers.root .. "/spec/file_host.lua") .. " " .. q(self.port_file) .. " "
       .. q(self.script) .. " >/dev/null 2>&1 & echo $!")
-    self.pid = tonumber(p:read("l"))
+    self.pid = tonumber(p:read("*l"))
     p:close()
     local port
     local limit = os.time() + 10

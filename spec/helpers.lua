@@ -36,7 +36,7 @@ helpers.capture = capture
 -- exit code (or the signal that ended it).
 function helpers.sh(cmd)
   local p = assert(io.popen("(" .. cmd .. ") 2>&1"))
-  local out = p:read("a")
+  local out = p:read("*a")
   local ok, _, code = p:close()
   return ok, out, ok and 0 or code
 end
@@ -196,7 +196,7 @@ function helpers.silent_api(dir)
     end
   ]])
   local p = io.popen("exec lua5.4 " .. quote(script) .. " " .. quote(port_file) .. " & echo $!")
-  local pid = tonumber(p:read("l"))
+  local pid = tonumber(p:read("*l"))
   p:close()
   local api = {}
   function api.stop() os.execute("kill " .. pid .. " 2>/dev/null") end

@@ -48,7 +48,7 @@ describe("local media files", function()
   end
 
   local function base64_of(path)
-    return io.popen("base64 -w0 " .. q(path)):read("a")
+    return io.popen("base64 -w0 " .. q(path)):read("*a")
   end
 
   describe("kling.file", function()

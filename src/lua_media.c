@@ -53,8 +53,10 @@ static int l_data_uri(lua_State *L) {
   }
   if ((long long)st.st_size > (long long)t->max) {
     fclose(f);
-    return fail(L, "size", "%s: %s (%s) of %I bytes, above the %d MiB RunComfy takes for %s %s as a data: URI",
-                path, t->kind, t->mime, (lua_Integer)st.st_size, (int)(t->max / (1024 * 1024)),
+    char bytes[32]; /* lua_pushfstring of Lua 5.1 and LuaJIT has no integer wider than int */
+    snprintf(bytes, sizeof bytes, "%lld", (long long)st.st_size);
+    return fail(L, "size", "%s: %s (%s) of %s bytes, above the %d MiB RunComfy takes for %s %s as a data: URI",
+                path, t->kind, t->mime, bytes, (int)(t->max / (1024 * 1024)),
                 t->kind[0] == 'v' ? "a" : "an", t->kind);
   }
   if (fseek(f, 0, SEEK_SET) != 0) {
@@ -66,8 +68,9 @@ static int l_data_uri(lua_State *L) {
   int pn = snprintf(prefix, sizeof prefix, "data:%s;base64,", t->mime);
   size_t total = (size_t)pn + kmedia_b64_len(size);
   unsigned char *chunk = lua_newuserdatauv(L, CHUNK, 0); /* freed by the collector, also on a raise */
-  luaL_Buffer b;
-  char *out = luaL_buffinitsize(L, &b, total);
+  /* the URI is built in one block of its final size, then made a string (as a
+   * luaL_Buffer of that size would, on every Lua from 5.1 on) */
+  char *out = lua_newuserdatauv(L, total, 0);
   memcpy(out, prefix, (size_t)pn);
   size_t o = (size_t)pn, got = 0;
   for (;;) {
@@ -85,7 +88,7 @@ static int l_data_uri(lua_State *L) {
     lua_settop(L, 1);
     return fail(L, "io", "%s: %s", path, err ? "read error" : "changed while it was read");
   }
-  luaL_pushresultsize(&b, o);
+  lua_pushlstring(L, out, o);
   lua_pushstring(L, t->mime);
   lua_pushinteger(L, (lua_Integer)size);
   return 3;

@@ -20,6 +20,7 @@ local errors = require "kling.errors"
 local json = require "kling.json"
 local models = require "kling.models"
 local protocol = require "kling.protocol"
+local math = require("kling.compat").math -- math.type, math.tointeger on 5.1 and LuaJIT
 
 local M = {}
 
@@ -87,7 +88,7 @@ end
 local function read_all(path)
   local f = io.open(path, "rb")
   if not f then return nil end
-  local text = f:read("a")
+  local text = f:read("*a")
   f:close()
   return text
 end

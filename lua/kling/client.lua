@@ -611,7 +611,7 @@ function Client:submit(model_id, input, opts)
   if #encoded > core.LIMITS.body_max then
     -- observed: the service takes request bodies up to 64 MiB (data: URIs make them large)
     return nil, errors.new("validation", string.format("the request body is %d bytes, above the %d MiB the service "
-      .. "takes (data: URIs of local files count whole); nothing was sent", #encoded, core.LIMITS.body_max // 1048576),
+      .. "takes (data: URIs of local files count whole); nothing was sent", #encoded, math.floor(core.LIMITS.body_max / 1048576)),
       { errors = { { path = "/", message = "request body above 64 MiB" } } })
   end
   local intent
