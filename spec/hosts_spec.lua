@@ -150,6 +150,29 @@ describe("hosts that never block", function()
     plain:close()
   end)
 
+  it("drives jobs of more clients than 64 descriptors in one kling.run (wait_fds grows past its stack array)", function()
+    local clients, jobs = {}, {}
+    for i = 1, 70 do clients[i] = client() end
+    local outs = kling.run(function()
+      for i, c in ipairs(clients) do
+        jobs[i] = assert(c:submit(kling.DEFAULT_MODEL, { prompt = "client " .. i }))
+      end
+      return kling.wait_all(jobs, { timeout = 60 })
+    end)
+    assert.equals(70, #outs)
+    for i = 1, 70 do
+      assert.equals("completed", jobs[i].status)
+      assert.is_string(jobs[i].video_url)
+    end
+    -- and the limit is the one the core says, with a clear error beyond it
+    local many = {}
+    for i = 1, core.LIMITS.wait_fds + 1 do many[i] = -1 end
+    local ok, err = pcall(core.engine.wait_fds, many, 0)
+    assert.is_false(ok)
+    assert.matches("too many descriptors", tostring(err), 1, true)
+    for _, c in ipairs(clients) do c:close() end
+  end)
+
   it("exports only luaopen_kling_core from core.so", function()
     local so = package.searchpath("kling.core", package.cpath)
     local p = assert(io.popen("nm -D --defined-only " .. helpers.quote(so) .. " 2>&1"))

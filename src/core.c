@@ -83,7 +83,7 @@ static void push_limits(lua_State *L) {
   set_integer(L, "media_audio_max", KL_MEDIA_AUDIO_MAX);
   set_integer(L, "escape_max", KL_ESCAPE_MAX);
   set_integer(L, "max_redirects", KL_MAX_REDIRECTS);
-  set_integer(L, "wait_fds", KL_WAIT_FDS);
+  set_integer(L, "wait_fds", KL_WAIT_FDS_MAX);
   set_integer(L, "id_max", KPROTO_ID_MAX);
   set_integer(L, "model_id_max", KPROTO_MODEL_ID_MAX);
 }

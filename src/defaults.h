@@ -101,6 +101,7 @@
 #define KL_WRITE_BUFFER (256u << 10) /* B: gathered before one write(2) to a .part (bench/download.lua) */
 #define KL_META_MAX 4096           /* B: a .part's sidecar */
 #define KL_EASY_POOL 64            /* reset libcurl handles kept for reuse, per client */
-#define KL_WAIT_FDS 64             /* descriptors core.wait_fds waits on at once */
+#define KL_WAIT_FDS 64             /* descriptors core.wait_fds keeps on the C stack */
+#define KL_WAIT_FDS_MAX 65536      /* descriptors core.wait_fds waits on at once */
 
 #endif

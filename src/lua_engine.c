@@ -484,9 +484,12 @@ static int l_xfer_tostring(lua_State *L) {
 static int l_wait_fds(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   double t = luaL_checknumber(L, 2);
-  struct pollfd fds[KL_WAIT_FDS];
+  struct pollfd few[KL_WAIT_FDS], *fds = few;
   lua_Integer n = luaL_len(L, 1);
-  if (n > KL_WAIT_FDS) return luaL_argerror(L, 1, "at most 64 descriptors");
+  if (n > KL_WAIT_FDS_MAX) return luaL_argerror(L, 1, "too many descriptors (LIMITS.wait_fds)");
+  /* more than fit on the C stack (the poll backend gives a descriptor per
+   * connection of each client): a block the collector frees, also on a raise */
+  if (n > KL_WAIT_FDS) fds = lua_newuserdatauv(L, (size_t)n * sizeof *fds, 0);
   for (lua_Integer i = 0; i < n; i++) {
     lua_rawgeti(L, 1, i + 1);
     fds[i].events = POLLIN;
