@@ -27,6 +27,12 @@
  * status or result polls in flight at once: this many per connection. */
 #define KD_ACTIVE_PER_CONNECTION 4
 
+/* A submit goes on a kept-alive connection idle at most this long, else on a
+ * new one (CURLOPT_MAXAGE_CONN): servers and load balancers close idle
+ * connections after 60 s or more, and a submit sent on one they closed ends
+ * as submit_unknown (it is never sent twice: src/http.c, on_seek). */
+#define KD_SUBMIT_MAX_IDLE 20      /* s */
+
 /* Retries of a request that failed on the way or got a retryable answer:
  * kling.new{ retries = { max =, base =, cap =, retry_after_cap = } }. The
  * delay before try n+1 is uniform in [0, min(cap, base * 2^(n-1))] (full

@@ -776,6 +776,35 @@ fail_oom:
   return NULL;
 }
 
+/* The POST body, given to libcurl by this read callback rather than as
+ * CURLOPT_POSTFIELDS: libcurl can then send it again only through
+ * on_seek. */
+static size_t on_read(char *dst, size_t size, size_t nitems, void *ud) {
+  kxfer *x = ud;
+  size_t room = size * nitems, left = x->req_body_len - x->req_sent;
+  size_t n = left < room ? left : room;
+  memcpy(dst, x->req_body + x->req_sent, n);
+  x->req_sent += n;
+  return n;
+}
+
+/* libcurl asks to rewind the body to send it again: on its own, when a
+ * reused keep-alive connection died before any byte of the answer came
+ * (libcurl 7.88 does so without telling). A submit (KX_RETRY_SUBMIT) is
+ * a paid job that may have reached the server: refused, so the transfer
+ * ends once with CURLE_SEND_FAIL_REWIND (kind network, sent: reported as
+ * submit_unknown), never a second POST. Any other POST may go again. */
+static int on_seek(void *ud, curl_off_t offset, int origin) {
+  kxfer *x = ud;
+  if (x->retry == KX_RETRY_SUBMIT) {
+    x->rewinds_refused++;
+    return CURL_SEEKFUNC_FAIL;
+  }
+  if (origin != SEEK_SET || offset < 0 || (size_t)offset > x->req_body_len) return CURL_SEEKFUNC_FAIL;
+  x->req_sent = (size_t)offset;
+  return CURL_SEEKFUNC_OK;
+}
+
 static int configure(kxfer *x, knet *e) {
   SETOPT(CURLOPT_URL, x->url);
   SETOPT(CURLOPT_PRIVATE, (void *)x);
@@ -793,6 +822,9 @@ static int configure(kxfer *x, knet *e) {
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
   if (e->user_agent) SETOPT(CURLOPT_USERAGENT, e->user_agent);
   if (x->fresh) SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+  /* a submit goes on a warm connection only when it has been idle a short
+   * while: one the server closed meanwhile costs a submit_unknown (on_seek) */
+  if (x->retry == KX_RETRY_SUBMIT) SETOPT(CURLOPT_MAXAGE_CONN, (long)KD_SUBMIT_MAX_IDLE);
   /* Proxies (from the environment, as libcurl reads it): never for loopback nor
    * for plain http carrying the token; always as a CONNECT tunnel, with no
    * header of ours (the token) in the CONNECT request. */
@@ -840,8 +872,12 @@ static int configure(kxfer *x, knet *e) {
 
   if (x->method == KX_POST) {
     SETOPT(CURLOPT_POST, 1L);
+    x->req_sent = 0; /* every try sends the body from its start */
     SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->req_body_len);
-    SETOPT(CURLOPT_POSTFIELDS, x->req_body);
+    SETOPT(CURLOPT_READFUNCTION, on_read);
+    SETOPT(CURLOPT_READDATA, (void *)x);
+    SETOPT(CURLOPT_SEEKFUNCTION, on_seek);
+    SETOPT(CURLOPT_SEEKDATA, (void *)x);
     if (x->req_body_len && add_header(x, "Content-Type: application/json") != 0) return -1;
   } else if (x->method == KX_HEAD) {
     SETOPT(CURLOPT_NOBODY, 1L);
@@ -1142,6 +1178,9 @@ void kxfer_error_message(const kxfer *x, char *out, size_t outlen) {
   else if (x->path && x->empty) snprintf(out, outlen, "the file host sent an empty body (HTTP %ld)", x->status);
   else if (x->path && x->code == CURLE_OPERATION_TIMEDOUT && x->pretransfer > 0)
     snprintf(out, outlen, "the download was too slow: under %ld bytes/s for %ld s", x->low_speed_limit, x->low_speed_time);
+  else if (x->code == CURLE_SEND_FAIL_REWIND && x->rewinds_refused)
+    snprintf(out, outlen, "the connection broke before any answer came (a kept-alive connection the server had "
+             "closed?); the submit was not sent again");
   else if (x->code == CURLE_PARTIAL_FILE) snprintf(out, outlen, "transfer ended after %lld bytes, before the announced length", (long long)x->bytes);
   else if (x->errbuf[0]) snprintf(out, outlen, "%s", x->errbuf);
   else snprintf(out, outlen, "%s", curl_easy_strerror(x->code));

@@ -61,6 +61,8 @@ typedef struct kxfer {
   char *url;
   char *req_body;
   size_t req_body_len;
+  size_t req_sent;         /* POST: bytes of req_body handed to libcurl by this try */
+  int rewinds_refused;     /* a submit's body libcurl asked to send again (on a dead reused connection) */
   int method;              /* KX_GET, KX_POST, KX_HEAD */
   long timeout_ms;
   int fresh;

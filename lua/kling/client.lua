@@ -39,6 +39,7 @@ local OPTION_TYPES = {
   max_connections = "number", max_body = "number", poll = "table", max_rps = "number",
   retries = "table|boolean",
   on_warning = "function|boolean", user_agent = "string",
+  fresh_submits = "boolean",
 }
 
 local function check_options(opts)
@@ -119,6 +120,7 @@ function M.new(opts)
     _watched = {}, -- poller handle -> job
     _journal = type(opts.journal) == "string" and journal.open(opts.journal) or nil,
     _warn = on_warning or function() end,
+    _fresh_submits = opts.fresh_submits == true,
   }, Client)
 end
 
@@ -339,8 +341,9 @@ end
 
 -- One API exchange. Returns decoded body, result | nil, err.
 -- opts.body_text: the body, already encoded (then body is ignored).
--- opts.submit: a paid POST: never replayed, and a failure after it may have
--- reached the server is reported as submit_unknown. opts.status_answer: a
+-- opts.submit: a paid POST: never replayed (libcurl may not rewind its body:
+-- src/http.c), and a failure after it may have reached the server is
+-- reported as submit_unknown; on a new connection only with fresh_submits. opts.status_answer: a
 -- status or result request, whose 2xx answer without a usable status is asked
 -- again (a few times, with the client's retries). The engine tries a failure
 -- on the way again by itself; an answer is read here (ask_again).
@@ -355,7 +358,7 @@ function Client:_api(method, url, body, opts)
     if not encoded then return nil, err end
   end
   local x, msg = self._engine:request {
-    method = method, url = url, body = encoded, fresh = opts.submit, timeout = opts.timeout,
+    method = method, url = url, body = encoded, fresh = opts.submit and self._fresh_submits, timeout = opts.timeout,
     retry = opts.submit and "submit" or "safe",
   }
   if not x then
