@@ -818,6 +818,8 @@ static int configure(kxfer *x, knet *e) {
   SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
   SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
   if (e->ca_file) SETOPT(CURLOPT_CAINFO, e->ca_file);
+  if (e->ca_dir_off) SETOPT(CURLOPT_CAPATH, (char *)NULL); /* the store parsed once (net.h) */
+  if (e->share) SETOPT(CURLOPT_SHARE, e->share);
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, e->connect_timeout_ms);
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
   if (e->user_agent) SETOPT(CURLOPT_USERAGENT, e->user_agent);

@@ -141,6 +141,21 @@ int knet_init(knet *n, const knet_opts *o, char *err, size_t errlen) {
     if (n->no_proxy == NULL) goto oom;
   }
   if (o->user_agent && !(n->user_agent = kstrdup(o->user_agent))) goto oom;
+  n->ca_dir_off = o->ca_file != NULL;
+#if LIBCURL_VERSION_NUM >= 0x075400 /* CURLINFO_CAINFO: 7.84 */
+  if (!n->ca_dir_off) {
+    CURL *h = curl_easy_init();
+    char *bundle = NULL;
+    if (h && curl_easy_getinfo(h, CURLINFO_CAINFO, &bundle) == CURLE_OK && bundle && access(bundle, R_OK) == 0)
+      n->ca_dir_off = 1;
+    if (h) curl_easy_cleanup(h);
+  }
+#endif
+  n->share = curl_share_init();
+  if (n->share && curl_share_setopt(n->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+    curl_share_cleanup(n->share);
+    n->share = NULL; /* sessions then stay per handle: slower, as safe */
+  }
   return 0;
 
 oom:
@@ -167,6 +182,8 @@ void knet_close(knet *n) {
   free(n->ca_file);
   free(n->user_agent);
   free(n->no_proxy);
+  if (n->share) curl_share_cleanup(n->share); /* after every easy handle that used it */
+  n->share = NULL;
   n->token = n->auth_header = n->api_scheme = n->api_host = n->api_port = NULL;
   n->ca_file = n->user_agent = n->no_proxy = NULL;
 }
