@@ -24,7 +24,9 @@
 #define KD_MAX_RPS 0.0             /* API requests per second; 0: no cap */
 
 /* API requests in flight at once (running, not counting those queued), and
- * status or result polls in flight at once: this many per connection. */
+ * status or result polls in flight at once: this many per connection. On
+ * HTTP/1.1 the engine lets at most one per connection into libcurl (the
+ * rest wait in its queue), this many once the API answered over HTTP/2. */
 #define KD_ACTIVE_PER_CONNECTION 4
 
 /* A submit goes on a kept-alive connection idle at most this long, else on a

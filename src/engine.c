@@ -56,7 +56,13 @@ int kengine_init(kengine *e, const kengine_opts *o, char *err, size_t errlen) {
   e->curl_deadline = -1;
   e->wake_at = -1;
   e->max_rps = o->max_rps > 0 ? o->max_rps : 0;
-  e->max_active = o->max_active;
+  /* API transfers in libcurl at once: as many as connections while the API
+   * speaks HTTP/1.1 (more would only wait inside libcurl, which costs it
+   * about twice the work per request), raised to max_active once an answer
+   * came over HTTP/2 (streams share a connection) */
+  e->max_active_h2 = o->max_active;
+  e->max_active = o->max_connections > 0 && o->max_connections < o->max_active ? (int)o->max_connections
+                                                                                : o->max_active;
   e->max_retries = o->max_retries;
   e->retry_base = o->retry_base;
   e->retry_cap = o->retry_cap;
@@ -118,7 +124,7 @@ static void put(kengine *e, kxfer *x, enum kx_list list) {
   case KX_INFLIGHT:
     TAILQ_INSERT_TAIL(&e->inflight, x, link);
     e->ninflight++;
-    if (x->is_api) e->nactive_api++;
+    if (x->is_api && ++e->nactive_api > e->active_peak) e->active_peak = e->nactive_api;
     break;
   case KX_QUEUED:
     TAILQ_INSERT_TAIL(&e->queued, x, link);
@@ -375,6 +381,13 @@ static int collect(kengine *e) {
     long connects = 0, status = 0;
     if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK) e->connects += connects;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (x->is_api && !e->h2) {
+      long hv = 0;
+      if (curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &hv) == CURLE_OK && hv == CURL_HTTP_VERSION_2_0) {
+        e->h2 = 1;
+        e->max_active = e->max_active_h2;
+      }
+    }
     double delay;
     /* a download's bytes on disk before anything is decided: a write that fails ends it */
     if (x->path && !x->owner) kxfer_flush(x);

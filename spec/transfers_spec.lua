@@ -1,0 +1,61 @@
+-- Cheap transfers (issue 13): over HTTP/1.1 the engine lets at most as many
+-- API transfers into libcurl at once as it has connections (the others wait
+-- in the engine's queue, where they cost libcurl nothing); over HTTP/2 more
+-- (spec/tls_spec.lua, "speaks HTTP/2"). The emulator speaks HTTP/1.1.
+local helpers = require "helpers"
+local kling = require "kling"
+
+local TOKEN = "transfers-token-13"
+
+describe("API transfers in libcurl at once", function()
+  local emu
+
+  setup(function()
+    emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0", "--run", "0" }
+  end)
+  teardown(function()
+    if emu then emu:stop() end
+  end)
+
+  local function concurrent_refreshes(c, job, n)
+    local ok = 0
+    kling.run(function()
+      for _ = 1, n do
+        kling.spawn(function()
+          if job:refresh() then ok = ok + 1 end
+        end)
+      end
+    end)
+    return ok
+  end
+
+  for _, maxc in ipairs { 1, 2, 8 } do
+    it("lets at most max_connections = " .. maxc .. " into libcurl over HTTP/1.1, and answers every one", function()
+      local c = kling.new { base_url = emu.api, token = TOKEN, max_connections = maxc, on_warning = false }
+      local job = assert(c:generate { prompt = "a cat polled at once @emu:queue=600" })
+      assert.equal(40, concurrent_refreshes(c, job, 40))
+      local s = c._engine:stats()
+      assert.equal(maxc, s.active_cap)
+      assert.is_true(s.active_peak <= maxc, "in libcurl at once: " .. s.active_peak)
+      assert.is_true(s.sockets_peak <= maxc)
+      c:close()
+    end)
+  end
+
+  it("keeps the queued transfers in order and loses none when submits and polls share the cap", function()
+    local c = kling.new { base_url = emu.api, token = TOKEN, max_connections = 2, on_warning = false }
+    local jobs, errs = {}, 0
+    kling.run(function()
+      for i = 1, 12 do
+        kling.spawn(function()
+          local job = c:generate { prompt = "shared cap " .. i }
+          if job and job:refresh() then jobs[#jobs + 1] = job else errs = errs + 1 end
+        end)
+      end
+    end)
+    assert.equal(12, #jobs)
+    assert.equal(0, errs)
+    assert.is_true(c._engine:stats().active_peak <= 2)
+    c:close()
+  end)
+end)
