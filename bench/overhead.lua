@@ -19,7 +19,7 @@ if LIB then -- after util.lua, which puts this checkout's lua/ and build/ first
 end
 local kling = require "kling"
 
-local TOKEN = "bench-overhead"
+local TOKEN = os.getenv("BENCH_TOKEN") or "bench-overhead"
 
 local function refreshes(mode, base, id, n)
   local c = kling.new { base_url = base, token = TOKEN, on_warning = false, max_connections = 8 }

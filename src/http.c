@@ -833,7 +833,7 @@ static int configure(kxfer *x, knet *e) {
   SETOPT(CURLOPT_NOPROXY, e->no_proxy);
   SETOPT(CURLOPT_HTTPPROXYTUNNEL, 1L);
   SETOPT(CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE);
-  if (knet_direct_only(x->url, x->is_api)) SETOPT(CURLOPT_PROXY, "");
+  if (x->is_api ? e->api_direct : knet_direct_only(x->url, 0)) SETOPT(CURLOPT_PROXY, "");
   SETOPT(CURLOPT_OPENSOCKETFUNCTION, knet_open_socket);
   SETOPT(CURLOPT_OPENSOCKETDATA, (void *)e);
   SETOPT(CURLOPT_CLOSESOCKETFUNCTION, knet_close_socket);
@@ -867,10 +867,15 @@ static int configure(kxfer *x, knet *e) {
     SETOPT(CURLOPT_ACCEPT_ENCODING, "");
     SETOPT(CURLOPT_TIMEOUT_MS, x->timeout_ms);
     SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
-    if (add_header(x, "Accept: application/json") != 0) return -1;
+    if (!x->is_api && add_header(x, "Accept: application/json") != 0) return -1;
   }
-  if (x->is_api && e->auth_header && add_header(x, e->auth_header) != 0) return -1;
-  if (add_header(x, "Expect:") != 0) return -1;
+  /* an API request's headers: the client's lists, built once (net.c); any
+   * other request's: its own */
+  struct curl_slist *headers = NULL;
+  if (x->is_api && !x->path)
+    headers = x->method == KX_POST && x->req_body_len ? e->api_json_headers : e->api_headers;
+  else if (add_header(x, "Expect:") != 0)
+    return -1;
 
   if (x->method == KX_POST) {
     SETOPT(CURLOPT_POST, 1L);
@@ -880,11 +885,11 @@ static int configure(kxfer *x, knet *e) {
     SETOPT(CURLOPT_READDATA, (void *)x);
     SETOPT(CURLOPT_SEEKFUNCTION, on_seek);
     SETOPT(CURLOPT_SEEKDATA, (void *)x);
-    if (x->req_body_len && add_header(x, "Content-Type: application/json") != 0) return -1;
+    if (!headers && x->req_body_len && add_header(x, "Content-Type: application/json") != 0) return -1;
   } else if (x->method == KX_HEAD) {
     SETOPT(CURLOPT_NOBODY, 1L);
   }
-  SETOPT(CURLOPT_HTTPHEADER, x->headers);
+  SETOPT(CURLOPT_HTTPHEADER, headers ? headers : x->headers);
   return 0;
 }
 

@@ -30,6 +30,10 @@ typedef struct knet {
   char *ca_file;
   char *user_agent;
   char *no_proxy;          /* CURLOPT_NOPROXY of every transfer: the user's list and loopback */
+  char *api_prefix;        /* the base URL up to the first '/' after "://": a URL that starts so is the API's */
+  size_t api_prefix_len;
+  int api_direct;          /* knet_direct_only of the API's URLs */
+  struct curl_slist *api_headers, *api_json_headers; /* an API request's headers, built once (the latter with a JSON body) */
   int ca_dir_off;          /* a CA file is used (ca_file, or libcurl's default bundle): CURLOPT_CAPATH NULL */
   CURLSH *share;           /* TLS sessions, shared by every transfer of the client (NULL: none) */
   long timeout_ms, connect_timeout_ms;
