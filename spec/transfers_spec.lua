@@ -42,6 +42,17 @@ describe("API transfers in libcurl at once", function()
     end)
   end
 
+  it("sets again on a reused handle what the last request set: a GET after a submit, no new connection after a fresh one", function()
+    local c = kling.new { base_url = emu.api, token = TOKEN, max_connections = 1, fresh_submits = true, on_warning = false }
+    local job = assert(c:generate { prompt = "a fresh submit, then polls" })
+    local opened = c._engine:stats().sockets_opened
+    for _ = 1, 5 do assert(job:refresh()) end -- a POST on that handle would be refused (405)
+    assert.equal(opened, c._engine:stats().sockets_opened) -- no FRESH_CONNECT left over
+    assert(c:generate { prompt = "the next fresh submit" })
+    assert.equal(opened + 1, c._engine:stats().sockets_opened)
+    c:close()
+  end)
+
   it("keeps the queued transfers in order and loses none when submits and polls share the cap", function()
     local c = kling.new { base_url = emu.api, token = TOKEN, max_connections = 2, on_warning = false }
     local jobs, errs = {}, 0

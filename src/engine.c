@@ -102,6 +102,7 @@ void kengine_close(kengine *e) {
   if (e->multi) curl_multi_cleanup(e->multi);
   e->multi = NULL;
   while (e->npool > 0) curl_easy_cleanup(e->pool[--e->npool]);
+  while (e->nwarm > 0) curl_easy_cleanup(e->warm[--e->nwarm]);
   free(e->user_done);
   e->user_done = NULL;
   e->nuser_done = e->capuser_done = 0;
@@ -159,9 +160,11 @@ static void unlink_xfer(kengine *e, kxfer *x) {
 }
 
 static void give_back_easy(kengine *e, kxfer *x) {
-  CURL *easy = kxfer_take_easy(x);
+  int warm;
+  CURL *easy = kxfer_take_easy(x, &warm);
   if (easy == NULL) return;
-  if (e->npool < (int)(sizeof e->pool / sizeof e->pool[0])) e->pool[e->npool++] = easy;
+  if (warm && e->nwarm < (int)(sizeof e->warm / sizeof e->warm[0])) e->warm[e->nwarm++] = easy;
+  else if (!warm && e->npool < (int)(sizeof e->pool / sizeof e->pool[0])) e->pool[e->npool++] = easy;
   else curl_easy_cleanup(easy);
 }
 
@@ -223,8 +226,10 @@ static double next_token_at(const kengine *e) {
 /* Puts x (on no list) into the multi handle and the in-flight list. */
 static int start(kengine *e, kxfer *x, char *err, size_t errlen) {
   x->attempts++;
-  CURL *easy = e->npool ? e->pool[--e->npool] : NULL;
-  if (kxfer_begin(x, &e->net, easy) != 0) {
+  /* an API request takes a handle an earlier one left configured, when there is one */
+  int warm = x->is_api && !x->path && x->method != KX_HEAD && e->nwarm > 0;
+  CURL *easy = warm ? e->warm[--e->nwarm] : e->npool ? e->pool[--e->npool] : NULL;
+  if (kxfer_begin(x, &e->net, easy, warm) != 0) {
     if (err) snprintf(err, errlen, "%s", x->errbuf[0] ? x->errbuf : "curl_easy_init failed");
     give_back_easy(e, x);
     return -1;

@@ -63,6 +63,8 @@ typedef struct kengine {
   int nactive_api, active_peak; /* API transfers in libcurl now, and at most so far */
   CURL *pool[KL_EASY_POOL]; /* reset easy handles for reuse */
   int npool;
+  CURL *warm[KL_EASY_POOL]; /* easy handles an API request left configured (http.c) */
+  int nwarm;
   long long requests;      /* API requests started */
   long long connects;      /* TCP connections opened (CURLINFO_NUM_CONNECTS) */
   long max_connections;

@@ -82,6 +82,7 @@
 #define KX_WBUF KL_WRITE_BUFFER
 #define KX_META_MAX KL_META_MAX
 #define KX_META_MAGIC "kling-part 2"
+#define KX_LIBCURL_MAXAGE 118L /* s: libcurl's default CURLOPT_MAXAGE_CONN, for a request other than a submit */
 
 #define kx_strdup kstrdup
 #define kx_concat kconcat
@@ -805,15 +806,22 @@ static int on_seek(void *ud, curl_off_t offset, int origin) {
   return CURL_SEEKFUNC_OK;
 }
 
-static int configure(kxfer *x, knet *e) {
-  SETOPT(CURLOPT_URL, x->url);
-  SETOPT(CURLOPT_PRIVATE, (void *)x);
+/* An API request (not a download, not a HEAD) leaves its easy handle
+ * configured: the next API request on it sets only what is its own
+ * (configure_transfer), without curl_easy_reset and the options every API
+ * request shares (configure_common). */
+static int warmable(const kxfer *x) {
+  return x->is_api && !x->path && x->method != KX_HEAD;
+}
+
+/* What every transfer of the client sets the same way (for an API request:
+ * once per easy handle). */
+static int configure_common(kxfer *x, knet *e) {
   SETOPT(CURLOPT_NOSIGNAL, 1L);
-  SETOPT(CURLOPT_ERRORBUFFER, x->errbuf);
   SETOPT(CURLOPT_HEADERFUNCTION, on_header);
-  SETOPT(CURLOPT_HEADERDATA, (void *)x);
   SETOPT(CURLOPT_WRITEFUNCTION, on_body);
-  SETOPT(CURLOPT_WRITEDATA, (void *)x);
+  SETOPT(CURLOPT_READFUNCTION, on_read);
+  SETOPT(CURLOPT_SEEKFUNCTION, on_seek);
   SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
   SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
   SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
@@ -823,10 +831,6 @@ static int configure(kxfer *x, knet *e) {
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, e->connect_timeout_ms);
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
   if (e->user_agent) SETOPT(CURLOPT_USERAGENT, e->user_agent);
-  if (x->fresh) SETOPT(CURLOPT_FRESH_CONNECT, 1L);
-  /* a submit goes on a warm connection only when it has been idle a short
-   * while: one the server closed meanwhile costs a submit_unknown (on_seek) */
-  if (x->retry == KX_RETRY_SUBMIT) SETOPT(CURLOPT_MAXAGE_CONN, (long)KD_SUBMIT_MAX_IDLE);
   /* Proxies (from the environment, as libcurl reads it): never for loopback nor
    * for plain http carrying the token; always as a CONNECT tunnel, with no
    * header of ours (the token) in the CONNECT request. */
@@ -838,6 +842,24 @@ static int configure(kxfer *x, knet *e) {
   SETOPT(CURLOPT_OPENSOCKETDATA, (void *)e);
   SETOPT(CURLOPT_CLOSESOCKETFUNCTION, knet_close_socket);
   SETOPT(CURLOPT_CLOSESOCKETDATA, (void *)e);
+  SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+  if (!x->path) SETOPT(CURLOPT_ACCEPT_ENCODING, "");
+  return 0;
+}
+
+/* What is this transfer's own. warm: the handle comes configured from an
+ * earlier API request (options that one may have set are set again). */
+static int configure_transfer(kxfer *x, knet *e, int warm) {
+  SETOPT(CURLOPT_URL, x->url);
+  SETOPT(CURLOPT_PRIVATE, (void *)x);
+  SETOPT(CURLOPT_ERRORBUFFER, x->errbuf);
+  SETOPT(CURLOPT_HEADERDATA, (void *)x);
+  SETOPT(CURLOPT_WRITEDATA, (void *)x);
+  if (x->fresh || warm) SETOPT(CURLOPT_FRESH_CONNECT, x->fresh ? 1L : 0L);
+  /* a submit goes on a warm connection only when it has been idle a short
+   * while: one the server closed meanwhile costs a submit_unknown (on_seek) */
+  if (x->retry == KX_RETRY_SUBMIT || warm)
+    SETOPT(CURLOPT_MAXAGE_CONN, x->retry == KX_RETRY_SUBMIT ? (long)KD_SUBMIT_MAX_IDLE : KX_LIBCURL_MAXAGE);
 
   if (x->path) {
     /* A large file may take long: a try ends when it stays too slow, and the
@@ -849,7 +871,6 @@ static int configure(kxfer *x, knet *e) {
       long ms = left > 0 ? (long)(left * 1000.0) + 1 : 1;
       SETOPT(CURLOPT_TIMEOUT_MS, ms);
     }
-    SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
     SETOPT(CURLOPT_BUFFERSIZE, 512L * 1024L); /* fewer, larger writes */
     if (x->offset > 0) {
       /* our own Range header, not CURLOPT_RESUME_FROM: libcurl would fail any answer
@@ -864,9 +885,7 @@ static int configure(kxfer *x, knet *e) {
       }
     }
   } else {
-    SETOPT(CURLOPT_ACCEPT_ENCODING, "");
     SETOPT(CURLOPT_TIMEOUT_MS, x->timeout_ms);
-    SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
     if (!x->is_api && add_header(x, "Accept: application/json") != 0) return -1;
   }
   /* an API request's headers: the client's lists, built once (net.c); any
@@ -881,33 +900,52 @@ static int configure(kxfer *x, knet *e) {
     SETOPT(CURLOPT_POST, 1L);
     x->req_sent = 0; /* every try sends the body from its start */
     SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->req_body_len);
-    SETOPT(CURLOPT_READFUNCTION, on_read);
     SETOPT(CURLOPT_READDATA, (void *)x);
-    SETOPT(CURLOPT_SEEKFUNCTION, on_seek);
     SETOPT(CURLOPT_SEEKDATA, (void *)x);
     if (!headers && x->req_body_len && add_header(x, "Content-Type: application/json") != 0) return -1;
   } else if (x->method == KX_HEAD) {
     SETOPT(CURLOPT_NOBODY, 1L);
+  } else if (warm) {
+    SETOPT(CURLOPT_HTTPGET, 1L); /* the handle may have made a POST */
   }
   SETOPT(CURLOPT_HTTPHEADER, headers ? headers : x->headers);
   return 0;
 }
 
-int kxfer_begin(kxfer *x, knet *e, CURL *easy) {
+int kxfer_begin(kxfer *x, knet *e, CURL *easy, int warm) {
   x->easy = easy ? easy : curl_easy_init();
   if (x->easy == NULL) return -1;
-  if (configure(x, e) != 0) {
+  if (warm && !warmable(x)) curl_easy_reset(x->easy); /* (the engine does not ask so) */
+  warm = warm && easy != NULL && warmable(x);
+  x->configured = 0;
+  if ((!warm && configure_common(x, e) != 0) || configure_transfer(x, e, warm) != 0) {
     snprintf(x->errbuf, sizeof x->errbuf, "cannot configure the transfer (out of memory?)");
     return -1;
   }
+  x->configured = 1; /* only a handle configured in full is kept configured (kxfer_take_easy) */
   return 0;
 }
 
-CURL *kxfer_take_easy(kxfer *x) {
+CURL *kxfer_take_easy(kxfer *x, int *warm) {
   CURL *easy = x->easy;
   x->easy = NULL;
-  if (easy) curl_easy_reset(easy);
-  curl_slist_free_all(x->headers); /* after the reset: libcurl no longer points at it */
+  *warm = easy != NULL && warmable(x) && x->configured;
+  x->configured = 0;
+  if (*warm) {
+    /* kept configured for the next API request; nothing of this transfer's stays pointed at */
+    if (curl_easy_setopt(easy, CURLOPT_PRIVATE, (void *)NULL) != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, (char *)NULL) != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_HEADERDATA, (void *)NULL) != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_WRITEDATA, (void *)NULL) != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_READDATA, (void *)NULL) != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_SEEKDATA, (void *)NULL) != CURLE_OK) {
+      curl_easy_reset(easy);
+      *warm = 0;
+    }
+  } else if (easy) {
+    curl_easy_reset(easy);
+  }
+  curl_slist_free_all(x->headers); /* after the reset: libcurl no longer points at it (an API request has none) */
   x->headers = NULL;
   return easy;
 }
