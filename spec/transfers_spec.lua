@@ -70,3 +70,68 @@ describe("API transfers in libcurl at once", function()
     c:close()
   end)
 end)
+
+-- The scheduler of kling.run (lua/kling/sched.lua) keeps its lists, its timer heap (three
+-- arrays) and each task's wait condition, and swaps or refills them: in the steady state
+-- (tasks waiting, woken, waiting again) a cycle allocates nothing.
+describe("the scheduler", function()
+  local sched = require "kling.sched"
+  local core = require "kling.core".engine
+
+  it("allocates nothing per cycle in the steady state: plain, timed and keyed waits", function()
+    local CYCLES, WARM = 3000, 300
+    local kb0, kb1
+    local calls = 0
+    local keys = {}
+    for i = 2, 12, 3 do keys[#keys + 1] = "key " .. i end
+    kling.run(function()
+      local done = 0
+      for i = 1, 12 do
+        kling.spawn(function()
+          local mine = 0
+          -- false, then true when the scheduler looks again: every cycle wakes the task
+          local function ready()
+            mine = mine + 1
+            if i == 1 then
+              calls = calls + 1
+              if calls == WARM then
+                collectgarbage("collect")
+                collectgarbage("stop")
+                kb0 = collectgarbage("count")
+              elseif calls == 2 * CYCLES then
+                kb1 = collectgarbage("count")
+                collectgarbage("restart")
+              end
+            end
+            if mine > 2 * CYCLES then return true end
+            return mine % 2 == 0
+          end
+          local kind = i % 3
+          if kind == 0 then
+            sched.wait(nil, ready)
+          elseif kind == 1 then
+            sched.wait(nil, ready, core.now() + 3600)
+          else
+            sched.wait(nil, ready, nil, keys[(i + 1) // 3])
+          end
+          done = done + 1
+        end)
+      end
+      -- keyed waits are looked at only when notified: a task woken every cycle notifies their keys
+      kling.spawn(function()
+        local c = 0
+        local function next_cycle() -- false when the wait starts, true when looked at again
+          c = c + 1
+          return c % 3 ~= 1
+        end
+        while done < 12 do
+          for k = 1, #keys do sched.notify(keys[k]) end
+          sched.wait(nil, next_cycle)
+        end
+      end)
+    end)
+    assert.is_number(kb0)
+    assert.is_number(kb1)
+    assert.is_true(kb1 - kb0 < 4, string.format("%.1f KiB allocated over %d cycles", kb1 - kb0, 2 * CYCLES - WARM))
+  end)
+end)
