@@ -50,6 +50,9 @@ function M.new(client, id, model_id, answer, submitted_at)
     },
     client = client,
     submitted_at = submitted_at or (answer.request_id and os.time()) or nil,
+    -- submitted by this process now (kling.core's monotonic clock): how long it ran goes to the
+    -- journal (its "ended" line's run), for the learned polling of later processes
+    _sent_mono = answer.request_id and not submitted_at and core.engine.now() or nil,
   }, Job)
   return job
 end
@@ -121,6 +124,9 @@ function Job:_journal_end(extra)
   self._journaled_end = true
   local line = { e = "ended", id = self.id, model = self.model, status = self.status,
     output = self.output, error = self.error and self.error.message or nil }
+  if self._sent_mono then -- seconds from the submit to the end seen (ms), when this process submitted it
+    line.run = math.floor((core.engine.now() - self._sent_mono) * 1000 + 0.5) / 1000
+  end
   for k, v in pairs(extra or {}) do line[k] = v end
   local ok, err = self.client:_journal_append(line)
   if not ok then
