@@ -39,7 +39,7 @@ local OPTION_TYPES = {
   max_connections = "number", max_body = "number", poll = "table", max_rps = "number",
   retries = "table|boolean",
   on_warning = "function|boolean", user_agent = "string",
-  fresh_submits = "boolean",
+  fresh_submits = "boolean", include_cost = "boolean",
 }
 
 local function check_options(opts)
@@ -121,6 +121,7 @@ function M.new(opts)
     _journal = type(opts.journal) == "string" and journal.open(opts.journal) or nil,
     _warn = on_warning or function() end,
     _fresh_submits = opts.fresh_submits == true,
+    include_cost = opts.include_cost == true, -- result requests ask for the job's cost (Job:_result_url)
   }, Client)
 end
 
@@ -289,7 +290,7 @@ function Client:_watch(job)
   local expect
   local learned = job._sent_mono and job.model and not job.raw_status and self:_learned_run(job.model)
   if learned then expect = 0.9 * learned - (engine_lib.now() - job._sent_mono) end
-  job._handle = self._engine:watch { status_url = job.urls.status, result_url = job.urls.result,
+  job._handle = self._engine:watch { status_url = job.urls.status, result_url = job:_result_url(),
     status = job.raw_status, delay = delay, expect = expect and expect > 0 and expect or nil }
   self._watched[job._handle] = job
 end
@@ -526,7 +527,9 @@ end
 -- resume() reports it as a submit of unknown outcome.
 -- opts.tag (a string of the caller's, at most 256 bytes) is written in those
 -- lines, so a caller that dies between this call and recording its answer can
--- find its request again.
+-- find its request again. opts.include_cost (boolean): the job's result is
+-- asked with its cost (job.cost), as kling.new{ include_cost = true } does
+-- for every job.
 -- A submit_unknown whose answer held a request_id the library refuses (not
 -- ^[A-Za-z0-9_-]{1,128}$, or holding the token) keeps it, escaped, in
 -- err.request_id_raw and in the journal's line. An answer that carries a
@@ -540,6 +543,9 @@ function Client:submit(model_id, input, opts)
   local tag = opts and opts.tag
   if tag ~= nil and (type(tag) ~= "string" or #tag > core.LIMITS.tag_max) then
     error("client:submit: opts.tag must be a string of at most 256 bytes", 2)
+  end
+  if opts and opts.include_cost ~= nil and type(opts.include_cost) ~= "boolean" then
+    error("client:submit: opts.include_cost must be a boolean", 2)
   end
   if not models.valid_model_id(model_id) then
     return nil, errors.new("validation", "invalid model id " .. string.format("%q", model_id),
@@ -595,6 +601,7 @@ function Client:submit(model_id, input, opts)
     return nil, err
   end
   local job = require("kling.job").new(self, body.request_id, model_id, body)
+  if opts and opts.include_cost ~= nil then job.include_cost = opts.include_cost == true end
   job.intent = intent and intent.key or nil
   -- on disk before the caller has the job: a process killed now loses nothing
   local jok, jerr = self:_journal_append { e = "submitted", id = job.id, intent = job.intent, model = model_id,

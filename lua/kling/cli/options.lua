@@ -80,6 +80,8 @@ M.LIST = {
   { name = "journal", arg = "PATH", kind = "string", section = "Connection",
     help = "the job journal (default: $XDG_STATE_HOME/kling/jobs.jsonl); its directory must exist" },
   { name = "no-journal", kind = "flag", section = "Connection", help = "keep no journal" },
+  { name = "cost", kind = "flag", section = "Output", help = "ask the service for each finished job's cost "
+    .. "(include_cost): in --json and the journal (kling jobs)" },
 }
 
 --- name -> option (also by its short alias).
