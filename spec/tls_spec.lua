@@ -12,7 +12,7 @@ local sh = helpers.sh
 local free_port = helpers.free_port
 
 describe("TLS through nginx", function()
-  local emu, dir, port, nginx_pid
+  local emu, dir, port, wrong_port, nginx_pid
 
   setup(function()
     emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0.1", "--run", "0.2" }
@@ -24,9 +24,18 @@ describe("TLS through nginx", function()
       "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost",
       "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf",
       "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext.cnf",
+      -- a certificate of the same CA for another name only (wrong.example): a wrong name here
+      "openssl req -newkey rsa:2048 -nodes -keyout wrong.key -out wrong.csr -subj /CN=wrong.example",
+      "printf 'subjectAltName=DNS:wrong.example\\n' > wrong.cnf",
+      "openssl x509 -req -in wrong.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out wrong.pem -days 2 -extfile wrong.cnf",
+      -- another CA, which signed nothing the server shows
+      "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.pem -days 2 -subj /CN=kling-other-ca",
+      -- Debian's bundle with the test CA in it: a ca_file as large as the default one
+      "cat /etc/ssl/certs/ca-certificates.crt ca.pem > bundle.pem",
     }, " && "))
     assert(ok, out)
     port = free_port()
+    wrong_port = free_port()
     local upstream = emu.api:match("^http://([^/]+)")
     helpers.write_file(dir .. "/nginx.conf", string.format([[
       pid %s/nginx.pid;
@@ -44,8 +53,14 @@ describe("TLS through nginx", function()
           location /v1/requests/redirected/ { return 302 %s/v/redirected.mp4; }
           location / { proxy_pass http://%s; proxy_http_version 1.1; proxy_set_header Connection ""; }
         }
+        server {
+          listen 127.0.0.1:%d ssl http2;
+          ssl_certificate %s/wrong.pem;
+          ssl_certificate_key %s/wrong.key;
+          location / { proxy_pass http://%s; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        }
       }
-    ]], dir, dir, dir, dir, dir, dir, dir, port, dir, dir, port, emu.files, upstream))
+    ]], dir, dir, dir, dir, dir, dir, dir, port, dir, dir, port, emu.files, upstream, wrong_port, dir, dir, upstream))
     ok, out = sh(string.format("nginx -p %s -c %s/nginx.conf", q(dir), q(dir)))
     assert(ok, out)
     for _ = 1, 100 do
@@ -110,7 +125,68 @@ describe("TLS through nginx", function()
     kling.run(function()
       for _ = 1, 20 do kling.spawn(function() assert(job:refresh()) end) end
     end)
-    assert.equals(1, c._engine:stats().sockets_peak)
+    local s = c._engine:stats()
+    assert.equals(1, s.sockets_peak)
+    -- over HTTP/2 more API transfers than connections go into libcurl at once (streams)
+    assert.equals(4, s.active_cap)
+    assert.is_true(s.active_peak >= 2, "in libcurl at once: " .. s.active_peak)
+    c:close()
+  end)
+
+  -- Verification never weakens while the CA store is parsed once (CURLOPT_CAPATH unset where a
+  -- CA file is used): each refusal below holds for the default bundle and for ca_file, also on
+  -- a later connection of a client whose store is already loaded.
+  local function refused_tls(c, url)
+    local job, err = c:generate { prompt = "must not arrive" }
+    assert.is_nil(job)
+    assert.equals("network", err.kind, tostring(err))
+    assert.equals("tls", err.transport, tostring(err))
+    assert.is_nil(tostring(err):find(TOKEN, 1, true))
+    return err
+  end
+
+  it("refuses a server whose CA is not the one in ca_file, before sending anything", function()
+    local before = emu:stats().jobs_created
+    local c = kling.new { base_url = base(), token = TOKEN, ca_file = dir .. "/other.pem" }
+    refused_tls(c)
+    refused_tls(c) -- a second connection, the store already loaded
+    assert.equals(before, emu:stats().jobs_created)
+    c:close()
+  end)
+
+  it("refuses the test CA's server with the default bundle, on every new connection", function()
+    local before = emu:stats().jobs_created
+    local c = kling.new { base_url = base(), token = TOKEN }
+    for _ = 1, 3 do refused_tls(c) end
+    assert.equals(before, emu:stats().jobs_created)
+    c:close()
+  end)
+
+  it("refuses a certificate for another name, though its CA is trusted", function()
+    local before = emu:stats().jobs_created
+    for _, ca in ipairs { dir .. "/ca.pem", dir .. "/bundle.pem" } do
+      local c = kling.new { base_url = string.format("https://127.0.0.1:%d/v1", wrong_port), token = TOKEN, ca_file = ca }
+      local err = refused_tls(c)
+      assert.matches("^TLS: ", err.message)
+      c:close()
+    end
+    assert.equals(before, emu:stats().jobs_created)
+  end)
+
+  it("refuses a wrong name on a later connection of a client whose CA store is loaded", function()
+    local c = kling.new { base_url = base(), token = TOKEN, ca_file = dir .. "/bundle.pem" }
+    assert(c:generate { prompt = "trusted, with the bundle" })
+    local got, err = c:download_url(string.format("https://127.0.0.1:%d/v/none.mp4", wrong_port), dir .. "/wrong.bin")
+    assert.is_nil(got)
+    assert.equals("network", err.kind)
+    assert.is_nil(io.open(dir .. "/wrong.bin", "rb"))
+    c:close()
+  end)
+
+  it("works with Debian's bundle and the test CA as ca_file, submits on one warm connection", function()
+    local c = kling.new { base_url = base(), token = TOKEN, ca_file = dir .. "/bundle.pem" }
+    for i = 1, 10 do assert(c:generate { prompt = "bundle " .. i }) end
+    assert.equals(1, c._engine:stats().sockets_opened)
     c:close()
   end)
 

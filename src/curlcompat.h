@@ -7,6 +7,9 @@
  *   CURLE_PROXY (7.73)            before it, a proxy's refusal shows as
  *                                 CURLE_COULDNT_RESOLVE_PROXY or the
  *                                 CONNECT answer's code (proxy_status)
+ *   CURLINFO_CAINFO (7.84)        before it, libcurl's default bundle is not
+ *                                 known: its CA directory stays set unless
+ *                                 ca_file is given (net.c; TLS costs more)
  *
  * -DKLING_FORCE_CURL_7_68 (with -DCURL_DISABLE_DEPRECATION) takes the old
  * branches on a newer libcurl: `make curl768` builds so, to prove they compile

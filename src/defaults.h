@@ -28,8 +28,16 @@
 #define KD_MAX_RPS 0.0             /* API requests per second; 0: no cap */
 
 /* API requests in flight at once (running, not counting those queued), and
- * status or result polls in flight at once: this many per connection. */
+ * status or result polls in flight at once: this many per connection. On
+ * HTTP/1.1 the engine lets at most one per connection into libcurl (the
+ * rest wait in its queue), this many once the API answered over HTTP/2. */
 #define KD_ACTIVE_PER_CONNECTION 4
+
+/* A submit goes on a kept-alive connection idle at most this long, else on a
+ * new one (CURLOPT_MAXAGE_CONN): servers and load balancers close idle
+ * connections after 60 s or more, and a submit sent on one they closed ends
+ * as submit_unknown (it is never sent twice: src/http.c, on_seek). */
+#define KD_SUBMIT_MAX_IDLE 20      /* s */
 
 /* Retries of a request that failed on the way or got a retryable answer:
  * kling.new{ retries = { max =, base =, cap =, retry_after_cap = } }. The

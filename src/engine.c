@@ -56,7 +56,13 @@ int kengine_init(kengine *e, const kengine_opts *o, char *err, size_t errlen) {
   e->curl_deadline = -1;
   e->wake_at = -1;
   e->max_rps = o->max_rps > 0 ? o->max_rps : 0;
-  e->max_active = o->max_active;
+  /* API transfers in libcurl at once: as many as connections while the API
+   * speaks HTTP/1.1 (more would only wait inside libcurl, which costs it
+   * about twice the work per request), raised to max_active once an answer
+   * came over HTTP/2 (streams share a connection) */
+  e->max_active_h2 = o->max_active;
+  e->max_active = o->max_connections > 0 && o->max_connections < o->max_active ? (int)o->max_connections
+                                                                                : o->max_active;
   e->max_retries = o->max_retries;
   e->retry_base = o->retry_base;
   e->retry_cap = o->retry_cap;
@@ -96,6 +102,7 @@ void kengine_close(kengine *e) {
   if (e->multi) curl_multi_cleanup(e->multi);
   e->multi = NULL;
   while (e->npool > 0) curl_easy_cleanup(e->pool[--e->npool]);
+  while (e->nwarm > 0) curl_easy_cleanup(e->warm[--e->nwarm]);
   free(e->user_done);
   e->user_done = NULL;
   e->nuser_done = e->capuser_done = 0;
@@ -122,7 +129,7 @@ static void put(kengine *e, kxfer *x, enum kx_list list) {
   case KX_INFLIGHT:
     TAILQ_INSERT_TAIL(&e->inflight, x, link);
     e->ninflight++;
-    if (x->is_api) e->nactive_api++;
+    if (x->is_api && ++e->nactive_api > e->active_peak) e->active_peak = e->nactive_api;
     break;
   case KX_QUEUED:
     TAILQ_INSERT_TAIL(&e->queued, x, link);
@@ -157,9 +164,11 @@ static void unlink_xfer(kengine *e, kxfer *x) {
 }
 
 static void give_back_easy(kengine *e, kxfer *x) {
-  CURL *easy = kxfer_take_easy(x);
+  int warm;
+  CURL *easy = kxfer_take_easy(x, &warm);
   if (easy == NULL) return;
-  if (e->npool < (int)(sizeof e->pool / sizeof e->pool[0])) e->pool[e->npool++] = easy;
+  if (warm && e->nwarm < (int)(sizeof e->warm / sizeof e->warm[0])) e->warm[e->nwarm++] = easy;
+  else if (!warm && e->npool < (int)(sizeof e->pool / sizeof e->pool[0])) e->pool[e->npool++] = easy;
   else curl_easy_cleanup(easy);
 }
 
@@ -221,8 +230,10 @@ static double next_token_at(const kengine *e) {
 /* Puts x (on no list) into the multi handle and the in-flight list. */
 static int start(kengine *e, kxfer *x, char *err, size_t errlen) {
   x->attempts++;
-  CURL *easy = e->npool ? e->pool[--e->npool] : NULL;
-  if (kxfer_begin(x, &e->net, easy) != 0) {
+  /* an API request takes a handle an earlier one left configured, when there is one */
+  int warm = x->is_api && !x->path && x->method != KX_HEAD && e->nwarm > 0;
+  CURL *easy = warm ? e->warm[--e->nwarm] : e->npool ? e->pool[--e->npool] : NULL;
+  if (kxfer_begin(x, &e->net, easy, warm) != 0) {
     if (err) snprintf(err, errlen, "%s", x->errbuf[0] ? x->errbuf : "curl_easy_init failed");
     give_back_easy(e, x);
     return -1;
@@ -379,6 +390,13 @@ static int collect(kengine *e) {
     long connects = 0, status = 0;
     if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK) e->connects += connects;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (x->is_api && !e->h2) {
+      long hv = 0;
+      if (curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &hv) == CURLE_OK && hv == CURL_HTTP_VERSION_2_0) {
+        e->h2 = 1;
+        e->max_active = e->max_active_h2;
+      }
+    }
     double delay;
     /* a download's bytes on disk before anything is decided: a write that fails ends it */
     if (x->path && !x->owner) kxfer_flush(x);

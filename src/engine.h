@@ -34,7 +34,8 @@ TAILQ_HEAD(kxfer_list, kxfer);
 typedef struct kengine_opts {
   knet_opts net;
   long max_connections;    /* connections at once (CURLMOPT_MAX_TOTAL_CONNECTIONS) */
-  int max_active;          /* API transfers in the multi handle at once */
+  int max_active;          /* API transfers in the multi handle at once (over HTTP/2; over
+                            * HTTP/1.1 at most max_connections) */
   double max_rps;          /* API requests per second; 0 = no cap */
   int max_retries;         /* tries after the first */
   double retry_base, retry_cap, retry_after_cap; /* seconds (defaults.h: the backoff) */
@@ -56,10 +57,14 @@ typedef struct kengine {
   double retry_base, retry_cap, retry_after_cap;
   krng rng;
   long long retries;       /* tries made again */
-  int max_active;
-  int nactive_api;
+  int max_active;           /* now: the connections on HTTP/1.1, max_active_h2 once the API spoke HTTP/2 */
+  int max_active_h2;
+  int h2;                   /* an API answer came over HTTP/2 */
+  int nactive_api, active_peak; /* API transfers in libcurl now, and at most so far */
   CURL *pool[KL_EASY_POOL]; /* reset easy handles for reuse */
   int npool;
+  CURL *warm[KL_EASY_POOL]; /* easy handles an API request left configured (http.c) */
+  int nwarm;
   long long requests;      /* API requests started */
   long long connects;      /* TCP connections opened (CURLINFO_NUM_CONNECTS) */
   long max_connections;

@@ -83,6 +83,7 @@
 #define KX_WBUF KL_WRITE_BUFFER
 #define KX_META_MAX KL_META_MAX
 #define KX_META_MAGIC "kling-part 2"
+#define KX_LIBCURL_MAXAGE 118L /* s: libcurl's default CURLOPT_MAXAGE_CONN, for a request other than a submit */
 
 #define kx_strdup kstrdup
 #define kx_concat kconcat
@@ -777,34 +778,89 @@ fail_oom:
   return NULL;
 }
 
-static int configure(kxfer *x, knet *e) {
-  SETOPT(CURLOPT_URL, x->url);
-  SETOPT(CURLOPT_PRIVATE, (void *)x);
+/* The POST body, given to libcurl by this read callback rather than as
+ * CURLOPT_POSTFIELDS: libcurl can then send it again only through
+ * on_seek. */
+static size_t on_read(char *dst, size_t size, size_t nitems, void *ud) {
+  kxfer *x = ud;
+  size_t room = size * nitems, left = x->req_body_len - x->req_sent;
+  size_t n = left < room ? left : room;
+  memcpy(dst, x->req_body + x->req_sent, n);
+  x->req_sent += n;
+  return n;
+}
+
+/* libcurl asks to rewind the body to send it again: on its own, when a
+ * reused keep-alive connection died before any byte of the answer came
+ * (libcurl 7.88 does so without telling). A submit (KX_RETRY_SUBMIT) is
+ * a paid job that may have reached the server: refused, so the transfer
+ * ends once with CURLE_SEND_FAIL_REWIND (kind network, sent: reported as
+ * submit_unknown), never a second POST. Any other POST may go again. */
+static int on_seek(void *ud, curl_off_t offset, int origin) {
+  kxfer *x = ud;
+  if (x->retry == KX_RETRY_SUBMIT) {
+    x->rewinds_refused++;
+    return CURL_SEEKFUNC_FAIL;
+  }
+  if (origin != SEEK_SET || offset < 0 || (size_t)offset > x->req_body_len) return CURL_SEEKFUNC_FAIL;
+  x->req_sent = (size_t)offset;
+  return CURL_SEEKFUNC_OK;
+}
+
+/* An API request (not a download, not a HEAD) leaves its easy handle
+ * configured: the next API request on it sets only what is its own
+ * (configure_transfer), without curl_easy_reset and the options every API
+ * request shares (configure_common). */
+static int warmable(const kxfer *x) {
+  return x->is_api && !x->path && x->method != KX_HEAD;
+}
+
+/* What every transfer of the client sets the same way (for an API request:
+ * once per easy handle). */
+static int configure_common(kxfer *x, knet *e) {
   SETOPT(CURLOPT_NOSIGNAL, 1L);
-  SETOPT(CURLOPT_ERRORBUFFER, x->errbuf);
   SETOPT(CURLOPT_HEADERFUNCTION, on_header);
-  SETOPT(CURLOPT_HEADERDATA, (void *)x);
   SETOPT(CURLOPT_WRITEFUNCTION, on_body);
-  SETOPT(CURLOPT_WRITEDATA, (void *)x);
+  SETOPT(CURLOPT_READFUNCTION, on_read);
+  SETOPT(CURLOPT_SEEKFUNCTION, on_seek);
   if (KL_SET_HTTP_ONLY(x->easy) != CURLE_OK) return -1;
   SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
   SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
   if (e->ca_file) SETOPT(CURLOPT_CAINFO, e->ca_file);
+  if (e->ca_dir_off) SETOPT(CURLOPT_CAPATH, (char *)NULL); /* the store parsed once (net.h) */
+  if (e->share) SETOPT(CURLOPT_SHARE, e->share);
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, e->connect_timeout_ms);
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
   if (e->user_agent) SETOPT(CURLOPT_USERAGENT, e->user_agent);
-  if (x->fresh) SETOPT(CURLOPT_FRESH_CONNECT, 1L);
   /* Proxies (from the environment, as libcurl reads it): never for loopback nor
    * for plain http carrying the token; always as a CONNECT tunnel, with no
    * header of ours (the token) in the CONNECT request. */
   SETOPT(CURLOPT_NOPROXY, e->no_proxy);
   SETOPT(CURLOPT_HTTPPROXYTUNNEL, 1L);
   SETOPT(CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE);
-  if (knet_direct_only(x->url, x->is_api)) SETOPT(CURLOPT_PROXY, "");
+  if (x->is_api ? e->api_direct : knet_direct_only(x->url, 0)) SETOPT(CURLOPT_PROXY, "");
   SETOPT(CURLOPT_OPENSOCKETFUNCTION, knet_open_socket);
   SETOPT(CURLOPT_OPENSOCKETDATA, (void *)e);
   SETOPT(CURLOPT_CLOSESOCKETFUNCTION, knet_close_socket);
   SETOPT(CURLOPT_CLOSESOCKETDATA, (void *)e);
+  SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+  if (!x->path) SETOPT(CURLOPT_ACCEPT_ENCODING, "");
+  return 0;
+}
+
+/* What is this transfer's own. warm: the handle comes configured from an
+ * earlier API request (options that one may have set are set again). */
+static int configure_transfer(kxfer *x, knet *e, int warm) {
+  SETOPT(CURLOPT_URL, x->url);
+  SETOPT(CURLOPT_PRIVATE, (void *)x);
+  SETOPT(CURLOPT_ERRORBUFFER, x->errbuf);
+  SETOPT(CURLOPT_HEADERDATA, (void *)x);
+  SETOPT(CURLOPT_WRITEDATA, (void *)x);
+  if (x->fresh || warm) SETOPT(CURLOPT_FRESH_CONNECT, x->fresh ? 1L : 0L);
+  /* a submit goes on a warm connection only when it has been idle a short
+   * while: one the server closed meanwhile costs a submit_unknown (on_seek) */
+  if (x->retry == KX_RETRY_SUBMIT || warm)
+    SETOPT(CURLOPT_MAXAGE_CONN, x->retry == KX_RETRY_SUBMIT ? (long)KD_SUBMIT_MAX_IDLE : KX_LIBCURL_MAXAGE);
 
   if (x->path) {
     /* A large file may take long: a try ends when it stays too slow, and the
@@ -816,7 +872,6 @@ static int configure(kxfer *x, knet *e) {
       long ms = left > 0 ? (long)(left * 1000.0) + 1 : 1;
       SETOPT(CURLOPT_TIMEOUT_MS, ms);
     }
-    SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
     SETOPT(CURLOPT_BUFFERSIZE, 512L * 1024L); /* fewer, larger writes */
     if (x->offset > 0) {
       /* our own Range header, not CURLOPT_RESUME_FROM: libcurl would fail any answer
@@ -831,41 +886,67 @@ static int configure(kxfer *x, knet *e) {
       }
     }
   } else {
-    SETOPT(CURLOPT_ACCEPT_ENCODING, "");
     SETOPT(CURLOPT_TIMEOUT_MS, x->timeout_ms);
-    SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
-    if (add_header(x, "Accept: application/json") != 0) return -1;
+    if (!x->is_api && add_header(x, "Accept: application/json") != 0) return -1;
   }
-  if (x->is_api && e->auth_header && add_header(x, e->auth_header) != 0) return -1;
-  if (add_header(x, "Expect:") != 0) return -1;
+  /* an API request's headers: the client's lists, built once (net.c); any
+   * other request's: its own */
+  struct curl_slist *headers = NULL;
+  if (x->is_api && !x->path)
+    headers = x->method == KX_POST && x->req_body_len ? e->api_json_headers : e->api_headers;
+  else if (add_header(x, "Expect:") != 0)
+    return -1;
 
   if (x->method == KX_POST) {
     SETOPT(CURLOPT_POST, 1L);
+    x->req_sent = 0; /* every try sends the body from its start */
     SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->req_body_len);
-    SETOPT(CURLOPT_POSTFIELDS, x->req_body);
-    if (x->req_body_len && add_header(x, "Content-Type: application/json") != 0) return -1;
+    SETOPT(CURLOPT_READDATA, (void *)x);
+    SETOPT(CURLOPT_SEEKDATA, (void *)x);
+    if (!headers && x->req_body_len && add_header(x, "Content-Type: application/json") != 0) return -1;
   } else if (x->method == KX_HEAD) {
     SETOPT(CURLOPT_NOBODY, 1L);
+  } else if (warm) {
+    SETOPT(CURLOPT_HTTPGET, 1L); /* the handle may have made a POST */
   }
-  SETOPT(CURLOPT_HTTPHEADER, x->headers);
+  SETOPT(CURLOPT_HTTPHEADER, headers ? headers : x->headers);
   return 0;
 }
 
-int kxfer_begin(kxfer *x, knet *e, CURL *easy) {
+int kxfer_begin(kxfer *x, knet *e, CURL *easy, int warm) {
   x->easy = easy ? easy : curl_easy_init();
   if (x->easy == NULL) return -1;
-  if (configure(x, e) != 0) {
+  if (warm && !warmable(x)) curl_easy_reset(x->easy); /* (the engine does not ask so) */
+  warm = warm && easy != NULL && warmable(x);
+  x->configured = 0;
+  if ((!warm && configure_common(x, e) != 0) || configure_transfer(x, e, warm) != 0) {
     snprintf(x->errbuf, sizeof x->errbuf, "cannot configure the transfer (out of memory?)");
     return -1;
   }
+  x->configured = 1; /* only a handle configured in full is kept configured (kxfer_take_easy) */
   return 0;
 }
 
-CURL *kxfer_take_easy(kxfer *x) {
+CURL *kxfer_take_easy(kxfer *x, int *warm) {
   CURL *easy = x->easy;
   x->easy = NULL;
-  if (easy) curl_easy_reset(easy);
-  curl_slist_free_all(x->headers); /* after the reset: libcurl no longer points at it */
+  *warm = easy != NULL && warmable(x) && x->configured;
+  x->configured = 0;
+  if (*warm) {
+    /* kept configured for the next API request; nothing of this transfer's stays pointed at */
+    if (curl_easy_setopt(easy, CURLOPT_PRIVATE, (void *)NULL) != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, (char *)NULL) != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_HEADERDATA, (void *)NULL) != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_WRITEDATA, (void *)NULL) != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_READDATA, (void *)NULL) != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_SEEKDATA, (void *)NULL) != CURLE_OK) {
+      curl_easy_reset(easy);
+      *warm = 0;
+    }
+  } else if (easy) {
+    curl_easy_reset(easy);
+  }
+  curl_slist_free_all(x->headers); /* after the reset: libcurl no longer points at it (an API request has none) */
   x->headers = NULL;
   return easy;
 }
@@ -1143,6 +1224,9 @@ void kxfer_error_message(const kxfer *x, char *out, size_t outlen) {
   else if (x->path && x->empty) snprintf(out, outlen, "the file host sent an empty body (HTTP %ld)", x->status);
   else if (x->path && x->code == CURLE_OPERATION_TIMEDOUT && x->pretransfer > 0)
     snprintf(out, outlen, "the download was too slow: under %ld bytes/s for %ld s", x->low_speed_limit, x->low_speed_time);
+  else if (x->code == CURLE_SEND_FAIL_REWIND && x->rewinds_refused)
+    snprintf(out, outlen, "the connection broke before any answer came (a kept-alive connection the server had "
+             "closed?); the submit was not sent again");
   else if (x->code == CURLE_PARTIAL_FILE) snprintf(out, outlen, "transfer ended after %lld bytes, before the announced length", (long long)x->bytes);
   else if (x->errbuf[0]) snprintf(out, outlen, "%s", x->errbuf);
   else snprintf(out, outlen, "%s", curl_easy_strerror(x->code));

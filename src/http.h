@@ -61,6 +61,9 @@ typedef struct kxfer {
   char *url;
   char *req_body;
   size_t req_body_len;
+  size_t req_sent;         /* POST: bytes of req_body handed to libcurl by this try */
+  int configured;          /* kxfer_begin set every option of easy */
+  int rewinds_refused;     /* a submit's body libcurl asked to send again (on a dead reused connection) */
   int method;              /* KX_GET, KX_POST, KX_HEAD */
   long timeout_ms;
   int fresh;
@@ -150,8 +153,11 @@ kxfer *kxfer_new_ex(knet *n, const kx_spec *spec, char *err, size_t errlen, kx_n
  * at once (the easy handle still attached), else 0. */
 int kxfer_review(kxfer *x, const knet *n, long status);
 enum { KX_NEXT_HOP = 1, KX_START_OVER = 2 };
-/* Configures easy (fresh or reset) for the transfer and takes it. 0 or -1. */
-int kxfer_begin(kxfer *x, knet *n, CURL *easy);
+/* Configures easy for the transfer and takes it: easy is new (NULL: made
+ * here) or reset, or, warm = 1, configured by an earlier API request (then
+ * only this transfer's own options are set; a handle that cannot be reused
+ * so is configured in full). 0 or -1. */
+int kxfer_begin(kxfer *x, knet *n, CURL *easy, int warm);
 /* Called by the engine when libcurl reports the transfer done. */
 void kxfer_finish(kxfer *x, CURLcode code);
 /* A download: writes the bytes of this try still in memory to the .part.
@@ -167,8 +173,9 @@ int kxfer_flush(kxfer *x);
 int kx_check_download_target(const char *path, char *err, size_t errlen, kx_new_error *why);
 /* Forgets the last try's answer (and truncates a download) before another. */
 void kxfer_rewind(kxfer *x);
-/* Gives the easy handle back (reset, for reuse), or NULL when it had none. */
-CURL *kxfer_take_easy(kxfer *x);
+/* Gives the easy handle back for reuse, or NULL when it had none: reset, or
+ * (*warm = 1, an API request's) kept configured for the next API request. */
+CURL *kxfer_take_easy(kxfer *x, int *warm);
 /* Bytes expected (Content-Length), -1 when unknown. */
 curl_off_t kxfer_length(const kxfer *x);
 void kxfer_free(kxfer *x);

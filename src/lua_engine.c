@@ -268,11 +268,14 @@ static int l_pollfds(lua_State *L) {
 }
 
 /* eng:stats() -> { requests=, connects=, inflight=, queued=, sockets_open=,
- *   retries=, sockets_peak=, sockets_opened= } */
+ *   retries=, sockets_peak=, sockets_opened=, active_cap=, active_peak= }
+ * active_cap: API transfers let into libcurl at once now (max_connections
+ * on HTTP/1.1, more once the API answered over HTTP/2); active_peak: the
+ * most there were so far */
 static int l_stats(lua_State *L) {
   lengine *le = kl_check_engine(L, 1);
   const kengine *e = &le->e;
-  lua_createtable(L, 0, 8);
+  lua_createtable(L, 0, 10);
   lua_pushinteger(L, (lua_Integer)e->requests);
   lua_setfield(L, -2, "requests");
   lua_pushinteger(L, (lua_Integer)e->connects);
@@ -289,6 +292,10 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "sockets_peak");
   lua_pushinteger(L, (lua_Integer)e->net.sockets_opened);
   lua_setfield(L, -2, "sockets_opened");
+  lua_pushinteger(L, e->max_active);
+  lua_setfield(L, -2, "active_cap");
+  lua_pushinteger(L, e->active_peak);
+  lua_setfield(L, -2, "active_peak");
   return 1;
 }
 

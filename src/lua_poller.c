@@ -33,7 +33,8 @@ static const char *field_string(lua_State *L, int t, const char *k, int required
   return s;
 }
 
-/* eng:watch{ status_url=, result_url=, delay=, status= } -> handle */
+/* eng:watch{ status_url=, result_url=, delay=, status=, expect= } -> handle
+ * expect: seconds before which the job is not expected to end (kpoller_expect) */
 static int l_watch(lua_State *L) {
   lengine *le = kl_check_engine(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -46,8 +47,12 @@ static int l_watch(lua_State *L) {
   lua_getfield(L, 2, "delay");
   double delay = luaL_optnumber(L, -1, le->p.o.initial);
   lua_pop(L, 1);
+  lua_getfield(L, 2, "expect");
+  double expect = luaL_optnumber(L, -1, 0);
+  lua_pop(L, 1);
   int handle = kpoller_watch(&le->p, &le->e, su, ru, st, stlen, delay);
   if (handle < 0) return luaL_error(L, "out of memory");
+  if (expect > 0) kpoller_expect(&le->p, handle, expect);
   lua_pushinteger(L, handle);
   return 1;
 }

@@ -62,9 +62,25 @@ int knet_direct_only(const char *url, int is_api) {
   return direct;
 }
 
+/* A URL that starts with the API's prefix (its scheme and authority, then
+ * '/') has the API's origin, whatever follows: a parser reads the authority
+ * up to that '/'. The rest is printable ASCII, so libcurl reads it as the
+ * full parse would have. No URL is parsed twice for the requests a client
+ * makes most (status and result polls). */
+static int is_api_url_fast(const knet *n, const char *url) {
+  if (n->api_prefix == NULL || strncmp(url, n->api_prefix, n->api_prefix_len) != 0) return 0;
+  for (const unsigned char *p = (const unsigned char *)url + n->api_prefix_len; *p; p++)
+    if (*p <= 0x20 || *p >= 0x7f) return 0;
+  return 1;
+}
+
 int knet_check_url(const knet *n, const char *url, int *is_api, char *err, size_t errlen) {
   char *scheme, *host, *port;
   *is_api = 0;
+  if (is_api_url_fast(n, url)) {
+    *is_api = 1;
+    return 0;
+  }
   if (url_origin(url, &scheme, &host, &port) != 0) {
     if (err) snprintf(err, errlen, "not a valid URL");
     return -1;
@@ -111,6 +127,19 @@ int knet_init(knet *n, const knet_opts *o, char *err, size_t errlen) {
     knet_close(n);
     return -1;
   }
+  { /* the prefix, once the base is known good (the fast path is off until here) */
+    const char *sep = strstr(o->api_base, "://");
+    const char *slash = sep ? strchr(sep + 3, '/') : NULL;
+    size_t len = slash ? (size_t)(slash - o->api_base) + 1 : 0;
+    if (len > 0 && strcspn(o->api_base, "?#") >= len) {
+      n->api_prefix = malloc(len + 1);
+      if (n->api_prefix == NULL) goto oom;
+      memcpy(n->api_prefix, o->api_base, len);
+      n->api_prefix[len] = '\0';
+      n->api_prefix_len = len;
+    }
+    n->api_direct = is_loopback(n->api_host) || strcmp(n->api_scheme, "http") == 0;
+  }
   if (o->token && o->token[0]) {
     static const char prefix[] = "Authorization: Bearer ";
     size_t len = strlen(o->token);
@@ -142,6 +171,33 @@ int knet_init(knet *n, const knet_opts *o, char *err, size_t errlen) {
     if (n->no_proxy == NULL) goto oom;
   }
   if (o->user_agent && !(n->user_agent = kstrdup(o->user_agent))) goto oom;
+  n->ca_dir_off = o->ca_file != NULL;
+#if LIBCURL_VERSION_NUM >= 0x075400 && !defined(KLING_FORCE_CURL_7_68) /* CURLINFO_CAINFO: 7.84 */
+  if (!n->ca_dir_off) {
+    CURL *h = curl_easy_init();
+    char *bundle = NULL;
+    if (h && curl_easy_getinfo(h, CURLINFO_CAINFO, &bundle) == CURLE_OK && bundle && access(bundle, R_OK) == 0)
+      n->ca_dir_off = 1;
+    if (h) curl_easy_cleanup(h);
+  }
+#endif
+  {
+    struct curl_slist *h = curl_slist_append(NULL, "Accept: application/json");
+    if (h && n->auth_header) h = curl_slist_append(h, n->auth_header);
+    if (h) h = curl_slist_append(h, "Expect:");
+    n->api_headers = h;
+    h = curl_slist_append(NULL, "Accept: application/json");
+    if (h && n->auth_header) h = curl_slist_append(h, n->auth_header);
+    if (h) h = curl_slist_append(h, "Expect:");
+    if (h) h = curl_slist_append(h, "Content-Type: application/json");
+    n->api_json_headers = h;
+    if (!n->api_headers || !n->api_json_headers) goto oom;
+  }
+  n->share = curl_share_init();
+  if (n->share && curl_share_setopt(n->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+    curl_share_cleanup(n->share);
+    n->share = NULL; /* sessions then stay per handle: slower, as safe */
+  }
   return 0;
 
 oom:
@@ -168,6 +224,17 @@ void knet_close(knet *n) {
   free(n->ca_file);
   free(n->user_agent);
   free(n->no_proxy);
+  if (n->share) curl_share_cleanup(n->share); /* after every easy handle that used it */
+  free(n->api_prefix);
+  n->api_prefix = NULL;
+  n->api_prefix_len = 0;
+  /* the lists hold the token: wiped before they go */
+  for (struct curl_slist *l = n->api_headers; l; l = l->next) wipe(l->data);
+  for (struct curl_slist *l = n->api_json_headers; l; l = l->next) wipe(l->data);
+  curl_slist_free_all(n->api_headers);
+  curl_slist_free_all(n->api_json_headers);
+  n->api_headers = n->api_json_headers = NULL;
+  n->share = NULL;
   n->token = n->auth_header = n->api_scheme = n->api_host = n->api_port = NULL;
   n->ca_file = n->user_agent = n->no_proxy = NULL;
 }

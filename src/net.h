@@ -30,6 +30,12 @@ typedef struct knet {
   char *ca_file;
   char *user_agent;
   char *no_proxy;          /* CURLOPT_NOPROXY of every transfer: the user's list and loopback */
+  char *api_prefix;        /* the base URL up to the first '/' after "://": a URL that starts so is the API's */
+  size_t api_prefix_len;
+  int api_direct;          /* knet_direct_only of the API's URLs */
+  struct curl_slist *api_headers, *api_json_headers; /* an API request's headers, built once (the latter with a JSON body) */
+  int ca_dir_off;          /* a CA file is used (ca_file, or libcurl's default bundle): CURLOPT_CAPATH NULL */
+  CURLSH *share;           /* TLS sessions, shared by every transfer of the client (NULL: none) */
   long timeout_ms, connect_timeout_ms;
   size_t max_body;
   int allow_insecure_http;
@@ -38,7 +44,17 @@ typedef struct knet {
   long long sockets_opened;
 } knet;
 
-/* Returns 0, or -1 with a reason in err (n is then cleaned up). */
+/* Returns 0, or -1 with a reason in err (n is then cleaned up).
+ *
+ * TLS costs what it must (issue 13): Debian's libcurl has both a CA file
+ * and a CA directory compiled in, and with a directory set it reads the
+ * whole bundle again for every new connection. Where a CA file is used (the
+ * caller's ca_file, or libcurl's default bundle when it is readable), every
+ * transfer leaves the directory unset (CURLOPT_CAPATH NULL), so libcurl
+ * keeps the parsed store in the client's multi handle (CA cache, libcurl
+ * 7.87+) and checks every peer against the same certificates. TLS sessions
+ * are shared by the client's transfers (curl_share, SSL_SESSION): a new
+ * connection resumes. Verification is never weakened. */
 int knet_init(knet *n, const knet_opts *o, char *err, size_t errlen);
 /* Wipes the token and frees what n holds. Idempotent. */
 void knet_close(knet *n);

@@ -37,6 +37,7 @@ typedef struct kwatch {
   double interval;
   int failures, unusable;  /* answers asked again in a row; unusable ones among them */
   double retry_after;      /* from the last answer, < 0 when none */
+  double expect_at;        /* when the job may end at the earliest, from earlier runs (kpoller_expect); 0 unknown */
 } kwatch;
 
 void kpoller_defaults(kpoll_opts *o) {
@@ -176,6 +177,12 @@ static double next_delay(kpoller *p, kwatch *w, double now, int moved) {
     if (w->retry_after >= 0) d = w->retry_after > d ? w->retry_after : d;
     return clampd(jittered(p, d), o->min, o->max > w->retry_after ? o->max : w->retry_after);
   }
+  if (w->expect_at > 0 && !kproto_terminal(w->status) && w->expect_at - now > o->near) {
+    /* jobs of this model took this long before (kpoller_expect): no poll
+     * before then, but one at least every `max` (an early failure) */
+    double until = w->expect_at - now;
+    return until < o->max ? until : jittered(p, o->max);
+  }
   if (w->status == KS_IN_QUEUE) {
     if (moved && w->qpos >= 0 && p->queue_rate > 0) {
       /* the queue moves: look again about when the job reaches the front */
@@ -295,6 +302,11 @@ oom:
 
 static kwatch *find(kpoller *p, int handle) {
   return handle >= 1 && handle <= p->nslots ? p->slots[handle - 1] : NULL;
+}
+
+void kpoller_expect(kpoller *p, int handle, double seconds) {
+  kwatch *w = find(p, handle);
+  if (w && seconds > 0 && seconds < 1e7) w->expect_at = know() + seconds;
 }
 
 void kpoller_unwatch(kpoller *p, kengine *e, int handle) {

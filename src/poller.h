@@ -71,6 +71,11 @@ void kpoller_close(kpoller *p, kengine *e);
  * memory runs out. */
 int kpoller_watch(kpoller *p, kengine *e, const char *status_url, const char *result_url, const char *raw,
                   size_t rawlen, double delay);
+/* Learned polling: the job is not expected to end before `seconds` from now
+ * (jobs of its model took that long in earlier processes: the client reads
+ * the journal). Its polls after the first wait until then, one at least
+ * every `max` seconds; from then on the usual schedule (`near`). */
+void kpoller_expect(kpoller *p, int handle, double seconds);
 /* Stops polling the job (its request in flight is aborted). Idempotent. */
 void kpoller_unwatch(kpoller *p, kengine *e, int handle);
 

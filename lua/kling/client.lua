@@ -40,6 +40,7 @@ local OPTION_TYPES = {
   max_connections = "number", max_body = "number", poll = "table", max_rps = "number",
   retries = "table|boolean",
   on_warning = "function|boolean", user_agent = "string", cache_dir = "string|boolean", catalog = "boolean", waiter = "function",
+  fresh_submits = "boolean", include_cost = "boolean",
 }
 
 local function check_options(opts)
@@ -170,6 +171,8 @@ function M.new(opts)
       or require("kling.catalog").default_dir()) or nil,
     catalog = opts.catalog ~= false,
     _waiter = opts.waiter, -- how this client's waits wait (kling.sched); nil: kling.set_waiter's
+    _fresh_submits = opts.fresh_submits == true,
+    include_cost = opts.include_cost == true, -- result requests ask for the job's cost (Job:_result_url)
   }, Client)
 end
 
@@ -325,6 +328,29 @@ function Client:_poll_answer(job, a)
   if job then job:_take_poll(a, what, done) end
 end
 
+-- The shortest time (s) from submit to end of a completed job of model_id in
+-- the journal (jobs of earlier processes: their "ended" line's run, else its
+-- time less the submit's), or nil: none, or no journal. Read once per client.
+function Client:_learned_run(model_id)
+  if self._learned == nil then
+    self._learned = false
+    local jobs = self._journal and self._journal:state()
+    if jobs then
+      local best = {}
+      for _, j in pairs(jobs) do
+        local run = j.run
+        if run == nil and math.type(j.t) and math.type(j.ended_t) then run = j.ended_t - j.t end
+        if j.status == "completed" and type(j.model) == "string" and run and run > 0
+          and (best[j.model] == nil or run < best[j.model]) then
+          best[j.model] = run
+        end
+      end
+      self._learned = best
+    end
+  end
+  return self._learned and self._learned[model_id] or nil
+end
+
 -- Starts polling a job in the engine (once).
 function Client:_watch(job)
   if job._handle then return end
@@ -334,8 +360,13 @@ function Client:_watch(job)
   else
     delay = 0 -- attached or resumed: look now
   end
-  job._handle = self._engine:watch { status_url = job.urls.status, result_url = job.urls.result,
-    status = job.raw_status, delay = delay }
+  -- learned polling: a job this process submitted is not polled again before jobs of its
+  -- model ended in earlier processes (the journal), less 10 %
+  local expect
+  local learned = job._sent_mono and job.model and not job.raw_status and self:_learned_run(job.model)
+  if learned then expect = 0.9 * learned - (engine_lib.now() - job._sent_mono) end
+  job._handle = self._engine:watch { status_url = job.urls.status, result_url = job:_result_url(),
+    status = job.raw_status, delay = delay, expect = expect and expect > 0 and expect or nil }
   self._watched[job._handle] = job
 end
 
@@ -421,8 +452,9 @@ end
 
 -- One API exchange. Returns decoded body, result | nil, err.
 -- opts.body_text: the body, already encoded (then body is ignored).
--- opts.submit: a paid POST: never replayed, and a failure after it may have
--- reached the server is reported as submit_unknown. opts.status_answer: a
+-- opts.submit: a paid POST: never replayed (libcurl may not rewind its body:
+-- src/http.c), and a failure after it may have reached the server is
+-- reported as submit_unknown; on a new connection only with fresh_submits. opts.status_answer: a
 -- status or result request, whose 2xx answer without a usable status is asked
 -- again (a few times, with the client's retries). The engine tries a failure
 -- on the way again by itself; an answer is read here (ask_again).
@@ -437,7 +469,7 @@ function Client:_api(method, url, body, opts)
     if not encoded then return nil, err end
   end
   local x, msg = self._engine:request {
-    method = method, url = url, body = encoded, fresh = opts.submit,
+    method = method, url = url, body = encoded, fresh = opts.submit and self._fresh_submits,
     timeout = opts.timeout or (opts.submit and self.submit_timeout or nil),
     retry = opts.submit and "submit" or "safe",
   }
@@ -582,7 +614,9 @@ end
 -- resume() reports it as a submit of unknown outcome.
 -- opts.tag (a string of the caller's, at most 256 bytes) is written in those
 -- lines, so a caller that dies between this call and recording its answer can
--- find its request again.
+-- find its request again. opts.include_cost (boolean): the job's result is
+-- asked with its cost (job.cost), as kling.new{ include_cost = true } does
+-- for every job.
 -- A submit_unknown whose answer held a request_id the library refuses (not
 -- ^[A-Za-z0-9_-]{1,128}$, or holding the token) keeps it, escaped, in
 -- err.request_id_raw and in the journal's line. An answer that carries a
@@ -596,6 +630,9 @@ function Client:submit(model_id, input, opts)
   local tag = opts and opts.tag
   if tag ~= nil and (type(tag) ~= "string" or #tag > core.LIMITS.tag_max) then
     error("client:submit: opts.tag must be a string of at most 256 bytes", 2)
+  end
+  if opts and opts.include_cost ~= nil and type(opts.include_cost) ~= "boolean" then
+    error("client:submit: opts.include_cost must be a boolean", 2)
   end
   if not models.valid_model_id(model_id) then
     return nil, errors.new("validation", "invalid model id " .. string.format("%q", model_id),
@@ -659,6 +696,7 @@ function Client:submit(model_id, input, opts)
     return nil, err
   end
   local job = require("kling.job").new(self, body.request_id, model_id, body)
+  if opts and opts.include_cost ~= nil then job.include_cost = opts.include_cost == true end
   job.intent = intent and intent.key or nil
   -- on disk before the caller has the job: a process killed now loses nothing
   local jok, jerr = self:_journal_append { e = "submitted", id = job.id, intent = job.intent, model = model_id,

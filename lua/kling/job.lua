@@ -50,6 +50,9 @@ function M.new(client, id, model_id, answer, submitted_at)
     },
     client = client,
     submitted_at = submitted_at or (answer.request_id and os.time()) or nil,
+    -- submitted by this process now (kling.core's monotonic clock): how long it ran goes to the
+    -- journal (its "ended" line's run), for the learned polling of later processes
+    _sent_mono = answer.request_id and not submitted_at and core.engine.now() or nil,
   }, Job)
   return job
 end
@@ -122,6 +125,10 @@ function Job:_journal_end(extra)
   self._journaled_end = true
   local line = { e = "ended", id = self.id, model = self.model, status = self.status,
     output = self.output, error = self.error and self.error.message or nil }
+  if type(self.cost) == "number" then line.cost = self.cost end
+  if self._sent_mono then -- seconds from the submit to the end seen (ms), when this process submitted it
+    line.run = math.floor((core.engine.now() - self._sent_mono) * 1000 + 0.5) / 1000
+  end
   for k, v in pairs(extra or {}) do line[k] = v end
   local ok, err = self.client:_journal_append(line)
   if not ok then
@@ -196,14 +203,28 @@ function Job:_end_by_status(result_err)
   return self.error
 end
 
---- GETs the result now, without waiting. Returns output | nil, err: kind
+-- The result URL to ask: with ?include_cost=true when the job's cost is
+-- wanted (include, else job.include_cost, else the client's include_cost).
+function Job:_result_url(include)
+  if include == nil then include = self.include_cost end
+  if include == nil then include = self.client.include_cost end
+  local url = self.urls.result
+  if not include then return url end
+  return url .. (url:find("?", 1, true) and "&" or "?") .. "include_cost=true"
+end
+
+--- GETs the result now, without waiting. opts (optional): include_cost
+-- (boolean: ask the service for the job's cost, kept in job.cost; default
+-- the job's include_cost, else the client's). Returns output | nil, err: kind
 -- "not_ready" while the job runs (the result route's 400005 included, with
 -- err.job_status: the status the status route gives then), "failed" or
 -- "cancelled" when it ended so (also when its result route then answers an
 -- error, 404 or 400: err.result_error holds that answer's error), "protocol"
 -- for a completed job without a usable output.
-function Job:result()
-  local body, err, res = self.client:_api(protocol.ROUTES.result.method, self.urls.result, nil,
+function Job:result(opts)
+  local include = opts and opts.include_cost
+  if include ~= nil and type(include) ~= "boolean" then error("job:result: opts.include_cost must be a boolean", 2) end
+  local body, err, res = self.client:_api(protocol.ROUTES.result.method, self:_result_url(include), nil,
     { request_id = self.id, status_answer = true, route = "result" })
   if not body then
     if err.kind == "not_ready" then
@@ -329,10 +350,15 @@ end
 --- Waits until the job ends. The client's engine polls it on an adaptive
 -- schedule (see the `poll` option of kling.new), with every other job.
 -- opts: timeout (seconds, default 1800: kling.core.DEFAULTS.wait_timeout), on_update(job) on a status or
--- queue-position change.
+-- queue-position change, include_cost (boolean: the result is asked with the job's cost, kept in
+-- job.cost; before the job's first wait, as the client's include_cost otherwise).
 -- Returns output | nil, err. After a "timeout" the job can be waited on again.
 function Job:wait(opts)
   opts = opts or {}
+  if opts.include_cost ~= nil then
+    if type(opts.include_cost) ~= "boolean" then error("job:wait: opts.include_cost must be a boolean", 2) end
+    self.include_cost = opts.include_cost -- (read when the job is watched: before its first wait)
+  end
   if self.output then return self.output end
   if self.error then return nil, self.error end
   local timeout = opts.timeout or core.DEFAULTS.wait_timeout

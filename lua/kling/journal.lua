@@ -186,7 +186,9 @@ local OPEN_INTENT = "no answer was recorded for this submit: the process may hav
 
 --- The state of every request in the journal. Returns
 --   jobs: id -> { id, model, urls, tag, intent, digest, t, status (nil while
---         not ended), output, output_text, output_note, error, ended_t }
+--         not ended), output, output_text, output_note, error, ended_t, run
+--         (seconds from submit to end, when the submitting process saw it),
+--         cost (the job's cost, when it was asked for: include_cost) }
 --   unknown: the submits of unknown outcome, oldest first: the submit_unknown
 --         events (but those whose request_id the journal knows as a job), and
 --         the intents that never got an answer (e = "intent", with message
@@ -224,6 +226,8 @@ function Journal:state()
       local j = jobs[ev.id] or { id = ev.id, model = ev.model }
       j.status, j.output, j.output_text, j.error, j.ended_t = ev.status, ev.output, ev.output_text, ev.error, ev.t
       j.output_note = ev.output_note
+      j.run = math.type(ev.run) and ev.run >= 0 and ev.run or nil
+      j.cost = math.type(ev.cost) and ev.cost or j.cost -- (a later end without it does not forget it)
       jobs[ev.id] = j
     elseif e == "submit_unknown" then
       su[#su + 1] = ev

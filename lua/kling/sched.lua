@@ -21,6 +21,7 @@ M.in_coroutine = compat.in_coroutine
 
 local current -- the scheduler of the kling.run in progress, if any
 local waiter  -- kling.set_waiter's function
+local NO_FDS = {} -- (never written)
 
 --- True when the running coroutine is a task of the running scheduler.
 function M.yieldable()
@@ -82,10 +83,14 @@ function M.wait(client, ready, deadline, key, clients)
     local left = deadline - core.now()
     if left <= 0 then return false end
     if M.yieldable() then
-      coroutine.yield { client = client, clients = clients, ready = ready, at = deadline, key = key }
+      -- the task's own condition table, filled again for each wait (no table per wait)
+      local task = current.tasks[coroutine.running()]
+      local cond = task.wait_cond
+      cond.client, cond.clients, cond.ready, cond.at, cond.key = client, clients, ready, deadline, key
+      coroutine.yield(cond)
     elseif client == nil then
       -- nothing to drive: sleep in the kernel
-      core.wait_fds({}, math.min(left, 1))
+      core.wait_fds(NO_FDS, math.min(left, 1))
     elseif M.waiter_of(client) then
       local list, wait = { client }, left
       for c in pairs(clients or {}) do
@@ -143,42 +148,69 @@ function M.spawn(fn, ...)
   if not current then error("kling.spawn: not inside kling.run", 2) end
   local args = pack(...)
   local co = coroutine.create(function() return fn(unpack(args, 1, args.n)) end)
-  local task = { co = co }
+  local task = { co = co, wait_cond = {}, taken = 0 }
   current.tasks[co] = task
   current.ntasks = current.ntasks + 1
   current.runnable[#current.runnable + 1] = task
   return co
 end
 
--- A min-heap of { at, task, cond } (entries whose cond is stale are skipped).
-local function heap_push(h, e)
-  local i = #h + 1
-  h[i] = e
-  while i > 1 do
-    local p = math.floor(i / 2)
-    if h[p][1] <= e[1] then break end
-    h[i], h[p] = h[p], e
-    i = p
-  end
+-- A min-heap of timers in two arrays (no table per timer): when (at) and
+-- which task; a task has at most one timer, and knows where it is (t.hi),
+-- so that a task woken before its time takes its timer out at once.
+local function heap_set(h, i, when, t)
+  h.at[i], h.task[i] = when, t
+  t.hi = i
 end
 
-local function heap_pop(h)
-  local top, last = h[1], h[#h]
-  h[#h] = nil
-  local n = #h
-  if n > 0 then
-    local i = 1
-    h[1] = last
-    while true do
-      local l, r, m = 2 * i, 2 * i + 1, i
-      if l <= n and h[l][1] < h[m][1] then m = l end
-      if r <= n and h[r][1] < h[m][1] then m = r end
-      if m == i then break end
-      h[i], h[m] = h[m], h[i]
-      i = m
-    end
+local function heap_up(h, i)
+  local at, task = h.at, h.task
+  local when, t = at[i], task[i]
+  while i > 1 do
+    local p = math.floor(i / 2)
+    if at[p] <= when then break end
+    heap_set(h, i, at[p], task[p])
+    i = p
   end
-  return top
+  heap_set(h, i, when, t)
+end
+
+local function heap_down(h, i)
+  local at, task, n = h.at, h.task, h.n
+  local when, t = at[i], task[i]
+  while true do
+    local l, r, m, mat = 2 * i, 2 * i + 1, nil, when
+    if l <= n and at[l] < mat then m, mat = l, at[l] end
+    if r <= n and at[r] < mat then m = r end
+    if not m then break end
+    heap_set(h, i, at[m], task[m])
+    i = m
+  end
+  heap_set(h, i, when, t)
+end
+
+local function heap_push(h, when, t)
+  local n = h.n + 1
+  h.n = n
+  heap_set(h, n, when, t)
+  heap_up(h, n)
+end
+
+-- Takes the timer at i out.
+local function heap_remove(h, i)
+  local n = h.n
+  local t = h.task[i]
+  t.hi = nil
+  if i ~= n then
+    heap_set(h, i, h.at[n], h.task[n])
+  end
+  h.at[n], h.task[n] = nil, nil
+  h.n = n - 1
+  if i < n then -- the last timer, moved to i, goes up or down to its place
+    local moved = h.task[i]
+    heap_up(h, i)
+    heap_down(h, moved.hi)
+  end
 end
 
 -- Drives the clients tasks wait on, for at most `wait` seconds.
@@ -190,14 +222,24 @@ local function drive(s, wait)
     if t and t < wait then wait = t end
   end
   if n == 0 then
-    if wait > 0 then core.wait_fds({}, wait) end
+    if wait > 0 then core.wait_fds(NO_FDS, wait) end
   elseif n == 1 then
     next(s.clients):step(wait)
   else
-    local fds = {}
+    local fds, k = s.fds, 0
     for c in pairs(s.clients) do
-      for _, p in ipairs(c:pollfds()) do fds[#fds + 1] = p end
+      local fd = c:pollfd()
+      if fd >= 0 then
+        k = k + 1
+        fds[k] = fd
+      else -- the poll backend: each socket of the client, with its events
+        for _, p in ipairs(c:pollfds()) do
+          k = k + 1
+          fds[k] = p
+        end
+      end
     end
+    for i = #fds, k + 1, -1 do fds[i] = nil end
     core.wait_fds(fds, wait)
     for c in pairs(s.clients) do c:step(0) end
   end
@@ -213,63 +255,100 @@ local function park(s, t, cond)
   if cond.key ~= nil then
     local set = s.by_key[cond.key]
     if not set then
-      set = {}
+      local free = s.free_sets
+      set = free[#free] or {} -- an emptied set is used again
+      free[#free] = nil
       s.by_key[cond.key] = set
     end
     set[t] = true
   else
     s.generic[t] = true
   end
-  if cond.at < math.huge then heap_push(s.timers, { cond.at, t, cond }) end
+  if cond.at < math.huge then heap_push(s.timers, cond.at, t) end
 end
 
 local function unpark(s, t)
   local cond = t.cond
   if not cond then return end
   t.cond = nil
+  if t.hi then heap_remove(s.timers, t.hi) end
   if cond.key ~= nil then
     local set = s.by_key[cond.key]
     if set then
       set[t] = nil
-      if next(set) == nil then s.by_key[cond.key] = nil end
+      if next(set) == nil then
+        s.by_key[cond.key] = nil
+        local free = s.free_sets
+        if #free < 64 then free[#free + 1] = set end
+      end
     end
   else
     s.generic[t] = nil
   end
 end
 
--- The tasks that may go on now.
+-- Puts t on the list run (of n), once per gather (t.taken: the cycle it
+-- was last taken in). Returns the new n.
+local function take(s, run, n, t)
+  if t.taken == s.cycle then return n end
+  t.taken = s.cycle
+  unpark(s, t)
+  n = n + 1
+  run[n] = t
+  return n
+end
+
+-- The tasks that may go on now, in s.run[1..n]; returns n. The lists are
+-- kept and swapped, not made anew: a cycle in the steady state allocates
+-- nothing.
 local function gather(s)
-  local run = s.runnable
-  s.runnable = {}
-  local seen = {}
-  for _, t in ipairs(run) do seen[t] = true end
-  local function take(t)
-    if not seen[t] then
-      seen[t] = true
-      unpark(s, t)
-      run[#run + 1] = t
-    end
+  s.cycle = s.cycle + 1
+  local run, n = s.run, 0
+  local runnable = s.runnable
+  s.runnable, s.spare_runnable = s.spare_runnable, runnable
+  for i = 1, #runnable do
+    n = take(s, run, n, runnable[i])
+    runnable[i] = nil
   end
   local notified = s.notified
-  s.notified = {}
-  for _, key in ipairs(notified) do
-    local set = s.by_key[key]
+  s.notified, s.spare_notified = s.spare_notified, notified
+  for i = 1, #notified do
+    local set = s.by_key[notified[i]]
+    notified[i] = nil
     if set then
       for t in pairs(set) do
-        if t.cond.ready() then take(t) end
+        if t.cond.ready() then n = take(s, run, n, t) end
       end
     end
   end
   for t in pairs(s.generic) do
-    if t.cond.ready() then take(t) end
+    if t.cond.ready() then n = take(s, run, n, t) end
   end
-  local now = core.now()
-  while s.timers[1] and s.timers[1][1] <= now do
-    local e = heap_pop(s.timers)
-    if e[2].cond == e[3] then take(e[2]) end
+  local now, h = core.now(), s.timers
+  while h.n > 0 and h.at[1] <= now do
+    local t = h.task[1]
+    if t.taken == s.cycle then heap_remove(h, 1) end -- (taken already: its timer goes)
+    n = take(s, run, n, t) -- (takes its timer out too)
   end
-  return run
+  for i = #run, n + 1, -1 do run[i] = nil end
+  return n
+end
+
+-- After a resume of task t: its results (main's are kept when it ends).
+local function resumed(s, t, main, ok, first, ...)
+  if not ok then error(debug.traceback(t.co, tostring(first)), 0) end
+  if coroutine.status(t.co) == "dead" then
+    if t.co == main then s.results = pack(first, ...) end
+    s.tasks[t.co] = nil
+    s.ntasks = s.ntasks - 1
+  else
+    local cond = first
+    if type(cond) ~= "table" or type(cond.ready) ~= "function" then
+      error("kling.run: a task yielded outside kling (use your own coroutine inside tasks)", 0)
+    end
+    cond.at = cond.at or math.huge
+    park(s, t, cond)
+  end
 end
 
 --- Runs fn(...) as the first task and drives every task until all have
@@ -277,36 +356,25 @@ end
 function M.run(fn, ...)
   if current then error("kling.run: already inside kling.run (use kling.spawn)", 2) end
   local s = {
-    tasks = {}, ntasks = 0, runnable = {}, by_key = {}, generic = {}, timers = {},
-    notified = {}, clients = {},
+    tasks = {}, ntasks = 0, runnable = {}, spare_runnable = {}, run = {}, cycle = 0, by_key = {}, generic = {},
+    timers = { n = 0, at = {}, task = {} }, notified = {}, spare_notified = {}, clients = {}, fds = {},
+    free_sets = {},
   }
   current = s
   local main = M.spawn(fn, ...)
-  local results
   local ok, err = pcall(function()
     while s.ntasks > 0 do
-      local run = gather(s)
-      for _, t in ipairs(run) do
-        local r = pack(coroutine.resume(t.co))
-        if not r[1] then error(debug.traceback(t.co, tostring(r[2])), 0) end
-        if coroutine.status(t.co) == "dead" then
-          if t.co == main then results = r end
-          s.tasks[t.co] = nil
-          s.ntasks = s.ntasks - 1
-        else
-          local cond = r[2]
-          if type(cond) ~= "table" or type(cond.ready) ~= "function" then
-            error("kling.run: a task yielded outside kling (use your own coroutine inside tasks)", 0)
-          end
-          cond.at = cond.at or math.huge
-          park(s, t, cond)
-        end
+      local n = gather(s)
+      local run = s.run
+      for i = 1, n do
+        local t = run[i]
+        resumed(s, t, main, coroutine.resume(t.co))
       end
       if s.ntasks > 0 and #s.runnable == 0 then
         local wait = 0
-        if #run == 0 then
-          local top = s.timers[1]
-          wait = math.max(0, math.min(top and top[1] - core.now() or 60, 60))
+        if n == 0 then
+          local h = s.timers
+          wait = math.max(0, math.min(h.n > 0 and h.at[1] - core.now() or 60, 60))
         end
         drive(s, wait)
       end
@@ -314,7 +382,8 @@ function M.run(fn, ...)
   end)
   current = nil
   if not ok then error(err, 0) end
-  return unpack(results, 2, results.n)
+  local results = s.results
+  return unpack(results, 1, results.n)
 end
 
 return M

@@ -129,6 +129,7 @@ function Ctx:make_client()
   local opts = {
     token = token, base_url = o.base_url, journal = jpath or false, ca_file = M.ca_file(cmd, o),
     on_warning = function(msg) self.display:warn("kling: warning: " .. msg) end,
+    include_cost = o.cost or nil, -- --cost (generate, wait, result)
   }
   opts.poll = poll_from_env(cmd)
   opts.submit_timeout = o.submit_timeout

@@ -18,7 +18,7 @@ local C = {
   args = "[PROMPT...|-]",
   argname = "PROMPT",
   args_help = "the prompt (several words are joined with spaces; - reads it from stdin)",
-  options = { "input", "target", "no-download", "no-wait", "wait", "dl", "out", "api", "submit-timeout" },
+  options = { "input", "target", "no-download", "no-wait", "wait", "dl", "out", "api", "submit-timeout", "cost" },
   sections = { Input = "Input (the flags win over --input)" },
   description = "Submits one job (validated first: nothing is sent for an invalid input), shows its progress, "
     .. "waits until it ends and downloads the video.",

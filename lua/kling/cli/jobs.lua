@@ -109,6 +109,7 @@ local function print_json(shown, unknown, live)
       id = j.id, model = j.model, status = j.status or "unfinished", live_status = live[j.id],
       submitted_at = j.t, ended_at = j.ended_t, output = j.output, output_text = j.output_text,
       output_note = j.output_note, video = video_of(j.output), error = j.error and { message = j.error } or nil,
+      cost = j.cost,
     }, "\n")
   end
   for _, u in ipairs(unknown) do
@@ -131,6 +132,7 @@ local function print_table(shown, live)
     local what = j.model or "?"
     if j.status == "completed" then what = video_of(j.output) or what
     elseif j.error then what = j.error end
+    if j.cost then what = what .. "  (cost " .. tostring(j.cost) .. ")" end -- (kept when asked: --cost)
     -- the journal's contents, each on one line
     io.stdout:write(string.format(fmt, esc(j.id), j.t and os.date("%Y-%m-%d %H:%M:%S", j.t) or "?", esc(status),
       esc(what)))

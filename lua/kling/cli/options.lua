@@ -94,6 +94,8 @@ M.LIST = {
   { name = "submit-timeout", arg = "S", kind = "positive", section = "Connection",
     help = "wait up to S seconds for a submit's answer (default 90, as RunComfy's own clients wait 60-120 s; a "
       .. "submit not answered in time has an unknown outcome and is never sent again)" },
+  { name = "cost", kind = "flag", section = "Output", help = "ask the service for each finished job's cost "
+    .. "(include_cost): in --json and the journal (kling jobs)" },
 }
 
 --- name -> option (also by its short alias).

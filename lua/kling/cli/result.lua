@@ -15,7 +15,7 @@ local C = {
   args = "ID",
   argname = "ID",
   args_help = "a request id",
-  options = { "model", "out", "api" },
+  options = { "model", "out", "api", "cost" },
   option_help = { json = "the job's object, its whole output included" },
   description = "Fetches the job's result once, without waiting: prints the video URL of a completed job (with "
     .. "--json: the whole output). A job that has not ended gives exit code 6; a failed or cancelled one exit "
