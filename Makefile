@@ -125,7 +125,8 @@ LIB_SPECS = spec/core_spec.lua spec/validation_spec.lua spec/engine_spec.lua spe
             spec/answers_spec.lua spec/masking_spec.lua spec/scheduler_spec.lua spec/edges_spec.lua \
             spec/status_answers_spec.lua spec/submit_ids_spec.lua spec/deep_answers_spec.lua \
             spec/file_size_spec.lua spec/secrets_spec.lua spec/proxy_spec.lua spec/portability_spec.lua \
-            spec/hosts_spec.lua spec/observed_client_spec.lua spec/catalog_spec.lua spec/media_spec.lua
+            spec/hosts_spec.lua spec/observed_client_spec.lua spec/catalog_spec.lua spec/media_spec.lua \
+            spec/warm_submits_spec.lua spec/transfers_spec.lua spec/learned_polling_spec.lua spec/include_cost_spec.lua
 LIB_SPECS_53 = spec/download_spec.lua spec/faults_spec.lua spec/wire_spec.lua
 # Real hosts, once (under lua5.4; each host runs its own Lua): Neovim on
 # LuaJIT (build/luajit), the C host of examples/embed/host.c; luarocks make

@@ -112,7 +112,7 @@ describe("the scheduler", function()
           elseif kind == 1 then
             sched.wait(nil, ready, core.now() + 3600)
           else
-            sched.wait(nil, ready, nil, keys[(i + 1) // 3])
+            sched.wait(nil, ready, nil, keys[math.floor((i + 1) / 3)])
           end
           done = done + 1
         end)

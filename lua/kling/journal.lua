@@ -40,6 +40,7 @@ local json = require "kling.json"
 local errors = require "kling.errors"
 local protocol = require "kling.protocol"
 local cjson = require "cjson"
+local math = require("kling.compat").math -- math.type on 5.1 and LuaJIT
 
 local M = {}
 
@@ -103,7 +104,7 @@ local function encode_event(event)
   ok, s = pcall(json.encode, safe)
   if ok and type(s) == "string" then return s end
   return json.encode { e = type(event.e) == "string" and event.e or "unknown", id = type(event.id) == "string" and event.id or nil,
-    t = require("kling.compat").math.type(event.t) == "integer" and event.t or nil, note = "the event could not be written" }
+    t = math.type(event.t) == "integer" and event.t or nil, note = "the event could not be written" }
 end
 M.encode_event = encode_event
 
