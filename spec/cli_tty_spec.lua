@@ -70,6 +70,9 @@ assert(cq:loop())
 
 describe("kling on a terminal (tmux)", function()
   local emu, dir, sock, sessions, n_sessions
+  -- an emulator on a manual clock, for the specs that read a job's states off the screen:
+  -- no job moves on before the spec has seen the screen it expects
+  local manual
 
   local function tmux(args)
     local p = assert(io.popen("tmux -L " .. q(sock) .. " -f /dev/null " .. args .. " 2>&1"))
@@ -126,8 +129,22 @@ describe("kling on a terminal (tmux)", function()
     return list
   end
 
+  -- Polls the screen until check(its non-blank lines) is true (a whole frame, not one
+  -- caught in the middle of a redraw); returns the screen and its lines.
+  local function wait_lines(name, check, what, seconds)
+    local text, l
+    local ok = pcall(helpers.eventually, function()
+      text = screen(name)
+      l = lines(text)
+      return check(l)
+    end, seconds or 15)
+    if not ok then error("the screen never showed " .. what .. ":\n" .. tostring(text), 2) end
+    return text, l
+  end
+
   setup(function()
     emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0.2", "--run", "0.2" }
+    manual = helpers.start_emulator { "--token", TOKEN, "--queue", "0.2", "--run", "0.2", "--clock", "manual" }
     dir = helpers.tmpdir()
     sock = "kling-spec-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e6))
     sessions, n_sessions = {}, 0
@@ -136,25 +153,26 @@ describe("kling on a terminal (tmux)", function()
   teardown(function()
     if sock then tmux("kill-server") end
     if emu then emu:stop() end
+    if manual then manual:stop() end
     if dir then os.execute("rm -rf " .. q(dir)) end
   end)
 
   it("shows one live line while queued and running, then the saved file", function()
-    local s = start { "generate", "on a terminal @emu:queue=1.2 @emu:run=1", "-o", "tty.mp4" }
-    local text = wait_for(s, "queued, position ")
-    local l = lines(text)
+    local s = start({ "generate", "on a terminal @emu:queue=1.2 @emu:run=1", "-o", "tty.mp4" }, { base = manual.api })
+    local text, l = wait_lines(s, function(l) return l[2] and l[2]:find("queued, position ", 1, true) end, "queued")
     assert.equals(2, #l, text)
     assert.matches("^submitted [%w-]+  %(kling/kling%-3%.0/pro/text%-to%-video%)$", l[1])
     local short = l[1]:match("^submitted (%w+)")
-    assert.matches("^" .. short .. "  queued, position %d  0:0%d$", l[2])
-    text = wait_for(s, "  running  ")
-    l = lines(text)
+    assert.matches("^" .. short .. "  queued, position %d  0:%d%d$", l[2])
+    manual:advance(1.3)
+    text, l = wait_lines(s, function(l) return l[2] and l[2]:find("  running  ", 1, true) end, "running")
     assert.equals(2, #l, text) -- redrawn in place: no line per state
-    assert.matches("^" .. short .. "  running  0:0%d$", l[2])
+    assert.matches("^" .. short .. "  running  0:%d%d$", l[2])
+    manual:advance(1.1)
     text = wait_for(s, "EXIT=")
     l = lines(text)
     assert.equals(3, #l, text)
-    assert.matches("^" .. short .. "  saved tty%.mp4 %(3%.5 KiB, [%d.]+ [KMG]?i?B/s%) after 0:0%d$", l[2])
+    assert.matches("^" .. short .. "  saved tty%.mp4 %(3%.5 KiB, [%d.]+ [KMG]?i?B/s%) after 0:%d%d$", l[2])
     assert.equals("EXIT=0", l[3])
     assert.equals(require "kling.emulator_video", helpers.read_file(dir .. "/tty.mp4"))
   end)
@@ -194,13 +212,21 @@ describe("kling on a terminal (tmux)", function()
       '{"prompt":"three @emu:fail","name":"three"}',
       '{"prompt":"four","name":"four"}',
     }, "\n") .. "\n")
-    local s = start { "batch", file, "--out-dir", dir .. "/batch", "--concurrency", "2" }
-    local text = wait_for(s, "2 queued, 0 running, 0 done, 0 failed, 2 to submit")
-    local l = lines(text)
+    local s = start({ "batch", file, "--out-dir", dir .. "/batch", "--concurrency", "2" }, { base = manual.api })
+    local text, l = wait_lines(s, function(l)
+      return #l >= 3 and l[#l]:find("2 queued, 0 running, 0 done, 0 failed, 2 to submit", 1, true)
+        and l[#l - 2]:match("^one  +queued") and l[#l - 1]:match("^two  +queued")
+    end, "two rows queued and the summary")
     assert.matches("^one  +queued", l[#l - 2])
     assert.matches("^two  +queued", l[#l - 1])
     assert.matches("^batch .*tty%.jsonl: 2 queued", l[#l])
-    text = wait_for(s, "EXIT=", 20)
+    -- the clock moves on in steps until the batch has ended (three and four are submitted
+    -- once one and two have)
+    helpers.eventually(function()
+      manual:advance(0.5)
+      text = screen(s)
+      return text:find("EXIT=", 1, true)
+    end, 30, "the batch to end")
     l = lines(text)
     assert.equals("EXIT=5", l[#l])
     assert.matches("0 queued, 0 running, 3 done, 1 failed, 0 to submit", l[#l - 1], 1, true)
