@@ -182,7 +182,7 @@ test: deps all build/luajit/kling/core.so
 test-unit: deps all
 	$(BUSTED) $(UNIT_SPECS)
 
-test-integration: deps all
+test-integration: deps all build/luajit/kling/core.so
 	$(BUSTED) $(INTEGRATION_SPECS)
 
 demo: deps all
@@ -191,7 +191,7 @@ demo: deps all
 # The suite with the sanitized core: lua5.4 is not built with ASan, so its
 # runtime is preloaded; the processes the specs start do not get it
 # (spec/sanitized_children.lua). Any ASan, UBSan or leak report fails the run.
-check: deps all build-check/kling/core.so
+check: deps all build-check/kling/core.so build/luajit/kling/core.so
 	KLING_CPATH=build-check/?.so KLING_EXPECT_SANITIZED=1 \
 	KLING_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
