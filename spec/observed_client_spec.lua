@@ -212,6 +212,23 @@ describe("the client, against the service's observed answers", function()
       assert.equals("cancelled", err2.kind)
     end)
 
+    it("gives kind failed or cancelled, not not_ready, from job:result() when the status says so and the result route answers 400005", function()
+      local job = submit("a cat @emu:fail=Model_run_failed @emu:fail_error=string @emu:error_result=400005@400*100 @emu:queue=0 @emu:run=0")
+      local _, err = fresh(job):result()
+      assert.equals("failed", err.kind)
+      assert.equals("Model run failed", err.message)
+      assert.equals("not_ready", err.result_error.kind)
+      local res = cli.run { "result", job.id }
+      assert.equals(5, res.code, res.err)
+      assert.matches("Model run failed", res.err, 1, true)
+      local gone = submit("a cat @emu:error_result=400005@400*100 @emu:queue=60")
+      assert(gone:cancel())
+      local _, err2 = fresh(gone):result()
+      assert.equals("cancelled", err2.kind)
+      res = cli.run { "result", gone.id }
+      assert.equals(5, res.code, res.err)
+    end)
+
     it("exits 5 from kling wait ID and kling result ID for such a failed job", function()
       local job = submit("a cat @emu:fail=Model_run_failed @emu:fail_error=string @emu:no_result @emu:queue=0 @emu:run=0")
       local res = cli.run { "wait", job.id }

@@ -200,7 +200,7 @@ end
 -- "not_ready" while the job runs (the result route's 400005 included, with
 -- err.job_status: the status the status route gives then), "failed" or
 -- "cancelled" when it ended so (also when its result route then answers an
--- error, 404 or 400: err.result_error holds that answer's error), "protocol"
+-- error, 404, 400 or 400005: err.result_error holds that answer's error), "protocol"
 -- for a completed job without a usable output.
 function Job:result()
   local body, err, res = self.client:_api(protocol.ROUTES.result.method, self.urls.result, nil,
@@ -208,6 +208,8 @@ function Job:result()
   if not body then
     if err.kind == "not_ready" then
       self:refresh() -- the status, for err.job_status (an error here leaves the last known one)
+      -- a status that says failed or cancelled stands over the result's 400005, as over a 404
+      if self:_ended_without_output() then return nil, self:_end_by_status(err) end
       err.job_status = self.status
       return nil, err
     end
