@@ -249,3 +249,57 @@ describe("the model catalog", function()
     end)
   end)
 end)
+
+describe("a hostile catalog (a scripted API)", function()
+  local scripted = require "scripted_api"
+  local TOK = "hostile-catalog-token-91f"
+  local dir, api, cli
+
+  setup(function()
+    dir = helpers.tmpdir()
+    api = scripted.start(dir)
+    cli = cli_run.new { api = api.api, token = TOK, dir = dir }
+  end)
+  teardown(function()
+    if api then api.stop() end
+    if cli then cli.cleanup() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  it("compiles a schema of thousands of properties in time linear in its size (no field x text searches)", function()
+    local props = {}
+    for i = 1, 6000 do
+      props[i] = string.format('"field_%05d":{"type":"string","description":"%s"}', 6001 - i, string.rep("d", 100))
+    end
+    api.serve { { "GET", "^/v1/models/acme/wide$", { { 200, '{"model_id":"acme/wide","display_name":"Wide",'
+      .. '"input_schema":{"type":"object","properties":{' .. table.concat(props, ",") .. "}}}" } } } }
+    local c = kling.new { base_url = api.api, token = TOK, cache_dir = false }
+    local t0 = os.clock()
+    local m = assert(c:model("acme/wide"))
+    local spent = os.clock() - t0 -- the process's CPU seconds: the old searches took 10+ s here
+    assert.equals("Wide", m.display_name)
+    assert.is_true(spent < 3, "compiling took " .. spent .. " s of CPU")
+    -- the order of the text still rules the fields' order (here the alphabet's backwards)
+    local fields = require("kling.models").describe("acme/wide").fields
+    assert.equals(6000, #fields)
+    assert.equals("field_06000", fields[1].name)
+    assert.equals("field_00001", fields[6000].name)
+  end)
+
+  it("kling models escapes control characters of the catalog's text and masks the token it echoes", function()
+    api.serve { { "GET", "^/v1/models", { { 200, '{"total":1,"models":[{"model_id":"acme/evil",'
+      .. '"display_name":"Evil \\u001b]0;owned\\u0007 name ' .. TOK .. '","categories":["x\\u001b[2Jy"],'
+      .. '"base_price_usd":0.5,"price_unit":"run\\r"}]}' } } } }
+    local res = cli.run { "models" }
+    assert.equals(0, res.code, res.err)
+    assert.matches("acme/evil", res.out, 1, true)
+    assert.is_nil(res.out:find("\27", 1, true))
+    assert.is_nil(res.out:find("\7", 1, true))
+    assert.is_nil(res.out:find("\r", 1, true))
+    assert.is_nil(res.out:find(TOK, 1, true))
+    res = cli.run { "models", "--json" }
+    assert.equals(0, res.code, res.err)
+    assert.is_nil(res.out:find(TOK, 1, true))
+    assert.is_nil(res.out:find("\27", 1, true))
+  end)
+end)
