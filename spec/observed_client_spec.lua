@@ -373,3 +373,55 @@ describe("the client, against the service's observed answers", function()
     end)
   end)
 end)
+
+describe("cancel answers that contradict themselves or say nothing (a scripted API)", function()
+  local scripted = require "scripted_api"
+  local ID = "0123456789abcdef0123456789abcdef"
+  local dir, api
+
+  setup(function()
+    dir = helpers.tmpdir()
+    api = scripted.start(dir)
+  end)
+  teardown(function()
+    if api then api.stop() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  local function cancel_with(body, status)
+    api.serve {
+      { "POST", "/cancel$", { { 200, body } } },
+      { "GET", "/status$", { { 200, '{"status":"' .. status .. '"}' } } },
+      { "GET", "/result$", { { 200, '{"status":"completed","output":{"video":"{BASE}/v.mp4"}}' } } },
+    }
+    local c = kling.new { base_url = api.api, token = "t", retries = false, poll = FAST }
+    local job = assert(c:job(ID, "acme/x"))
+    local ok, err = job:cancel { timeout = 0 }
+    return job, ok, err
+  end
+
+  for _, st in ipairs { "completed", "failed" } do
+    it("never takes a status " .. st .. " with the outcome cancelled as cancelled: not_cancellable, the status stands", function()
+      local job, ok, err = cancel_with('{"status":"' .. st .. '","outcome":"cancelled"}', st)
+      assert.is_nil(ok)
+      assert.equals("not_cancellable", err.kind)
+      assert.equals(st, err.job_status)
+      assert.equals(st, job.status)
+      assert.is_nil(job.error)
+      if st == "completed" then
+        local out = assert(job:wait { timeout = 30 })
+        assert.matches("/v.mp4$", out.video)
+      end
+    end)
+  end
+
+  for _, body in ipairs { "{}", '{"request_id":"' .. ID .. '"}', '{"status":"CANCELLED"}', '{"status":"weird_word"}' } do
+    it("gives kind protocol, not not_cancellable, for the cancel answer " .. body, function()
+      local job, ok, err = cancel_with(body, "in_queue")
+      assert.is_nil(ok)
+      assert.equals("protocol", err.kind)
+      assert.matches("cancel answer", err.message, 1, true)
+      assert.is_nil(job.error)
+    end)
+  end
+end)

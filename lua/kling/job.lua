@@ -386,7 +386,13 @@ function Job:cancel(opts)
       "the job can no longer be cancelled (status " .. tostring(self.status) .. ")",
       { request_id = self.id, job_status = self.status })
   end
-  return nil, errors.new("protocol", "unexpected cancel outcome '" .. tostring(outcome) .. "'", { request_id = self.id })
+  if outcome == nil then
+    return nil, errors.new("protocol", "a cancel answer without an outcome and with "
+      .. (protocol.usable_status(body.status) and ("the unknown status '" .. body.status .. "'") or "no status")
+      .. ": whether the job was cancelled is unknown", { request_id = self.id })
+  end
+  return nil, errors.new("protocol", "unexpected cancel outcome '" .. tostring(outcome) .. "' in the cancel answer",
+    { request_id = self.id })
 end
 
 --- Downloads the job's video to path (waiting for the job first when needed),

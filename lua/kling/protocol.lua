@@ -60,9 +60,11 @@ M.NOT_READY_CODE = P.NOT_READY_CODE
 M.not_ready = P.not_ready
 --- cancel_means(status, outcome) -> "cancelled" | "requested" |
 -- "not_cancellable" | nil (an unknown outcome word): what a cancel answer
--- means. The status decides when it says cancelled; then the outcome word;
--- with no outcome, a status "cancellation_requested" was accepted but is not
--- final yet ("requested"), and any other status is "not_cancellable".
+-- means. The status decides when it says cancelled (cancelled), completed or
+-- failed (not_cancellable); then the outcome word; with no outcome, a status
+-- "cancellation_requested" was accepted but is not final yet ("requested"),
+-- any other status kling knows is "not_cancellable", and none or an unknown
+-- word nil.
 M.cancel_means = P.cancel_means
 
 -- A URL an output may give: a string with at least one byte that is not
