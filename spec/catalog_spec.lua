@@ -286,6 +286,20 @@ describe("a hostile catalog (a scripted API)", function()
     assert.equals("field_00001", fields[6000].name)
   end)
 
+  it("kling models lists a model id of 200 bytes and a dozen categories (columns wider than string.format pads)", function()
+    local long_id = "acme/" .. string.rep("l", 195)
+    local cats = {}
+    for i = 1, 12 do cats[i] = '"category-number-' .. i .. '"' end
+    api.serve { { "GET", "^/v1/models", { { 200, '{"total":2,"models":[{"model_id":"' .. long_id .. '","display_name":"Long",'
+      .. '"categories":[' .. table.concat(cats, ",") .. '],"base_price_usd":0.5,"price_unit":"run"},'
+      .. '{"model_id":"acme/short","display_name":"Short","categories":["x"]}]}' } } } }
+    local res = cli.run { "models" }
+    assert.equals(0, res.code, res.err)
+    assert.matches(long_id .. "  $0.5/run  category-number-1,", res.out, 1, true)
+    assert.matches("acme/short" .. string.rep(" ", #long_id - #"acme/short") .. "  -", res.out, 1, true)
+    assert.matches("2 models", res.err, 1, true)
+  end)
+
   it("kling models escapes control characters of the catalog's text and masks the token it echoes", function()
     api.serve { { "GET", "^/v1/models", { { 200, '{"total":1,"models":[{"model_id":"acme/evil",'
       .. '"display_name":"Evil \\u001b]0;owned\\u0007 name ' .. TOK .. '","categories":["x\\u001b[2Jy"],'

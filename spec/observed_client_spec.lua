@@ -425,3 +425,34 @@ describe("cancel answers that contradict themselves or say nothing (a scripted A
     end)
   end
 end)
+
+describe("long request ids in the command line's columns (a scripted API)", function()
+  local scripted = require "scripted_api"
+  local cli_run2 = require "cli_run"
+  local dir, api, cli
+
+  setup(function()
+    dir = helpers.tmpdir()
+    api = scripted.start(dir)
+    cli = cli_run2.new { api = api.api, token = "t", dir = dir }
+  end)
+  teardown(function()
+    if api then api.stop() end
+    if cli then cli.cleanup() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  it("kling jobs lists a request id of 120 bytes (wider than string.format pads) without an internal error", function()
+    local id = string.rep("a", 120)
+    api.serve {
+      { "POST", "^/v1/models/", { { 200, '{"request_id":"' .. id .. '"}' } } },
+      { "GET", "/status$", { { 200, '{"status":"in_queue"}' } } },
+    }
+    local res = cli.run { "submit", "a cat", "--model", "acme/x" }
+    assert.equals(0, res.code, res.err)
+    res = cli.run { "jobs" }
+    assert.equals(0, res.code, res.err)
+    assert.matches(id .. "  ", res.out, 1, true)
+    assert.matches("ID" .. string.rep(" ", 118) .. "  SUBMITTED", res.out, 1, true)
+  end)
+end)
