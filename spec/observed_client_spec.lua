@@ -456,3 +456,35 @@ describe("long request ids in the command line's columns (a scripted API)", func
     assert.matches("ID" .. string.rep(" ", 118) .. "  SUBMITTED", res.out, 1, true)
   end)
 end)
+
+describe("output.videos whose first element is no URL (a scripted API)", function()
+  local scripted = require "scripted_api"
+  local ID = "0123456789abcdef0123456789abcdef"
+  local TOK = "videos-shape-token-3c8"
+  local dir, api
+
+  setup(function()
+    dir = helpers.tmpdir()
+    api = scripted.start(dir)
+  end)
+  teardown(function()
+    if api then api.stop() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  for _, first in ipairs { '""', "null", '"  "' } do
+    it("takes the first usable URL of output.videos [" .. first .. ", URL] as the video: the wait, job.video_url, job:download", function()
+      api.serve {
+        { "GET", "/status$", { { 200, '{"status":"completed"}' } } },
+        { "GET", "/result$", { { 200, '{"status":"completed","output":{"videos":[' .. first .. ',"{BASE}/v.mp4"]}}' } } },
+        { "GET", "^/v%.mp4", { { 200, "MP4DATA", "video/mp4" } } },
+      }
+      local c = kling.new { base_url = api.api, token = TOK, retries = false, poll = FAST }
+      local job = assert(c:job(ID, "acme/x"))
+      assert(job:wait { timeout = 30 })
+      assert.equals(api.base .. "/v.mp4", job.video_url)
+      local path = assert(job:download(dir .. "/v.mp4"))
+      assert.equals("MP4DATA", helpers.read_file(path))
+    end)
+  end
+end)

@@ -106,8 +106,8 @@ function Job:refresh()
   return self.status, changed
 end
 
---- The video URL of an output: output.video, or the first of output.videos,
--- when it is a usable URL (kling.protocol.video_of); nil otherwise.
+--- The video URL of an output: output.video when it is a usable URL, else the
+-- first usable URL of output.videos (kling.protocol.video_of); nil otherwise.
 local video_of = protocol.video_of
 M.video_of = video_of
 

@@ -75,12 +75,17 @@ local function usable_url(v)
 end
 M.usable_url = usable_url
 
---- The video URL of an output: output.video, else the first of output.videos,
--- when it is a usable URL (usable_url); nil otherwise.
+--- The video URL of an output: output.video, else the first usable URL
+-- (usable_url) of output.videos (an element "" or null before it is passed
+-- over, as usable_output passes over it); nil otherwise.
 function M.video_of(output)
   if type(output) ~= "table" then return nil end
   if usable_url(output.video) then return output.video end
-  if type(output.videos) == "table" and usable_url(output.videos[1]) then return output.videos[1] end
+  if type(output.videos) == "table" then
+    for _, u in ipairs(output.videos) do
+      if usable_url(u) then return u end
+    end
+  end
   return nil
 end
 
