@@ -488,3 +488,36 @@ describe("output.videos whose first element is no URL (a scripted API)", functio
     end)
   end
 end)
+
+describe("a failed job's blank message (a scripted API)", function()
+  local scripted = require "scripted_api"
+  local ID = "0123456789abcdef0123456789abcdef"
+  local dir, api
+
+  setup(function()
+    dir = helpers.tmpdir()
+    api = scripted.start(dir)
+  end)
+  teardown(function()
+    if api then api.stop() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  it("passes over a blank error message to the status answer's, else says the service gave no reason", function()
+    api.serve {
+      { "GET", "/status$", { { 200, '{"status":"failed","error":"Model run failed"}' } } },
+      { "GET", "/result$", { { 200, '{"status":"failed","error":{"message":"  \\t "}}' } } },
+    }
+    local c = kling.new { base_url = api.api, token = "blank-message-token-0a1", retries = false, poll = FAST }
+    local _, err = assert(c:job(ID, "acme/x")):wait { timeout = 30 }
+    assert.equals("failed", err.kind)
+    assert.equals("Model run failed", err.message)
+    api.serve {
+      { "GET", "/status$", { { 200, '{"status":"failed","error":" "}' } } },
+      { "GET", "/result$", { { 200, '{"status":"failed","error_message":"   "}' } } },
+    }
+    _, err = assert(c:job(ID, "acme/x")):wait { timeout = 30 }
+    assert.equals("failed", err.kind)
+    assert.equals("the job failed (the service gave no reason)", err.message)
+  end)
+end)
