@@ -189,6 +189,28 @@ describe("the model catalog", function()
       assert.matches("cached", warnings[1], 1, true)
     end)
 
+    for _, at in ipairs { "1000.5", "-1e400", "1e400", '"1000"' } do
+      it("reads one whose fetched_at is " .. at .. " as unreadable, with a warning, never raising", function()
+        local cache = dir .. "/odd-cache-" .. n
+        local c1 = client { cache_dir = cache }
+        assert(c1:model(STD))
+        local path = io.popen("find " .. q(cache) .. " -name '*.json'"):read("l")
+        helpers.write_file(path, (helpers.read_file(path):gsub('^{"fetched_at":%d+', '{"fetched_at":' .. at)))
+        emu:set_faults { "catalog:503:1" }
+        local c2, warnings = client { cache_dir = cache, retries = false }
+        local ok, m, err = pcall(c2.model, c2, STD)
+        assert.is_true(ok, tostring(m))
+        assert.is_nil(m)
+        assert.equals("server", err.kind)
+        assert.matches("cannot be read", warnings[1], 1, true)
+        emu:set_faults {}
+        m = assert(c2:model(STD)) -- and fetched again once the catalog answers
+        assert.is_nil(m.cached_at)
+        local text = helpers.read_file(path)
+        assert.matches('^{"fetched_at":%d+,', text)
+      end)
+    end
+
     it("that cannot be written is a warning, never a failed call or submit", function()
       local c, warnings = client { cache_dir = "/proc/kling-cache" }
       assert(c:model(I2V))
