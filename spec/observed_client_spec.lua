@@ -310,6 +310,21 @@ describe("the client, against the service's observed answers", function()
       c:close()
     end)
 
+    it("refuses a submit_timeout above 1e7 s in kling.new, and --submit-timeout 1e9 (exit 2), journaling no submit", function()
+      for _, t in ipairs { 1e8, 1 / 0 } do
+        assert.has_error(function() kling.new { base_url = emu.api, token = TOKEN, submit_timeout = t } end,
+          "kling.new: option 'submit_timeout' must be > 0 and at most 10000000 seconds (about 115 days)")
+      end
+      local state = dir .. "/huge-submit-timeout"
+      os.execute("mkdir -p " .. q(state))
+      local before = emu:stats().requests.submit
+      local res = cli.run({ "submit", "a cat", "--submit-timeout", "1e9" }, { state = state })
+      assert.equals(2, res.code, res.err)
+      assert.matches("submit_timeout' must be > 0 and at most 10000000 seconds", res.err, 1, true)
+      assert.same({}, cli.journal(state))
+      assert.equals(before, emu:stats().requests.submit)
+    end)
+
     it("takes --submit-timeout S on the command line (exit 7, submit of unknown outcome)", function()
       local res = cli.run { "submit", "a slower submit @emu:submit_delay=3 @emu:queue=60", "--submit-timeout", "0.5" }
       assert.equals(7, res.code, res.err)
