@@ -99,6 +99,22 @@ describe("the client, against the service's observed answers", function()
       assert.is_true(bytes > 0)
     end)
 
+    it("makes kling.wait_any wait for the output of a job whose status already said completed (job:refresh)", function()
+      local job = submit("a lagging cat @emu:result_lag=3 @emu:queue=0 @emu:run=0")
+      assert.equals("completed", job:refresh())
+      assert.is_nil(job.video_url)
+      local first, err = kling.wait_any({ job }, { timeout = 30 })
+      assert.is_nil(err)
+      assert.equals(job, first)
+      assert.matches("%.mp4$", job.video_url)
+      assert.equals(3, emu:job_record(job.id).not_ready_answers)
+      -- and a failed job whose result cannot be had is no winner with no error: its end is known
+      local failed = submit("a cat @emu:fail=Model_run_failed @emu:fail_error=string @emu:no_result @emu:queue=0 @emu:run=0")
+      assert.equals("failed", failed:refresh())
+      assert.equals(failed, kling.wait_any({ failed }, { timeout = 30 }))
+      assert.equals("failed", failed.error.kind)
+    end)
+
     it("never keeps a not-ready result as the job's end: a wait past its deadline times out, a later one asks again", function()
       local job = submit("a cat @emu:queue=0 @emu:run=0")
       assert(fresh(job):wait { timeout = 30 }) -- it has completed
