@@ -148,18 +148,21 @@ end
 function M.wait_any(jobs, opts)
   opts = opts or {}
   local timeout = opts.timeout or core.DEFAULTS.wait_timeout
+  -- a job has ended once its end is known (job.output or job.error), not when its status
+  -- says so: a completed job's result may not be ready yet (observed: 400005 for a while)
+  local function ended(job) return job.output ~= nil or job.error ~= nil end
   for _, job in ipairs(jobs) do
-    if job:done() then return job end
+    if ended(job) then return job end
   end
   local winner, failed, last_err = nil, 0, nil
   local function one_ended(job)
-    if job:done() then winner = winner or job else failed = failed + 1 end
+    if ended(job) then winner = winner or job else failed = failed + 1 end
   end
   for _, job in ipairs(jobs) do job:_hold(opts.on_update, one_ended) end
   wait_jobs(jobs, function() return winner ~= nil or failed == #jobs end, now() + timeout)
   for _, job in ipairs(jobs) do
-    local ended, _, err = job:_release(opts.on_update, one_ended)
-    if ended and not job:done() then last_err = err end
+    local over, _, err = job:_release(opts.on_update, one_ended)
+    if over and not ended(job) then last_err = err end
   end
   if winner then return winner end
   return nil, last_err or errors.new("timeout", string.format("no job ended within %g s", timeout))

@@ -189,6 +189,28 @@ describe("the model catalog", function()
       assert.matches("cached", warnings[1], 1, true)
     end)
 
+    for _, at in ipairs { "1000.5", "-1e400", "1e400", '"1000"' } do
+      it("reads one whose fetched_at is " .. at .. " as unreadable, with a warning, never raising", function()
+        local cache = dir .. "/odd-cache-" .. n
+        local c1 = client { cache_dir = cache }
+        assert(c1:model(STD))
+        local path = io.popen("find " .. q(cache) .. " -name '*.json'"):read("l")
+        helpers.write_file(path, (helpers.read_file(path):gsub('^{"fetched_at":%d+', '{"fetched_at":' .. at)))
+        emu:set_faults { "catalog:503:1" }
+        local c2, warnings = client { cache_dir = cache, retries = false }
+        local ok, m, err = pcall(c2.model, c2, STD)
+        assert.is_true(ok, tostring(m))
+        assert.is_nil(m)
+        assert.equals("server", err.kind)
+        assert.matches("cannot be read", warnings[1], 1, true)
+        emu:set_faults {}
+        m = assert(c2:model(STD)) -- and fetched again once the catalog answers
+        assert.is_nil(m.cached_at)
+        local text = helpers.read_file(path)
+        assert.matches('^{"fetched_at":%d+,', text)
+      end)
+    end
+
     it("that cannot be written is a warning, never a failed call or submit", function()
       local c, warnings = client { cache_dir = "/proc/kling-cache" }
       assert(c:model(I2V))
@@ -247,5 +269,73 @@ describe("the model catalog", function()
       assert.matches("image_url is required", res.err, 1, true)
       assert.equals(before, submits())
     end)
+  end)
+end)
+
+describe("a hostile catalog (a scripted API)", function()
+  local scripted = require "scripted_api"
+  local TOK = "hostile-catalog-token-91f"
+  local dir, api, cli
+
+  setup(function()
+    dir = helpers.tmpdir()
+    api = scripted.start(dir)
+    cli = cli_run.new { api = api.api, token = TOK, dir = dir }
+  end)
+  teardown(function()
+    if api then api.stop() end
+    if cli then cli.cleanup() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  it("compiles a schema of thousands of properties in time linear in its size (no field x text searches)", function()
+    local props = {}
+    for i = 1, 6000 do
+      props[i] = string.format('"field_%05d":{"type":"string","description":"%s"}', 6001 - i, string.rep("d", 100))
+    end
+    api.serve { { "GET", "^/v1/models/acme/wide$", { { 200, '{"model_id":"acme/wide","display_name":"Wide",'
+      .. '"input_schema":{"type":"object","properties":{' .. table.concat(props, ",") .. "}}}" } } } }
+    local c = kling.new { base_url = api.api, token = TOK, cache_dir = false }
+    local t0 = os.clock()
+    local m = assert(c:model("acme/wide"))
+    local spent = os.clock() - t0 -- the process's CPU seconds: the old searches took 10+ s here
+    assert.equals("Wide", m.display_name)
+    assert.is_true(spent < 3, "compiling took " .. spent .. " s of CPU")
+    -- the order of the text still rules the fields' order (here the alphabet's backwards)
+    local fields = require("kling.models").describe("acme/wide").fields
+    assert.equals(6000, #fields)
+    assert.equals("field_06000", fields[1].name)
+    assert.equals("field_00001", fields[6000].name)
+  end)
+
+  it("kling models lists a model id of 200 bytes and a dozen categories (columns wider than string.format pads)", function()
+    local long_id = "acme/" .. string.rep("l", 195)
+    local cats = {}
+    for i = 1, 12 do cats[i] = '"category-number-' .. i .. '"' end
+    api.serve { { "GET", "^/v1/models", { { 200, '{"total":2,"models":[{"model_id":"' .. long_id .. '","display_name":"Long",'
+      .. '"categories":[' .. table.concat(cats, ",") .. '],"base_price_usd":0.5,"price_unit":"run"},'
+      .. '{"model_id":"acme/short","display_name":"Short","categories":["x"]}]}' } } } }
+    local res = cli.run { "models" }
+    assert.equals(0, res.code, res.err)
+    assert.matches(long_id .. "  $0.5/run  category-number-1,", res.out, 1, true)
+    assert.matches("acme/short" .. string.rep(" ", #long_id - #"acme/short") .. "  -", res.out, 1, true)
+    assert.matches("2 models", res.err, 1, true)
+  end)
+
+  it("kling models escapes control characters of the catalog's text and masks the token it echoes", function()
+    api.serve { { "GET", "^/v1/models", { { 200, '{"total":1,"models":[{"model_id":"acme/evil",'
+      .. '"display_name":"Evil \\u001b]0;owned\\u0007 name ' .. TOK .. '","categories":["x\\u001b[2Jy"],'
+      .. '"base_price_usd":0.5,"price_unit":"run\\r"}]}' } } } }
+    local res = cli.run { "models" }
+    assert.equals(0, res.code, res.err)
+    assert.matches("acme/evil", res.out, 1, true)
+    assert.is_nil(res.out:find("\27", 1, true))
+    assert.is_nil(res.out:find("\7", 1, true))
+    assert.is_nil(res.out:find("\r", 1, true))
+    assert.is_nil(res.out:find(TOK, 1, true))
+    res = cli.run { "models", "--json" }
+    assert.equals(0, res.code, res.err)
+    assert.is_nil(res.out:find(TOK, 1, true))
+    assert.is_nil(res.out:find("\27", 1, true))
   end)
 end)

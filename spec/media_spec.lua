@@ -142,6 +142,48 @@ describe("local media files", function()
       assert.equals(before, emu:stats().requests.submit)
     end)
 
+    it("refuses a field given twice (a flag or the prompt and --set, --set twice, --set and --file), exit 2, nothing sent", function()
+      local before = emu:stats().requests.submit
+      local png = file("twice.png", HEADS[1][2])
+      for _, args in ipairs {
+        { "submit", "a cat", "--duration", "5", "--set", "duration=10", "--dry-run" },
+        { "submit", "a cat", "--set", "prompt=a dog", "--dry-run" },
+        { "submit", "a cat", "--no-sound", "--set", "sound=true", "--dry-run" },
+        { "submit", "a cat", "--model", "acme/free", "--set", "seed=1", "--set", "seed=2", "--dry-run" },
+        { "submit", "a cat", "--model", I2V, "--set", "image_url=https://example.com/a.png", "--file", "image_url=" .. png, "--dry-run" },
+        { "submit", "a cat", "--model", I2V, "--file", "image_url=" .. png, "--file", "image_url=" .. png },
+      } do
+        local res = cli.run(args)
+        assert.equals(2, res.code, table.concat(args, " ") .. ": " .. res.err)
+        assert.matches("given twice", res.err, 1, true)
+        assert.equals("", res.out)
+      end
+      assert.equals(before, emu:stats().requests.submit)
+      -- a field of --input FILE is the start: --set replaces it
+      helpers.write_file(dir .. "/base.json", '{"prompt":"a cat","seed":1}')
+      local res = cli.run { "submit", "--input", dir .. "/base.json", "--model", "acme/free", "--set", "seed=2", "--dry-run" }
+      assert.equals(0, res.code, res.err)
+      assert.matches('"seed":2', res.out, 1, true)
+    end)
+
+    it("refuses a --set value that looks like JSON but is not, or a whole number JSON cannot carry exactly, exit 2", function()
+      local before = emu:stats().requests.submit
+      for _, v in ipairs { "x=[1,2", 'x={"a":1}garbage', 'x="unclosed', "x={}}", "seed=12345678901234567890",
+        "seed=-99999999999999999999" } do
+        local res = cli.run { "submit", "a cat", "--model", "acme/free", "--set", v }
+        assert.equals(2, res.code, v .. ": " .. res.err)
+        assert.matches("--set", res.err, 1, true)
+      end
+      assert.equals(before, emu:stats().requests.submit)
+      -- bare words stay strings, JSON values are read as JSON
+      local res = cli.run { "submit", "a cat", "--model", "acme/free", "--set", "ratio=16:9", "--set", "n=9007199254740993",
+        "--set", "tags=[1,2]", "--dry-run" }
+      assert.equals(0, res.code, res.err)
+      assert.matches('"ratio":"16:9"', res.out, 1, true)
+      assert.matches('"n":9007199254740993', res.out, 1, true)
+      assert.matches('"tags":[1,2]', res.out, 1, true)
+    end)
+
     it("validates a --set value against the model's schema (exit 3)", function()
       local res = cli.run { "submit", "a cat", "--set", "duration=99" }
       assert.equals(3, res.code, res.err)

@@ -99,6 +99,22 @@ describe("the client, against the service's observed answers", function()
       assert.is_true(bytes > 0)
     end)
 
+    it("makes kling.wait_any wait for the output of a job whose status already said completed (job:refresh)", function()
+      local job = submit("a lagging cat @emu:result_lag=3 @emu:queue=0 @emu:run=0")
+      assert.equals("completed", job:refresh())
+      assert.is_nil(job.video_url)
+      local first, err = kling.wait_any({ job }, { timeout = 30 })
+      assert.is_nil(err)
+      assert.equals(job, first)
+      assert.matches("%.mp4$", job.video_url)
+      assert.equals(3, emu:job_record(job.id).not_ready_answers)
+      -- and a failed job whose result cannot be had is no winner with no error: its end is known
+      local failed = submit("a cat @emu:fail=Model_run_failed @emu:fail_error=string @emu:no_result @emu:queue=0 @emu:run=0")
+      assert.equals("failed", failed:refresh())
+      assert.equals(failed, kling.wait_any({ failed }, { timeout = 30 }))
+      assert.equals("failed", failed.error.kind)
+    end)
+
     it("never keeps a not-ready result as the job's end: a wait past its deadline times out, a later one asks again", function()
       local job = submit("a cat @emu:queue=0 @emu:run=0")
       assert(fresh(job):wait { timeout = 30 }) -- it has completed
@@ -212,6 +228,23 @@ describe("the client, against the service's observed answers", function()
       assert.equals("cancelled", err2.kind)
     end)
 
+    it("gives kind failed or cancelled, not not_ready, from job:result() when the status says so and the result route answers 400005", function()
+      local job = submit("a cat @emu:fail=Model_run_failed @emu:fail_error=string @emu:error_result=400005@400*100 @emu:queue=0 @emu:run=0")
+      local _, err = fresh(job):result()
+      assert.equals("failed", err.kind)
+      assert.equals("Model run failed", err.message)
+      assert.equals("not_ready", err.result_error.kind)
+      local res = cli.run { "result", job.id }
+      assert.equals(5, res.code, res.err)
+      assert.matches("Model run failed", res.err, 1, true)
+      local gone = submit("a cat @emu:error_result=400005@400*100 @emu:queue=60")
+      assert(gone:cancel())
+      local _, err2 = fresh(gone):result()
+      assert.equals("cancelled", err2.kind)
+      res = cli.run { "result", gone.id }
+      assert.equals(5, res.code, res.err)
+    end)
+
     it("exits 5 from kling wait ID and kling result ID for such a failed job", function()
       local job = submit("a cat @emu:fail=Model_run_failed @emu:fail_error=string @emu:no_result @emu:queue=0 @emu:run=0")
       local res = cli.run { "wait", job.id }
@@ -293,6 +326,21 @@ describe("the client, against the service's observed answers", function()
       c:close()
     end)
 
+    it("refuses a submit_timeout above 1e7 s in kling.new, and --submit-timeout 1e9 (exit 2), journaling no submit", function()
+      for _, t in ipairs { 1e8, 1 / 0 } do
+        assert.has_error(function() kling.new { base_url = emu.api, token = TOKEN, submit_timeout = t } end,
+          "kling.new: option 'submit_timeout' must be > 0 and at most 10000000 seconds (about 115 days)")
+      end
+      local state = dir .. "/huge-submit-timeout"
+      os.execute("mkdir -p " .. q(state))
+      local before = emu:stats().requests.submit
+      local res = cli.run({ "submit", "a cat", "--submit-timeout", "1e9" }, { state = state })
+      assert.equals(2, res.code, res.err)
+      assert.matches("submit_timeout' must be > 0 and at most 10000000 seconds", res.err, 1, true)
+      assert.same({}, cli.journal(state))
+      assert.equals(before, emu:stats().requests.submit)
+    end)
+
     it("takes --submit-timeout S on the command line (exit 7, submit of unknown outcome)", function()
       local res = cli.run { "submit", "a slower submit @emu:submit_delay=3 @emu:queue=60", "--submit-timeout", "0.5" }
       assert.equals(7, res.code, res.err)
@@ -354,5 +402,153 @@ describe("the client, against the service's observed answers", function()
       assert.is_nil((res.out .. res.err):find("sekret", 1, true))
       assert.equals(before, emu:stats().requests_total)
     end)
+  end)
+end)
+
+describe("cancel answers that contradict themselves or say nothing (a scripted API)", function()
+  local scripted = require "scripted_api"
+  local ID = "0123456789abcdef0123456789abcdef"
+  local dir, api
+
+  setup(function()
+    dir = helpers.tmpdir()
+    api = scripted.start(dir)
+  end)
+  teardown(function()
+    if api then api.stop() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  local function cancel_with(body, status)
+    api.serve {
+      { "POST", "/cancel$", { { 200, body } } },
+      { "GET", "/status$", { { 200, '{"status":"' .. status .. '"}' } } },
+      { "GET", "/result$", { { 200, '{"status":"completed","output":{"video":"{BASE}/v.mp4"}}' } } },
+    }
+    local c = kling.new { base_url = api.api, token = "t", retries = false, poll = FAST }
+    local job = assert(c:job(ID, "acme/x"))
+    local ok, err = job:cancel { timeout = 0 }
+    return job, ok, err
+  end
+
+  for _, st in ipairs { "completed", "failed" } do
+    it("never takes a status " .. st .. " with the outcome cancelled as cancelled: not_cancellable, the status stands", function()
+      local job, ok, err = cancel_with('{"status":"' .. st .. '","outcome":"cancelled"}', st)
+      assert.is_nil(ok)
+      assert.equals("not_cancellable", err.kind)
+      assert.equals(st, err.job_status)
+      assert.equals(st, job.status)
+      assert.is_nil(job.error)
+      if st == "completed" then
+        local out = assert(job:wait { timeout = 30 })
+        assert.matches("/v.mp4$", out.video)
+      end
+    end)
+  end
+
+  for _, body in ipairs { "{}", '{"request_id":"' .. ID .. '"}', '{"status":"CANCELLED"}', '{"status":"weird_word"}' } do
+    it("gives kind protocol, not not_cancellable, for the cancel answer " .. body, function()
+      local job, ok, err = cancel_with(body, "in_queue")
+      assert.is_nil(ok)
+      assert.equals("protocol", err.kind)
+      assert.matches("cancel answer", err.message, 1, true)
+      assert.is_nil(job.error)
+    end)
+  end
+end)
+
+describe("long request ids in the command line's columns (a scripted API)", function()
+  local scripted = require "scripted_api"
+  local cli_run2 = require "cli_run"
+  local dir, api, cli
+
+  setup(function()
+    dir = helpers.tmpdir()
+    api = scripted.start(dir)
+    cli = cli_run2.new { api = api.api, token = "t", dir = dir }
+  end)
+  teardown(function()
+    if api then api.stop() end
+    if cli then cli.cleanup() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  it("kling jobs lists a request id of 120 bytes (wider than string.format pads) without an internal error", function()
+    local id = string.rep("a", 120)
+    api.serve {
+      { "POST", "^/v1/models/", { { 200, '{"request_id":"' .. id .. '"}' } } },
+      { "GET", "/status$", { { 200, '{"status":"in_queue"}' } } },
+    }
+    local res = cli.run { "submit", "a cat", "--model", "acme/x" }
+    assert.equals(0, res.code, res.err)
+    res = cli.run { "jobs" }
+    assert.equals(0, res.code, res.err)
+    assert.matches(id .. "  ", res.out, 1, true)
+    assert.matches("ID" .. string.rep(" ", 118) .. "  SUBMITTED", res.out, 1, true)
+  end)
+end)
+
+describe("output.videos whose first element is no URL (a scripted API)", function()
+  local scripted = require "scripted_api"
+  local ID = "0123456789abcdef0123456789abcdef"
+  local TOK = "videos-shape-token-3c8"
+  local dir, api
+
+  setup(function()
+    dir = helpers.tmpdir()
+    api = scripted.start(dir)
+  end)
+  teardown(function()
+    if api then api.stop() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  for _, first in ipairs { '""', "null", '"  "' } do
+    it("takes the first usable URL of output.videos [" .. first .. ", URL] as the video: the wait, job.video_url, job:download", function()
+      api.serve {
+        { "GET", "/status$", { { 200, '{"status":"completed"}' } } },
+        { "GET", "/result$", { { 200, '{"status":"completed","output":{"videos":[' .. first .. ',"{BASE}/v.mp4"]}}' } } },
+        { "GET", "^/v%.mp4", { { 200, "MP4DATA", "video/mp4" } } },
+      }
+      local c = kling.new { base_url = api.api, token = TOK, retries = false, poll = FAST }
+      local job = assert(c:job(ID, "acme/x"))
+      assert(job:wait { timeout = 30 })
+      assert.equals(api.base .. "/v.mp4", job.video_url)
+      local path = assert(job:download(dir .. "/v.mp4"))
+      assert.equals("MP4DATA", helpers.read_file(path))
+    end)
+  end
+end)
+
+describe("a failed job's blank message (a scripted API)", function()
+  local scripted = require "scripted_api"
+  local ID = "0123456789abcdef0123456789abcdef"
+  local dir, api
+
+  setup(function()
+    dir = helpers.tmpdir()
+    api = scripted.start(dir)
+  end)
+  teardown(function()
+    if api then api.stop() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  it("passes over a blank error message to the status answer's, else says the service gave no reason", function()
+    api.serve {
+      { "GET", "/status$", { { 200, '{"status":"failed","error":"Model run failed"}' } } },
+      { "GET", "/result$", { { 200, '{"status":"failed","error":{"message":"  \\t "}}' } } },
+    }
+    local c = kling.new { base_url = api.api, token = "blank-message-token-0a1", retries = false, poll = FAST }
+    local _, err = assert(c:job(ID, "acme/x")):wait { timeout = 30 }
+    assert.equals("failed", err.kind)
+    assert.equals("Model run failed", err.message)
+    api.serve {
+      { "GET", "/status$", { { 200, '{"status":"failed","error":" "}' } } },
+      { "GET", "/result$", { { 200, '{"status":"failed","error_message":"   "}' } } },
+    }
+    _, err = assert(c:job(ID, "acme/x")):wait { timeout = 30 }
+    assert.equals("failed", err.kind)
+    assert.equals("the job failed (the service gave no reason)", err.message)
   end)
 end)

@@ -235,8 +235,11 @@ static int compile_props(cctx *c, int idx, int order_idx, knode *n, int all_requ
   n->props = calloc(count ? count : 1, sizeof *n->props);
   if (n->props == NULL) return cfail(c, "out of memory", NULL);
   /* n->nprops follows k, so a failure half-way frees what was made */
-  /* ordered names first */
+  /* ordered names first; the names placed so far in a set (a Lua table), so
+   * a schema of many properties costs no names x names comparisons */
   size_t k = 0;
+  lua_createtable(L, 0, 0);
+  int placed = lua_gettop(L);
   if (order_idx) {
     size_t olen = (size_t)lua_rawlen(L, order_idx);
     for (size_t i = 1; i <= olen && k < count; i++) {
@@ -246,16 +249,21 @@ static int compile_props(cctx *c, int idx, int order_idx, knode *n, int all_requ
         lua_rawget(L, idx);
         int present = lua_istable(L, -1);
         lua_pop(L, 1);
-        int dup = 0;
-        for (size_t j = 0; j < k && present; j++) dup |= strcmp(n->props[j].name, lua_tostring(L, -1)) == 0;
+        lua_pushvalue(L, -1);
+        lua_rawget(L, placed);
+        int dup = !lua_isnil(L, -1);
+        lua_pop(L, 1);
         if (present && !dup) {
           size_t nl;
           const char *nm = lua_tolstring(L, -1, &nl);
           if ((n->props[k].name = sdup(nm, nl)) == NULL) {
-            lua_pop(L, 1);
+            lua_pop(L, 2);
             return cfail(c, "out of memory", NULL);
           }
           n->nprops = ++k;
+          lua_pushvalue(L, -1);
+          lua_pushboolean(L, 1);
+          lua_rawset(L, placed);
         }
       }
       lua_pop(L, 1);
@@ -266,16 +274,19 @@ static int compile_props(cctx *c, int idx, int order_idx, knode *n, int all_requ
   while (lua_next(L, idx) != 0) {
     lua_pop(L, 1);
     const char *nm = lua_tostring(L, -1);
-    int seen = 0;
-    for (size_t j = 0; j < ordered; j++) seen |= strcmp(n->props[j].name, nm) == 0;
+    lua_pushvalue(L, -1);
+    lua_rawget(L, placed);
+    int seen = !lua_isnil(L, -1);
+    lua_pop(L, 1);
     if (!seen) {
       if ((n->props[k].name = sdup(nm, strlen(nm))) == NULL) {
-        lua_pop(L, 1);
+        lua_pop(L, 2);
         return cfail(c, "out of memory", NULL);
       }
       n->nprops = ++k;
     }
   }
+  lua_pop(L, 1); /* the set */
   qsort(n->props + ordered, k - ordered, sizeof *n->props, cmp_names);
   for (size_t i = 0; i < k; i++) {
     knode *p = &n->props[i];

@@ -128,13 +128,19 @@ static const char *outcome_means(const char *raw, size_t len) {
  * cancelled; {"status":"cancellation_requested"} with no outcome is accepted,
  * not final yet. */
 const char *kproto_cancel_means(const char *status, size_t slen, const char *outcome, size_t olen) {
-  if (status && kproto_status_of(status, slen) == KS_CANCELLED) return "cancelled";
+  kproto_status st = status ? kproto_status_of(status, slen) : KS_UNKNOWN;
+  if (st == KS_CANCELLED) return "cancelled";
+  /* a job whose status says it completed or failed ended so, whatever the
+   * outcome word: never taken as cancelled (its output would be lost) */
+  if (st == KS_COMPLETED || st == KS_FAILED) return "not_cancellable";
   if (outcome) return outcome_means(outcome, olen);
   if (status) {
     const char *m = outcome_means(status, slen);
     if (m && strcmp(m, "requested") == 0) return m;
   }
-  return "not_cancellable";
+  /* no outcome: a status kling knows says the job goes on; none, or a word
+   * kling does not know, says nothing (NULL: kind protocol, never a guess) */
+  return st != KS_UNKNOWN ? "not_cancellable" : NULL;
 }
 
 /* ---- field names ------------------------------------------------------- */

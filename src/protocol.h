@@ -98,12 +98,14 @@ extern const size_t KPROTO_NOUTCOMES;
 
 /* What a cancel answer means, by its status word and its outcome word (either
  * may be NULL: absent or not a string). The status decides when it says the
- * job is cancelled, whatever the outcome word; otherwise the outcome word
+ * job is cancelled, whatever the outcome word; a status completed or failed
+ * is "not_cancellable", whatever the outcome word; otherwise the outcome word
  * (KPROTO_OUTCOMES); with no outcome, a status "cancellation_requested" means
  * the cancel was accepted but is not final yet ("requested": poll until the
- * status says cancelled), and any other status "not_cancellable". Returns
- * "cancelled", "requested", "not_cancellable", or NULL for an outcome word
- * kling does not know. */
+ * status says cancelled), and any other status kling knows "not_cancellable".
+ * Returns "cancelled", "requested", "not_cancellable", or NULL for an outcome
+ * word kling does not know, or no outcome with no status or one kling does
+ * not know. */
 const char *kproto_cancel_means(const char *status, size_t slen, const char *outcome, size_t olen);
 
 /* ---- the field names kling reads --------------------------------------- */

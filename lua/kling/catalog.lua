@@ -182,12 +182,15 @@ local function read_cache(client, model_id)
   local text = read_all(path)
   if not text then return nil end
   local ok, v = pcall(json.decode, text)
-  local e = ok and type(v) == "table" and type(v.fetched_at) == "number" and M.entry(v.answer)
+  -- fetched_at: whole seconds, as write_cache writes them (a fraction, an infinity: a
+  -- corrupt file, never a number to do sums with)
+  local e = ok and type(v) == "table" and type(v.fetched_at) == "number" and math.tointeger(v.fetched_at)
+    and M.entry(v.answer)
   if not e or e.model_id ~= model_id then
     client._warn("the cached schema " .. path .. " cannot be read; it is fetched again")
     return nil
   end
-  return e, v.fetched_at, text
+  return e, math.tointeger(v.fetched_at), text
 end
 
 local function write_cache(client, model_id, answer_text)

@@ -54,6 +54,12 @@ local function check_options(opts)
   for _, k in ipairs { "timeout", "connect_timeout", "submit_timeout" } do
     if opts[k] and not (opts[k] > 0) then error("kling.new: option '" .. k .. "' must be > 0", 3) end
   end
+  -- (the engine checks timeout and connect_timeout when it is made; submit_timeout goes to it
+  -- only with a submit, after the journal's intent line: checked here, before anything)
+  if opts.submit_timeout and not (opts.submit_timeout <= core.LIMITS.seconds_max) then
+    error(string.format("kling.new: option 'submit_timeout' must be > 0 and at most %d seconds (about 115 days)",
+      math.tointeger(core.LIMITS.seconds_max) or core.LIMITS.seconds_max), 3)
+  end
 end
 
 local function env(name)

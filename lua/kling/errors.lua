@@ -83,11 +83,12 @@ end
 --- The message an error answer carries, if any.
 function M.server_message(body)
   if type(body) ~= "table" then return nil end
+  -- (a blank message says nothing: passed over like an empty one)
   for _, k in ipairs { "error_message", "message" } do
-    if type(body[k]) == "string" and body[k] ~= "" then return body[k] end
+    if type(body[k]) == "string" and body[k]:find("%S") then return body[k] end
   end
   local e = body.error
-  if type(e) == "string" and e ~= "" then return e end
+  if type(e) == "string" and e:find("%S") then return e end
   if type(e) == "table" then
     local m = M.server_message(e)
     if m then return m end

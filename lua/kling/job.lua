@@ -109,8 +109,8 @@ function Job:refresh()
   return self.status, changed
 end
 
---- The video URL of an output: output.video, or the first of output.videos,
--- when it is a usable URL (kling.protocol.video_of); nil otherwise.
+--- The video URL of an output: output.video when it is a usable URL, else the
+-- first usable URL of output.videos (kling.protocol.video_of); nil otherwise.
 local video_of = protocol.video_of
 M.video_of = video_of
 
@@ -219,7 +219,7 @@ end
 -- "not_ready" while the job runs (the result route's 400005 included, with
 -- err.job_status: the status the status route gives then), "failed" or
 -- "cancelled" when it ended so (also when its result route then answers an
--- error, 404 or 400: err.result_error holds that answer's error), "protocol"
+-- error, 404, 400 or 400005: err.result_error holds that answer's error), "protocol"
 -- for a completed job without a usable output.
 function Job:result(opts)
   local include = opts and opts.include_cost
@@ -229,6 +229,8 @@ function Job:result(opts)
   if not body then
     if err.kind == "not_ready" then
       self:refresh() -- the status, for err.job_status (an error here leaves the last known one)
+      -- a status that says failed or cancelled stands over the result's 400005, as over a 404
+      if self:_ended_without_output() then return nil, self:_end_by_status(err) end
       err.job_status = self.status
       return nil, err
     end
@@ -469,7 +471,13 @@ function Job:cancel(opts)
       "the job can no longer be cancelled (status " .. tostring(self.status) .. ")",
       { request_id = self.id, job_status = self.status })
   end
-  return nil, errors.new("protocol", "unexpected cancel outcome '" .. tostring(outcome) .. "'", { request_id = self.id })
+  if outcome == nil then
+    return nil, errors.new("protocol", "a cancel answer without an outcome and with "
+      .. (protocol.usable_status(body.status) and ("the unknown status '" .. body.status .. "'") or "no status")
+      .. ": whether the job was cancelled is unknown", { request_id = self.id })
+  end
+  return nil, errors.new("protocol", "unexpected cancel outcome '" .. tostring(outcome) .. "' in the cancel answer",
+    { request_id = self.id })
 end
 
 --- Downloads the job's video to path (waiting for the job first when needed),

@@ -26,15 +26,35 @@ local registry = {} -- model id -> { schema = table, compiled = userdata }
 -- slash-separated names of letters, digits, '.', '_' and '-' (kling.protocol).
 M.valid_model_id = require("kling.protocol").valid_model_id
 
+-- Finds pattern in text from init (as string.find), charging the characters
+-- it passes over to budget ({ left = n }): nil once the budget is spent, so a
+-- hostile schema text costs at most about budget.left + #text.
+local function find_within(budget, text, pattern, init)
+  if budget.left <= 0 then return nil end
+  local s, e, cap = text:find(pattern, init)
+  budget.left = budget.left - ((e or #text) - init + 1)
+  return s, e, cap
+end
+
 -- The keys of tbl sorted by where '"key":' first appears in text after
 -- position start (keys not found last, alphabetically); and those positions.
-local function ordered_keys(tbl, text, start)
-  local keys, pos = {}, {}
+-- One pass over the text's '"name":' from start, until every key is placed
+-- (a key per search would cost keys x text: minutes for a large catalog answer).
+local function ordered_keys(tbl, text, start, budget)
+  local keys, pos, left = {}, {}, 0
   for k in pairs(tbl) do
     if type(k) == "string" then
       keys[#keys + 1] = k
-      pos[k] = text:find('"' .. k:gsub("%p", "%%%0") .. '"%s*:', start) or math.huge
+      pos[k] = math.huge
+      left = left + 1
     end
+  end
+  local i = start
+  while left > 0 do
+    local s, e, name = find_within(budget, text, '"([^"\\]*)"%s*:', i)
+    if not s then break end
+    if pos[name] == math.huge then pos[name], left = s, left - 1 end
+    i = e + 1
   end
   table.sort(keys, function(a, b)
     if pos[a] ~= pos[b] then return pos[a] < pos[b] end
@@ -47,22 +67,22 @@ end
 -- of a schema: "x-order" on objects, "x-items-order" on arrays whose items
 -- use the publisher's dialect. The C compiler reads them, so errors come in
 -- schema order. `from` is where the node's own text starts.
-local function annotate_order(node, text, from)
+local function annotate_order(node, text, from, budget)
   if type(node) ~= "table" then return end
-  local pstart = type(node.properties) == "table" and text:find('"properties"%s*:', from)
+  local pstart = type(node.properties) == "table" and find_within(budget, text, '"properties"%s*:', from)
   if pstart then
-    local keys, pos = ordered_keys(node.properties, text, pstart)
+    local keys, pos = ordered_keys(node.properties, text, pstart, budget)
     node["x-order"] = keys
     for _, k in ipairs(keys) do
-      if pos[k] ~= math.huge then annotate_order(node.properties[k], text, pos[k]) end
+      if pos[k] ~= math.huge then annotate_order(node.properties[k], text, pos[k], budget) end
     end
   end
-  local istart = type(node.items) == "table" and text:find('"items"%s*:', from)
+  local istart = type(node.items) == "table" and find_within(budget, text, '"items"%s*:', from)
   if istart then
     if node.items.type == nil and node.items.properties == nil then
-      node["x-items-order"] = ordered_keys(node.items, text, istart)
+      node["x-items-order"] = ordered_keys(node.items, text, istart, budget)
     else
-      annotate_order(node.items, text, istart)
+      annotate_order(node.items, text, istart, budget)
     end
   end
 end
@@ -101,7 +121,8 @@ end
 -- Compiles and stores a schema (decoded table; text when it came as JSON).
 local function install(model_id, schema, text)
   local annotated = deep_copy(schema)
-  if text then annotate_order(annotated, text, 1) end
+  -- (past a budget of 16 times the text, the rest of the fields keep alphabetical order)
+  if text then annotate_order(annotated, text, 1, { left = 16 * #text + 65536 }) end
   annotate_implicit(model_id, annotated)
   local compiled = core.schema.compile(annotated)
   registry[model_id] = { schema = schema, compiled = compiled, loose = lets_through(compiled:describe()) }

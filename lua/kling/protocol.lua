@@ -60,9 +60,11 @@ M.NOT_READY_CODE = P.NOT_READY_CODE
 M.not_ready = P.not_ready
 --- cancel_means(status, outcome) -> "cancelled" | "requested" |
 -- "not_cancellable" | nil (an unknown outcome word): what a cancel answer
--- means. The status decides when it says cancelled; then the outcome word;
--- with no outcome, a status "cancellation_requested" was accepted but is not
--- final yet ("requested"), and any other status is "not_cancellable".
+-- means. The status decides when it says cancelled (cancelled), completed or
+-- failed (not_cancellable); then the outcome word; with no outcome, a status
+-- "cancellation_requested" was accepted but is not final yet ("requested"),
+-- any other status kling knows is "not_cancellable", and none or an unknown
+-- word nil.
 M.cancel_means = P.cancel_means
 
 -- A URL an output may give: a string with at least one byte that is not
@@ -73,12 +75,17 @@ local function usable_url(v)
 end
 M.usable_url = usable_url
 
---- The video URL of an output: output.video, else the first of output.videos,
--- when it is a usable URL (usable_url); nil otherwise.
+--- The video URL of an output: output.video, else the first usable URL
+-- (usable_url) of output.videos (an element "" or null before it is passed
+-- over, as usable_output passes over it); nil otherwise.
 function M.video_of(output)
   if type(output) ~= "table" then return nil end
   if usable_url(output.video) then return output.video end
-  if type(output.videos) == "table" and usable_url(output.videos[1]) then return output.videos[1] end
+  if type(output.videos) == "table" then
+    for _, u in ipairs(output.videos) do
+      if usable_url(u) then return u end
+    end
+  end
   return nil
 end
 

@@ -108,14 +108,42 @@ function M.build(cmd, o, pos)
     for _, s in ipairs(o.shot) do shots[#shots + 1] = parse_shot(cmd, s) end
     input.multi_prompt = shots
   end
+  -- The fields the prompt and the flags of their own gave: --set and --file may not give them
+  -- again, nor one field twice (two values for one field are refused, never one dropped);
+  -- a field of --input FILE is the start, which they replace.
+  local given = {}
+  if prompt then given.prompt = "the prompt" end
+  for _, f in ipairs { { "duration", "--duration" }, { "aspect_ratio", "--aspect-ratio" },
+    { "negative_prompt", "--negative-prompt" }, { "cfg_scale", "--cfg-scale" }, { "multi_prompt", "--shot" } } do
+    if o[f[1]] ~= nil or (f[1] == "multi_prompt" and o.shot) then given[f[1]] = f[2] end
+  end
+  if o.no_sound or o.sound then given.sound = o.sound and "--sound" or "--no-sound" end
+  local function give(field, by)
+    if given[field] then exit.usage(cmd, "field " .. field .. " is given twice (by " .. given[field] .. " and by " .. by .. ")") end
+    given[field] = by
+  end
   for _, s in ipairs(o.set or {}) do
     local field, value = field_value(cmd, "--set", s, "FIELD=VALUE")
-    local v = json.decode_input(value)
-    if v == nil then v = value end -- a bare word is a string (JSON null is json.null, sent as null)
+    give(field, "--set")
+    local v, why = json.decode_input(value)
+    if v == nil then
+      -- a bare word is a string (JSON null is json.null, sent as null); a value that starts
+      -- as JSON text does ([, {, ") but is not JSON is a mistake, never sent as a string
+      if value:find('^%s*[%[{"]') then
+        exit.usage(cmd, "--set " .. field .. "=VALUE: VALUE is not valid JSON (" .. tostring(why) .. "); a string "
+          .. "that starts with [, { or \" is written as JSON: --set '" .. field .. "=\"...\"'")
+      end
+      v = value
+    elseif math.type(v) == "float" and value:find("^%s*%-?%d+%s*$") then
+      -- a whole number beyond 64 bits: read as a double, it would be sent as another number
+      exit.usage(cmd, "--set " .. field .. "=" .. value .. ": a whole number beyond what kling sends exactly "
+        .. "(-2^63 to 2^63-1); write it as a string (--set '" .. field .. "=\"" .. value .. "\"') if it is one")
+    end
     input[field] = v
   end
   for _, s in ipairs(o.file or {}) do
     local field, path = field_value(cmd, "--file", s, "FIELD=PATH")
+    give(field, "--file")
     local uri, err = require("kling").file(path)
     if not uri then
       if err.kind == "io" then exit.disk(cmd, "--file " .. field .. "=" .. path .. ": " .. err.message) end

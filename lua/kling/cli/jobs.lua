@@ -125,8 +125,10 @@ local function print_table(shown, live)
   local esc = output.escape
   local idw = 2
   for _, j in ipairs(shown) do idw = math.max(idw, #esc(j.id)) end
-  local fmt = "%-" .. idw .. "s  %-19s  %-12s  %s\n"
-  io.stdout:write(string.format(fmt, "ID", "SUBMITTED", "STATUS", "MODEL / RESULT"))
+  -- the id padded by hand: string.format takes widths of two digits at most (an id: 128 bytes)
+  local fmt = "%s  %-19s  %-12s  %s\n"
+  local function pad(s) return s .. string.rep(" ", idw - #s) end
+  io.stdout:write(string.format(fmt, pad("ID"), "SUBMITTED", "STATUS", "MODEL / RESULT"))
   for _, j in ipairs(shown) do
     local status = live[j.id] or j.status or "unfinished"
     local what = j.model or "?"
@@ -134,7 +136,7 @@ local function print_table(shown, live)
     elseif j.error then what = j.error end
     if j.cost then what = what .. "  (cost " .. tostring(j.cost) .. ")" end -- (kept when asked: --cost)
     -- the journal's contents, each on one line
-    io.stdout:write(string.format(fmt, esc(j.id), j.t and os.date("%Y-%m-%d %H:%M:%S", j.t) or "?", esc(status),
+    io.stdout:write(string.format(fmt, pad(esc(j.id)), j.t and os.date("%Y-%m-%d %H:%M:%S", j.t) or "?", esc(status),
       esc(what)))
   end
 end

@@ -72,8 +72,11 @@ function C.run(o, pos)
     for _, r in ipairs(rows) do
       for i = 1, 3 do w[i] = math.max(w[i], #r[i]) end
     end
+    -- padded by hand: string.format takes widths of two digits at most, and a model id may
+    -- have 256 bytes
+    local function pad(s, n) return s .. string.rep(" ", n - #s) end
     for _, r in ipairs(rows) do
-      io.stdout:write(string.format("%-" .. w[1] .. "s  %-" .. w[2] .. "s  %-" .. w[3] .. "s  %s", r[1], r[2], r[3], r[4])
+      io.stdout:write((pad(r[1], w[1]) .. "  " .. pad(r[2], w[2]) .. "  " .. pad(r[3], w[3]) .. "  " .. r[4])
         :gsub("%s+$", ""), "\n")
     end
     local shown = #list < total and string.format("%d of %d models", #list, total) or string.format("%d models", total)
