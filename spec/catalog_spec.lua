@@ -174,7 +174,7 @@ describe("the model catalog", function()
       local cache = dir .. "/old-cache"
       local c1 = client { cache_dir = cache }
       assert(c1:model(STD))
-      local path = io.popen("find " .. q(cache) .. " -name '*.json'"):read("l")
+      local path = io.popen("find " .. q(cache) .. " -name '*.json'"):read("*l")
       local text = helpers.read_file(path)
       helpers.write_file(path, (text:gsub('^{"fetched_at":%d+', '{"fetched_at":1000')))
       local before = catalog_requests()
@@ -194,7 +194,7 @@ describe("the model catalog", function()
         local cache = dir .. "/odd-cache-" .. n
         local c1 = client { cache_dir = cache }
         assert(c1:model(STD))
-        local path = io.popen("find " .. q(cache) .. " -name '*.json'"):read("l")
+        local path = io.popen("find " .. q(cache) .. " -name '*.json'"):read("*l")
         helpers.write_file(path, (helpers.read_file(path):gsub('^{"fetched_at":%d+', '{"fetched_at":' .. at)))
         emu:set_faults { "catalog:503:1" }
         local c2, warnings = client { cache_dir = cache, retries = false }

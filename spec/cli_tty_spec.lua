@@ -182,7 +182,7 @@ describe("kling on a terminal (tmux)", function()
     helpers.write_file(dir .. "/slow.lua", SLOW_SERVER)
     local p = assert(io.popen("exec lua5.4 " .. q(dir .. "/slow.lua") .. " " .. q(port_file)
       .. " 4194304 65536 0.04 >/dev/null 2>&1 & echo $!"))
-    local pid = tonumber(p:read("l"))
+    local pid = tonumber(p:read("*l"))
     p:close()
     local port
     local limit = os.time() + 5

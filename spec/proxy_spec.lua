@@ -29,7 +29,7 @@ describe("proxies and CAs", function()
     helpers.write_file(log_file, "")
     local p = io.popen("exec lua5.4 " .. q(helpers.root .. "/spec/fake_proxy.lua") .. " " .. q(port_file) .. " "
       .. q(log_file) .. " " .. mode .. " " .. tostring(arg or "") .. " >/dev/null 2>&1 & echo $!")
-    pids[#pids + 1] = tonumber(p:read("l"))
+    pids[#pids + 1] = tonumber(p:read("*l"))
     p:close()
     local port = eventually(function() return tonumber(helpers.read_file(port_file) or "") end, 10, "the proxy")
     return { url = "http://127.0.0.1:" .. port, log = function() return helpers.read_file(log_file) or "" end }
