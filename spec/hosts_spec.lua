@@ -150,6 +150,41 @@ describe("hosts that never block", function()
     plain:close()
   end)
 
+  it("refuses a submit from the main thread through a waiter that yields before sending it (no job made, none journaled)", function()
+    local dir = helpers.tmpdir()
+    local path = dir .. "/jobs.jsonl"
+    local c = client { waiter = function() coroutine.yield() end, journal = path }
+    local before = emu:stats().jobs_created
+    local ok, err = pcall(c.generate, c, { prompt = "must not be sent from the main thread" })
+    assert.is_false(ok)
+    assert.matches("call this from a coroutine, or use on_done", err, 1, true)
+    -- the host's loop goes on stepping the client: the submit must not go out then either
+    for _ = 1, 20 do
+      core.engine.wait_fds(c:pollfds(), 0.02)
+      c:step(0)
+    end
+    assert.equals(before, emu:stats().jobs_created)
+    assert.is_nil((helpers.read_file(path) or ""):find('"intent"', 1, true))
+    -- the same call from a coroutine goes through the waiter and submits once
+    local job
+    local co = coroutine.create(function() job = assert(c:generate { prompt = "from a coroutine" }) end)
+    local guard = core.engine.now() + 20
+    repeat
+      assert(coroutine.resume(co))
+      core.engine.wait_fds(c:pollfds(), 0.05)
+    until coroutine.status(co) == "dead" or core.engine.now() > guard
+    assert.is_string(job and job.id)
+    assert.equals(before + 1, emu:stats().jobs_created)
+    -- a cancel from the main thread is refused before it is sent too
+    local ok2, err2 = pcall(job.cancel, job)
+    assert.is_false(ok2)
+    assert.matches("call this from a coroutine", err2, 1, true)
+    for _ = 1, 10 do c:step(0.02) end
+    assert.equals(0, emu:job_record(job.id).cancel_requests)
+    c:close()
+    helpers.rm_rf(dir)
+  end)
+
   it("drives jobs of more clients than 64 descriptors in one kling.run (wait_fds grows past its stack array)", function()
     local clients, jobs = {}, {}
     for i = 1, 70 do clients[i] = client() end

@@ -123,4 +123,51 @@ describe("include_cost", function()
     assert.has_error(function() job:wait { include_cost = "no" } end, "job:wait: opts.include_cost must be a boolean")
     c:close()
   end)
+
+  it("keeps no cost that is not a finite number, warns, and journals the output whole", function()
+    local scripted = require "scripted_api"
+    local sdir = helpers.scratch(dir)
+    local api = scripted.start(sdir)
+    local ok, e = pcall(function()
+      for i, cost in ipairs { "1e999", "-1e999", "NaN", '"0.5"', "{}" } do
+        local id = "cost" .. i
+        api.serve {
+          { "GET", "^/v1/requests/" .. id .. "/status", { { 200, '{"status":"completed"}' } } },
+          { "GET", "^/v1/requests/" .. id .. "/result", { { 200, '{"request_id":"' .. id
+            .. '","status":"completed","output":{"video":"https://f.invalid/v.mp4"},"cost":' .. cost .. '}' } } },
+          { "POST", "^/v1/models/", { { 200, '{"request_id":"' .. id .. '","status_url":"{BASE}/v1/requests/'
+            .. id .. '/status","result_url":"{BASE}/v1/requests/' .. id .. '/result"}' } } },
+        }
+        local path = sdir .. "/" .. id .. ".jsonl"
+        local warnings = {}
+        local c = kling.new { base_url = api.api, token = TOKEN, include_cost = true, journal = path,
+          on_warning = function(w) warnings[#warnings + 1] = w end, poll = { initial = 0.05 } }
+        local job = assert(c:generate { prompt = "a hostile price" })
+        local out = assert(job:wait { timeout = 20 })
+        assert.equals("https://f.invalid/v.mp4", out.video, cost)
+        assert.is_nil(job.cost, cost) -- no inf, nan or string passed on as a price
+        local line = assert(ended_line(path, id), cost)
+        assert.is_nil(line.cost, cost)
+        assert.is_nil(line.output_note, cost) -- the output is journaled as it is, not as text
+        assert.equals("https://f.invalid/v.mp4", line.output.video, cost)
+        assert.matches("cost", table.concat(warnings, "\n"), 1, true)
+        c:close()
+      end
+    end)
+    api.stop()
+    assert(ok, e)
+    -- a journal whose ended lines hold hostile costs: none is read as a price
+    local path = sdir .. "/hostile.jsonl"
+    local f = assert(io.open(path, "w"))
+    for i, cost in ipairs { "1e999", "-1e999", '"0.5"', "{}", "0.25" } do
+      f:write('{"e":"submitted","id":"h', i, '","model":"', MODEL, '","t":1000}\n')
+      f:write('{"e":"ended","id":"h', i, '","model":"', MODEL, '","status":"completed","t":1001,"cost":', cost, '}\n')
+    end
+    f:close()
+    local c = client { journal = path }
+    local state = c._journal:state()
+    for i = 1, 4 do assert.is_nil(state["h" .. i].cost, "h" .. i) end
+    assert.equals(0.25, state.h5.cost)
+    c:close()
+  end)
 end)

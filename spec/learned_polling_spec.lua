@@ -88,6 +88,39 @@ describe("learned polling", function()
     warm:close()
   end)
 
+  it("polls a job that runs far less than its history says at least every `max`, jitter included", function()
+    -- history: 1000 s; the jobs run far longer than the test (the emulator's 1000 s): every
+    -- wait the client schedules between two polls must stay within `max` (README: "never above")
+    local poll = { initial = 0.05, near = 0.1, min = 0.01, max = 0.2 }
+    local path = dir .. "/long.jsonl"
+    write_lines(path, {
+      { e = "submitted", id = "old-3", model = MODEL, t = 1000 },
+      { e = "ended", id = "old-3", model = MODEL, status = "completed", run = 1000, t = 2000 },
+    })
+    local c = client(path, poll)
+    local jobs = {}
+    for i = 1, 6 do
+      jobs[i] = assert(c:generate { prompt = "a slow learned cat " .. i .. " @emu:run=1000" })
+      jobs[i]:on_update(function() end) -- polled from now on, no wait call
+    end
+    local function polls()
+      local n = 0
+      for _, j in ipairs(jobs) do n = n + emu:job_record(j.id).status_polls end
+      return n
+    end
+    local worst, samples = 0, 0
+    while polls() < 6 * 5 do
+      c:step(0.05)
+      local t = c:timeout()
+      assert.is_number(t)
+      samples = samples + 1
+      if t > worst then worst = t end
+    end
+    assert.is_true(worst <= poll.max + 1e-6, "longest wait scheduled: " .. worst .. " s over " .. samples .. " samples")
+    for _, j in ipairs(jobs) do j:cancel() end
+    c:close()
+  end)
+
   it("polls a job of a model it has no history of as before (no journal, another model's history)", function()
     local poll = { initial = 0.05, near = 0.2, max = 2 }
     local path = dir .. "/other.jsonl"

@@ -12,7 +12,7 @@ local sh = helpers.sh
 local free_port = helpers.free_port
 
 describe("TLS through nginx", function()
-  local emu, dir, port, wrong_port, nginx_pid
+  local emu, dir, port, wrong_port, goaway_port, nginx_pid
 
   setup(function()
     emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0.1", "--run", "0.2" }
@@ -36,6 +36,7 @@ describe("TLS through nginx", function()
     assert(ok, out)
     port = free_port()
     wrong_port = free_port()
+    goaway_port = free_port()
     local upstream = emu.api:match("^http://([^/]+)")
     helpers.write_file(dir .. "/nginx.conf", string.format([[
       pid %s/nginx.pid;
@@ -59,8 +60,17 @@ describe("TLS through nginx", function()
           ssl_certificate_key %s/wrong.key;
           location / { proxy_pass http://%s; proxy_http_version 1.1; proxy_set_header Connection ""; }
         }
+        server {
+          # HTTP/2 that sends GOAWAY after 3 requests: the streams above it are refused
+          listen 127.0.0.1:%d ssl http2;
+          keepalive_requests 3;
+          ssl_certificate %s/server.pem;
+          ssl_certificate_key %s/server.key;
+          location / { proxy_pass http://%s; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        }
       }
-    ]], dir, dir, dir, dir, dir, dir, dir, port, dir, dir, port, emu.files, upstream, wrong_port, dir, dir, upstream))
+    ]], dir, dir, dir, dir, dir, dir, dir, port, dir, dir, port, emu.files, upstream, wrong_port, dir, dir, upstream,
+      goaway_port, dir, dir, upstream))
     ok, out = sh(string.format("nginx -p %s -c %s/nginx.conf", q(dir), q(dir)))
     assert(ok, out)
     for _ = 1, 100 do
@@ -130,6 +140,32 @@ describe("TLS through nginx", function()
     -- over HTTP/2 more API transfers than connections go into libcurl at once (streams)
     assert.equals(4, s.active_cap)
     assert.is_true(s.active_peak >= 2, "in libcurl at once: " .. s.active_peak)
+    c:close()
+  end)
+
+  it("never sends a submit twice over HTTP/2 when the server ends connections with GOAWAY", function()
+    -- libcurl retries a stream refused by a GOAWAY by itself; a submit's body cannot be
+    -- rewound (src/http.c), so each ends once: made, or submit_unknown (not made here)
+    local before = emu:stats().jobs_created
+    local c = kling.new { base_url = string.format("https://127.0.0.1:%d/v1", goaway_port), token = TOKEN,
+      ca_file = dir .. "/ca.pem", max_connections = 1, on_warning = false }
+    local made, unknown, other = 0, 0, {}
+    kling.run(function()
+      for i = 1, 30 do
+        kling.spawn(function()
+          local job, err = c:generate { prompt = "goaway " .. i }
+          if job then made = made + 1
+          elseif err.kind == "submit_unknown" then unknown = unknown + 1
+          else other[#other + 1] = tostring(err) end
+        end)
+      end
+    end)
+    local created = emu:stats().jobs_created - before
+    assert.same({}, other)
+    assert.equals(30, made + unknown)
+    assert.is_true(created >= made and created <= made + unknown,
+      string.format("made %d, submit_unknown %d, created %d", made, unknown, created))
+    assert.is_true(c._engine:stats().sockets_peak >= 1)
     c:close()
   end)
 

@@ -181,7 +181,7 @@ static double next_delay(kpoller *p, kwatch *w, double now, int moved) {
     /* jobs of this model took this long before (kpoller_expect): no poll
      * before then, but one at least every `max` (an early failure) */
     double until = w->expect_at - now;
-    return until < o->max ? until : jittered(p, o->max);
+    return until < o->max ? until : clampd(jittered(p, o->max), o->min, o->max);
   }
   if (w->status == KS_IN_QUEUE) {
     if (moved && w->qpos >= 0 && p->queue_rate > 0) {
@@ -200,7 +200,7 @@ static double next_delay(kpoller *p, kwatch *w, double now, int moved) {
       d = clampd(w->interval * o->factor, o->min, o->near);
     }
   }
-  return jittered(p, d);
+  return clampd(jittered(p, d), o->min, o->max); /* the jitter never takes a wait above max */
 }
 
 static void drop_answer(kwatch *w) {

@@ -474,6 +474,7 @@ function Client:_api(method, url, body, opts)
     encoded, err = self:_encode(body)
     if not encoded then return nil, err end
   end
+  sched.check_wait(self) -- a wait that cannot happen is refused before anything is sent
   local x, msg = self._engine:request {
     method = method, url = url, body = encoded, fresh = opts.submit and self._fresh_submits,
     timeout = opts.timeout or (opts.submit and self.submit_timeout or nil),
@@ -657,6 +658,7 @@ function Client:submit(model_id, input, opts)
       .. "takes (data: URIs of local files count whole); nothing was sent", #encoded, math.floor(core.LIMITS.body_max / 1048576)),
       { errors = { { path = "/", message = "request body above 64 MiB" } } })
   end
+  sched.check_wait(self) -- before the intent: a submit that cannot be waited on is not begun
   local intent
   if self._journal then
     intent = { e = "intent", key = core.journal.random_key(), model = model_id, tag = tag,

@@ -164,7 +164,14 @@ function Job:_take_result(body)
     end
     self.output = body.output
     self.video_url = video_of(body.output)
-    if type(body.cost) == "number" then self.cost = body.cost end
+    local cost = body.cost
+    if type(cost) == "number" and cost == cost and cost > -math.huge and cost < math.huge then
+      self.cost = cost
+    elseif cost ~= nil and cost ~= require("kling.json").null then
+      -- inf, nan (which no journal line can hold) or not a number: no price is made up
+      self.client._warn("job " .. self.id .. ": the service's cost is not a finite number ("
+        .. type(cost) .. "); job.cost is left unset")
+    end
     self:_journal_end()
     return self.output
   elseif self.status == "failed" then

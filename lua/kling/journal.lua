@@ -228,7 +228,8 @@ function Journal:state()
       j.status, j.output, j.output_text, j.error, j.ended_t = ev.status, ev.output, ev.output_text, ev.error, ev.t
       j.output_note = ev.output_note
       j.run = math.type(ev.run) and ev.run >= 0 and ev.run or nil
-      j.cost = math.type(ev.cost) and ev.cost or j.cost -- (a later end without it does not forget it)
+      local cost = ev.cost -- a finite number only (1e999 reads as inf)
+      if math.type(cost) and cost == cost and cost > -math.huge and cost < math.huge then j.cost = cost end -- (a later end without it does not forget it)
       jobs[ev.id] = j
     elseif e == "submit_unknown" then
       su[#su + 1] = ev

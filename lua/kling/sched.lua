@@ -63,6 +63,17 @@ local function call_waiter(w, client, seconds, list)
   error(err, 0)
 end
 
+--- Before a call sends a request it will then wait on: raises M.MAIN_THREAD
+-- (as the wait would) while nothing is sent yet, when that wait could not
+-- happen: from a main thread, outside kling.run, a client whose waiter
+-- yields (a paid submit must never go out behind an error that says it
+-- could not be made). The waiter is asked once, for 0 seconds.
+function M.check_wait(client)
+  if M.in_coroutine() then return end
+  local w = M.waiter_of(client)
+  if w then call_waiter(w, client, 0, { client }) end
+end
+
 local function cqueues_controller()
   local cq = package.loaded.cqueues
   if cq and cq.running then
