@@ -88,6 +88,15 @@ describe("local media files", function()
       _, err = kling.file(file("empty.png", ""))
       assert.equals("validation", err.kind)
     end)
+
+    it("refuses a FIFO without opening it (a FIFO with no writer would block the open)", function()
+      local fifo = dir .. "/pipe.png"
+      assert(os.execute("mkfifo " .. helpers.quote(fifo)))
+      local _, err = kling.file(fifo)
+      assert.equals("io", err.kind)
+      assert.matches("not a regular file", err.message, 1, true)
+      os.remove(fifo)
+    end)
   end)
 
   describe("submits", function()

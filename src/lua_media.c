@@ -31,9 +31,13 @@ static int fail(lua_State *L, const char *why, const char *fmt, ...) {
 
 static int l_data_uri(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  struct stat st;
+  /* a FIFO or a device is refused before it is opened: opening a FIFO
+   * without a writer would block */
+  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+    return fail(L, "io", "%s: %s", path, S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
   FILE *f = fopen(path, "rb");
   if (f == NULL) return fail(L, "io", "%s: %s", path, strerror(errno));
-  struct stat st;
   if (fstat(fileno(f), &st) != 0) {
     int e = errno;
     fclose(f);
