@@ -4,7 +4,8 @@
 -- spec may change it between requests): a Lua chunk returning
 --   function(method, path, base) -> status, body [, content_type]
 -- where base is "http://127.0.0.1:PORT" (for URLs in answers). Each request line is
--- appended to PORT_FILE .. ".log".
+-- appended to PORT_FILE .. ".log", and the request line with its header lines (tab-separated)
+-- to PORT_FILE .. ".headers".
 local cqueues = require "cqueues"
 local socket = require "cqueues.socket"
 
@@ -15,6 +16,8 @@ local _, _, port = srv:localname()
 local base = "http://127.0.0.1:" .. port
 local log = assert(io.open(port_file .. ".log", "ab"))
 log:setvbuf("no")
+local hlog = assert(io.open(port_file .. ".headers", "ab"))
+hlog:setvbuf("no")
 local f = assert(io.open(port_file, "w"))
 f:write(port)
 f:close()
@@ -33,13 +36,16 @@ local function serve(con)
     local method, path = line:match("^(%u+) (%S+)")
     log:write(line:gsub("\r$", ""), "\n")
     local len = 0
+    local seen = { (line:gsub("\r$", "")) }
     while true do
       local h = con:read("*l")
       if not h then return con:close() end
       h = h:gsub("\r$", "")
       if h == "" then break end
+      seen[#seen + 1] = h
       len = tonumber(h:lower():match("^content%-length:%s*(%d+)")) or len
     end
+    hlog:write(table.concat(seen, "\t"), "\n")
     if len > 0 then con:read(len) end
     local ok, status, body, ctype = pcall(function() return dofile(answers_file)(method, path, base) end)
     if not ok then

@@ -124,7 +124,7 @@ describe("proxies and CAs", function()
       assert.equals("", px.log())
     end)
 
-    it("tunnels an https API request through the proxy: the token never reaches it in clear", function()
+    it("tunnels an https API request through the proxy: the token never reaches it in clear, the User-Agent does", function()
       local px = proxy("tunnel", "tunnel", tls_port)
       local r = child(string.format([[
         local c = kling.new { base_url = "https://%s/v1", token = %q, ca_file = %q,
@@ -138,6 +138,11 @@ describe("proxies and CAs", function()
       assert.is_true(r.bytes > 0)
       local log = px.log()
       assert.matches("CONNECT " .. HOST .. ":443 HTTP/1.1", log, 1, true)
+      -- each CONNECT names kling once (an API request's User-Agent goes to a proxy as a
+      -- proxy header: src/net.c), and nothing else of ours
+      local _, connects = log:gsub("CONNECT ", "")
+      local _, agents = log:gsub("\r\nUser%-Agent: kling%-lua/", "")
+      assert.equals(connects, agents)
       assert.is_nil(log:find(TOKEN, 1, true))
       assert.is_nil(log:lower():find("authorization", 1, true))
       assert.is_nil(log:find("/v1/", 1, true)) -- no request line in clear: only TLS records

@@ -8,6 +8,7 @@
 --     { "POST", "^/v1/models/", { { 200, '{"request_id":"r1"}' } } },
 --   }
 --   api.count("GET", "/v1/requests/r1/status")      -- requests that came for that path so far
+--   api.requests()                                  -- each request's line and header lines
 --
 -- "{BASE}" in a body is the server's own http://127.0.0.1:PORT. A request no route matches
 -- gets HTTP 404 with error_code 404001. serve() starts every script from its first answer.
@@ -46,6 +47,7 @@ return function(method, path, base)
 end]]
     helpers.write_file(self.answers, table.concat(parts, "\n"))
     helpers.write_file(self.port_file .. ".log", "")
+    helpers.write_file(self.port_file .. ".headers", "")
   end
   self.serve {}
   local p = io.popen("exec lua5.4 " .. q(helpers.root .. "/spec/hostile_api.lua") .. " " .. q(self.port_file) .. " "
@@ -69,6 +71,17 @@ end]]
       if m == method and p2 == path then n = n + 1 end
     end
     return n
+  end
+  --- The requests that came since the last serve(), in order: { line = "GET /v1/...",
+  -- headers = { "Name: value", ... } } (header lines as sent).
+  function self.requests()
+    local list = {}
+    for entry in (helpers.read_file(self.port_file .. ".headers") or ""):gmatch("[^\n]+") do
+      local fields = {}
+      for f in entry:gmatch("[^\t]+") do fields[#fields + 1] = f end
+      list[#list + 1] = { line = table.remove(fields, 1), headers = fields }
+    end
+    return list
   end
   function self.stop() os.execute("kill " .. self.pid .. " 2>/dev/null") end
   return self

@@ -137,3 +137,79 @@ describe("the scheduler", function()
     assert.is_true(kb1 - kb0 < 16, string.format("%.1f KiB allocated over %d cycles", kb1 - kb0, 2 * CYCLES - WARM))
   end)
 end)
+
+-- The headers of a request, as a server reads them. An API request's User-Agent is a line
+-- of the client's header list (src/net.c), so libcurl does not format one again for every
+-- request; it must still go out once, with the value the caller gave.
+describe("the headers of a request", function()
+  local scripted = require "scripted_api"
+  local api, dir
+
+  setup(function()
+    dir = helpers.tmpdir()
+    api = scripted.start(dir)
+  end)
+  teardown(function()
+    if api then api.stop() end
+    if dir then helpers.rm_rf(dir) end
+  end)
+
+  -- The values of header `name` (any case) in one request's header lines.
+  local function values(req, name)
+    local out = {}
+    for _, h in ipairs(req.headers) do
+      local n, v = h:match("^([^:]+):%s*(.-)%s*$")
+      if n and n:lower() == name:lower() then out[#out + 1] = v end
+    end
+    return out
+  end
+
+  local function serve()
+    api.serve {
+      { "POST", "^/v1/models/", { { 200, '{"request_id":"r1","status":"in_queue"}' } } },
+      { "GET", "^/v1/requests/r1/status", { { 200, '{"request_id":"r1","status":"in_queue"}' } } },
+      { "GET", "^/files/clip.mp4", { { 200, "MP4 bytes", "video/mp4" } } },
+    }
+  end
+
+  for _, case in ipairs {
+    { what = "the default", ua = nil },
+    { what = "the caller's", ua = "my-app/1.2 (render farm)" },
+  } do
+    it("sends " .. case.what .. " User-Agent once on a submit, on status polls and on a download", function()
+      serve()
+      local c = kling.new { base_url = api.api, token = "hdr-token", on_warning = false, user_agent = case.ua,
+        retries = false }
+      local job = assert(c:submit("kling/kling-3.0/pro/text-to-video", { prompt = "a cat" }, { catalog = false }))
+      assert(job:refresh())
+      assert(job:refresh()) -- on the warm handle of the first poll
+      local path = dir .. "/clip.mp4"
+      assert(c:download_url(api.base .. "/files/clip.mp4", path))
+      c:close()
+      local want = case.ua or ("kling-lua/" .. kling.VERSION .. " libcurl/" .. require("kling.core").engine.curl_version)
+      local reqs = api.requests()
+      assert.equal(4, #reqs)
+      for i, req in ipairs(reqs) do
+        assert.same({ want }, values(req, "User-Agent"), "request " .. i .. ": " .. req.line)
+      end
+      -- the API's own headers, once each, on the API requests only
+      for i = 1, 3 do
+        assert.same({ "Bearer hdr-token" }, values(reqs[i], "Authorization"), reqs[i].line)
+        assert.same({ "application/json" }, values(reqs[i], "Accept"), reqs[i].line)
+      end
+      assert.same({ "application/json" }, values(reqs[1], "Content-Type"))
+      assert.same({}, values(reqs[4], "Authorization"))
+    end)
+  end
+
+  for _, bad in ipairs { "app\r\nX-Injected: 1", "app\nX-Injected: 1", "app\r" } do
+    it("refuses a user_agent holding a line break (" .. bad:gsub("[\r\n]", { ["\r"] = "\\r", ["\n"] = "\\n" }) .. ") before sending anything", function()
+      serve()
+      local ok, err = pcall(kling.new, { base_url = api.api, token = "hdr-token", user_agent = bad })
+      assert.is_false(ok)
+      assert.matches("user_agent", tostring(err))
+      assert.matches("line break", tostring(err))
+      assert.equal(0, #api.requests())
+    end)
+  end
+end)

@@ -831,7 +831,10 @@ static int configure_common(kxfer *x, knet *e) {
   if (e->share) SETOPT(CURLOPT_SHARE, e->share);
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, e->connect_timeout_ms);
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
-  if (e->user_agent) SETOPT(CURLOPT_USERAGENT, e->user_agent);
+  /* an API request's User-Agent is a line of its header lists (net.c), any
+   * other request's libcurl's */
+  if (x->is_api) SETOPT(CURLOPT_PROXYHEADER, e->api_proxy_headers);
+  else if (e->user_agent) SETOPT(CURLOPT_USERAGENT, e->user_agent);
   /* Proxies (from the environment, as libcurl reads it): never for loopback nor
    * for plain http carrying the token; always as a CONNECT tunnel, with no
    * header of ours (the token) in the CONNECT request. */

@@ -9,7 +9,7 @@
  *                               fresh=, retry=, max_bytes=, resume=, low_speed_limit=,
  *                               low_speed_time=, deadline= }
  *   eng:step(seconds)  -> things that happened     eng:pending() -> in flight
- *   eng:finished() -> keys of the caller's transfers that ended
+ *   eng:finished() -> keys of the caller's transfers that ended (nil: none)
  *   eng:scrub(s)       -> s with the token masked
  *   eng:timeout(), eng:pollfd(), eng:stats(), eng:close()
  *   x:done(), x:result() -> table, x:progress() -> bytes, total, x:again(),
@@ -214,11 +214,13 @@ static int l_step(lua_State *L) {
   return 1;
 }
 
-/* eng:finished() -> { key, ... }: the x:key() of the caller's transfers
- * that ended since the last call (a scheduler wakes their waiters). */
+/* eng:finished() -> { key, ... } | nil: the x:key() of the caller's
+ * transfers that ended since the last call (a scheduler wakes their
+ * waiters); nil when none did (no table made for nothing). */
 static int l_finished(lua_State *L) {
   lengine *le = kl_check_engine(L, 1);
   kengine *e = &le->e;
+  if (e->nuser_done == 0) return 0;
   lua_createtable(L, e->nuser_done, 0);
   for (int i = 0; i < e->nuser_done; i++) {
     lua_pushlightuserdata(L, e->user_done[i]);

@@ -3,7 +3,7 @@
  *
  *   eng:watch{ status_url=, result_url=, status=, delay= } -> handle
  *   eng:unwatch(handle)
- *   eng:answers() -> { answer, ... }: every finished poll since the last call,
+ *   eng:answers() -> { answer, ... } | nil: every finished poll since the last call (nil: none),
  *       each the table x:result() gives for it, with handle=, route=
  *       ("status" or "result") and, when the request could not even start,
  *       ended = true (the wait has ended: no observation follows)
@@ -65,13 +65,14 @@ static int l_unwatch(lua_State *L) {
   return 0;
 }
 
-/* eng:answers() -> { answer, ... } */
+/* eng:answers() -> { answer, ... } | nil (nil: no answer waits; no table
+ * made for nothing) */
 static int l_answers(lua_State *L) {
   lengine *le = kl_check_engine(L, 1);
-  lua_newtable(L);
   kpoll_answer a;
   int n = 0;
   while (kpoller_next_answer(&le->p, &a)) {
+    if (n == 0) lua_newtable(L);
     if (a.x) {
       kl_push_result(L, a.x);
     } else { /* the request could not start: nothing was sent, and the wait has ended */
@@ -95,7 +96,7 @@ static int l_answers(lua_State *L) {
     lua_setfield(L, -2, "route");
     lua_rawseti(L, -2, ++n);
   }
-  return 1;
+  return n > 0 ? 1 : 0;
 }
 
 /* eng:observe(handle, what [, a, b]) -> true | false */

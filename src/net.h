@@ -34,6 +34,7 @@ typedef struct knet {
   size_t api_prefix_len;
   int api_direct;          /* knet_direct_only of the API's URLs */
   struct curl_slist *api_headers, *api_json_headers; /* an API request's headers, built once (the latter with a JSON body) */
+  struct curl_slist *api_proxy_headers; /* an API request's CONNECT to a proxy: the User-Agent (NULL: none) */
   int ca_dir_off;          /* a CA file is used (ca_file, or libcurl's default bundle): CURLOPT_CAPATH NULL */
   CURLSH *share;           /* TLS sessions, shared by every transfer of the client (NULL: none) */
   long timeout_ms, connect_timeout_ms;

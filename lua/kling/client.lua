@@ -16,6 +16,7 @@ local journal = require "kling.journal"
 local math = require("kling.compat").math -- math.type, math.tointeger on 5.1 and LuaJIT
 
 local engine_lib = core.engine
+local function same(s) return s end
 local DEFAULTS = core.DEFAULTS
 
 local M = {}
@@ -170,6 +171,7 @@ function M.new(opts)
     poll = poll,
     _engine = engine,
     _watched = {}, -- poller handle -> job
+    _spec = {}, -- the fields of the next API request (Client:_api)
     _journal = type(opts.journal) == "string" and journal.open(opts.journal) or nil,
     _warn = on_warning or function() end,
     -- the model catalog's schema cache (kling.catalog): a directory, or nil for none
@@ -285,8 +287,12 @@ end
 -- jobs.
 function Client:_pump()
   local engine = self._engine
-  for _, key in ipairs(engine:finished()) do sched.notify(key) end
+  local ended = engine:finished() -- (nil when none: no table per step)
+  if ended then
+    for i = 1, #ended do sched.notify(ended[i]) end
+  end
   local answers = engine:answers()
+  if not answers then return end
   -- every answer is taken in, whatever one of them raises (an on_update of
   -- the caller's): no job loses its outcome to another's error
   local raised
@@ -475,11 +481,13 @@ function Client:_api(method, url, body, opts)
     if not encoded then return nil, err end
   end
   sched.check_wait(self) -- a wait that cannot happen is refused before anything is sent
-  local x, msg = self._engine:request {
-    method = method, url = url, body = encoded, fresh = opts.submit and self._fresh_submits,
-    timeout = opts.timeout or (opts.submit and self.submit_timeout or nil),
-    retry = opts.submit and "submit" or "safe",
-  }
+  -- the request's fields, in the client's one table (the engine copies what it keeps)
+  local spec = self._spec
+  spec.method, spec.url, spec.body, spec.fresh = method, url, encoded, opts.submit and self._fresh_submits
+  spec.timeout = opts.timeout or (opts.submit and self.submit_timeout or nil)
+  spec.retry = opts.submit and "submit" or "safe"
+  local x, msg = self._engine:request(spec)
+  spec.body = nil -- (a submit's body is not kept alive by the client)
   if not x then
     -- kling's own text about the caller's URL (a server's URL was masked where it entered)
     return nil, errors.new("network", msg, { retryable = false })
@@ -521,18 +529,30 @@ end
 -- (libcurl's and kling's own, about the caller's URL and files) are not
 -- masked: the parts of them that quote a server were masked where they were
 -- built (src/http.c). Once per res; returns res.
+local TAKEN_HEADERS = { "content_type", "content_length", "retry_after" }
+
 function Client:_take(res)
   if res.taken then return res end
   res.taken = true
   local raw = res.body
   if type(raw) == "string" then
-    res.body = self:scrub(raw)
+    local scrubbed = self._engine:scrub(raw)
+    res.body = scrubbed
     if not res.error and raw:find("%S") then
       local ok, v = pcall(json.decode, raw)
-      if ok then res.value = self:_mask(v) else res.why = tostring(v):gsub("^.-:%d+: ", "") end
+      if not ok then
+        res.why = tostring(v):gsub("^.-:%d+: ", "")
+      elseif scrubbed ~= raw or raw:find("\\", 1, true) then
+        res.value = self:_mask(v)
+      else
+        -- the body holds no token and no escape: every decoded string (names
+        -- too) is a piece of it as sent, so none holds the token either
+        res.value = v
+      end
     end
   end
-  for _, h in ipairs { "content_type", "content_length", "retry_after" } do
+  for i = 1, #TAKEN_HEADERS do
+    local h = TAKEN_HEADERS[i]
     if type(res[h]) == "string" then res[h] = self:scrub(res[h]) end
   end
   return res
@@ -561,7 +581,7 @@ function Client:_answer(res, opts)
     return nil, errors.new(kind, e.message, fields)
   end
   local decoded, why = res.value, res.why
-  local err = errors.from_answer(res.status, decoded, function(s) return s end, opts.request_id, opts.route)
+  local err = errors.from_answer(res.status, decoded, same, opts.request_id, opts.route)
   local id = opts.submit and type(decoded) == "table" and decoded.request_id
   if err and (type(id) == "string" or math.type(id)) then
     return nil, self:_unknown_with_id(err, id), res
@@ -952,7 +972,7 @@ function Client:download_url(url, path, opts)
       { retryable = kind ~= "protocol" and kind ~= "io", transport = res.error.kind, path = res.error.path })
   end
   if not res.path then
-    local e = errors.from_answer(res.status, nil, function(s) return s end)
+    local e = errors.from_answer(res.status, nil, same)
       or errors.new("protocol", "", { status = res.status, retryable = false })
     e.message = "download failed: the file host answered HTTP " .. res.status
     return nil, e

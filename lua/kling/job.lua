@@ -19,6 +19,7 @@ M.Job = Job
 -- the statuses of a job that has ended (kling.protocol: src/protocol.c).
 M.STATUS = protocol.STATUS
 M.TERMINAL = protocol.TERMINAL
+local STATUS_METHOD = protocol.ROUTES.status.method
 
 -- Uses the service's URL only when it lies under our base URL (so the token
 -- can never be sent elsewhere); otherwise builds it from the id.
@@ -102,7 +103,12 @@ end
 --- GETs the status now (an answer without a usable status is asked again,
 -- a few times, with the client's retries). Returns status | nil, err.
 function Job:refresh()
-  local body, err = self.client:_api(protocol.ROUTES.status.method, self.urls.status, nil, { request_id = self.id, status_answer = true })
+  local opts = self._status_opts
+  if not opts then
+    opts = { request_id = self.id, status_answer = true }
+    self._status_opts = opts
+  end
+  local body, err = self.client:_api(STATUS_METHOD, self.urls.status, nil, opts)
   if not body then return nil, err end
   local changed, perr = self:_absorb(body)
   if changed == nil then return nil, perr end
