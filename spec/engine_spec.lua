@@ -106,13 +106,14 @@ end)
 
 -- A transfer the engine holds (behind the rate cap) that cannot start when its
 -- turn comes ends like any other: reported, so that its waiter wakes. libcurl
--- refuses any option string over 8 MB, so a user_agent that long makes every
--- start fail; nothing is ever sent (port 9 on loopback: nothing listens).
+-- refuses any option string over 8 MB, so a ca_file name that long (set on
+-- every transfer) makes every start fail; nothing is ever sent (port 9 on
+-- loopback: nothing listens).
 describe("a request that cannot start", function()
-  local HUGE_UA = ("u"):rep(8 * 1000 * 1000 + 1)
+  local HUGE_NAME = "/" .. ("c"):rep(8 * 1000 * 1000 + 1)
 
   local function client()
-    return kling.new { base_url = "http://127.0.0.1:9/v1", token = "t", user_agent = HUGE_UA, max_rps = 1,
+    return kling.new { base_url = "http://127.0.0.1:9/v1", token = "t", ca_file = HUGE_NAME, max_rps = 1,
       retries = false, on_warning = false }
   end
 
