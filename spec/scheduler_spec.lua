@@ -36,6 +36,18 @@ describe("waiting", function()
     assert.equals("hi!", b)
   end)
 
+  it("runs any function as a task, a C function too, with and without arguments", function()
+    local got = {}
+    kling.run(function()
+      kling.spawn(function() got[#got + 1] = "lua" end)
+      kling.spawn(function(a, b) got[#got + 1] = a .. b end, "x", "y")
+      kling.spawn(table.insert, got, "c") -- a C function with arguments
+      kling.spawn(collectgarbage) -- a C function without
+    end)
+    table.sort(got)
+    assert.same({ "c", "lua", "xy" }, got)
+  end)
+
   it("lets other coroutines progress while one waits", function()
     local ticks = 0
     kling.run(function()

@@ -732,7 +732,15 @@ kxfer *kxfer_new_ex(knet *e, const kx_spec *s, char *err, size_t errlen, kx_new_
     return NULL;
   }
 
-  kxfer *x = calloc(1, sizeof *x);
+  /* the memory of the client's last freed transfer when there is one: a
+   * transfer is a few KiB, which malloc does not keep at hand */
+  kxfer *x = e->spare;
+  if (x) {
+    e->spare = NULL;
+    memset(x, 0, sizeof *x);
+  } else {
+    x = calloc(1, sizeof *x);
+  }
   if (x == NULL) { snprintf(err, errlen, "out of memory"); return NULL; }
   x->fd = x->lock_fd = -1;
   x->net = e;
@@ -1163,7 +1171,10 @@ void kxfer_free(kxfer *x) {
   free(x->dir);
   free(x->origin_url);
   free(x->wbuf);
-  free(x);
+  /* kept for the client's next transfer while its client is open (x->net
+   * outlives x: a transfer holds its engine) */
+  if (x->net && !x->net->closed && x->net->spare == NULL) x->net->spare = x;
+  else free(x);
 }
 
 const char *kxfer_error_kind(const kxfer *x, int *sent) {

@@ -236,6 +236,9 @@ static void wipe(char *s) {
 }
 
 void knet_close(knet *n) {
+  n->closed = 1;
+  free(n->spare);
+  n->spare = NULL;
   wipe(n->token);
   wipe(n->auth_header);
   free(n->token);

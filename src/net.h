@@ -40,6 +40,8 @@ typedef struct knet {
   long timeout_ms, connect_timeout_ms;
   size_t max_body;
   int allow_insecure_http;
+  void *spare;             /* one freed transfer's memory, for the next one (http.c); NULL: none */
+  int closed;              /* knet_close ran: nothing is kept any more */
   /* counted by the open/close socket callbacks */
   int sockets_open, sockets_peak;
   long long sockets_opened;

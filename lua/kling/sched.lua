@@ -19,6 +19,7 @@ local compat = require "kling.compat"
 local unpack, pack = compat.unpack, compat.pack
 M.in_coroutine = compat.in_coroutine
 
+local LUA51 = _VERSION == "Lua 5.1" -- (and LuaJIT): a coroutine's body must be a Lua function there
 local current -- the scheduler of the kling.run in progress, if any
 local waiter  -- kling.set_waiter's function
 local NO_FDS = {} -- (never written)
@@ -157,8 +158,13 @@ end
 --- Starts fn(...) as a task of the running scheduler.
 function M.spawn(fn, ...)
   if not current then error("kling.spawn: not inside kling.run", 2) end
-  local args = pack(...)
-  local co = coroutine.create(function() return fn(unpack(args, 1, args.n)) end)
+  local co
+  if select("#", ...) == 0 and not LUA51 then
+    co = coroutine.create(fn) -- (no table and closure for arguments there are none of)
+  else
+    local args = pack(...)
+    co = coroutine.create(function() return fn(unpack(args, 1, args.n)) end)
+  end
   local task = { co = co, wait_cond = {}, taken = 0 }
   current.tasks[co] = task
   current.ntasks = current.ntasks + 1
