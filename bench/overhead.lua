@@ -2,7 +2,8 @@
 --   lua5.4 bench/overhead.lua [N] [LIB_DIR]
 -- Against the emulator on loopback (plain HTTP/1.1):
 -- - N sequential job:refresh() vs a raw libcurl easy loop (bench/overhead_raw.c,
---   built here) making the same GETs with the same headers: client CPU.
+--   built here) making the same GETs with the same headers: client CPU, the
+--   median of BENCH_ROUNDS (default 5) rounds of each, taken in turn.
 -- - N concurrent refreshes inside kling.run (max_connections 8) vs a raw
 --   libcurl multi loop with the same connection cap: client CPU.
 -- - callgrind (valgrind --tool=callgrind): instructions per request of both,
@@ -90,16 +91,28 @@ local function per_request_instr(kling_mode, raw_mode)
   return k, r
 end
 
-local kseq = refreshes("seq", emu.api, job.id, N)
-local rseq = raw_cpu("easy", N)
-local krun = refreshes("run", emu.api, job.id, 200)
-local rrun = raw_cpu("multi", 200)
+-- CPU: ROUNDS rounds, kling and raw libcurl one after the other in each, and
+-- the median of each side (a loaded machine's noise falls on both sides)
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 5
+local function median(t)
+  table.sort(t)
+  local n = #t
+  return n % 2 == 1 and t[(n + 1) / 2] or (t[n / 2] + t[n / 2 + 1]) / 2
+end
+local ks, rs, kr, rr = {}, {}, {}, {}
+for i = 1, ROUNDS do
+  ks[i] = refreshes("seq", emu.api, job.id, N)
+  rs[i] = raw_cpu("easy", N)
+  kr[i] = refreshes("run", emu.api, job.id, 200)
+  rr[i] = raw_cpu("multi", 200)
+end
+local kseq, rseq, krun, rrun = median(ks), median(rs), median(kr), median(rr)
 local ki_seq, ri_seq = per_request_instr("seq", "easy")
 local ki_run, ri_run = per_request_instr("run", "multi")
 emu:stop()
 os.execute("rm -rf " .. q(dir))
 
-print(string.format("status GETs on loopback (HTTP/1.1)%s", LIB and (", kling from " .. LIB) or ""))
+print(string.format("status GETs on loopback (HTTP/1.1)%s; CPU: medians of %d rounds", LIB and (", kling from " .. LIB) or "", ROUNDS))
 print(string.format("sequential, %d requests: kling job:refresh() %.1f us CPU each, raw libcurl easy loop %.1f us: ratio %.2f (goal <= 1.2)",
   N, kseq / N * 1e6, rseq / N * 1e6, kseq / rseq))
 print(string.format("200 at once (8 connections): kling.run refreshes %.1f us CPU each, raw libcurl multi loop %.1f us: ratio %.2f (goal <= 1.3)",
