@@ -2,8 +2,10 @@
 --   lua5.4 bench/overhead.lua [N] [LIB_DIR]
 -- Against the emulator on loopback (plain HTTP/1.1):
 -- - N sequential job:refresh() vs a raw libcurl easy loop (bench/overhead_raw.c,
---   built here) making the same GETs with the same headers: client CPU, the
---   median of BENCH_ROUNDS (default 5) rounds of each, taken in turn.
+--   built here) making the same GETs with the same headers: client CPU in
+--   BENCH_ROUNDS (default 9) rounds, each running both sides in turn; the
+--   ratio printed is the median of the rounds' ratios (BENCH_VERBOSE=1 prints
+--   each round).
 -- - N concurrent refreshes inside kling.run (max_connections 8) vs a raw
 --   libcurl multi loop with the same connection cap: client CPU.
 -- - callgrind (valgrind --tool=callgrind): instructions per request of both,
@@ -91,9 +93,10 @@ local function per_request_instr(kling_mode, raw_mode)
   return k, r
 end
 
--- CPU: ROUNDS rounds, kling and raw libcurl one after the other in each, and
--- the median of each side (a loaded machine's noise falls on both sides)
-local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 5
+-- CPU: ROUNDS rounds, kling and raw libcurl one after the other in each; the
+-- ratio is the median of the rounds' ratios (this machine's speed drifts by 2x
+-- over seconds, under other tenants' load: both sides of a round see the same)
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 9
 local function median(t)
   table.sort(t)
   local n = #t
@@ -106,17 +109,26 @@ for i = 1, ROUNDS do
   kr[i] = refreshes("run", emu.api, job.id, 200)
   rr[i] = raw_cpu("multi", 200)
 end
+local qs, qr = {}, {}
+for i = 1, ROUNDS do qs[i], qr[i] = ks[i] / rs[i], kr[i] / rr[i] end
 local kseq, rseq, krun, rrun = median(ks), median(rs), median(kr), median(rr)
+local ratio_seq, ratio_run = median(qs), median(qr)
+if os.getenv("BENCH_VERBOSE") then
+  for i = 1, ROUNDS do
+    print(string.format("round %d: seq %.1f / %.1f us = %.2f; run %.1f / %.1f us = %.2f", i, ks[i] / N * 1e6, rs[i] / N * 1e6,
+      ks[i] / rs[i], kr[i] / 200 * 1e6, rr[i] / 200 * 1e6, kr[i] / rr[i]))
+  end
+end
 local ki_seq, ri_seq = per_request_instr("seq", "easy")
 local ki_run, ri_run = per_request_instr("run", "multi")
 emu:stop()
 os.execute("rm -rf " .. q(dir))
 
-print(string.format("status GETs on loopback (HTTP/1.1)%s; CPU: medians of %d rounds", LIB and (", kling from " .. LIB) or "", ROUNDS))
+print(string.format("status GETs on loopback (HTTP/1.1)%s; CPU: medians of %d rounds (ratio: the median of the rounds' ratios)", LIB and (", kling from " .. LIB) or "", ROUNDS))
 print(string.format("sequential, %d requests: kling job:refresh() %.1f us CPU each, raw libcurl easy loop %.1f us: ratio %.2f (goal <= 1.2)",
-  N, kseq / N * 1e6, rseq / N * 1e6, kseq / rseq))
+  N, kseq / N * 1e6, rseq / N * 1e6, ratio_seq))
 print(string.format("200 at once (8 connections): kling.run refreshes %.1f us CPU each, raw libcurl multi loop %.1f us: ratio %.2f (goal <= 1.3)",
-  krun / 200 * 1e6, rrun / 200 * 1e6, krun / rrun))
+  krun / 200 * 1e6, rrun / 200 * 1e6, ratio_run))
 print(string.format("callgrind, instructions per request: sequential kling %.1fk, raw easy %.1fk: ratio %.2f", ki_seq / 1e3,
   ri_seq / 1e3, ki_seq / ri_seq))
 print(string.format("callgrind, instructions per request: %d at once in kling.run %.1fk, raw multi (cap 8) %.1fk: ratio %.2f",
