@@ -6,7 +6,12 @@
 -- 1. kling: 64 tasks submit N jobs, then kling.wait_all waits on all of them.
 --    Prints wall time, client CPU (os.clock deltas), peak RSS, HTTP requests
 --    per job, TCP connections (the client's count and the emulator's), and
---    the mean notice latency (the emulator's noticed_at_clock - ends_at).
+--    the mean notice latency (the emulator's noticed_at_clock - ends_at), and
+--    status polls per job by when the job ended after the waits began: the
+--    waits begin once the last job is submitted, so the faster the submits,
+--    the younger the jobs are at their first poll and the more polls they get
+--    (bench/RESULTS.md, issue 13: 1.9 polls per job with 2 s of submits, 2.3
+--    with 0.9 s, the same schedule).
 -- 2. raw libcurl (bench/many_jobs_raw.c, built here): the same requests (N
 --    submits with the bodies kling sent, as many status GETs as kling made,
 --    N result GETs) on one multi handle with the same connection cap and
@@ -65,7 +70,8 @@ kling.run(function()
     end)
   end
 end)
-local submitted_at = core.now() - t0
+local waits_at = core.now() -- the emulator's clock too (CLOCK_MONOTONIC, doc/EMULATOR.md)
+local submitted_at = waits_at - t0
 local outs, errs = kling.wait_all(jobs, { timeout = 600 })
 local ok, failed = 0, failed_submits
 for i = 1, #jobs do
@@ -77,12 +83,25 @@ local st = client._engine:stats()
 local ps = client._engine:poll_stats()
 local es = emu:stats()
 
--- the emulator's view of kling's jobs: notice latency
+-- the emulator's view of kling's jobs: notice latency, and status polls by
+-- when a job ended after the waits began (they begin once every job is
+-- submitted, so a job's polls depend on how long the submits took)
 local records = helpers.json(helpers.http("GET", emu.root .. "/__emulator/jobs").body)
-local lat, noticed = 0, 0
+local lat, noticed, by_end = 0, 0, {}
 for _, r in ipairs(records) do
   if type(r.noticed_at_clock) == "number" then
     lat, noticed = lat + (r.noticed_at_clock - r.ends_at), noticed + 1
+  end
+  local b = math.max(-1, math.min(5, math.floor(r.ends_at - waits_at)))
+  by_end[b] = by_end[b] or { jobs = 0, polls = 0 }
+  by_end[b].jobs, by_end[b].polls = by_end[b].jobs + 1, by_end[b].polls + r.status_polls
+end
+local ends = {}
+for b = -1, 5 do
+  local e = by_end[b]
+  if e then
+    local span = b == -1 and "before" or b == 5 and "5 s on" or string.format("%d-%d s", b, b + 1)
+    ends[#ends + 1] = string.format("%s %d jobs %.2f", span, e.jobs, e.polls / e.jobs)
   end
 end
 
@@ -115,6 +134,7 @@ print(string.format("HTTP requests %d (%.2f per job: 1 submit, %.2f status polls
   st.requests, st.requests / N, ps.polls / N, ps.fetches / N, ps.retries))
 print(string.format("mean notice latency %.3f s (the emulator's noticed_at_clock - ends_at, over %d jobs)",
   noticed > 0 and lat / noticed or 0 / 0, noticed))
+print("status polls per job by when the job ended, from the start of the waits: " .. table.concat(ends, ", "))
 print(string.format("TCP connections: the client opened %d, at most %d open at once (max_connections %d)",
   st.sockets_opened, st.sockets_peak, MAXC))
 print(string.format("the emulator accepted %d, counted at most %d open at once (it notices a close late)",
