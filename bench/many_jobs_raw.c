@@ -244,9 +244,10 @@ int main(int argc, char **argv) {
       sl->busy = 0;
       running--;
     }
-    /* wait for a socket, or until the next round is due */
+    /* wait for a socket, or until the next round is due (never a busy loop:
+     * with nothing left to start, only the sockets wake it) */
     int timeout = 1000;
-    if (running < cap && submitted_at >= 0) {
+    if (running < cap && submitted_at >= 0 && (round < rounds || results_next < n)) {
       double due = round < rounds ? submitted_at + FIRST_POLL + POLL_GAP * round : submitted_at + SETTLE;
       double ms = (due - wall()) * 1000;
       timeout = ms <= 0 ? 0 : ms < 1000 ? (int)ms + 1 : 1000;
