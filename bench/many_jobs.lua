@@ -20,7 +20,14 @@
 -- 64 MB (issue 13). The emulator's own request counts (reset between the
 -- two) show that both sides made the same requests. LIB_DIR (optional): the
 -- kling side from another checkout (its lua/ and build/), e.g. an old build.
-local LIB = arg[3]
+-- MANY_JOBS_CALLGRIND=M in the environment (e.g. 300) adds instructions per
+-- job of both sides (valgrind --tool=callgrind, kling's side in a child
+-- process), as (count for 3M jobs - count for M jobs) / 2M so that start-up
+-- cancels out: instruction counts do not depend on the machine's load, CPU
+-- seconds do (the kernel's share is in the CPU figures only).
+-- Internal: bench/many_jobs.lua --child API N MAXC [LIB_DIR]
+local child = arg[1] == "--child"
+local LIB = child and arg[5] or arg[3]
 local util = dofile("bench/util.lua")
 if LIB then -- after util.lua, which puts this checkout's lua/ and build/ first
   package.path = LIB .. "/lua/?.lua;" .. package.path
@@ -29,12 +36,45 @@ end
 local kling = require "kling"
 local core = require "kling.core"
 local helpers = require "helpers"
-local cjson = require "cjson"
 local q = helpers.quote
+
+local TOKEN = "bench"
+local SUBMITTERS = 64
+
+-- kling's side: n jobs submitted by 64 tasks, then waited on all at once.
+-- Returns the jobs, the submits that failed, and the time the waits began.
+local function kling_side(client, n)
+  local jobs, failed_submits = {}, 0
+  kling.run(function()
+    -- submit from a pool of tasks (a submit is a request of its own), then wait
+    -- on all of them at once: the engine polls every job, no coroutine per job
+    local next_i = 0
+    for _ = 1, SUBMITTERS do
+      kling.spawn(function()
+        while next_i < n do
+          next_i = next_i + 1
+          local job, err = client:generate { prompt = "bench clip " .. next_i, duration = 5 }
+          if job then jobs[#jobs + 1] = job else failed_submits = failed_submits + 1; io.stderr:write(tostring(err), "\n") end
+        end
+      end)
+    end
+  end)
+  local waits_at = core.now() -- the emulator's clock too (CLOCK_MONOTONIC, doc/EMULATOR.md)
+  local outs, errs = kling.wait_all(jobs, { timeout = 600 })
+  return jobs, failed_submits, waits_at, outs, errs
+end
+
+if child then
+  local client = kling.new { base_url = arg[2], token = TOKEN, max_connections = tonumber(arg[4]) }
+  local jobs, failed_submits, _, outs = kling_side(client, tonumber(arg[3]))
+  for i = 1, #jobs do assert(outs[i] and failed_submits == 0, "a job of the child failed") end
+  print("polls " .. client._engine:poll_stats().polls)
+  os.exit(0)
+end
 
 local N = tonumber(arg[1]) or 10000
 local MAXC = tonumber(arg[2]) or 8
-local TOKEN = "bench"
+local CG = tonumber(os.getenv("MANY_JOBS_CALLGRIND") or "")
 
 local function sh(cmd)
   local p = assert(io.popen("(" .. cmd .. ") 2>&1"))
@@ -54,25 +94,8 @@ local client = kling.new { base_url = emu.api, token = TOKEN, max_connections = 
 
 local rss0 = util.peak_rss_mib()
 local t0, c0 = core.now(), util.cpu()
-local SUBMITTERS = 64
-local jobs, failed_submits = {}, 0
-kling.run(function()
-  -- submit from a pool of tasks (a submit is a request of its own), then wait
-  -- on all of them at once: the engine polls every job, no coroutine per job
-  local next_i = 0
-  for _ = 1, SUBMITTERS do
-    kling.spawn(function()
-      while next_i < N do
-        next_i = next_i + 1
-        local job, err = client:generate { prompt = "bench clip " .. next_i, duration = 5 }
-        if job then jobs[#jobs + 1] = job else failed_submits = failed_submits + 1; io.stderr:write(tostring(err), "\n") end
-      end
-    end)
-  end
-end)
-local waits_at = core.now() -- the emulator's clock too (CLOCK_MONOTONIC, doc/EMULATOR.md)
+local jobs, failed_submits, waits_at, outs, errs = kling_side(client, N)
 local submitted_at = waits_at - t0
-local outs, errs = kling.wait_all(jobs, { timeout = 600 })
 local ok, failed = 0, failed_submits
 for i = 1, #jobs do
   if outs[i] then ok = ok + 1 else failed = failed + 1; io.stderr:write(tostring(errs[i]), "\n") end
@@ -124,6 +147,26 @@ local r = {}
 for k, v in out:gmatch("(%S+) (%S+)") do r[k] = tonumber(v) end
 assert(r.cpu, "no figures from the raw peer: " .. out)
 local rs = emu:stats()
+
+-- instructions per job (callgrind), both sides against the same emulator
+local cg
+if CG then
+  local function instructions(cmd)
+    local o = sh("valgrind --tool=callgrind --callgrind-out-file=/dev/null " .. cmd)
+    return assert(tonumber(o:match("Collected : (%d+)")), "no callgrind count: " .. o), o
+  end
+  local function both(n)
+    local ki, o = instructions(table.concat({ "lua5.4 bench/many_jobs.lua --child", q(emu.api), n, MAXC,
+      LIB and q(LIB) or "" }, " "))
+    local polls = assert(tonumber(o:match("polls (%d+)")), "no poll count from the child: " .. o)
+    local ri = instructions(table.concat({ q(raw), q(emu.api), TOKEN, n, MAXC, polls, q(model), q(prefix), q(suffix),
+      q(first.headers["user-agent"]) }, " "))
+    return ki, ri
+  end
+  local k1, r1 = both(CG)
+  local k3, r3 = both(3 * CG)
+  cg = { kling = (k3 - k1) / (2 * CG), raw = (r3 - r1) / (2 * CG) }
+end
 emu:stop()
 os.execute("rm -rf " .. q(dir))
 
@@ -152,3 +195,7 @@ end
 print(string.format("client CPU per job: kling %.3f ms, raw libcurl %.3f ms: ratio %.2f (goal <= 1.5)",
   cpu / N * 1e3, r.cpu / N * 1e3, cpu / r.cpu))
 print(string.format("peak RSS: kling %.1f MB (goal < 64 MB), raw libcurl %.1f MB", rss * 1.048576, r.rss_mib * 1.048576))
+if cg then
+  print(string.format("callgrind, instructions per job (%d and %d jobs): kling %.0fk, raw libcurl %.0fk: ratio %.2f",
+    CG, 3 * CG, cg.kling / 1e3, cg.raw / 1e3, cg.kling / cg.raw))
+end
