@@ -5,7 +5,7 @@
 -- in another process: its CPU is not the client's):
 -- 1. kling: 64 tasks submit N jobs, then kling.wait_all waits on all of them.
 --    Prints wall time, client CPU (os.clock deltas), peak RSS, HTTP requests
---    per job, TCP connections (the client's count and the emulator's), and
+--    per job, TCP connections (the client's count and the emulator's),
 --    the mean notice latency (the emulator's noticed_at_clock - ends_at), and
 --    status polls per job by when the job ended after the waits began: the
 --    waits begin once the last job is submitted, so the faster the submits,
