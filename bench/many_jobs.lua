@@ -14,8 +14,10 @@
 --    with 0.9 s, the same schedule).
 -- 2. raw libcurl (bench/many_jobs_raw.c, built here): the same requests (N
 --    submits with the bodies kling sent, as many status GETs as kling made,
---    N result GETs) on one multi handle with the same connection cap and
---    headers, against the same emulator; its CPU is getrusage of its process.
+--    N result GETs) on one multi handle with the same connection cap, as
+--    many transfers at once as kling lets into libcurl (eng:stats()'s
+--    active_cap) and the same headers, against the same emulator; its CPU is
+--    getrusage of its process.
 -- Then the ratio of client CPU per job (goal <= 1.5) and peak RSS against
 -- 64 MB (issue 13). The emulator's own request counts (reset between the
 -- two) show that both sides made the same requests. LIB_DIR (optional): the
@@ -142,7 +144,7 @@ local model = jobs[1].model
 
 emu:reset() -- the peer's requests counted on their own
 local out = sh(table.concat({ q(raw), q(emu.api), TOKEN, N, MAXC, ps.polls, q(model), q(prefix), q(suffix),
-  q(first.headers["user-agent"]) }, " "))
+  q(first.headers["user-agent"]), st.active_cap }, " "))
 local r = {}
 for k, v in out:gmatch("(%S+) (%S+)") do r[k] = tonumber(v) end
 assert(r.cpu, "no figures from the raw peer: " .. out)
@@ -160,7 +162,7 @@ if CG then
       LIB and q(LIB) or "" }, " "))
     local polls = assert(tonumber(o:match("polls (%d+)")), "no poll count from the child: " .. o)
     local ri = instructions(table.concat({ q(raw), q(emu.api), TOKEN, n, MAXC, polls, q(model), q(prefix), q(suffix),
-      q(first.headers["user-agent"]) }, " "))
+      q(first.headers["user-agent"]), st.active_cap }, " "))
     return ki, ri
   end
   local k1, r1 = both(CG)
@@ -182,6 +184,8 @@ print(string.format("TCP connections: the client opened %d, at most %d open at o
   st.sockets_opened, st.sockets_peak, MAXC))
 print(string.format("the emulator accepted %d, counted at most %d open at once (it notices a close late)",
   es.connections.total, es.connections.peak))
+print(string.format("API transfers in libcurl at once: kling at most %d (its cap %d), raw libcurl at most %d",
+  st.active_peak, st.active_cap, st.active_cap))
 print(string.format("raw libcurl (one multi handle, at most %d connections): wall %.2f s, client CPU %.2f s, peak RSS %.1f MiB",
   MAXC, r.wall, r.cpu, r.rss_mib))
 print(string.format("raw libcurl requests: %d submits, %d status polls, %d result fetches (%d said completed); "

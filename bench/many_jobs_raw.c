@@ -2,16 +2,19 @@
  * bench/many_jobs_raw.c - the raw libcurl peer of bench/many_jobs.lua: the
  * same HTTP requests kling's run made, on one multi handle with the same
  * connection cap, the same headers and the same submit bodies.
- *   many_jobs_raw API TOKEN N CAP POLLS MODEL BODY_PREFIX BODY_SUFFIX USER_AGENT
+ *   many_jobs_raw API TOKEN N CAP POLLS MODEL BODY_PREFIX BODY_SUFFIX USER_AGENT [INFLIGHT]
  * API: the emulator's base URL (".../v1"); MODEL: the model id of the submit
  * route (POST API/models/MODEL); the body of submit i (1..N) is
  * BODY_PREFIX .. i .. BODY_SUFFIX (many_jobs.lua cuts the body kling sent for
- * its job 1 around its "1"); POLLS: the status GETs kling made in all.
+ * its job 1 around its "1"); POLLS: the status GETs kling made in all;
+ * CAP: the connections (CURLMOPT_MAX_TOTAL_CONNECTIONS); INFLIGHT (default
+ * CAP): the transfers in the multi handle at once, kling's active_cap.
  *
  * What it does, and why it matches kling's run request for request:
- * - N submits (POST), at most CAP in the multi handle at once: kling's engine
- *   lets at most max_connections API transfers into libcurl over HTTP/1.1
- *   (src/engine.c), whatever its 64 submitting tasks ask; the request id is
+ * - N submits (POST), at most INFLIGHT in the multi handle at once: kling's
+ *   engine lets at most max_connections API transfers into libcurl over
+ *   HTTP/1.1 (src/engine.c; its max_active when that is lower: eng:stats()'s
+ *   active_cap), whatever its 64 submitting tasks ask; the request id is
  *   found with strstr (a peer decodes nothing it does not need).
  * - exactly POLLS status GETs, spread over the jobs as evenly as they go
  *   (POLLS / N each, one more for the first POLLS % N jobs), in rounds: the
@@ -103,13 +106,14 @@ static int find_id(const char *body, char *id) {
 
 int main(int argc, char **argv) {
   if (argc < 10) {
-    fprintf(stderr, "usage: many_jobs_raw API TOKEN N CAP POLLS MODEL BODY_PREFIX BODY_SUFFIX USER_AGENT\n");
+    fprintf(stderr, "usage: many_jobs_raw API TOKEN N CAP POLLS MODEL BODY_PREFIX BODY_SUFFIX USER_AGENT [INFLIGHT]\n");
     return 2;
   }
   const char *api = argv[1], *prefix = argv[7], *suffix = argv[8], *ua = argv[9];
-  int n = atoi(argv[3]), cap = atoi(argv[4]);
+  int n = atoi(argv[3]), conns_cap = atoi(argv[4]);
+  int cap = argc > 10 ? atoi(argv[10]) : conns_cap; /* transfers at once: one slot each */
   long long polls = atoll(argv[5]);
-  if (n < 1 || cap < 1 || polls < 0) die("N and CAP must be at least 1, POLLS at least 0");
+  if (n < 1 || cap < 1 || conns_cap < 1 || polls < 0) die("N, CAP and INFLIGHT must be at least 1, POLLS at least 0");
   curl_global_init(CURL_GLOBAL_DEFAULT);
 
   char auth[512];
@@ -138,7 +142,7 @@ int main(int argc, char **argv) {
 
   CURLM *m = curl_multi_init();
   if (m == NULL) die("curl_multi_init failed");
-  curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)cap);
+  curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)conns_cap);
   for (int s = 0; s < cap; s++) {
     CURL *h = slots[s].h = curl_easy_init();
     bodies[s] = malloc(strlen(prefix) + strlen(suffix) + 24);
