@@ -80,7 +80,9 @@ local function network_phase()
 
   local dir = io.popen("mktemp -d"):read("l")
   local jpath = dir .. "/jobs.jsonl"
-  local client = kling.new { base_url = emu.api, token = "bench", timeout = 2, journal = jpath,
+  -- submit_timeout 2: a submit answered 3 s late (submit:slow) ends submit_unknown, its job
+  -- created (a submit waits 90 s by default)
+  local client = kling.new { base_url = emu.api, token = "bench", timeout = 2, submit_timeout = 2, journal = jpath,
     retries = { max = 6, base = 0.05, cap = 1 }, poll = { initial = 0.5, near = 1 } }
 
   local t0 = core.now()
@@ -185,8 +187,8 @@ local function journal_phase()
   local emu = util.start_emulator { "--token", "bench", "--queue", "0:0.5", "--run", "0.5:1.5", "--seed", SEED,
     "--faults", "submit:drop_after_create:0.03", "--faults", "submit:slow:0.02:3" }
   local jpath = mnt .. "/jobs.jsonl"
-  local client = kling.new { base_url = emu.api, token = "bench", timeout = 2, journal = jpath, on_warning = false,
-    retries = { max = 6, base = 0.05, cap = 1 }, poll = { initial = 0.5, near = 1 } }
+  local client = kling.new { base_url = emu.api, token = "bench", timeout = 2, submit_timeout = 2, journal = jpath,
+    on_warning = false, retries = { max = 6, base = 0.05, cap = 1 }, poll = { initial = 0.5, near = 1 } }
 
   -- the filesystem fills up (a file takes every free block) and gets its space back, every 0.1 to 0.3 s
   local full, toggles, done = false, 0, false
