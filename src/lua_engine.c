@@ -320,18 +320,11 @@ static const char *find_bytes(const char *hay, size_t hn, const char *needle, si
   return NULL;
 }
 
-/* eng:scrub(s): every occurrence of the token in the whole byte string s
- * (past any NUL byte) replaced by "***". For text that came from a server. */
-static int l_scrub(lua_State *L) {
-  lengine *le = luaL_checkudata(L, 1, ENGINE_MT);
-  size_t n;
-  const char *s = luaL_checklstring(L, 2, &n);
-  const char *tok = le->open ? le->e.net.token : NULL;
+/* Pushes s (n bytes) with every occurrence of tok (NULL or "": none)
+ * replaced by "***"; returns 0 when there was none (then pushes nothing). */
+static int push_scrubbed(lua_State *L, const char *s, size_t n, const char *tok) {
   size_t tn = tok ? strlen(tok) : 0;
-  if (tn == 0 || find_bytes(s, n, tok, tn) == NULL) {
-    lua_settop(L, 2);
-    return 1;
-  }
+  if (tn == 0 || find_bytes(s, n, tok, tn) == NULL) return 0;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   const char *p = s, *end = s + n, *hit;
@@ -343,6 +336,24 @@ static int l_scrub(lua_State *L) {
   luaL_addlstring(&b, p, (size_t)(end - p));
   luaL_pushresult(&b);
   return 1;
+}
+
+/* eng:scrub(s): every occurrence of the token in the whole byte string s
+ * (past any NUL byte) replaced by "***". For text that came from a server. */
+static int l_scrub(lua_State *L) {
+  lengine *le = luaL_checkudata(L, 1, ENGINE_MT);
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  if (!push_scrubbed(L, s, n, le->open ? le->e.net.token : NULL)) lua_settop(L, 2);
+  return 1;
+}
+
+/* Sets field k of the table on top to v, a header value from a server, with
+ * the client's token masked (as eng:scrub); nothing for NULL or "". */
+static void set_header(lua_State *L, const kxfer *x, const char *k, const char *v) {
+  if (v == NULL || v[0] == '\0') return;
+  if (!push_scrubbed(L, v, strlen(v), x->net && !x->net->closed ? x->net->token : NULL)) lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
 }
 
 /* ------------------------------------------------------------ transfers */
@@ -371,7 +382,8 @@ static int l_xfer_key(lua_State *L) {
 }
 
 /* x:result() -> nil while running; then { status=, body=, bytes=, path=,
- *   resumed_from=, complete=, content_type=, content_length=, retry_after=,
+ *   resumed_from=, complete=, content_type=, content_length=, retry_after=
+ *   (header values, the token masked as eng:scrub masks it),
  *   http_version=, time=, attempts=, error = nil | { kind=, message=,
  *   curl_code=, sent=, path=, proxy_status= } }
  * (a download: path is set when the file is in place; error.path names the
@@ -404,9 +416,9 @@ void kl_push_result(lua_State *L, kxfer *x) {
     lua_pushstring(L, hv);
     lua_setfield(L, -2, "http_version");
   }
-  kl_set_string(L, "content_type", x->content_type);
-  kl_set_string(L, "content_length", x->content_length);
-  kl_set_string(L, "retry_after", x->retry_after);
+  set_header(L, x, "content_type", x->content_type);
+  set_header(L, x, "content_length", x->content_length);
+  set_header(L, x, "retry_after", x->retry_after);
   lua_pushnumber(L, x->total_time);
   lua_setfield(L, -2, "time");
   lua_pushinteger(L, x->attempts);

@@ -525,12 +525,11 @@ end
 -- it enters kling: decodes its body (kling.json.decode: lua-cjson, as deep
 -- as the writer writes) and masks what the server sent (Client:_mask): the
 -- decoded value (res.value; nil when there is no body or it is not JSON, and
--- res.why then says why), res.body and the headers kept. Transport messages
+-- res.why then says why) and res.body (the headers kept came masked from
+-- x:result(): src/lua_engine.c). Transport messages
 -- (libcurl's and kling's own, about the caller's URL and files) are not
 -- masked: the parts of them that quote a server were masked where they were
 -- built (src/http.c). Once per res; returns res.
-local TAKEN_HEADERS = { "content_type", "content_length", "retry_after" }
-
 function Client:_take(res)
   if res.taken then return res end
   res.taken = true
@@ -550,10 +549,6 @@ function Client:_take(res)
         res.value = v
       end
     end
-  end
-  for i = 1, #TAKEN_HEADERS do
-    local h = TAKEN_HEADERS[i]
-    if type(res[h]) == "string" then res[h] = self:scrub(res[h]) end
   end
   return res
 end

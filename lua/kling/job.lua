@@ -24,13 +24,13 @@ local STATUS_METHOD = protocol.ROUTES.status.method
 -- Uses the service's URL only when it lies under our base URL (so the token
 -- can never be sent elsewhere); otherwise builds it from the id.
 local function route(client, given, id, what)
-  local built = client:request_url(id, what)
   -- (and never one with a control character or a space: C would read it cut short at a NUL byte)
-  if type(given) == "string" and given:sub(1, #client.base_url + 1) == client.base_url .. "/"
+  local base = client.base_url
+  if type(given) == "string" and given:byte(#base + 1) == 47 --[[ "/" ]] and given:find(base, 1, true) == 1
       and not given:find("[%z%c%s\127]") then
     return given
   end
-  return built
+  return client:request_url(id, what)
 end
 
 --- A job of client with request id `id` (already checked). `answer` is the
@@ -129,6 +129,7 @@ M.video_of = video_of
 function Job:_journal_end(extra)
   if self._journaled_end then return end
   self._journaled_end = true
+  if not self.client._journal then return end -- (no line to build)
   local line = { e = "ended", id = self.id, model = self.model, status = self.status,
     output = self.output, error = self.error and self.error.message or nil }
   if type(self.cost) == "number" then line.cost = self.cost end
@@ -266,20 +267,24 @@ end
 -- protocol for this job alone (and when it was the result of a job that has
 -- ended, that end is journaled with the answer's text). An error raised by an
 -- on_update of the caller's is raised again once the answer is applied.
+-- Calls each function of list (a copy: a callback may remove itself, as
+-- job:on_done's does) with job; returns the first error raised, or `raised`.
+local function call_each(job, list, raised)
+  local snapshot = {}
+  for i, fn in ipairs(list) do snapshot[i] = fn end
+  for _, fn in ipairs(snapshot) do
+    local ok, e = pcall(fn, job)
+    if not ok and raised == nil then raised = e end
+  end
+  return raised
+end
+
 function Job:_take_poll(a, what, done)
   local raised
-  local function call(list)
-    local snapshot = {} -- a callback may remove itself (job:on_done's does)
-    for i, fn in ipairs(list) do snapshot[i] = fn end
-    for _, fn in ipairs(snapshot) do
-      local ok, e = pcall(fn, self)
-      if not ok and raised == nil then raised = e end
-    end
-  end
   if what == "status" then
     local ok, changed = pcall(self._absorb, self, a.value)
     if not ok then raised = changed
-    elseif changed and self._on_update then call(self._on_update) end
+    elseif changed and self._on_update then raised = call_each(self, self._on_update, raised) end
   end
   if done then
     self.client:_unwatch(self)
@@ -301,7 +306,7 @@ function Job:_take_poll(a, what, done)
         .. self.client:scrub(tostring(out)), { request_id = self.id })
     end
     self._final = { out, err }
-    if self._on_end then call(self._on_end) end
+    if self._on_end then raised = call_each(self, self._on_end, raised) end
   end
   if raised ~= nil then error(raised, 0) end
 end
