@@ -138,6 +138,12 @@ for w in pairs(M.OUTCOME) do M.OWN_WORDS[w] = true end
 function M.judge(res, body, route)
   local e = res.error
   if e then return (M.transient(e.curl_code or 0, e.proxy_status)) and "retry" or "end" end
+  local status = res.status
+  if status >= 200 and status <= 299 and type(body) == "table" and body.error_code == nil then
+    -- (the common answer, read without a call into C: a 2xx without error_code is no error)
+    local s = body.status
+    return type(s) == "string" and s ~= "" and "status" or "unusable"
+  end
   local code = type(body) == "table" and body.error_code ~= nil and M.error_code(body.error_code) or nil
   if route and M.not_ready(route, code) then return "not_ready" end
   local kind, retryable = M.answer_kind(res.status, code)
