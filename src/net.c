@@ -237,7 +237,7 @@ static void wipe(char *s) {
 
 void knet_close(knet *n) {
   n->closed = 1;
-  free(n->spare);
+  free(n->spare); /* (poisoned under ASan by http.c: free takes it as it is) */
   n->spare = NULL;
   wipe(n->token);
   wipe(n->auth_header);
