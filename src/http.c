@@ -79,7 +79,8 @@
 
 /* A freed transfer's memory kept for the next one (kxfer_free) is poisoned
  * under ASan, so that a use after free is still reported (the memory is not
- * freed, so ASan would not see one otherwise). */
+ * freed, so ASan would not see one otherwise); under valgrind (make
+ * valgrind) KLING_NO_SPARE keeps none. */
 #if defined(__SANITIZE_ADDRESS__)
 #define KX_ASAN 1
 #elif defined(__has_feature)
@@ -1193,7 +1194,7 @@ void kxfer_free(kxfer *x) {
   free(x->wbuf);
   /* kept for the client's next transfer while its client is open (x->net
    * outlives x: a transfer holds its engine) */
-  if (x->net && !x->net->closed && x->net->spare == NULL) {
+  if (x->net && !x->net->closed && !x->net->no_spare && x->net->spare == NULL) {
     x->net->spare = x;
     KX_POISON(x, sizeof *x);
   } else {
