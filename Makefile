@@ -308,5 +308,5 @@ fuzz: fuzz-build
 	echo "fuzz: no crash in $(FUZZ_TARGETS:%=%_fuzz)"
 
 valgrind: fuzz-deps all
-	$(VALGRIND) $(VALGRIND_FLAGS) $(LUA) /usr/bin/busted --ignore-lua \
+	KLING_NO_SPARE=1 $(VALGRIND) $(VALGRIND_FLAGS) $(LUA) /usr/bin/busted --ignore-lua \
 	  --filter-out="$(VALGRIND_SKIP)" $(VALGRIND_SPECS)

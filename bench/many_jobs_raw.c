@@ -116,14 +116,19 @@ int main(int argc, char **argv) {
   if (n < 1 || cap < 1 || conns_cap < 1 || polls < 0) die("N, CAP and INFLIGHT must be at least 1, POLLS at least 0");
   curl_global_init(CURL_GLOBAL_DEFAULT);
 
-  char auth[512];
+  char auth[512], agent[512];
   snprintf(auth, sizeof auth, "Authorization: Bearer %s", argv[2]);
-  /* kling's two lists (src/net.c), in its order */
+  snprintf(agent, sizeof agent, "User-Agent: %s", ua);
+  /* kling's two lists (src/net.c), in its order: the User-Agent a line of
+   * them, as kling's (CURLOPT_USERAGENT would make libcurl format it again
+   * before every request, work kling no longer does) */
   struct curl_slist *get_h = curl_slist_append(NULL, "Accept: application/json");
   get_h = curl_slist_append(get_h, auth);
+  get_h = curl_slist_append(get_h, agent);
   get_h = curl_slist_append(get_h, "Expect:");
   struct curl_slist *post_h = curl_slist_append(NULL, "Accept: application/json");
   post_h = curl_slist_append(post_h, auth);
+  post_h = curl_slist_append(post_h, agent);
   post_h = curl_slist_append(post_h, "Expect:");
   post_h = curl_slist_append(post_h, "Content-Type: application/json");
   if (!get_h || !post_h) die("out of memory");
@@ -152,7 +157,6 @@ int main(int argc, char **argv) {
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, (void *)&slots[s]);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, ua);
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 60000L);

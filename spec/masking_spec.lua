@@ -146,6 +146,37 @@ describe("masking", function()
       c:close()
     end)
 
+    -- A token with dots (a JWT's shape) split by a server into a detail's loc parts: no piece
+    -- holds it, the message kling joins them into does.
+    it("masks a token that only appears once kling joins an error detail's parts (loc with dots)", function()
+      local JWT = "hdr-sekrit.payload-sekrit.sig-sekrit"
+      api.serve { { "GET", "^/v1/requests/m%-1/status$",
+        { { 422, cjson.encode { detail = { { msg = "x", loc = { "hdr-sekrit", "payload-sekrit", "sig-sekrit" } } } } } } } }
+      local c = client(JWT)
+      local _, err = c:_api("GET", api.api .. "/requests/m-1/status", nil, { request_id = "m-1" })
+      assert.is_false(has(err.message, JWT))
+      assert.is_false(has(tostring(err), JWT))
+      assert.equals("***: x", err.message)
+      c:close()
+    end)
+
+    it("masks a token that only appears once kling joins a failed job's detail parts", function()
+      local JWT = "hdr-sekrit.payload-sekrit"
+      api.serve {
+        { "GET", "^/v1/requests/m%-1/status$", { { 200, cjson.encode { status = "failed",
+          detail = { { msg = "bad", loc = { "hdr-sekrit", "payload-sekrit" } } } } } } },
+        { "GET", "^/v1/requests/m%-1/result$", { { 200, cjson.encode { status = "failed",
+          detail = { { msg = "bad", loc = { "hdr-sekrit", "payload-sekrit" } } } } } } },
+      }
+      local c = client(JWT)
+      local job = assert(c:job("m-1"))
+      local _, err = job:wait { timeout = 20 }
+      assert.equals("failed", err.kind)
+      assert.is_false(has(err.message, JWT))
+      assert.is_false(has(tostring(err), JWT))
+      c:close()
+    end)
+
     it("masks a redirect's Location where the download error quotes it", function()
       api.serve { { "GET", "^/v/r%.mp4$", { { 302, "", "text/plain\r\nLocation: ftp://127.0.0.1/" .. LONG .. ".mp4" } } } }
       local d = scratch()

@@ -48,6 +48,17 @@ describe("waiting", function()
     assert.same({ "c", "lua", "xy" }, got)
   end)
 
+  it("runs a callable table as a task, with and without arguments (as it did before tasks without arguments took a shortcut)", function()
+    local got = {}
+    local callable = setmetatable({}, { __call = function(_, a) got[#got + 1] = a or "none" end })
+    kling.run(function()
+      kling.spawn(callable)
+      kling.spawn(callable, "arg")
+    end)
+    table.sort(got)
+    assert.same({ "arg", "none" }, got)
+  end)
+
   it("lets other coroutines progress while one waits", function()
     local ticks = 0
     kling.run(function()

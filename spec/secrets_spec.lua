@@ -7,6 +7,7 @@
 local helpers = require "helpers"
 local cjson = require "cjson"
 local kling = require "kling"
+local scripted = require "scripted_api"
 local cli_run = require "cli_run"
 
 local q = helpers.quote
@@ -156,6 +157,69 @@ describe("secrets", function()
         cjson.encode { request_id = "h-4", status_url = api.api .. "/requests/h-4/status\0x" } } }
       local job = assert(c:submit("acme/any-model", { prompt = "x" }))
       assert.equals(api.api .. "/requests/h-4/status", job.urls.status)
+      c:close()
+    end)
+  end)
+
+  describe("the service's job URLs", function()
+    local api, dir
+    setup(function()
+      dir = helpers.tmpdir()
+      api = scripted.start(dir)
+    end)
+    teardown(function()
+      if api then api.stop() end
+      helpers.rm_rf(dir)
+    end)
+
+    -- each given URL: is it taken (true), or is the job's URL built from the id (false)?
+    local function status_url_for(base_url, given)
+      api.serve { { "POST", "^/v1/models/", { { 200, cjson.encode { request_id = "u-1", status_url = given,
+        result_url = given, cancel_url = given } } } } }
+      local c = kling.new { base_url = base_url, token = TOKEN, on_warning = false, retries = false }
+      local job = assert(c:submit("acme/any-model", { prompt = "x" }, { catalog = false }))
+      c:close()
+      return job.urls.status, job.urls.result, job.urls.cancel
+    end
+
+    it("takes a status, result and cancel URL only when it lies under base_url and a slash", function()
+      local base = api.api -- http://127.0.0.1:PORT/v1
+      local built = base .. "/requests/u-1/status"
+      local host = api.base -- http://127.0.0.1:PORT
+      for _, given in ipairs {
+        base,                                                -- the base URL itself
+        base .. "x/requests/u-1/status",                     -- a longer first path segment
+        host .. "0/v1/requests/u-1/status",                  -- a longer port
+        "http://127.0.0.1.evil.invalid" .. base:sub(#"http://127.0.0.1" + 1) .. "/requests/u-1/status", -- a longer host
+        "http://evil.invalid/?" .. base .. "/requests/u-1/status", -- the base later in it
+        "http://evil.invalid/" .. base .. "/",               -- the base later in it, then a slash
+        base:upper() .. "/requests/u-1/status",              -- the base in other case
+        base .. "\\requests/u-1/status",                     -- a backslash, no slash
+      } do
+        local s, r, cn = status_url_for(base, given)
+        assert.same({ built, base .. "/requests/u-1/result", base .. "/requests/u-1/cancel" }, { s, r, cn }, given)
+      end
+      local under = base .. "/requests/u-1/status?x=1"
+      local s, r, cn = status_url_for(base, under)
+      assert.equals(under, s)
+      assert.equals(under, r)
+      assert.equals(under, cn)
+    end)
+
+    it("reads a base_url with pattern characters as plain text when it checks a URL under it", function()
+      -- ".", "-", "%" and "(" are magic in a Lua pattern: a URL that such a pattern would
+      -- match but that is not under the base is built from the id
+      local base = api.base .. "/v1-a.b%25(c)"
+      local built = base .. "/requests/u-1/status"
+      api.serve { { "POST", "^/v1%-a%.b%%25%(c%)/models/", { { 200, cjson.encode { request_id = "u-1",
+        status_url = api.base .. "/v1-aXb%25(c)/requests/u-1/status" } } } } }
+      local c = kling.new { base_url = base, token = TOKEN, on_warning = false, retries = false }
+      local job = assert(c:submit("acme/any-model", { prompt = "x" }, { catalog = false }))
+      assert.equals(built, job.urls.status)
+      api.serve { { "POST", "^/v1%-a%.b%%25%(c%)/models/", { { 200, cjson.encode { request_id = "u-1",
+        status_url = base .. "/requests/u-1/status?given=1" } } } } }
+      job = assert(c:submit("acme/any-model", { prompt = "x" }, { catalog = false }))
+      assert.equals(base .. "/requests/u-1/status?given=1", job.urls.status)
       c:close()
     end)
   end)

@@ -13,6 +13,7 @@ local free_port = helpers.free_port
 
 describe("TLS through nginx", function()
   local emu, dir, port, wrong_port, goaway_port, nginx_pid
+  local ua_api -- a scripted API behind /ua/ on the first server: it logs each request's header lines
 
   setup(function()
     emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0.1", "--run", "0.2" }
@@ -38,6 +39,8 @@ describe("TLS through nginx", function()
     wrong_port = free_port()
     goaway_port = free_port()
     local upstream = emu.api:match("^http://([^/]+)")
+    ua_api = require("scripted_api").start(dir)
+    local ua_location = "location /ua/ { proxy_pass " .. ua_api.base .. "/; proxy_http_version 1.1; proxy_set_header Connection \"\"; }"
     helpers.write_file(dir .. "/nginx.conf", string.format([[
       pid %s/nginx.pid;
       error_log %s/error.log;
@@ -53,6 +56,7 @@ describe("TLS through nginx", function()
           location /to-plain-http { return 302 http://127.0.0.1:%d/v1/anything; }
           location /v1/requests/redirected/ { return 302 %s/v/redirected.mp4; }
           location / { proxy_pass http://%s; proxy_http_version 1.1; proxy_set_header Connection ""; }
+          ]] .. ua_location .. [[
         }
         server {
           listen 127.0.0.1:%d ssl http2;
@@ -83,6 +87,7 @@ describe("TLS through nginx", function()
 
   teardown(function()
     if nginx_pid then os.execute("kill " .. nginx_pid) end
+    if ua_api then ua_api.stop() end
     if emu then emu:stop() end
     if dir then os.execute("rm -rf " .. q(dir)) end
   end)
@@ -141,6 +146,35 @@ describe("TLS through nginx", function()
     assert.equals(4, s.active_cap)
     assert.is_true(s.active_peak >= 2, "in libcurl at once: " .. s.active_peak)
     c:close()
+  end)
+
+  it("sends one User-Agent on every request over HTTP/2: a submit, polls on one connection, a download", function()
+    ua_api.serve {
+      { "POST", "^/v1/models/", { { 200, '{"request_id":"r1","status":"in_queue"}' } } },
+      { "GET", "^/v1/requests/r1/status", { { 200, '{"request_id":"r1","status":"in_queue"}' } } },
+      { "GET", "^/files/clip.mp4", { { 200, "MP4 bytes", "video/mp4" } } },
+    }
+    local root = string.format("https://127.0.0.1:%d/ua", port)
+    local c = kling.new { base_url = root .. "/v1", token = TOKEN, ca_file = dir .. "/ca.pem", user_agent = "ua-h2/1",
+      on_warning = false, retries = false }
+    local job = assert(c:submit("kling/kling-3.0/pro/text-to-video", { prompt = "a cat" }, { catalog = false }))
+    assert(job:refresh())
+    local x = assert(c._engine:request { url = job.urls.status })
+    while not x:done() do c._engine:step(0.1) end
+    assert.equals("2", x:result().http_version)
+    assert(job:refresh())
+    assert(c:download_url(root .. "/files/clip.mp4", dir .. "/clip.mp4"))
+    c:close()
+    local reqs = ua_api.requests()
+    assert.equals(5, #reqs)
+    for i, req in ipairs(reqs) do
+      local agents = {}
+      for _, h in ipairs(req.headers) do
+        local n, v = h:match("^([^:]+):%s*(.-)%s*$")
+        if n and n:lower() == "user-agent" then agents[#agents + 1] = v end
+      end
+      assert.same({ "ua-h2/1" }, agents, "request " .. i .. ": " .. req.line)
+    end
   end)
 
   it("never sends a submit twice over HTTP/2 when the server ends connections with GOAWAY", function()

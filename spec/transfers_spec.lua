@@ -202,6 +202,48 @@ describe("the headers of a request", function()
     end)
   end
 
+  it("sends the User-Agent once on a result, a cancel, a retried poll, a download's redirect hop and an API request after a download", function()
+    api.serve {
+      { "GET", "^/v1/requests/r1/status", { { 503, '{"error_code":503001,"error_message":"busy"}' },
+        { 200, '{"request_id":"r1","status":"completed"}' } } },
+      { "GET", "^/v1/requests/r1/result", { { 200, '{"request_id":"r1","status":"completed","output":{"video":"{BASE}/files/hop.mp4"}}' } } },
+      { "POST", "^/v1/requests/r1/cancel", { { 200, '{"request_id":"r1","status":"cancelled"}' } } },
+      { "GET", "^/files/hop.mp4", { { 302, "", "text/plain\r\nLocation: /files/clip.mp4" } } },
+      { "GET", "^/files/clip.mp4", { { 200, "MP4 bytes", "video/mp4" } } },
+    }
+    local c = kling.new { base_url = api.api, token = "hdr-token", on_warning = false, user_agent = "ua/1",
+      retries = { max = 2, base = 0.01, cap = 0.02 } }
+    local job = assert(c:job("r1"))
+    assert(job:refresh()) -- a 503, then the same request again
+    local out = assert(job:result())
+    assert(c:download_url(out.video, dir .. "/clip2.mp4")) -- a 302, then the file
+    job:cancel() -- an API request on a handle that may have made a download
+    c:close()
+    local reqs = api.requests()
+    local lines = {}
+    for i, req in ipairs(reqs) do
+      lines[i] = req.line
+      assert.same({ "ua/1" }, values(req, "User-Agent"), "request " .. i .. ": " .. req.line)
+    end
+    assert.same({ "GET /v1/requests/r1/status HTTP/1.1", "GET /v1/requests/r1/status HTTP/1.1",
+      "GET /v1/requests/r1/result HTTP/1.1", "GET /files/hop.mp4 HTTP/1.1", "GET /files/clip.mp4 HTTP/1.1",
+      "POST /v1/requests/r1/cancel HTTP/1.1" }, lines)
+  end)
+
+  it("sends no User-Agent at all for an empty user_agent, on API requests and downloads alike", function()
+    serve()
+    local c = kling.new { base_url = api.api, token = "hdr-token", on_warning = false, user_agent = "", retries = false }
+    local job = assert(c:submit("kling/kling-3.0/pro/text-to-video", { prompt = "a cat" }, { catalog = false }))
+    assert(job:refresh())
+    assert(c:download_url(api.base .. "/files/clip.mp4", dir .. "/clip3.mp4"))
+    c:close()
+    local reqs = api.requests()
+    assert.equal(3, #reqs)
+    for i, req in ipairs(reqs) do
+      assert.same({}, values(req, "User-Agent"), "request " .. i .. ": " .. req.line)
+    end
+  end)
+
   for _, bad in ipairs { "app\r\nX-Injected: 1", "app\nX-Injected: 1", "app\r" } do
     it("refuses a user_agent holding a line break (" .. bad:gsub("[\r\n]", { ["\r"] = "\\r", ["\n"] = "\\n" }) .. ") before sending anything", function()
       serve()

@@ -77,6 +77,26 @@
 #include "sha256.h"
 #include "util.h"
 
+/* A freed transfer's memory kept for the next one (kxfer_free) is poisoned
+ * under ASan, so that a use after free is still reported (the memory is not
+ * freed, so ASan would not see one otherwise); under valgrind (make
+ * valgrind) KLING_NO_SPARE keeps none. */
+#if defined(__SANITIZE_ADDRESS__)
+#define KX_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KX_ASAN 1
+#endif
+#endif
+#ifdef KX_ASAN
+#include <sanitizer/asan_interface.h>
+#define KX_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define KX_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define KX_POISON(p, n) ((void)(p), (void)(n))
+#define KX_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #define KX_ERROR_BODY_CAP KL_ERROR_BODY_CAP /* error answers of the file host, kept in memory */
 #define KX_MAX_REDIRECTS KL_MAX_REDIRECTS
 #define KX_MAX_RESTARTS KL_MAX_RESTARTS
@@ -737,6 +757,7 @@ kxfer *kxfer_new_ex(knet *e, const kx_spec *s, char *err, size_t errlen, kx_new_
   kxfer *x = e->spare;
   if (x) {
     e->spare = NULL;
+    KX_UNPOISON(x, sizeof *x);
     memset(x, 0, sizeof *x);
   } else {
     x = calloc(1, sizeof *x);
@@ -1173,8 +1194,12 @@ void kxfer_free(kxfer *x) {
   free(x->wbuf);
   /* kept for the client's next transfer while its client is open (x->net
    * outlives x: a transfer holds its engine) */
-  if (x->net && !x->net->closed && x->net->spare == NULL) x->net->spare = x;
-  else free(x);
+  if (x->net && !x->net->closed && !x->net->no_spare && x->net->spare == NULL) {
+    x->net->spare = x;
+    KX_POISON(x, sizeof *x);
+  } else {
+    free(x);
+  }
 }
 
 const char *kxfer_error_kind(const kxfer *x, int *sent) {

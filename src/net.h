@@ -42,6 +42,7 @@ typedef struct knet {
   int allow_insecure_http;
   void *spare;             /* one freed transfer's memory, for the next one (http.c); NULL: none */
   int closed;              /* knet_close ran: nothing is kept any more */
+  int no_spare;            /* KLING_NO_SPARE in the environment: no freed transfer kept (make valgrind) */
   /* counted by the open/close socket callbacks */
   int sockets_open, sockets_peak;
   long long sockets_opened;

@@ -172,6 +172,7 @@ function M.new(opts)
     _engine = engine,
     _watched = {}, -- poller handle -> job
     _spec = {}, -- the fields of the next API request (Client:_api)
+    _scrub_text = function(s) return engine:scrub(s) end, -- eng:scrub as a function (kling.errors)
     _journal = type(opts.journal) == "string" and journal.open(opts.journal) or nil,
     _warn = on_warning or function() end,
     -- the model catalog's schema cache (kling.catalog): a directory, or nil for none
@@ -576,7 +577,9 @@ function Client:_answer(res, opts)
     return nil, errors.new(kind, e.message, fields)
   end
   local decoded, why = res.value, res.why
-  local err = errors.from_answer(res.status, decoded, same, opts.request_id, opts.route)
+  -- (decoded was masked where it entered; the client's scrubber masks again what
+  -- errors joins from its parts: a detail's loc)
+  local err = errors.from_answer(res.status, decoded, self._scrub_text, opts.request_id, opts.route)
   local id = opts.submit and type(decoded) == "table" and decoded.request_id
   if err and (type(id) == "string" or math.type(id)) then
     return nil, self:_unknown_with_id(err, id), res

@@ -64,7 +64,9 @@ end
 
 M.numeric_code = numeric_code
 
-local function detail_text(detail)
+-- (scrub, optional: masks the token in the text joined from the parts: a
+-- token no part holds may span them, as a JWT's dots would)
+local function detail_text(detail, scrub)
   if type(detail) == "string" then return detail end
   if type(detail) ~= "table" then return nil end
   local parts = {}
@@ -77,11 +79,15 @@ local function detail_text(detail)
       parts[#parts + 1] = d
     end
   end
-  return #parts > 0 and table.concat(parts, "; ") or nil
+  if #parts == 0 then return nil end
+  local text = table.concat(parts, "; ")
+  return scrub and scrub(text) or text
 end
 
---- The message an error answer carries, if any.
-function M.server_message(body)
+--- The message an error answer carries, if any. scrub (optional): masks the
+-- token in a message kling joins from a detail's parts (each part was masked
+-- where it entered, the joined text was not).
+function M.server_message(body, scrub)
   if type(body) ~= "table" then return nil end
   -- (a blank message says nothing: passed over like an empty one)
   for _, k in ipairs { "error_message", "message" } do
@@ -90,10 +96,10 @@ function M.server_message(body)
   local e = body.error
   if type(e) == "string" and e:find("%S") then return e end
   if type(e) == "table" then
-    local m = M.server_message(e)
+    local m = M.server_message(e, scrub)
     if m then return m end
   end
-  return detail_text(body.detail)
+  return detail_text(body.detail, scrub)
 end
 
 local function scrub_deep(v, scrub, depth)
@@ -119,8 +125,8 @@ function M.from_answer(status, body, scrub, request_id, route)
   local kind, retryable = protocol.answer_kind(status, code)
   if route and protocol.not_ready(route, code) then kind, retryable = "not_ready", true end
   if not kind then return nil end
-  local msg = M.server_message(body) or ("HTTP " .. status .. " from the service")
-  return M.new(kind, scrub(msg), {
+  local msg = M.server_message(body, scrub)
+  return M.new(kind, msg and scrub(msg) or ("HTTP " .. status .. " from the service"), {
     status = status,
     code = code,
     request_id = request_id,

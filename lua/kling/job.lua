@@ -92,7 +92,7 @@ function Job:_absorb(body)
   if status == "failed" then
     -- observed: a failed status answer may carry the reason; it stands when the result
     -- route then fails (Job:_end_by_status)
-    self._status_message = errors.server_message(body) or self._status_message
+    self._status_message = errors.server_message(body, self.client._scrub_text) or self._status_message
   end
   local changed = status ~= self.status or qp ~= self.queue_position
   self.status, self.raw_status, self.queue_position = status, raw, qp
@@ -182,7 +182,7 @@ function Job:_take_result(body)
     self:_journal_end()
     return self.output
   elseif self.status == "failed" then
-    local msg = errors.server_message(body) or self._status_message or "the job failed (the service gave no reason)"
+    local msg = errors.server_message(body, self.client._scrub_text) or self._status_message or "the job failed (the service gave no reason)"
     local code = type(body.error) == "table" and errors.numeric_code(body.error.error_code) or nil
     self.error = errors.new("failed", msg, { request_id = self.id, code = code })
     self:_journal_end()

@@ -159,8 +159,9 @@ end
 function M.spawn(fn, ...)
   if not current then error("kling.spawn: not inside kling.run", 2) end
   local co
-  if select("#", ...) == 0 and not LUA51 then
-    co = coroutine.create(fn) -- (no table and closure for arguments there are none of)
+  if select("#", ...) == 0 and not LUA51 and type(fn) == "function" then
+    co = coroutine.create(fn) -- (no table and closure for arguments there are none of; a
+    -- callable table goes through the closure: coroutine.create takes functions only)
   else
     local args = pack(...)
     co = coroutine.create(function() return fn(unpack(args, 1, args.n)) end)
