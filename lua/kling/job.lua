@@ -258,15 +258,6 @@ function Job:result(opts)
   return self:_take_result(body)
 end
 
--- Takes in a finished poll of the client's poller (Client:_poll_answer):
--- a, the answer (taken in: decoded and masked where it entered, a.value),
--- what the protocol says of it (kling.protocol.judge: "status", "retry",
--- "unusable", "end"; "ended" when the request could not start), and done,
--- true when the wait has ended with this answer. Whatever the answer holds,
--- the job gets its outcome: an answer that cannot be taken in is kind
--- protocol for this job alone (and when it was the result of a job that has
--- ended, that end is journaled with the answer's text). An error raised by an
--- on_update of the caller's is raised again once the answer is applied.
 -- Calls each function of list (a copy: a callback may remove itself, as
 -- job:on_done's does) with job; returns the first error raised, or `raised`.
 local function call_each(job, list, raised)
@@ -279,6 +270,15 @@ local function call_each(job, list, raised)
   return raised
 end
 
+-- Takes in a finished poll of the client's poller (Client:_poll_answer):
+-- a, the answer (taken in: decoded and masked where it entered, a.value),
+-- what the protocol says of it (kling.protocol.judge: "status", "retry",
+-- "unusable", "end"; "ended" when the request could not start), and done,
+-- true when the wait has ended with this answer. Whatever the answer holds,
+-- the job gets its outcome: an answer that cannot be taken in is kind
+-- protocol for this job alone (and when it was the result of a job that has
+-- ended, that end is journaled with the answer's text). An error raised by an
+-- on_update of the caller's is raised again once the answer is applied.
 function Job:_take_poll(a, what, done)
   local raised
   if what == "status" then
