@@ -78,18 +78,11 @@ local N = tonumber(arg[1]) or 10000
 local MAXC = tonumber(arg[2]) or 8
 local CG = tonumber(os.getenv("MANY_JOBS_CALLGRIND") or "")
 
-local function sh(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1"))
-  local out = p:read("a")
-  local ok = p:close()
-  if not ok then error(cmd .. ": " .. out) end
-  return out
-end
+local sh = util.sh
 
 -- the peer is built before anything is measured
-local dir = sh("mktemp -d"):gsub("%s+$", "")
-local raw = dir .. "/many_jobs_raw"
-sh("cc -O2 -o " .. q(raw) .. " bench/many_jobs_raw.c -lcurl")
+local dir = util.tmpdir()
+local raw = util.compile(dir, "many_jobs_raw")
 
 local emu = util.start_emulator { "--token", TOKEN, "--load" }
 local client = kling.new { base_url = emu.api, token = TOKEN, max_connections = MAXC }
@@ -153,10 +146,7 @@ local rs = emu:stats()
 -- instructions per job (callgrind), both sides against the same emulator
 local cg
 if CG then
-  local function instructions(cmd)
-    local o = sh("valgrind --tool=callgrind --callgrind-out-file=/dev/null " .. cmd)
-    return assert(tonumber(o:match("Collected : (%d+)")), "no callgrind count: " .. o), o
-  end
+  local instructions = util.instructions
   local function both(n)
     local ki, o = instructions(table.concat({ "lua5.4 bench/many_jobs.lua --child", q(emu.api), n, MAXC,
       LIB and q(LIB) or "" }, " "))

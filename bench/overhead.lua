@@ -50,18 +50,11 @@ end
 local N = tonumber(arg[1]) or 2000
 local M = 100 -- requests of the smaller callgrind run
 
-local function sh(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1"))
-  local out = p:read("a")
-  local ok = p:close()
-  if not ok then error(cmd .. ": " .. out) end
-  return out
-end
+local sh = util.sh
 local q = require("helpers").quote
 
-local dir = sh("mktemp -d"):gsub("%s+$", "")
-local raw = dir .. "/overhead_raw"
-sh("cc -O2 -o " .. q(raw) .. " bench/overhead_raw.c -lcurl")
+local dir = util.tmpdir()
+local raw = util.compile(dir, "overhead_raw")
 
 local emu = util.start_emulator { "--token", TOKEN, "--queue", "0", "--run", "0" }
 local c = kling.new { base_url = emu.api, token = TOKEN, on_warning = false }
@@ -74,12 +67,7 @@ local function raw_cpu(mode, n)
   return tonumber(out:match("^(%S+)"))
 end
 
-local function instructions(cmd)
-  local out = sh("valgrind --tool=callgrind --callgrind-out-file=/dev/null " .. cmd)
-  local n = out:match("Collected : (%d+)")
-  if not n then error("no callgrind count: " .. out) end
-  return tonumber(n)
-end
+local instructions = util.instructions
 
 local function per_request_instr(kling_mode, raw_mode)
   local function kcmd(n)

@@ -11,8 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
+#include "raw_clock.h" /* cpu(), wall() */
 
 typedef struct { char *p; size_t n, cap; } body;
 
@@ -29,18 +28,6 @@ static size_t sink(char *p, size_t s, size_t n, void *ud) {
   memcpy(b->p + b->n, p, k);
   b->n += k;
   return k;
-}
-
-static double cpu(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
-
-static double wall(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec + t.tv_nsec / 1e9;
 }
 
 static struct curl_slist *headers(const char *token) {

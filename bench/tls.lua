@@ -28,15 +28,9 @@ local N = tonumber(arg[1]) or 200
 local TOKEN = "bench-tls"
 local q = helpers.quote
 
-local function sh(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1"))
-  local out = p:read("a")
-  local ok = p:close()
-  if not ok then error(cmd .. ": " .. out) end
-  return out
-end
+local sh = util.sh
 
-local dir = sh("mktemp -d"):gsub("%s+$", "")
+local dir = util.tmpdir()
 sh(table.concat({
   "cd " .. q(dir),
   "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=kling-bench-ca",
@@ -45,8 +39,7 @@ sh(table.concat({
   "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext.cnf",
   "cat /etc/ssl/certs/ca-certificates.crt ca.pem > bundle.pem",
 }, " && "))
-local raw = dir .. "/tls_raw"
-sh("cc -O2 -o " .. q(raw) .. " bench/tls_raw.c -lcurl")
+local raw = util.compile(dir, "tls_raw")
 
 local emu = util.start_emulator { "--token", TOKEN, "--queue", "0", "--run", "0" }
 local s = assert(require("cqueues.socket").listen { host = "127.0.0.1", port = 0 })
