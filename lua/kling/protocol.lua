@@ -140,9 +140,9 @@ function M.judge(res, body, route)
   if e then return (M.transient(e.curl_code or 0, e.proxy_status)) and "retry" or "end" end
   local status = res.status
   if status >= 200 and status <= 299 and type(body) == "table" and body.error_code == nil then
-    -- (the common answer, read without a call into C: a 2xx without error_code is no error)
-    local s = body.status
-    return type(s) == "string" and s ~= "" and "status" or "unusable"
+    -- (the common answer: a 2xx without error_code is no error, by the one rule, without
+    -- asking it for a kind)
+    return M.usable_status(body.status) and "status" or "unusable"
   end
   local code = type(body) == "table" and body.error_code ~= nil and M.error_code(body.error_code) or nil
   if route and M.not_ready(route, code) then return "not_ready" end
