@@ -16,7 +16,6 @@ local journal = require "kling.journal"
 local math = require("kling.compat").math -- math.type, math.tointeger on 5.1 and LuaJIT
 
 local engine_lib = core.engine
-local function same(s) return s end
 local DEFAULTS = core.DEFAULTS
 
 local M = {}
@@ -970,7 +969,7 @@ function Client:download_url(url, path, opts)
       { retryable = kind ~= "protocol" and kind ~= "io", transport = res.error.kind, path = res.error.path })
   end
   if not res.path then
-    local e = errors.from_answer(res.status, nil, same)
+    local e = errors.from_answer(res.status, nil, self._scrub_text)
       or errors.new("protocol", "", { status = res.status, retryable = false })
     e.message = "download failed: the file host answered HTTP " .. res.status
     return nil, e
