@@ -9,6 +9,7 @@
 --   }
 --   api.count("GET", "/v1/requests/r1/status")      -- requests that came for that path so far
 --   api.requests()                                  -- each request's line and header lines
+--   scripted.header_values(req, "User-Agent")       -- one header's values in such a request
 --
 -- "{BASE}" in a body is the server's own http://127.0.0.1:PORT. A request no route matches
 -- gets HTTP 404 with error_code 404001. serve() starts every script from its first answer.
@@ -18,6 +19,16 @@ local q = helpers.quote
 local M = {}
 
 local generation = 0
+
+--- The values of header `name` (any case) in one request of api.requests(), in order.
+function M.header_values(req, name)
+  local out = {}
+  for _, h in ipairs(req.headers) do
+    local n, v = h:match("^([^:]+):%s*(.-)%s*$")
+    if n and n:lower() == name:lower() then out[#out + 1] = v end
+  end
+  return out
+end
 
 --- Starts the server in dir (a scratch directory). Returns the api object.
 function M.start(dir)

@@ -154,15 +154,7 @@ describe("the headers of a request", function()
     if dir then helpers.rm_rf(dir) end
   end)
 
-  -- The values of header `name` (any case) in one request's header lines.
-  local function values(req, name)
-    local out = {}
-    for _, h in ipairs(req.headers) do
-      local n, v = h:match("^([^:]+):%s*(.-)%s*$")
-      if n and n:lower() == name:lower() then out[#out + 1] = v end
-    end
-    return out
-  end
+  local values = scripted.header_values
 
   local function serve()
     api.serve {
