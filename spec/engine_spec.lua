@@ -154,3 +154,35 @@ describe("a request that cannot start", function()
     c:close()
   end)
 end)
+
+-- Each call checks the class of its object (src/lua_engine.c check_class:
+-- the metatables are upvalues of every method); a wrong object is refused
+-- with the class it needed, and nothing runs (port 9 on loopback: nothing
+-- listens, nothing is sent).
+describe("the engine's and the transfer's methods", function()
+  it("refuse an object of another class, naming the class they need", function()
+    local eng = core.engine.new { base_url = "http://127.0.0.1:9/v1", token = "t" }
+    local x = assert(eng:request { method = "GET", url = "http://127.0.0.1:9/v1/requests/a/status" })
+    local function refused(f, obj, class)
+      local ok, err = pcall(f, obj)
+      assert.is_false(ok)
+      assert.matches(class .. " expected", err, 1, true)
+    end
+    for _, other in ipairs { eng, {}, io.stdout, "x", 1 } do
+      refused(x.done, other, "kling.core.transfer")
+      refused(x.result, other, "kling.core.transfer")
+      refused(x.close, other, "kling.core.transfer")
+    end
+    for _, other in ipairs { x, {}, io.stdout } do
+      refused(eng.pending, other, "kling.core.engine")
+      refused(eng.scrub, other, "kling.core.engine")
+      refused(eng.poll_stats, other, "kling.core.engine") -- the poller's methods (src/lua_poller.c)
+      refused(eng.watch, other, "kling.core.engine")
+    end
+    assert.equals(1, eng:pending()) -- the right objects still pass
+    assert.is_false(x:done())
+    x:close()
+    eng:close()
+    assert.has_error(function() eng:pending() end)
+  end)
+end)

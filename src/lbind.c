@@ -8,12 +8,19 @@
 #include "defaults.h"
 
 void kl_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
+  kl_class_up(L, name, meta, methods, 0);
+}
+
+void kl_class_up(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods, int nup) {
+  int first = lua_gettop(L) - nup + 1;
   luaL_newmetatable(L, name);
-  luaL_setfuncs(L, meta, 0);
+  for (int i = 0; i < nup; i++) lua_pushvalue(L, first + i);
+  luaL_setfuncs(L, meta, nup);
   lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
+  for (int i = 0; i < nup; i++) lua_pushvalue(L, first + i);
+  luaL_setfuncs(L, methods, nup);
   lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  lua_pop(L, 1 + nup);
 }
 
 const char *kl_opt_string(lua_State *L, int t, const char *k) {

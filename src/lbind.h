@@ -19,6 +19,10 @@
  * the methods in methods as its __index. Leaves the stack as it was. */
 void kl_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
 
+/* kl_class with the nup values on top of the stack as upvalues of every
+ * function of the class (they are popped). */
+void kl_class_up(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods, int nup);
+
 /* Options of the table at index t: a string (NULL when absent; raises when
  * it is no string or holds a NUL byte), a number (dflt when absent; raises
  * when it is no number), a boolean (Lua truth). */

@@ -33,40 +33,39 @@
 
 typedef struct { kxfer *x; } lxfer;
 
-/* The engine's and the transfer's metatables are also filed in the registry
- * under these addresses (light userdata keys): a type check per call then
- * costs a pointer lookup, not a hash of the class name (luaL_checkudata). */
-static const char engine_key = 'e', xfer_key = 'x';
+/* Every function of the two classes (methods, metamethods, and the poller's
+ * methods: lua_poller.c) holds the two metatables as upvalues KL_UP_ENGINE and
+ * KL_UP_XFER (kl_class_upvalues): a type check per call then compares two
+ * values, with no lookup by the class name (luaL_checkudata). */
+#define KL_UP_ENGINE 1
+#define KL_UP_XFER 2
 
-/* The userdata at i when its metatable is the one filed under key, else
- * luaL_checkudata's answer (and its error, which names the class). */
-static void *check_class(lua_State *L, int i, const char *key, const char *name) {
+/* The userdata at i when its metatable is the one in upvalue up of the
+ * running function, else luaL_checkudata's answer (and its error, which names
+ * the class); a function without that upvalue always takes the second way. */
+static void *check_class(lua_State *L, int i, int up, const char *name) {
   void *p = lua_touserdata(L, i);
   if (p != NULL && lua_getmetatable(L, i)) {
-    lua_pushlightuserdata(L, (void *)key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
+    int same = lua_rawequal(L, -1, lua_upvalueindex(up));
+    lua_pop(L, 1);
     if (same) return p;
   }
   return luaL_checkudata(L, i, name);
 }
 
-/* Files the metatable of class name under key (see engine_key). */
-static void file_class(lua_State *L, const char *key, const char *name) {
-  lua_pushlightuserdata(L, (void *)key);
-  luaL_getmetatable(L, name);
-  lua_rawset(L, LUA_REGISTRYINDEX);
+void kl_class_upvalues(lua_State *L) {
+  luaL_getmetatable(L, ENGINE_MT);
+  luaL_getmetatable(L, XFER_MT);
 }
 
 lengine *kl_check_engine(lua_State *L, int i) {
-  lengine *le = check_class(L, i, &engine_key, ENGINE_MT);
+  lengine *le = check_class(L, i, KL_UP_ENGINE, ENGINE_MT);
   if (!le->open) luaL_argerror(L, i, "client is closed");
   return le;
 }
 
 static kxfer *check_xfer(lua_State *L, int i) {
-  lxfer *lx = check_class(L, i, &xfer_key, XFER_MT);
+  lxfer *lx = check_class(L, i, KL_UP_XFER, XFER_MT);
   if (lx->x == NULL) luaL_argerror(L, i, "transfer is released");
   return lx->x;
 }
@@ -129,7 +128,7 @@ static int l_new(lua_State *L) {
 }
 
 static int l_engine_close(lua_State *L) {
-  lengine *le = check_class(L, 1, &engine_key, ENGINE_MT);
+  lengine *le = check_class(L, 1, KL_UP_ENGINE, ENGINE_MT);
   if (le->open) {
     le->open = 0;
     kpoller_close(&le->p, &le->e);
@@ -139,7 +138,7 @@ static int l_engine_close(lua_State *L) {
 }
 
 static int l_engine_tostring(lua_State *L) {
-  lengine *le = check_class(L, 1, &engine_key, ENGINE_MT);
+  lengine *le = check_class(L, 1, KL_UP_ENGINE, ENGINE_MT);
   if (!le->open) lua_pushstring(L, "kling.core.engine (closed)");
   else lua_pushfstring(L, "kling.core.engine (%s://%s:%s, %d in flight)", le->e.net.api_scheme,
                        le->e.net.api_host, le->e.net.api_port, le->e.ninflight);
@@ -367,7 +366,7 @@ static int push_scrubbed(lua_State *L, const char *s, size_t n, const char *tok)
 /* eng:scrub(s): every occurrence of the token in the whole byte string s
  * (past any NUL byte) replaced by "***". For text that came from a server. */
 static int l_scrub(lua_State *L) {
-  lengine *le = check_class(L, 1, &engine_key, ENGINE_MT);
+  lengine *le = check_class(L, 1, KL_UP_ENGINE, ENGINE_MT);
   size_t n;
   const char *s = luaL_checklstring(L, 2, &n);
   if (!push_scrubbed(L, s, n, le->open ? le->e.net.token : NULL)) lua_settop(L, 2);
@@ -401,7 +400,7 @@ static int l_xfer_progress(lua_State *L) {
 
 /* x:key() -> a light userdata naming this transfer in eng:finished() */
 static int l_xfer_key(lua_State *L) {
-  lxfer *lx = check_class(L, 1, &xfer_key, XFER_MT);
+  lxfer *lx = check_class(L, 1, KL_UP_XFER, XFER_MT);
   if (lx->x == NULL) return luaL_argerror(L, 1, "transfer is released");
   lua_pushlightuserdata(L, lx->x);
   return 1;
@@ -499,7 +498,7 @@ static int l_xfer_again(lua_State *L) {
 
 /* Releases the transfer: aborts it when still running. Idempotent. */
 static int l_xfer_close(lua_State *L) {
-  lxfer *lx = check_class(L, 1, &xfer_key, XFER_MT);
+  lxfer *lx = check_class(L, 1, KL_UP_XFER, XFER_MT);
   if (lx->x) {
     if (lx->x->engine) kengine_remove(lx->x->engine, lx->x);
     kxfer_free(lx->x);
@@ -516,7 +515,7 @@ static int l_xfer_abort(lua_State *L) {
 }
 
 static int l_xfer_tostring(lua_State *L) {
-  lxfer *lx = check_class(L, 1, &xfer_key, XFER_MT);
+  lxfer *lx = check_class(L, 1, KL_UP_XFER, XFER_MT);
   static const char *const names[] = { "new", "running", "done" };
   if (lx->x == NULL) lua_pushstring(L, "kling.core.transfer (released)");
   else lua_pushfstring(L, "kling.core.transfer (%s)", names[lx->x->state]);
@@ -607,10 +606,13 @@ void kl_open_engine(lua_State *L) {
     { "new", l_new }, { "now", l_now }, { "wait_fds", l_wait_fds },
     { "check_download_target", l_check_download_target }, { NULL, NULL },
   };
-  kl_class(L, ENGINE_MT, engine_meta, engine_methods);
-  kl_class(L, XFER_MT, xfer_meta, xfer_methods);
-  file_class(L, &engine_key, ENGINE_MT);
-  file_class(L, &xfer_key, XFER_MT);
+  luaL_newmetatable(L, ENGINE_MT);
+  luaL_newmetatable(L, XFER_MT);
+  lua_pop(L, 2);
+  kl_class_upvalues(L);
+  kl_class_up(L, ENGINE_MT, engine_meta, engine_methods, 2);
+  kl_class_upvalues(L);
+  kl_class_up(L, XFER_MT, xfer_meta, xfer_methods, 2);
   luaL_setfuncs(L, functions, 0);
   curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
   lua_pushstring(L, v->version);

@@ -20,6 +20,11 @@ typedef struct lengine {
 /* The open engine at stack index i (raises otherwise). */
 lengine *kl_check_engine(lua_State *L, int i);
 
+/* Pushes the upvalues every function of the engine's and the transfer's
+ * classes holds (their metatables: the type check of kl_check_engine); the
+ * poller's methods (lua_poller.c) hold them too. */
+void kl_class_upvalues(lua_State *L);
+
 /* Pushes the table x:result() gives for a finished transfer. */
 void kl_push_result(lua_State *L, kxfer *x);
 

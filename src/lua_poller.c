@@ -188,6 +188,7 @@ void kl_open_poller(lua_State *L) {
   };
   luaL_getmetatable(L, ENGINE_MT); /* the poller's methods join the engine's */
   lua_getfield(L, -1, "__index");
-  luaL_setfuncs(L, methods, 0);
+  kl_class_upvalues(L);
+  luaL_setfuncs(L, methods, 2);
   lua_pop(L, 2);
 }
