@@ -206,6 +206,32 @@ describe("secrets", function()
       assert.equals(under, cn)
     end)
 
+    it("never takes a URL holding a byte from 0 to 32 or 127 (kling.protocol.url_under), wherever it is", function()
+      local base = api.api
+      local built = base .. "/requests/u-1/status"
+      local protocol = require "kling.protocol"
+      for b = 0, 128 do
+        if b <= 32 or b == 127 then
+          for _, given in ipairs { base .. "/requests/u-1/status" .. string.char(b),
+            base .. "/requests/u-1" .. string.char(b) .. "/status", string.char(b) .. base .. "/x" } do
+            assert.is_false(protocol.url_under(given, base), b)
+          end
+        end
+      end
+      -- each refused byte once through a submit answer: the job's URL is built from the id
+      for _, b in ipairs { 0, 9, 10, 13, 31, 32, 127 } do
+        assert.equals(built, (status_url_for(base, base .. "/requests/u-1/sta" .. string.char(b) .. "tus")), b)
+      end
+      -- bytes from 128 up are the file host's and the service's business: taken as given
+      local high = base .. "/requests/u-1/status?n=\195\169"
+      assert.is_true(protocol.url_under(high, base))
+      assert.equals(high, (status_url_for(base, high)))
+      assert.is_false(protocol.url_under(nil, base))
+      assert.is_false(protocol.url_under(42, base))
+      assert.is_false(protocol.url_under(base, base))
+      assert.is_false(protocol.url_under(base .. "x/y", base))
+    end)
+
     it("reads a base_url with pattern characters as plain text when it checks a URL under it", function()
       -- ".", "-", "%" and "(" are magic in a Lua pattern: a URL that such a pattern would
       -- match but that is not under the base is built from the id

@@ -81,6 +81,16 @@ static int l_valid_model_id(lua_State *L) {
   return 1;
 }
 
+/* core.protocol.url_under(url, base) -> true when url is a string that may
+ * stand for a route of base (kproto_url_under), else false */
+static int l_url_under(lua_State *L) {
+  size_t n, bn;
+  const char *base = luaL_checklstring(L, 2, &bn);
+  const char *url = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &n) : NULL;
+  lua_pushboolean(L, url != NULL && kproto_url_under(url, n, base, bn));
+  return 1;
+}
+
 /* core.protocol.url(base, route, arg) -> url | nil, message */
 static int l_url(lua_State *L) {
   const char *base = luaL_checkstring(L, 1);
@@ -147,6 +157,7 @@ void kl_open_protocol(lua_State *L) {
   static const luaL_Reg functions[] = {
     { "error_code", l_error_code }, { "answer_kind", l_answer_kind }, { "transient", l_transient },
     { "valid_id", l_valid_id },     { "valid_model_id", l_valid_model_id }, { "url", l_url },
+    { "url_under", l_url_under },
     { "queue_position", l_queue_position }, { "usable_status", l_usable_status },
     { "retry_after", l_retry_after }, { "not_ready", l_not_ready },
     { "cancel_means", l_cancel_means }, { NULL, NULL },

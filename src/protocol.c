@@ -55,6 +55,15 @@ int kproto_valid_id(const char *s, size_t n) {
   return 1;
 }
 
+int kproto_url_under(const char *url, size_t n, const char *base, size_t bn) {
+  if (n <= bn || url[bn] != '/' || memcmp(url, base, bn) != 0) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)url[i];
+    if (c <= 32 || c == 127) return 0;
+  }
+  return 1;
+}
+
 int kproto_valid_model_id(const char *s, size_t n) {
   if (n < 1 || n > KPROTO_MODEL_ID_MAX) return 0;
   int start = 1;

@@ -50,6 +50,13 @@ int kproto_url(char *out, size_t n, const char *base, kproto_route r, const char
 
 /* A request id that may go into a URL: 1 to 128 of A-Z a-z 0-9 _ -. */
 int kproto_valid_id(const char *s, size_t n);
+
+/* A URL the service gave (a submit answer's status_url, result_url,
+ * cancel_url) that kling may use in place of the one it builds: it starts with
+ * base followed by '/' (so the token is never sent elsewhere), and holds no
+ * byte from 0 to 32 nor 127 (C would read it cut short at a NUL; a control
+ * character or a space has no place in a URL). */
+int kproto_url_under(const char *url, size_t n, const char *base, size_t bn);
 /* A model id: slash-separated names of letters, digits, '.', '_' and '-'
  * (each starting with a letter or digit), 1 to 256 bytes in all. */
 int kproto_valid_model_id(const char *s, size_t n);

@@ -22,14 +22,12 @@ M.TERMINAL = protocol.TERMINAL
 local STATUS_METHOD = protocol.ROUTES.status.method
 
 -- Uses the service's URL only when it lies under our base URL (so the token
--- can never be sent elsewhere); otherwise builds it from the id.
+-- can never be sent elsewhere) and holds no control character or space (C
+-- would read it cut short at a NUL byte): kling.protocol.url_under;
+-- otherwise builds it from the id.
+local url_under = protocol.url_under
 local function route(client, given, id, what)
-  -- (and never one with a control character or a space: C would read it cut short at a NUL byte)
-  local base = client.base_url
-  if type(given) == "string" and given:byte(#base + 1) == 47 --[[ "/" ]] and given:find(base, 1, true) == 1
-      and not given:find("[%z%c%s\127]") then
-    return given
-  end
+  if url_under(given, client.base_url) then return given end
   return client:request_url(id, what)
 end
 

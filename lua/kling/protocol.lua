@@ -40,6 +40,10 @@ M.valid_model_id = P.valid_model_id
 --- The URL of a route: url(base, "status", id) -> url | nil, message (the id
 -- or model id is checked first).
 M.url = P.url
+--- url_under(url, base) -> true when url (a URL the service gave) starts with
+-- base followed by "/" and holds no byte from 0 to 32 nor 127: then kling
+-- may use it (the token never goes elsewhere; C reads it whole).
+M.url_under = P.url_under
 --- RunComfy's error_code of a decoded value as an integer, or nil when it is
 -- none: a number without a fraction from 0 to 2^53, or a string of 1 to 15
 -- ASCII digits (1.5, "12abc", "", null and booleans are no error code).
