@@ -2,7 +2,8 @@
 --   lua5.4 bench/overhead.lua [N] [LIB_DIR]
 -- Against the emulator on loopback (plain HTTP/1.1):
 -- - N sequential job:refresh() vs a raw libcurl easy loop (bench/overhead_raw.c,
---   built here) making the same GETs with the same headers: client CPU in
+--   built here) making the same GETs with the same header lines (kling's
+--   User-Agent too): client CPU in
 --   BENCH_ROUNDS (default 9) rounds, each running both sides in turn; the
 --   ratio printed is the median of the rounds' ratios (BENCH_VERBOSE=1 prints
 --   each round).
@@ -61,9 +62,10 @@ local c = kling.new { base_url = emu.api, token = TOKEN, on_warning = false }
 local job = assert(c:generate { prompt = "a cat asked after many times @emu:queue=100000" })
 c:close()
 local url = job.urls.status
+local ua = assert(emu:job_record(job.id).headers["user-agent"]) -- the peer sends kling's User-Agent too
 
 local function raw_cpu(mode, n)
-  local out = sh(table.concat({ q(raw), mode, q(url), TOKEN, n, mode == "multi" and 8 or "" }, " "))
+  local out = sh(table.concat({ q(raw), mode, q(url), TOKEN, n, q(ua), mode == "multi" and 8 or "" }, " "))
   return tonumber(out:match("^(%S+)"))
 end
 
@@ -74,7 +76,7 @@ local function per_request_instr(kling_mode, raw_mode)
     return table.concat({ "lua5.4 bench/overhead.lua --child", kling_mode, q(emu.api), TOKEN, job.id, n, LIB and q(LIB) or "" }, " ")
   end
   local function rcmd(n)
-    return table.concat({ q(raw), raw_mode, q(url), TOKEN, n, raw_mode == "multi" and 8 or "" }, " ")
+    return table.concat({ q(raw), raw_mode, q(url), TOKEN, n, q(ua), raw_mode == "multi" and 8 or "" }, " ")
   end
   local k = (instructions(kcmd(3 * M)) - instructions(kcmd(M))) / (2 * M)
   local r = (instructions(rcmd(3 * M)) - instructions(rcmd(M))) / (2 * M)

@@ -1,8 +1,9 @@
 /*
  * bench/overhead_raw.c - raw libcurl loops for bench/overhead.lua: the same
  * status GETs kling's job:refresh() makes, with the same headers.
- *   overhead_raw easy URL TOKEN N        N GETs one after the other, one easy handle
- *   overhead_raw multi URL TOKEN N CAP   N GETs at once on a multi handle, CAP connections
+ *   overhead_raw easy URL TOKEN N UA        N GETs one after the other, one easy handle
+ *   overhead_raw multi URL TOKEN N UA CAP   N GETs at once on a multi handle, CAP connections
+ * UA: the User-Agent kling sent (a line of its header list, as in src/net.c).
  * Prints the CPU seconds (user + system) of the loop and the wall seconds.
  * Built by bench/overhead.lua: cc -O2 bench/overhead_raw.c -o DIR/overhead_raw -lcurl
  */
@@ -30,11 +31,14 @@ static size_t sink(char *p, size_t s, size_t n, void *ud) {
   return k;
 }
 
-static struct curl_slist *headers(const char *token) {
-  char auth[512];
+static struct curl_slist *headers(const char *token, const char *ua) {
+  char auth[512], agent[512];
   snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+  snprintf(agent, sizeof agent, "User-Agent: %s", ua);
+  /* kling's list for a GET, in its order */
   struct curl_slist *h = curl_slist_append(NULL, "Accept: application/json");
   h = curl_slist_append(h, auth);
+  h = curl_slist_append(h, agent);
   return curl_slist_append(h, "Expect:");
 }
 
@@ -48,14 +52,14 @@ static void setup(CURL *h, const char *url, struct curl_slist *hd, body *b) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 5) {
-    fprintf(stderr, "usage: overhead_raw easy|multi URL TOKEN N [CAP]\n");
+  if (argc < 6) {
+    fprintf(stderr, "usage: overhead_raw easy|multi URL TOKEN N UA [CAP]\n");
     return 2;
   }
   const char *url = argv[2];
   int n = atoi(argv[4]);
   curl_global_init(CURL_GLOBAL_DEFAULT);
-  struct curl_slist *hd = headers(argv[3]);
+  struct curl_slist *hd = headers(argv[3], argv[5]);
   double c0, w0;
   if (strcmp(argv[1], "easy") == 0) {
     CURL *h = curl_easy_init();
@@ -70,7 +74,7 @@ int main(int argc, char **argv) {
     curl_easy_cleanup(h);
     free(b.p);
   } else {
-    long cap = argc > 5 ? atol(argv[5]) : 8;
+    long cap = argc > 6 ? atol(argv[6]) : 8;
     CURLM *m = curl_multi_init();
     curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, cap);
     CURL **hs = calloc((size_t)n, sizeof *hs);
