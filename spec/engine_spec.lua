@@ -163,24 +163,35 @@ describe("the engine's and the transfer's methods", function()
   it("refuse an object of another class, naming the class they need", function()
     local eng = core.engine.new { base_url = "http://127.0.0.1:9/v1", token = "t" }
     local x = assert(eng:request { method = "GET", url = "http://127.0.0.1:9/v1/requests/a/status" })
-    local function refused(f, obj, class)
-      local ok, err = pcall(f, obj)
-      assert.is_false(ok)
-      assert.matches(class .. " expected", err, 1, true)
+    local others = { {}, io.stdout, "x", 1, true, print, coroutine.create(print), x:key() }
+    -- every function of each class: its methods (the poller's too: src/lua_poller.c) and
+    -- the metamethods that take the object
+    local function each(obj, class, wrong)
+      local mt = getmetatable(obj)
+      local names = {}
+      for name, f in pairs(mt.__index) do names[#names + 1] = name; assert.is_function(f) end
+      for _, m in ipairs { "__gc", "__close", "__tostring" } do
+        if mt[m] then names[#names + 1] = m end
+      end
+      table.sort(names)
+      assert.is_true(#names >= 7, class .. ": " .. table.concat(names, " "))
+      for _, name in ipairs(names) do
+        local f = mt.__index[name] or mt[name]
+        for _, other in ipairs { wrong, (table.unpack or unpack)(others) } do
+          local ok, err = pcall(f, other)
+          assert.is_false(ok, class .. "." .. name .. " took a " .. type(other))
+          assert.matches(class .. " expected", err, 1, true)
+        end
+        local ok, err = pcall(f) -- no object at all
+        assert.is_false(ok)
+        assert.matches(class .. " expected", err, 1, true)
+      end
     end
-    for _, other in ipairs { eng, {}, io.stdout, "x", 1 } do
-      refused(x.done, other, "kling.core.transfer")
-      refused(x.result, other, "kling.core.transfer")
-      refused(x.close, other, "kling.core.transfer")
-    end
-    for _, other in ipairs { x, {}, io.stdout } do
-      refused(eng.pending, other, "kling.core.engine")
-      refused(eng.scrub, other, "kling.core.engine")
-      refused(eng.poll_stats, other, "kling.core.engine") -- the poller's methods (src/lua_poller.c)
-      refused(eng.watch, other, "kling.core.engine")
-    end
-    assert.equals(1, eng:pending()) -- the right objects still pass
+    each(eng, "kling.core.engine", x)
+    each(x, "kling.core.transfer", eng)
+    assert.equals(1, eng:pending()) -- the right objects still pass, and nothing was closed
     assert.is_false(x:done())
+    assert.matches("running", tostring(x))
     x:close()
     eng:close()
     assert.has_error(function() eng:pending() end)

@@ -111,11 +111,16 @@ describe("learned polling", function()
     local worst, samples = 0, 0
     while polls() < 6 * 5 do
       c:step(0.05)
-      local t = c:timeout()
-      assert.is_number(t)
-      samples = samples + 1
-      if t > worst then worst = t end
+      -- (while every job's poll is in flight no poll is scheduled, and the engine's timeout
+      -- is libcurl's, the requests' deadline: such a moment says nothing of the schedule)
+      if c._engine:pending() < #jobs then
+        local t = c:timeout()
+        assert.is_number(t)
+        samples = samples + 1
+        if t > worst then worst = t end
+      end
     end
+    assert.is_true(samples > 0, "no moment with a poll scheduled")
     assert.is_true(worst <= poll.max + 1e-6, "longest wait scheduled: " .. worst .. " s over " .. samples .. " samples")
     for _, j in ipairs(jobs) do j:cancel() end
     c:close()

@@ -17,7 +17,10 @@ typedef struct lengine {
   int open;
 } lengine;
 
-/* The open engine at stack index i (raises otherwise). */
+/* The open engine at stack index i (raises otherwise). Call it only from a
+ * function that holds kl_class_upvalues' upvalues (1 and 2), or no upvalues
+ * at all (then it checks by the class name): it reads upvalue 1 as the
+ * engine's metatable. */
 lengine *kl_check_engine(lua_State *L, int i);
 
 /* Pushes the upvalues every function of the engine's and the transfer's

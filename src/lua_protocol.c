@@ -8,6 +8,7 @@
  *   ROUTES[name] -> { method =, path = } (path with {model_id} or {request_id})
  *   UNUSABLE_TRIES, ID_MAX, ID_RULE, ID_PATTERN, MODEL_ID_MAX
  *   url(base, route, arg) -> url | nil, message
+ *   url_under(url, base) -> boolean (a URL the service gave that kling may use)
  *   valid_id(v), valid_model_id(v) -> boolean
  *   error_code(v) -> integer | nil
  *   answer_kind(status [, code]) -> kind, retryable | nil (a success)
