@@ -752,11 +752,10 @@ kxfer *kxfer_new_ex(knet *e, const kx_spec *s, char *err, size_t errlen, kx_new_
     return NULL;
   }
 
-  /* the memory of the client's last freed transfer when there is one: a
+  /* the memory of one of the client's freed transfers when there is one: a
    * transfer is a few KiB, which malloc does not keep at hand */
-  kxfer *x = e->spare;
+  kxfer *x = e->nspare > 0 ? e->spare[--e->nspare] : NULL;
   if (x) {
-    e->spare = NULL;
     KX_UNPOISON(x, sizeof *x);
     memset(x, 0, sizeof *x);
   } else {
@@ -1194,8 +1193,8 @@ void kxfer_free(kxfer *x) {
   free(x->wbuf);
   /* kept for the client's next transfer while its client is open (x->net
    * outlives x: a transfer holds its engine) */
-  if (x->net && !x->net->closed && !x->net->no_spare && x->net->spare == NULL) {
-    x->net->spare = x;
+  if (x->net && !x->net->closed && !x->net->no_spare && x->net->nspare < KNET_SPARES) {
+    x->net->spare[x->net->nspare++] = x;
     KX_POISON(x, sizeof *x);
   } else {
     free(x);

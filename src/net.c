@@ -239,8 +239,7 @@ static void wipe(char *s) {
 
 void knet_close(knet *n) {
   n->closed = 1;
-  free(n->spare); /* (poisoned under ASan by http.c: free takes it as it is) */
-  n->spare = NULL;
+  while (n->nspare > 0) free(n->spare[--n->nspare]); /* (poisoned under ASan by http.c: free takes them as they are) */
   wipe(n->token);
   wipe(n->auth_header);
   free(n->token);

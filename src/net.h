@@ -14,6 +14,11 @@
 #include <stddef.h>
 #include <curl/curl.h>
 
+/* Freed transfers (a few KiB each) a client keeps for its next ones, at
+ * most: malloc does not keep blocks that size at hand, and a client with many
+ * jobs frees and starts several transfers per step. */
+#define KNET_SPARES 16
+
 typedef struct knet_opts {
   const char *api_base;    /* the API's base URL (required) */
   const char *token;       /* NULL or "" when none */
@@ -40,7 +45,8 @@ typedef struct knet {
   long timeout_ms, connect_timeout_ms;
   size_t max_body;
   int allow_insecure_http;
-  void *spare;             /* one freed transfer's memory, for the next one (http.c); NULL: none */
+  void *spare[KNET_SPARES]; /* freed transfers' memory, for the next ones (http.c): spare[0..nspare) */
+  int nspare;
   int closed;              /* knet_close ran: nothing is kept any more */
   int no_spare;            /* KLING_NO_SPARE in the environment: no freed transfer kept (make valgrind) */
   /* counted by the open/close socket callbacks */
