@@ -197,3 +197,96 @@ describe("the engine's and the transfer's methods", function()
     assert.has_error(function() eng:pending() end)
   end)
 end)
+
+-- More requests than connections: the engine holds the rest (queued) and starts
+-- them as places free up. A caller's own loop (the documented host loop: wait up
+-- to timeout() on pollfd(), then step(0)) must be told when a queued request may
+-- start, and must not be told "now" while every place is taken (a spinning loop).
+describe("a caller's loop with more requests than connections", function()
+  local emu
+  setup(function()
+    emu = helpers.start_emulator { "--token", TOKEN, "--queue", "0", "--run", "0" }
+  end)
+  teardown(function()
+    if emu then emu:stop() end
+  end)
+
+  it("is never left waiting on nothing while requests are queued", function()
+    local c = kling.new { base_url = emu.api, token = TOKEN, on_warning = false }
+    local job = assert(c:generate { prompt = "asked after six times at once" })
+    c:close()
+    local eng = core.engine.new { base_url = emu.api, token = TOKEN, max_connections = 1 }
+    local xs = {}
+    for i = 1, 6 do xs[i] = assert(eng:request { method = "GET", url = job.urls.status }) end
+    local stalls, iterations = 0, 0
+    local function all_done()
+      for i = 1, 6 do if not xs[i]:done() then return false end end
+      return true
+    end
+    while not all_done() and iterations < 200 do
+      iterations = iterations + 1
+      local t = eng:timeout()
+      local st = eng:stats()
+      -- (no timeout and nothing in flight: no socket and no timer would ever wake the loop)
+      if t == nil and st.queued > 0 and st.inflight == 0 then stalls = stalls + 1 end
+      core.engine.wait_fds({ eng:pollfd() }, t or 2)
+      eng:step(0)
+    end
+    assert.is_true(all_done(), "not all done after " .. iterations .. " turns")
+    assert.equals(0, stalls)
+    for i = 1, 6 do assert.equals(200, xs[i]:result().status) end
+    eng:close()
+  end)
+
+  it("does not spin while every connection is taken and max_rps holds queued requests", function()
+    local eng = core.engine.new { base_url = emu.api, token = TOKEN, max_connections = 1, max_rps = 100 }
+    local xs = {}
+    for i = 1, 6 do
+      -- each submit is answered after 0.3 s of the emulator's clock: the one connection stays taken
+      xs[i] = assert(eng:request { method = "POST", url = emu.api .. "/models/kling/kling-3.0/pro/text-to-video",
+        body = '{"prompt":"held ' .. i .. ' @emu:submit_delay=0.3"}' })
+    end
+    local turns, done = 0, 0
+    while done < 6 and turns < 100000 do
+      turns = turns + 1
+      local t = eng:timeout()
+      core.engine.wait_fds({ eng:pollfd() }, t or 2)
+      eng:step(0)
+      done = 0
+      for i = 1, 6 do if xs[i]:done() then done = done + 1 end end
+    end
+    assert.equals(6, done)
+    -- each turn is an event (an answer, a timer of libcurl's): a few dozen at most; a loop
+    -- told "now" while it must wait turns hundreds of thousands of times
+    assert.is_true(turns < 500, "turns of the loop: " .. turns)
+    for i = 1, 6 do xs[i]:close() end
+    eng:close()
+  end)
+
+  it("lets kling.run drive two clients of one connection each to the end of their jobs", function()
+    local opts = { base_url = emu.api, token = TOKEN, max_connections = 1, on_warning = false,
+      poll = { initial = 0.05, near = 0.1, min = 0.01, max = 0.2 } }
+    local a, b = kling.new(opts), kling.new(opts)
+    local ja, jb = {}, {}
+    for i = 1, 8 do ja[i] = assert(a:generate { prompt = "a" .. i .. " @emu:run=0.5" }) end
+    for i = 1, 8 do jb[i] = assert(b:generate { prompt = "b" .. i .. " @emu:run=0.5" }) end
+    local outs = {}
+    kling.run(function()
+      -- (kling.run drives both clients: each wait's client may have polls queued behind its one
+      -- connection; before the fix such a wait slept until the scheduler's 60 s)
+      kling.spawn(function() outs.a = { kling.wait_all(ja, { timeout = 20 }) } end)
+      kling.spawn(function() outs.b = { kling.wait_all(jb, { timeout = 20 }) } end)
+    end)
+    for _, side in ipairs { { outs.a, ja }, { outs.b, jb } } do
+      local res, jobs = side[1], side[2]
+      local _, first_err = next(res[2]) -- (wait_all: outputs, errors by index)
+      assert.is_nil(first_err, tostring(first_err))
+      for i = 1, 8 do
+        assert.equals("completed", jobs[i].status)
+        assert.is_string(res[1][i].video)
+      end
+    end
+    a:close()
+    b:close()
+  end)
+end)

@@ -424,8 +424,10 @@ double kengine_timeout(const kengine *e) {
   double now = know(), at = -1;
   if (e->curl_deadline >= 0) at = e->curl_deadline;
   if (e->wake_at >= 0 && (at < 0 || e->wake_at < at)) at = e->wake_at;
-  if (e->nqueued && e->max_rps > 0) {
-    double t = next_token_at(e);
+  if (e->nqueued && e->nactive_api < e->max_active) {
+    /* a queued transfer may start now, or when the rate allows: the caller's
+     * loop must step then (with the cap full, an end says so: no spinning) */
+    double t = e->max_rps > 0 ? next_token_at(e) : now;
     if (at < 0 || t < at) at = t;
   }
   const kxfer *x;
@@ -467,6 +469,13 @@ int kengine_step(kengine *e, double timeout) {
     }
     done += collect(e);
     if (done || know() >= deadline) break;
+  }
+  if (done) {
+    /* the places of the transfers that ended go to queued ones now, not at the
+     * next step: a caller's loop may wait timeout() before it steps again */
+    start_queued(e);
+    done += e->failed_starts;
+    e->failed_starts = 0;
   }
   return done;
 }

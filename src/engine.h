@@ -104,7 +104,8 @@ int kengine_step(kengine *e, double timeout);
 kxfer *kengine_take_done(kengine *e);
 
 /* Seconds until the engine has something to do (libcurl's timer, the
- * poller, a rate token, a delayed retry), or -1 when it waits only on
+ * poller, a delayed retry, a queued API transfer that may start: now, or at
+ * the next rate token, when a place is free), or -1 when it waits only on
  * sockets or nothing. */
 double kengine_timeout(const kengine *e);
 

@@ -77,7 +77,7 @@
 #include "sha256.h"
 #include "util.h"
 
-/* A freed transfer's memory kept for the next one (kxfer_free) is poisoned
+/* A freed transfer's memory kept for the next ones (kxfer_free) is poisoned
  * under ASan, so that a use after free is still reported (the memory is not
  * freed, so ASan would not see one otherwise); under valgrind (make
  * valgrind) KLING_NO_SPARE keeps none. */
